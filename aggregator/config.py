@@ -1,0 +1,319 @@
+"""Load and validate the YAML configuration.
+
+The YAML is read with ruamel.yaml (YAML 1.2, so ``no`` stays a string and
+``0123`` stays ``0123``) and validated by pydantic models that forbid unknown
+keys. Every error names the file, the line where it can, and the key path::
+
+    config/aggregator.yaml:14: sources[3].url: not an http(s) URL or file path
+
+Relative paths in the file (output directories, local sources) are resolved
+against the directory that holds the config file, so the result does not
+depend on the working directory.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from aggregator.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/aggregator.yaml")
+USER_AGENT = "aggregator/0.1 (+https://github.com/aggregator-project/aggregator)"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+def parse_duration(value: object) -> float:
+    """``90s``, ``15m``, ``2h``, ``1d`` (or a bare number of seconds) to seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration such as 90s, 15m, 2h or 1d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration such as 90s, 15m, 2h or 1d")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+def parse_size(value: object) -> int:
+    """``10MiB``, ``500KB`` or a bare number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError("a size such as 10MiB")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        size = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+    else:
+        raise ValueError(f"{value!r} is not a size such as 10MiB or 500KB")
+    if size <= 0:
+        raise ValueError("a size must be positive")
+    return size
+
+
+def _non_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+NonBlank = Annotated[str, AfterValidator(_non_blank)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(_Strict):
+    title: NonBlank = "aggregator"
+    description: str = "Posts gathered by aggregator"
+    base_url: str = "http://127.0.0.1:8080/"
+    language: str = "en"
+    author: str = "aggregator"
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_base(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("not an http(s) URL")
+        return value if value.endswith("/") else value + "/"
+
+
+class PathsConfig(_Strict):
+    posts: Path = Path("../posts")
+    feeds: Path = Path("../feeds")
+    data: Path = Path("../data")
+
+
+class DefaultsConfig(_Strict):
+    interval: Duration = 1800.0
+    timeout: Duration = 20.0
+    deadline: Duration = 60.0
+    user_agent: NonBlank = USER_AGENT
+    max_body: Size = 10 * 1024**2
+    max_entries: int = Field(default=500, gt=0)
+    concurrency: int = Field(default=16, gt=0)
+    per_host: int = Field(default=2, gt=0)
+    backoff_cap: Duration = 86400.0
+    escape_braces: bool = True
+    fsync: Literal["file", "batch", "off"] = "batch"
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class BuildConfig(_Strict):
+    max_items: int = Field(default=50, gt=0)
+    formats: tuple[Literal["rss", "atom", "json"], ...] = ("rss", "atom", "json")
+    full_content: bool = True
+
+
+class SourceConfig(_Strict):
+    name: NonBlank
+    url: NonBlank
+    categories: tuple[NonBlank, ...] = ()
+    author: str | None = None
+    interval: Duration | None = None
+    trusted: bool = False
+    comments: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url_or_path(cls, value: str) -> str:
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value):
+            if not re.match(r"^(https?://[^/\s]+|file://)", value):
+                raise ValueError("not an http(s) URL or file path")
+        elif any(ch in value for ch in "\n\r\0"):
+            raise ValueError("not an http(s) URL or file path")
+        return value
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _categories_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            raise ValueError("categories must be a list, for example [News, World]")
+        return value
+
+    @property
+    def is_local(self) -> bool:
+        return not self.url.startswith(("http://", "https://"))
+
+
+class Config(_Strict):
+    site: SiteConfig = SiteConfig()
+    paths: PathsConfig = PathsConfig()
+    defaults: DefaultsConfig = DefaultsConfig()
+    server: ServerConfig = ServerConfig()
+    build: BuildConfig = BuildConfig()
+    sources: tuple[SourceConfig, ...] = ()
+    # Where the config was read from; relative paths resolve against its folder.
+    base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> Config:
+        seen_names: dict[str, int] = {}
+        seen_urls: dict[str, int] = {}
+        for index, source in enumerate(self.sources):
+            for key, seen in ((source.name.casefold(), seen_names), (source.url, seen_urls)):
+                if key in seen:
+                    what = "name" if seen is seen_names else "url"
+                    raise ValueError(f"sources[{index}].{what}: duplicate of sources[{seen[key]}].{what}")
+                seen[key] = index
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    @property
+    def posts_dir(self) -> Path:
+        return self.resolve(self.paths.posts)
+
+    @property
+    def feeds_dir(self) -> Path:
+        return self.resolve(self.paths.feeds)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.resolve(self.paths.data)
+
+    @property
+    def index_path(self) -> Path:
+        return self.data_dir / "index.sqlite3"
+
+    def source_location(self, source: SourceConfig) -> str:
+        """An http(s) URL as given, or the absolute path of a local source."""
+        if not source.is_local:
+            return source.url
+        raw = source.url.removeprefix("file://")
+        return str(self.resolve(Path(raw)))
+
+    def interval_of(self, source: SourceConfig) -> float:
+        return source.interval if source.interval is not None else self.defaults.interval
+
+    def source_named(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(s.name for s in self.sources) or "none"
+        raise ConfigError(f"no source named {name!r} (configured: {known})")
+
+
+_NULLS = {"", "~", "null", "Null", "NULL"}
+
+
+def _to_python(node: Node, path: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> Any:
+    """A composed YAML node to plain Python, every scalar kept as its text.
+
+    Keeping the text (``0123``, ``1e3``, ``no``, ``2021-01-01``) and letting the
+    typed models convert it avoids every YAML 1.1/1.2 guessing trap: a name or a
+    category is exactly what the user wrote.
+    """
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, MappingNode):
+        mapping: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            if key in mapping:
+                raise ConfigError(f"{{line}}:{key_node.start_mark.line + 1}: duplicate key {key!r}")
+            mapping[key] = _to_python(value_node, (*path, key), lines)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+        return mapping
+    if isinstance(node, SequenceNode):
+        return [_to_python(item, (*path, i), lines) for i, item in enumerate(node.value)]
+    assert isinstance(node, ScalarNode)
+    if node.style is None and node.value in _NULLS:
+        return None
+    return str(node.value)
+
+
+def _format_path(path: Sequence[str | int]) -> str:
+    text = ""
+    for key in path:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return text or "(top level)"
+
+
+def load_config(path: Path | str = DEFAULT_CONFIG) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: no such config file") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from error
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    yaml = YAML(typ="rt")
+    try:
+        root = yaml.compose(text)
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {error.problem or error}") from error
+    lines: dict[tuple[str | int, ...], int] = {}
+    try:
+        data = _to_python(root, (), lines) if root is not None else {}
+    except ConfigError as error:
+        raise ConfigError(str(error).replace("{line}", str(path))) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the config must be a mapping of settings")
+    data.pop("base_dir", None)
+    try:
+        return Config.model_validate({**data, "base_dir": path.resolve().parent})
+    except ValidationError as error:
+        first = error.errors()[0]
+        loc = [part for part in first["loc"] if isinstance(part, str | int)]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling)"
+        if not loc and (match := re.match(r"^([\w.\[\]]+): (.*)$", message)):
+            # A cross-field error that names its own key path.
+            dotted, message = match.groups()
+            loc = [int(p) if p.isdigit() else p for p in re.findall(r"\w+", dotted)]
+        line = _deepest_line(lines, loc)
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"{where}: {_format_path(loc)}: {message}") from error
+
+
+def _deepest_line(lines: dict[tuple[str | int, ...], int], loc: Sequence[str | int]) -> int | None:
+    for depth in range(len(loc), 0, -1):
+        if (line := lines.get(tuple(loc[:depth]))) is not None:
+            return line
+    return None

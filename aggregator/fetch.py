@@ -1,0 +1,408 @@
+"""Retrieve a source's bytes politely, bounded in size and time.
+
+One shared ``httpx.AsyncClient`` per proxy setting; a global and a per-host
+concurrency limit; conditional GET with the stored validators; redirects
+followed by hand so that permanent ones can be remembered and redirects into
+private networks refused; the body decompressed by us, with a cap on the
+decompressed size, so a compression bomb stops early (httpx would inflate a
+whole chunk first); and one deadline over the whole exchange, because httpx's
+timeouts are per read and a server dripping bytes would never trip them.
+
+Everything the rest of the program needs to know about a response is in the
+returned ``FetchResult``; HTTP failures are raised as ``FetchError`` subclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ipaddress
+import os
+import re
+import socket
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from aggregator.errors import (
+    FetchError,
+    FetchTimeout,
+    HTTPStatusError,
+    RateLimited,
+    RedirectError,
+    SourceGone,
+    TooLarge,
+)
+
+ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/feed+json, "
+    "application/json;q=0.9, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
+)
+MAX_REDIRECTS = 5
+PERMANENT_REDIRECTS = frozenset({301, 308})
+TEMPORARY_REDIRECTS = frozenset({302, 303, 307})
+# Retry-After values outside these bounds are clamped: a server cannot make us
+# hammer it (0) or forget it (a year).
+MIN_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 86400.0
+DEFAULT_RETRY_AFTER = 3600.0
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What the last successful fetch told us, for a conditional GET."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    url: str
+    validators: Validators = Validators()
+    headers: Mapping[str, str] = field(default_factory=dict)
+    auth: tuple[str, str] | None = None
+    proxy: str | None = None
+    allow_private_redirects: bool = False
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """The outcome of one retrieval. ``body`` is None when not modified."""
+
+    url: str  # the URL finally read, after redirects
+    status: int
+    body: bytes | None
+    headers: Mapping[str, str]
+    validators: Validators
+    permanent_url: str | None = None  # set when every hop was a permanent redirect
+    fresh_for: float | None = None  # seconds the server says the document stays fresh
+    elapsed: float = 0.0
+
+    @property
+    def not_modified(self) -> bool:
+        return self.body is None
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    deadline: float = 60.0
+    max_body: int = 10 * 1024**2
+    concurrency: int = 16
+    per_host: int = 2
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float:
+    """Seconds to wait, from delta-seconds or an HTTP date (RFC 9110 §10.2.3), clamped."""
+    if not value:
+        return DEFAULT_RETRY_AFTER
+    value = value.strip()
+    seconds: float
+    if re.fullmatch(r"-?\d+(\.\d+)?", value):
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return DEFAULT_RETRY_AFTER
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    return min(max(seconds, MIN_RETRY_AFTER), MAX_RETRY_AFTER)
+
+
+def freshness(headers: Mapping[str, str], now: datetime) -> float | None:
+    """How long the response says it stays fresh (Cache-Control max-age, else Expires)."""
+    cache_control = headers.get("cache-control", "")
+    if match := re.search(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)", cache_control, re.IGNORECASE):
+        return float(match.group(1))
+    if expires := headers.get("expires"):
+        try:
+            when = email.utils.parsedate_to_datetime(expires)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max((when - now).total_seconds(), 0.0)
+    return None
+
+
+class _Decoder:
+    """Incremental Content-Encoding decoder with a cap on the decoded size."""
+
+    def __init__(self, encoding: str, limit: int, url: str) -> None:
+        self.limit = limit
+        self.url = url
+        self.size = 0
+        self.parts: list[bytes] = []
+        encoding = encoding.strip().lower()
+        self._zlib: zlib._Decompress | None
+        if encoding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._zlib = zlib.decompressobj()
+            self._deflate_sniffed = False
+        elif encoding in ("", "identity"):
+            self._zlib = None
+        else:
+            raise FetchError(f"unsupported Content-Encoding {encoding!r}", url=url)
+        self._encoding = encoding
+
+    def _append(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise TooLarge(f"body larger than {self.limit} bytes (after decompression)", url=self.url)
+        self.parts.append(data)
+
+    def feed(self, chunk: bytes) -> None:
+        if self._zlib is None:
+            self._append(chunk)
+            return
+        if self._encoding == "deflate" and not self._deflate_sniffed:
+            # Some servers send raw deflate without the zlib header.
+            self._deflate_sniffed = True
+            if chunk and (chunk[0] & 0x0F) != 8:
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+        data = chunk
+        try:
+            while data:
+                out = self._zlib.decompress(data, self.limit - self.size + 1)
+                self._append(out)
+                data = self._zlib.unconsumed_tail
+        except zlib.error as error:
+            raise FetchError(f"corrupt {self._encoding} body: {error}", url=self.url) from error
+
+    def finish(self) -> bytes:
+        if self._zlib is not None:
+            try:
+                self._append(self._zlib.flush())
+            except zlib.error as error:
+                raise FetchError(f"corrupt {self._encoding} body: {error}", url=self.url) from error
+            if self._encoding != "deflate" and not self._zlib.eof:
+                raise FetchError(f"truncated {self._encoding} body", url=self.url)
+        return b"".join(self.parts)
+
+
+def _is_private_host(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host.lower() in ("localhost",) or host.lower().endswith(".localhost")
+    return address.is_loopback or address.is_private or address.is_link_local
+
+
+async def _resolves_private(host: str) -> bool:
+    if _is_private_host(host):
+        return True
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return any(_is_private_host(str(info[4][0])) for info in infos)
+
+
+class Fetcher:
+    """Owns the HTTP clients and the concurrency limits; close it when done."""
+
+    def __init__(self, user_agent: str, limits: FetchLimits = FetchLimits()) -> None:
+        self.user_agent = user_agent
+        self.limits = limits
+        self._clients: dict[str | None, httpx.AsyncClient] = {}
+        self._global = asyncio.Semaphore(limits.concurrency)
+        self._per_host: dict[str, asyncio.Semaphore] = {}
+
+    def _client(self, proxy: str | None) -> httpx.AsyncClient:
+        if proxy not in self._clients:
+            self._clients[proxy] = httpx.AsyncClient(
+                follow_redirects=False,
+                # Proxies come from the config only: no surprise .netrc or env proxies.
+                trust_env=False,
+                proxy=proxy,
+                timeout=httpx.Timeout(
+                    self.limits.read_timeout,
+                    connect=self.limits.connect_timeout,
+                    pool=self.limits.deadline,
+                ),
+                limits=httpx.Limits(max_connections=self.limits.concurrency * 2),
+                headers={"User-Agent": self.user_agent},
+            )
+        return self._clients[proxy]
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    async def fetch(self, request: FetchRequest) -> FetchResult:
+        host = urlsplit(request.url).hostname or ""
+        host_limit = self._per_host.setdefault(host, asyncio.Semaphore(self.limits.per_host))
+        started = time.monotonic()
+        async with self._global, host_limit:
+            try:
+                async with asyncio.timeout(self.limits.deadline):
+                    result = await self._fetch_following(request)
+            except TimeoutError as error:
+                raise FetchTimeout(
+                    f"no complete response within {self.limits.deadline:g}s", url=request.url
+                ) from error
+            except httpx.TimeoutException as error:
+                raise FetchTimeout(f"timed out: {type(error).__name__}", url=request.url) from error
+            except httpx.HTTPError as error:
+                raise FetchError(_describe_transport_error(error), url=request.url) from error
+        return _with_elapsed(result, time.monotonic() - started)
+
+    async def _fetch_following(self, request: FetchRequest) -> FetchResult:
+        url = request.url
+        seen = {url}
+        all_permanent = True
+        origin_private = await _resolves_private(urlsplit(url).hostname or "")
+        for _ in range(MAX_REDIRECTS + 1):
+            outcome = await self._fetch_once(request, url)
+            if isinstance(outcome, FetchResult):
+                permanent = url if all_permanent and url != request.url else None
+                return _with_permanent(outcome, permanent)
+            status, location = outcome
+            target = urljoin(url, location)
+            if urlsplit(target).scheme not in ("http", "https"):
+                raise RedirectError(f"redirect to a non-http URL: {target}", url=request.url)
+            if target in seen:
+                raise RedirectError(f"redirect loop at {target}", url=request.url)
+            if (
+                not origin_private
+                and not request.allow_private_redirects
+                and await _resolves_private(urlsplit(target).hostname or "")
+            ):
+                raise RedirectError(
+                    f"refused redirect from a public address to a private one: {target}",
+                    url=request.url,
+                )
+            seen.add(target)
+            all_permanent = all_permanent and status in PERMANENT_REDIRECTS
+            url = target
+        raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=request.url)
+
+    async def _fetch_once(self, request: FetchRequest, url: str) -> FetchResult | tuple[int, str]:
+        headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip, deflate", **request.headers}
+        if request.validators.etag:
+            headers["If-None-Match"] = request.validators.etag
+        if request.validators.last_modified:
+            headers["If-Modified-Since"] = request.validators.last_modified
+        client = self._client(request.proxy)
+        now = datetime.now(UTC)
+        async with client.stream("GET", url, headers=headers, auth=request.auth) as response:
+            status = response.status_code
+            response_headers = {k.lower(): v for k, v in response.headers.items()}
+            if status in PERMANENT_REDIRECTS | TEMPORARY_REDIRECTS:
+                location = response.headers.get("location")
+                if not location:
+                    raise RedirectError(f"HTTP {status} without a Location header", url=url)
+                return status, location
+            if status == 304:
+                return FetchResult(
+                    url=url,
+                    status=304,
+                    body=None,
+                    headers=response_headers,
+                    validators=request.validators,
+                    fresh_for=freshness(response_headers, now),
+                )
+            _raise_for_status(status, response_headers, url, now)
+            body = await self._read_body(response, url)
+        validators = Validators(
+            etag=response_headers.get("etag"), last_modified=response_headers.get("last-modified")
+        )
+        unchanged = validators.etag is not None and validators.etag == request.validators.etag
+        return FetchResult(
+            url=url,
+            status=status,
+            body=None if unchanged else body,
+            headers=response_headers,
+            validators=validators,
+            fresh_for=freshness(response_headers, now),
+        )
+
+    async def _read_body(self, response: httpx.Response, url: str) -> bytes:
+        limit = self.limits.max_body
+        declared = response.headers.get("content-length", "")
+        encoding = response.headers.get("content-encoding", "")
+        if declared.isdigit() and int(declared) > limit and not encoding:
+            raise TooLarge(f"Content-Length {declared} exceeds the {limit}-byte limit", url=url)
+        decoder = _Decoder(encoding, limit, url)
+        async for chunk in response.aiter_raw(_CHUNK):
+            decoder.feed(chunk)
+        return decoder.finish()
+
+
+def _raise_for_status(status: int, headers: Mapping[str, str], url: str, now: datetime) -> None:
+    if status < 400 and status >= 200:
+        return
+    if status == 410:
+        raise SourceGone("HTTP 410 Gone: the source says it is gone", url=url, status=status)
+    if status in (429, 503):
+        retry_after = parse_retry_after(headers.get("retry-after"), now)
+        raise RateLimited(
+            f"HTTP {status}: asked to retry after {retry_after:g}s",
+            url=url,
+            status=status,
+            retry_after=retry_after,
+        )
+    raise HTTPStatusError(f"HTTP {status}", url=url, status=status)
+
+
+def _describe_transport_error(error: httpx.HTTPError) -> str:
+    cause = error.__cause__ or error.__context__
+    detail = str(error) or (str(cause) if cause else "") or type(error).__name__
+    kinds: dict[type[Exception], str] = {
+        httpx.ConnectError: "cannot connect",
+        httpx.RemoteProtocolError: "protocol error",
+        httpx.ReadError: "connection broken while reading",
+    }
+    kind = kinds.get(type(error), type(error).__name__)
+    return f"{kind}: {detail}"
+
+
+def _with_elapsed(result: FetchResult, elapsed: float) -> FetchResult:
+    return FetchResult(**{**result.__dict__, "elapsed": elapsed})
+
+
+def _with_permanent(result: FetchResult, permanent_url: str | None) -> FetchResult:
+    return FetchResult(**{**result.__dict__, "permanent_url": permanent_url})
+
+
+def read_local(path: Path, validators: Validators, max_body: int) -> FetchResult:
+    """A local file as a fetch result; its size and mtime act as the validator."""
+    try:
+        stat = path.stat()
+        if stat.st_size > max_body:
+            raise TooLarge(f"file larger than {max_body} bytes", url=str(path))
+        etag = f'"file-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+        if etag == validators.etag:
+            body = None
+        else:
+            with path.open("rb") as handle:
+                body = handle.read(max_body + 1)
+            if len(body) > max_body:
+                raise TooLarge(f"file larger than {max_body} bytes", url=str(path))
+    except FileNotFoundError as error:
+        raise FetchError(f"no such file: {path}", url=str(path)) from error
+    except IsADirectoryError as error:
+        raise FetchError(f"is a directory: {path}", url=str(path)) from error
+    except OSError as error:
+        raise FetchError(f"cannot read {path}: {os.strerror(error.errno or 0)}", url=str(path)) from error
+    content_type = "application/feed+json" if path.suffix == ".json" else "application/xml"
+    return FetchResult(
+        url=path.as_uri(),
+        status=200 if body is not None else 304,
+        body=body,
+        headers={"content-type": content_type},
+        validators=Validators(etag=etag),
+    )

@@ -1,0 +1,77 @@
+"""Atomic file writes: a crash leaves the old file or the new one, never half.
+
+The data goes to a temporary file in the target's own directory (so the rename
+stays on one file system), is optionally fsynced, and is renamed over the
+target. Temporary files carry a recognisable name so a later run can sweep
+what a killed process left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+
+TEMP_SUFFIX = ".aggtmp"
+
+
+def temp_path_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_path_for(path)
+    try:
+        with open(temp, "xb") as handle:
+            handle.write(data)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    if fsync:
+        fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fsync_files(paths: Iterable[Path]) -> None:
+    """Flush files written without fsync; used by the per-batch durability policy."""
+    directories = set()
+    for path in paths:
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        directories.add(path.parent)
+    for directory in directories:
+        fsync_directory(directory)
+
+
+def sweep_temp_files(root: Path) -> int:
+    """Remove temporary files a killed process left under ``root``; return how many."""
+    removed = 0
+    if not root.exists():
+        return 0
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            if name.endswith(TEMP_SUFFIX):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+    return removed

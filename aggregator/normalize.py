@@ -1,0 +1,258 @@
+"""Turn one feed entry into a ``Post``: the fixed shape of a post file.
+
+Pure: no I/O, ``first_seen`` is passed in. What is derived here, and from what:
+
+- ``title``: plain text (tags removed, entities decoded, whitespace collapsed),
+  else the start of the text, else the link; never empty.
+- ``body``: the content, else the summary; cleaned with nh3 (an allowlist
+  sanitizer) unless the source is trusted; relative URLs made absolute; ``{``
+  and ``}`` written as ``&#123;``/``&#125;`` so Hexo leaves them alone.
+- ``date``: published, else updated, else the first time we saw the entry.
+- ``id``: the guid/Atom id, else the link, else a hash of title and content.
+
+Every text field is stripped of characters XML 1.0 forbids (NUL, control
+characters, lone surrogates), so no later stage (YAML, feed XML) can fail on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urljoin, urlsplit
+
+import nh3
+
+from aggregator.parse import Enclosure, EntryData
+
+SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
+TITLE_FALLBACK_CHARS = 80
+SUMMARY_CHARS = 280
+
+# What feed readers render: text formatting, links, images, lists, tables,
+# figures, code, media. No script, style, frames, forms or event handlers.
+_TAGS = {
+    "a", "abbr", "acronym", "address", "article", "aside", "audio", "b", "bdi", "bdo",
+    "big", "blockquote", "br", "caption", "center", "cite", "code", "col", "colgroup",
+    "dd", "del", "details", "dfn", "div", "dl", "dt", "em", "figcaption", "figure",
+    "font", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hgroup", "hr", "i",
+    "img", "ins", "kbd", "li", "mark", "ol", "p", "picture", "pre", "q", "rp", "rt",
+    "ruby", "s", "samp", "section", "small", "source", "span", "strike", "strong", "sub",
+    "summary", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "time", "tr",
+    "track", "tt", "u", "ul", "var", "video", "wbr",
+}  # fmt: skip
+_GENERIC_ATTRIBUTES = {"title", "lang", "dir"}
+_ATTRIBUTES = {
+    "a": {"href", "hreflang"},
+    "img": {"src", "srcset", "alt", "width", "height", "sizes"},
+    "source": {"src", "srcset", "type", "media", "sizes"},
+    "video": {"src", "poster", "controls", "width", "height", "loop", "muted"},
+    "audio": {"src", "controls", "loop", "muted"},
+    "track": {"src", "kind", "srclang", "label"},
+    "td": {"colspan", "rowspan", "align"},
+    "th": {"colspan", "rowspan", "align", "scope"},
+    "col": {"span"},
+    "colgroup": {"span"},
+    "ol": {"start", "reversed", "type"},
+    "li": {"value"},
+    "time": {"datetime"},
+    "blockquote": {"cite"},
+    "q": {"cite"},
+    "del": {"cite", "datetime"},
+    "ins": {"cite", "datetime"},
+    "abbr": {"title"},
+    "details": {"open"},
+    "font": {"color"},
+}
+_URL_ATTRIBUTES = frozenset({"href", "src", "poster", "cite"})
+_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+_TAG = re.compile(r"<[^>]*>")
+_COMMENT_OR_CDATA = re.compile(r"<!--.*?-->|<!\[CDATA\[.*?\]\]>", re.DOTALL)
+_DROPPED_BLOCKS = re.compile(r"<(script|style|template)\b.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+_FIRST_IMG = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s>]+))", re.I)
+
+
+@dataclass(frozen=True)
+class SourceRules:
+    """What the config says about how a source's entries become posts."""
+
+    name: str
+    categories: tuple[str, ...]
+    author: str | None = None
+    trusted: bool = False
+    comments: bool = False
+    escape_braces: bool = True
+    feed_title: str = ""
+
+
+@dataclass(frozen=True)
+class Post:
+    source: str
+    id: str
+    title: str
+    link: str
+    categories: tuple[str, ...]
+    author: str
+    comments: bool
+    date: datetime
+    updated: datetime | None
+    headimg: str | None
+    tags: tuple[str, ...]
+    enclosures: tuple[Enclosure, ...]
+    body: str
+
+    @property
+    def content_hash(self) -> str:
+        """Changes exactly when something a reader would see changes."""
+        material = json.dumps(
+            [
+                self.title,
+                self.link,
+                self.categories,
+                self.author,
+                self.comments,
+                self.date.isoformat(),
+                self.headimg,
+                self.tags,
+                [(e.url, e.type, e.length) for e in self.enclosures],
+                self.body,
+            ],
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+    @property
+    def summary(self) -> str:
+        return plain_text(self.body, limit=SUMMARY_CHARS)
+
+
+def clean_text(value: str) -> str:
+    """Remove what XML 1.0 forbids; everything else is kept."""
+    return _XML_FORBIDDEN.sub("", value)
+
+
+def plain_text(markup: str, *, limit: int | None = None) -> str:
+    """HTML to one line of text: tags dropped, entities decoded, whitespace collapsed."""
+    text = _DROPPED_BLOCKS.sub(" ", _COMMENT_OR_CDATA.sub(" ", markup))
+    text = html.unescape(_TAG.sub(" ", text)).replace("&#123;", "{").replace("&#125;", "}")
+    text = clean_text(_WHITESPACE.sub(" ", text).strip())
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def entry_id(entry: EntryData) -> str:
+    """The guid or Atom id, else the link, else a hash of title and content."""
+    for candidate in (entry.id, entry.link):
+        if candidate and clean_text(candidate).strip():
+            return clean_text(candidate).strip()
+    material = json.dumps([entry.title, entry.content or entry.summary], ensure_ascii=False)
+    return "urn:sha256:" + hashlib.sha256(material.encode("utf-8", "replace")).hexdigest()
+
+
+def safe_url(url: str | None, base: str = "") -> str | None:
+    """An absolute http(s)/mailto URL, or None for anything else (javascript:, data:...)."""
+    if not url:
+        return None
+    url = clean_text(url).strip()
+    try:
+        absolute = urljoin(base, url) if base else url
+        scheme = urlsplit(absolute).scheme.lower()
+    except ValueError:
+        return None
+    if scheme not in SAFE_SCHEMES:
+        return None
+    return absolute
+
+
+def sanitize_html(markup: str, base: str) -> str:
+    """Allowlist-clean HTML with nh3; relative URLs resolved against ``base``."""
+
+    def resolve(url: str) -> str | None:
+        return safe_url(url, base)
+
+    def filter_attribute(tag: str, attribute: str, value: str) -> str | None:
+        if attribute == "srcset":
+            return _clean_srcset(value, base)
+        return value
+
+    return nh3.clean(
+        markup,
+        tags=_TAGS,
+        attributes={**_ATTRIBUTES, "*": _GENERIC_ATTRIBUTES},
+        attribute_filter=filter_attribute,
+        url_schemes=set(SAFE_SCHEMES),
+        url_relative=resolve if base and safe_url(base) else "deny",
+        link_rel="noopener noreferrer",
+        strip_comments=True,
+    )
+
+
+def _clean_srcset(value: str, base: str) -> str | None:
+    candidates = []
+    for candidate in value.split(","):
+        parts = candidate.strip().split()
+        if not parts:
+            continue
+        url = safe_url(parts[0], base)
+        if url:
+            candidates.append(" ".join([url, *parts[1:2]]))
+    return ", ".join(candidates) or None
+
+
+def escape_braces(markup: str) -> str:
+    return markup.replace("{", "&#123;").replace("}", "&#125;")
+
+
+def _title(entry: EntryData, body_text: str, link: str) -> str:
+    raw = clean_text(entry.title or "")
+    title = plain_text(raw) if entry.title_is_html else clean_text(_WHITESPACE.sub(" ", raw).strip())
+    if not title:
+        title = plain_text(body_text, limit=TITLE_FALLBACK_CHARS)
+    return title or link or "(untitled)"
+
+
+def lead_image(entry: EntryData, body: str) -> str | None:
+    """media:thumbnail, media:content, an image enclosure, else the body's first <img>."""
+    candidates = list(entry.images)
+    candidates += [e.url for e in entry.enclosures if e.type.startswith("image/")]
+    for match in _FIRST_IMG.finditer(body):
+        candidates.append(html.unescape(next(g for g in match.groups() if g is not None)))
+    for candidate in candidates:
+        url = safe_url(candidate, entry.base)
+        if url and urlsplit(url).scheme in ("http", "https"):
+            return url
+    return None
+
+
+def normalize(entry: EntryData, rules: SourceRules, first_seen: datetime) -> Post:
+    """One entry to one post; see the module docstring for each field's rule."""
+    link = safe_url(entry.link, entry.base) or ""
+    raw_body = clean_text(entry.content or entry.summary or "")
+    body = raw_body if rules.trusted else sanitize_html(raw_body, entry.base)
+    headimg = lead_image(entry, body)
+    enclosures = tuple(
+        Enclosure(url=url, type=clean_text(e.type), length=e.length)
+        for e in entry.enclosures
+        if (url := safe_url(e.url, entry.base)) and not url.startswith("mailto:")
+    )
+    author = rules.author or plain_text(entry.author or "") or rules.feed_title or rules.name
+    return Post(
+        source=rules.name,
+        id=entry_id(entry),
+        title=_title(entry, raw_body, link),
+        link=link,
+        categories=rules.categories,
+        author=author,
+        comments=rules.comments,
+        date=entry.published or entry.updated or first_seen,
+        updated=entry.updated,
+        headimg=headimg,
+        tags=tuple(dict.fromkeys(t for tag in entry.tags if (t := plain_text(tag)))),
+        enclosures=enclosures,
+        body=escape_braces(body) if rules.escape_braces else body,
+    )

@@ -1,0 +1,210 @@
+"""The update flow, one source at a time::
+
+    state from the index | fetch (conditional) | parse (worker process)
+        | normalize | save posts | save state | -> feed keys to rebuild
+
+``Updater`` only sequences the stages. A failing source becomes an
+``UpdateResult`` holding its error, never an exception that stops the batch;
+its validators are saved only after its entries are stored, so a crash
+mid-update makes the next run fetch again rather than skip entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from aggregator.config import Config, SourceConfig
+from aggregator.errors import AggregatorError, RateLimited, SourceGone, StoreError
+from aggregator.fetch import Fetcher, FetchLimits, FetchRequest, FetchResult, Validators, read_local
+from aggregator.normalize import Post, SourceRules, entry_id, normalize
+from aggregator.parse import FeedData
+from aggregator.state import SourceState, after_failure, after_success, config_fingerprint, utcnow
+from aggregator.store import Outcome, PostStore, feed_keys_for
+from aggregator.workers import ParserPool
+
+log = logging.getLogger("aggregator.update")
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    source: str
+    state: SourceState
+    new: int = 0
+    updated: int = 0
+    not_modified: bool = False
+    error: AggregatorError | None = None
+    skipped: str | None = None  # why the source was not polled (gone)
+    touched_keys: frozenset[str] = field(default_factory=frozenset)
+    duration: float = 0.0
+
+    @property
+    def outcome(self) -> str:
+        if self.skipped:
+            return "skipped"
+        if isinstance(self.error, RateLimited):
+            return "rate-limited"
+        if isinstance(self.error, SourceGone):
+            return "gone"
+        if self.error:
+            return "error"
+        return "not-modified" if self.not_modified else "ok"
+
+
+def source_fingerprint(source: SourceConfig) -> str:
+    return config_fingerprint(source.model_dump(mode="json"))
+
+
+class Updater:
+    """Runs the update flow for sources; owns the fetcher and the parser pool."""
+
+    def __init__(self, config: Config, store: PostStore, *, parser: ParserPool | None = None) -> None:
+        self.config = config
+        self.store = store
+        defaults = config.defaults
+        self.fetcher = Fetcher(
+            defaults.user_agent,
+            FetchLimits(
+                connect_timeout=min(defaults.timeout, 10.0),
+                read_timeout=defaults.timeout,
+                deadline=defaults.deadline,
+                max_body=defaults.max_body,
+                concurrency=defaults.concurrency,
+                per_host=defaults.per_host,
+            ),
+        )
+        self.parser = parser or ParserPool()
+        self._running: set[str] = set()
+
+    async def aclose(self) -> None:
+        await self.fetcher.aclose()
+        self.parser.close()
+
+    async def update_many(
+        self, sources: Sequence[SourceConfig], *, force: bool = False
+    ) -> list[UpdateResult]:
+        return list(await asyncio.gather(*(self.update(s, force=force) for s in sources)))
+
+    async def update(self, source: SourceConfig, *, force: bool = False) -> UpdateResult:
+        """One source through the whole flow; never raises for the source's own faults."""
+        if source.name in self._running:
+            state = self.store.source_state(source.name)
+            return UpdateResult(source.name, state, skipped="already running")
+        self._running.add(source.name)
+        started = time.monotonic()
+        try:
+            result = await self._update(source, force=force)
+        finally:
+            self._running.discard(source.name)
+        result = replace(result, duration=time.monotonic() - started)
+        _log_result(result)
+        return result
+
+    async def _update(self, source: SourceConfig, *, force: bool) -> UpdateResult:
+        now = utcnow()
+        state = self.store.source_state(source.name)
+        fingerprint = source_fingerprint(source)
+        if state.config_hash != fingerprint:
+            # A changed config forgets what was learned about the old one.
+            state = SourceState(name=source.name, url=source.url, config_hash=fingerprint)
+        if state.gone and not force:
+            return UpdateResult(source.name, state, skipped="gone (HTTP 410); edit its config to retry")
+        interval = self.config.interval_of(source)
+        try:
+            fetched = await self._fetch(source, state)
+            if fetched.not_modified:
+                state = after_success(
+                    state, now=now, interval=interval, http_status=fetched.status, new=0, updated=0,
+                    etag=fetched.validators.etag, last_modified=fetched.validators.last_modified,
+                    permanent_url=fetched.permanent_url, fresh_for=fetched.fresh_for,
+                )  # fmt: skip
+                self.store.save_source_state(state)
+                return UpdateResult(source.name, state, not_modified=True)
+            assert fetched.body is not None
+            feed = await self.parser.parse(fetched.body, fetched.headers, fetched.url)
+            posts = self._normalize(source, feed)
+            saved = self.store.save(posts, now)
+            new = sum(1 for r in saved if r.outcome is Outcome.NEW)
+            updated = sum(1 for r in saved if r.outcome is Outcome.UPDATED)
+            touched = frozenset(
+                key
+                for r in saved
+                if r.outcome in (Outcome.NEW, Outcome.UPDATED)
+                for key in feed_keys_for(r.post.source, r.post.categories)
+            )
+            if feed.warning:
+                log.warning("source=%s %s", source.name, feed.warning)
+            state = after_success(
+                state, now=now, interval=interval, http_status=fetched.status, new=new,
+                updated=updated, etag=fetched.validators.etag,
+                last_modified=fetched.validators.last_modified,
+                permanent_url=fetched.permanent_url, fresh_for=fetched.fresh_for,
+            )  # fmt: skip
+            self.store.save_source_state(state)
+            return UpdateResult(source.name, state, new=new, updated=updated, touched_keys=touched)
+        except StoreError:
+            raise
+        except AggregatorError as error:
+            state = after_failure(
+                state,
+                error,
+                now=now,
+                interval=interval,
+                backoff_cap=self.config.defaults.backoff_cap,
+            )
+            self.store.save_source_state(state)
+            return UpdateResult(source.name, state, error=error)
+
+    async def _fetch(self, source: SourceConfig, state: SourceState) -> FetchResult:
+        validators = Validators(state.etag, state.last_modified)
+        if source.is_local:
+            path = Path(self.config.source_location(source))
+            return await asyncio.to_thread(read_local, path, validators, self.config.defaults.max_body)
+        url = state.permanent_url or source.url
+        result = await self.fetcher.fetch(FetchRequest(url=url, validators=validators))
+        if result.permanent_url:
+            log.warning(
+                "source=%s moved permanently to %s; update the config's url",
+                source.name,
+                result.permanent_url,
+            )
+        return result
+
+    def _normalize(self, source: SourceConfig, feed: FeedData) -> list[Post]:
+        entries = feed.entries[: self.config.defaults.max_entries]
+        rules = SourceRules(
+            name=source.name,
+            categories=source.categories,
+            author=source.author,
+            trusted=source.trusted,
+            comments=source.comments,
+            escape_braces=self.config.defaults.escape_braces,
+            feed_title=feed.title,
+        )
+        ids = [entry_id(entry) for entry in entries]
+        first_seen = self.store.first_seen(source.name, ids)
+        posts: dict[str, Post] = {}
+        for entry, ident in zip(entries, ids, strict=True):
+            if ident in posts:
+                continue  # duplicate id within one fetch: the first wins
+            posts[ident] = normalize(entry, rules, first_seen.get(ident, utcnow()))
+        return list(posts.values())
+
+
+def _log_result(result: UpdateResult) -> None:
+    status = result.state.http_status or "-"
+    message = (
+        f"source={result.source} outcome={result.outcome} status={status} "
+        f"new={result.new} updated={result.updated} duration={result.duration:.2f}s"
+    )
+    if result.error is not None:
+        level = logging.INFO if isinstance(result.error, RateLimited) else logging.WARNING
+        log.log(level, "%s error=%s", message, result.error)
+    elif result.skipped:
+        log.info("%s reason=%s", message, result.skipped)
+    else:
+        log.info(message)

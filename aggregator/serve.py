@@ -1,0 +1,88 @@
+"""Serve the feeds directory over HTTP, with health and metrics.
+
+Starlette's static files give ETag, Last-Modified and 304 answers; the media
+type is chosen by file name so readers see ``application/rss+xml`` rather than
+a generic ``text/xml``; GZip middleware compresses what is worth it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+MEDIA_TYPES = {
+    "rss.xml": "application/rss+xml; charset=utf-8",
+    "atom.xml": "application/atom+xml; charset=utf-8",
+    "feed.json": "application/feed+json; charset=utf-8",
+    ".opml": "text/x-opml; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".xml": "application/xml; charset=utf-8",
+}
+
+
+class FeedFiles(StaticFiles):
+    """Static files with feed media types."""
+
+    def file_response(
+        self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        name = Path(str(full_path)).name
+        for suffix, media_type in MEDIA_TYPES.items():
+            if name.endswith(suffix):
+                response.headers["content-type"] = media_type
+                break
+        response.headers.setdefault("cache-control", "public, max-age=60")
+        return response
+
+
+def create_app(
+    feeds_dir: Path,
+    *,
+    health: Callable[[], dict[str, Any]] | None = None,
+    registry: CollectorRegistry | None = None,
+) -> Starlette:
+    feeds_dir.mkdir(parents=True, exist_ok=True)
+
+    async def healthz(_request: Request) -> Response:
+        report = health() if health else {"ok": True}
+        return JSONResponse(report, status_code=200 if report.get("ok") else 503)
+
+    async def metrics(_request: Request) -> Response:
+        data = generate_latest(registry) if registry is not None else b""
+        return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/metrics", metrics),
+            Mount("/", app=FeedFiles(directory=feeds_dir, html=True, check_dir=False)),
+        ],
+        middleware=[Middleware(GZipMiddleware, minimum_size=1024)],
+    )
+
+
+class QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the daemon."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+def make_server(app: Starlette, host: str, port: int) -> QuietServer:
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", access_log=False)
+    return QuietServer(config)

@@ -1,0 +1,140 @@
+"""A source's polling state, and the pure decisions that move it on.
+
+``SourceState`` is persisted in the index after every attempt. The functions
+here take the old state, what happened and ``now``, and return the new state;
+they do no I/O, so the whole backoff policy is tested without a network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aggregator.errors import AggregatorError, RateLimited, SourceGone
+
+BACKOFF_BASE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class SourceState:
+    name: str
+    url: str = ""
+    config_hash: str = ""  # a gone source is polled again once its config changes
+    etag: str | None = None
+    last_modified: str | None = None
+    permanent_url: str | None = None  # learned from 301/308; used instead of url
+    last_attempt: datetime | None = None
+    last_success: datetime | None = None
+    http_status: int | None = None
+    new_count: int = 0
+    updated_count: int = 0
+    error_streak: int = 0
+    last_error: str | None = None
+    next_due: datetime | None = None
+    due_reason: str = "first run"
+    gone: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, datetime):
+                data[key] = value.isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SourceState:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("last_attempt", "last_success", "next_due"):
+            if isinstance(values.get(key), str):
+                values[key] = datetime.fromisoformat(values[key])
+        return cls(**values)
+
+    @property
+    def failing(self) -> bool:
+        return self.error_streak > 0 or self.gone
+
+
+def config_fingerprint(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def backoff_delay(streak: int, interval: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter on the upper half, never past ``cap``."""
+    ceiling = min(cap, max(interval, BACKOFF_BASE_SECONDS) * (2 ** min(streak - 1, 20)))
+    return float(min(cap, ceiling / 2 + rng.random() * ceiling / 2))
+
+
+def after_success(
+    state: SourceState,
+    *,
+    now: datetime,
+    interval: float,
+    http_status: int,
+    new: int,
+    updated: int,
+    etag: str | None,
+    last_modified: str | None,
+    permanent_url: str | None,
+    fresh_for: float | None = None,
+    respect_cache: bool = False,
+) -> SourceState:
+    delay = interval
+    reason = "interval"
+    if respect_cache and fresh_for is not None and fresh_for > interval:
+        # Server hints only ever lengthen the interval, never shorten it.
+        delay, reason = min(fresh_for, 7 * 86400.0), "server freshness hint"
+    return replace(
+        state,
+        etag=etag,
+        last_modified=last_modified,
+        permanent_url=permanent_url or state.permanent_url,
+        last_attempt=now,
+        last_success=now,
+        http_status=http_status,
+        new_count=new,
+        updated_count=updated,
+        error_streak=0,
+        last_error=None,
+        next_due=now + timedelta(seconds=delay),
+        due_reason=reason,
+        gone=False,
+    )
+
+
+def after_failure(
+    state: SourceState,
+    error: AggregatorError,
+    *,
+    now: datetime,
+    interval: float,
+    backoff_cap: float,
+    rng: random.Random | None = None,
+) -> SourceState:
+    status = getattr(error, "status", None)
+    base = replace(state, last_attempt=now, http_status=status, last_error=str(error),
+                   new_count=0, updated_count=0)  # fmt: skip
+    if isinstance(error, RateLimited):
+        # Being asked to wait is not a failure of the source.
+        return replace(
+            base,
+            next_due=now + timedelta(seconds=max(error.retry_after, 1.0)),
+            due_reason=f"Retry-After from HTTP {error.status}",
+        )
+    if isinstance(error, SourceGone):
+        return replace(base, gone=True, next_due=None, due_reason="gone (HTTP 410); edit its config to retry")
+    streak = state.error_streak + 1
+    delay = backoff_delay(streak, interval, backoff_cap, rng or random.Random())
+    return replace(
+        base,
+        error_streak=streak,
+        next_due=now + timedelta(seconds=delay),
+        due_reason=f"backoff after {streak} failure{'s' if streak > 1 else ''}",
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
