@@ -98,7 +98,9 @@ def parse_document(body: bytes, headers: Mapping[str, str], url: str) -> FeedDat
         raise ParseError(f"not a readable feed: {problem or 'no feed elements found'}")
     feed = parsed.feed
     base = feed.get("link") or url
-    entries = tuple(_entry(entry, base) for entry in parsed.entries)
+    # An Atom entry without an author inherits the feed's (RFC 4287 §4.2.1).
+    feed_author = _text(feed.get("author"))
+    entries = tuple(_entry(entry, base, feed_author) for entry in parsed.entries)
     warning = None
     if parsed.get("bozo") and not isinstance(
         parsed.get("bozo_exception"), feedparser.CharacterEncodingOverride
@@ -150,7 +152,7 @@ def _date(struct: Any) -> datetime | None:
         return None
 
 
-def _entry(entry: Any, feed_base: str) -> EntryData:
+def _entry(entry: Any, feed_base: str, feed_author: str | None = None) -> EntryData:
     content_html = None
     for content in entry.get("content") or ():
         if content.get("value"):
@@ -194,7 +196,7 @@ def _entry(entry: Any, feed_base: str) -> EntryData:
         title_is_html="html" in title_detail.get("type", "text/html"),
         content=content_html,
         summary=summary,
-        author=_text(entry.get("author")),
+        author=_text(entry.get("author")) or feed_author,
         published=published,
         updated=updated,
         tags=tuple(t["term"] for t in entry.get("tags") or () if _text(t.get("term"))),
