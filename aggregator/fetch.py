@@ -22,11 +22,11 @@ import re
 import socket
 import time
 import zlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -49,7 +49,7 @@ PERMANENT_REDIRECTS = frozenset({301, 308})
 TEMPORARY_REDIRECTS = frozenset({302, 303, 307})
 # Retry-After values outside these bounds are clamped: a server cannot make us
 # hammer it (0) or forget it (a year).
-MIN_RETRY_AFTER = 1.0
+MIN_RETRY_AFTER = 60.0
 MAX_RETRY_AFTER = 86400.0
 DEFAULT_RETRY_AFTER = 3600.0
 _CHUNK = 64 * 1024
@@ -68,8 +68,8 @@ class FetchRequest:
     url: str
     validators: Validators = Validators()
     headers: Mapping[str, str] = field(default_factory=dict)
-    auth: tuple[str, str] | None = None
-    proxy: str | None = None
+    auth: tuple[str, str] | None = field(default=None, repr=False)  # (username, password)
+    proxy: str | None = field(default=None, repr=False)  # may carry credentials
     allow_private_redirects: bool = False
 
 
@@ -192,30 +192,71 @@ class _Decoder:
         return b"".join(self.parts)
 
 
-def _is_private_host(host: str) -> bool:
+def redact_url(url: str) -> str:
+    """The URL without its user:password part, for log lines, errors and status output."""
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        parts = urlsplit(url)
     except ValueError:
-        return host.lower() in ("localhost",) or host.lower().endswith(".localhost")
-    return address.is_loopback or address.is_private or address.is_link_local
+        return url
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=host))
 
 
-async def _resolves_private(host: str) -> bool:
-    if _is_private_host(host):
-        return True
+def is_public_address(address: str) -> bool:
+    """True for a globally routable IP address; loopback, private, link-local and the like are not."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def literal_addresses(host: str) -> tuple[str, ...] | None:
+    """The addresses a host stands for when that needs no DNS lookup, else None."""
+    host = host.strip("[]").lower()
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        if host == "localhost" or host.endswith(".localhost"):  # RFC 6761 §6.3
+            return ("127.0.0.1", "::1")
+        return None
+    return (host,)
+
+
+def refuse_redirect(origin: Iterable[str], target: Iterable[str]) -> bool:
+    """A redirect from public addresses to any non-public one is refused (SSRF into the LAN).
+
+    An origin that is itself private (a feed on the intranet) may redirect anywhere.
+    """
+    return all(is_public_address(a) for a in origin) and not all(is_public_address(a) for a in target)
+
+
+Resolver = Callable[[str], Awaitable[tuple[str, ...]]]
+
+
+async def system_resolver(host: str) -> tuple[str, ...]:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError:
-        return False
-    return any(_is_private_host(str(info[4][0])) for info in infos)
+        return ()
+    return tuple(str(info[4][0]) for info in infos)
+
+
+async def host_addresses(host: str, resolver: Resolver) -> tuple[str, ...]:
+    """Literal addresses at once; names through ``resolver`` (called only after a redirect)."""
+    return literal_addresses(host) or await resolver(host)
 
 
 class Fetcher:
     """Owns the HTTP clients and the concurrency limits; close it when done."""
 
-    def __init__(self, user_agent: str, limits: FetchLimits = FetchLimits()) -> None:
+    def __init__(
+        self, user_agent: str, limits: FetchLimits = FetchLimits(), *, resolver: Resolver = system_resolver
+    ) -> None:
         self.user_agent = user_agent
         self.limits = limits
+        self.resolver = resolver
         self._clients: dict[str | None, httpx.AsyncClient] = {}
         self._global = asyncio.Semaphore(limits.concurrency)
         self._per_host: dict[str, asyncio.Semaphore] = {}
@@ -244,67 +285,88 @@ class Fetcher:
 
     async def fetch(self, request: FetchRequest) -> FetchResult:
         host = urlsplit(request.url).hostname or ""
-        host_limit = self._per_host.setdefault(host, asyncio.Semaphore(self.limits.per_host))
+        host_limit = self._per_host.get(host)
+        if host_limit is None:
+            host_limit = self._per_host[host] = asyncio.Semaphore(self.limits.per_host)
         started = time.monotonic()
-        async with self._global, host_limit:
+        # The host slot first: a source queueing behind its busy host must not hold
+        # a global slot that a source on another host could use.
+        async with host_limit, self._global:
             try:
                 async with asyncio.timeout(self.limits.deadline):
                     result = await self._fetch_following(request)
             except TimeoutError as error:
                 raise FetchTimeout(
-                    f"no complete response within {self.limits.deadline:g}s", url=request.url
+                    f"no complete response within the {self.limits.deadline:g}s deadline",
+                    url=redact_url(request.url),
                 ) from error
             except httpx.TimeoutException as error:
-                raise FetchTimeout(f"timed out: {type(error).__name__}", url=request.url) from error
+                raise FetchTimeout(
+                    _describe_timeout(error, self.limits), url=redact_url(request.url)
+                ) from error
             except httpx.HTTPError as error:
-                raise FetchError(_describe_transport_error(error), url=request.url) from error
+                raise FetchError(_describe_transport_error(error), url=redact_url(request.url)) from error
         return _with_elapsed(result, time.monotonic() - started)
 
     async def _fetch_following(self, request: FetchRequest) -> FetchResult:
         url = request.url
         seen = {url}
-        all_permanent = True
-        origin_private = await _resolves_private(urlsplit(url).hostname or "")
+        # The last URL reached through permanent redirects only (RFC 9110 §15.4.2, §15.4.9):
+        # a temporary hop after it is followed but not remembered.
+        permanent: str | None = None
+        still_permanent = True
+        origin_addresses: tuple[str, ...] | None = None
+        safe = redact_url(request.url)
         for _ in range(MAX_REDIRECTS + 1):
             outcome = await self._fetch_once(request, url)
             if isinstance(outcome, FetchResult):
-                permanent = url if all_permanent and url != request.url else None
-                return _with_permanent(outcome, permanent)
+                return replace(outcome, permanent_url=permanent)
             status, location = outcome
             target = urljoin(url, location)
             if urlsplit(target).scheme not in ("http", "https"):
-                raise RedirectError(f"redirect to a non-http URL: {target}", url=request.url)
+                raise RedirectError(f"redirect to a non-http URL: {redact_url(target)}", url=safe)
             if target in seen:
-                raise RedirectError(f"redirect loop at {target}", url=request.url)
-            if (
-                not origin_private
-                and not request.allow_private_redirects
-                and await _resolves_private(urlsplit(target).hostname or "")
-            ):
-                raise RedirectError(
-                    f"refused redirect from a public address to a private one: {target}",
-                    url=request.url,
-                )
+                raise RedirectError(f"redirect loop: {redact_url(target)} was already visited", url=safe)
+            if not request.allow_private_redirects:
+                # Resolved only now that a redirect happened: no DNS cost on ordinary fetches.
+                if origin_addresses is None:
+                    origin_addresses = await host_addresses(
+                        urlsplit(request.url).hostname or "", self.resolver
+                    )
+                target_addresses = await host_addresses(urlsplit(target).hostname or "", self.resolver)
+                if origin_addresses and refuse_redirect(origin_addresses, target_addresses):
+                    raise RedirectError(
+                        f"refused redirect from a public address to a private one: {redact_url(target)} "
+                        "(set allow_private_redirects on the source to permit it)",
+                        url=safe,
+                    )
             seen.add(target)
-            all_permanent = all_permanent and status in PERMANENT_REDIRECTS
+            still_permanent = still_permanent and status in PERMANENT_REDIRECTS
+            if still_permanent:
+                permanent = target
             url = target
-        raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=request.url)
+        raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=safe)
 
     async def _fetch_once(self, request: FetchRequest, url: str) -> FetchResult | tuple[int, str]:
         headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip, deflate", **request.headers}
+        auth = request.auth
+        if _origin(url) != _origin(request.url):
+            # Credentials are for the configured origin only, never for wherever it redirects.
+            auth = None
+            headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
         if request.validators.etag:
             headers["If-None-Match"] = request.validators.etag
         if request.validators.last_modified:
             headers["If-Modified-Since"] = request.validators.last_modified
         client = self._client(request.proxy)
         now = datetime.now(UTC)
-        async with client.stream("GET", url, headers=headers, auth=request.auth) as response:
+        async with client.stream("GET", url, headers=headers, auth=auth) as response:
             status = response.status_code
             response_headers = {k.lower(): v for k, v in response.headers.items()}
             if status in PERMANENT_REDIRECTS | TEMPORARY_REDIRECTS:
                 location = response.headers.get("location")
                 if not location:
-                    raise RedirectError(f"HTTP {status} without a Location header", url=url)
+                    raise RedirectError(f"HTTP {status} without a Location header", url=redact_url(url))
                 return status, location
             if status == 304:
                 return FetchResult(
@@ -315,12 +377,18 @@ class Fetcher:
                     validators=request.validators,
                     fresh_for=freshness(response_headers, now),
                 )
-            _raise_for_status(status, response_headers, url, now)
+            _raise_for_status(status, response_headers, redact_url(url), now)
             body = await self._read_body(response, url)
         validators = Validators(
             etag=response_headers.get("etag"), last_modified=response_headers.get("last-modified")
         )
-        unchanged = validators.etag is not None and validators.etag == request.validators.etag
+        # A 200 carrying the validator we sent is a server ignoring conditional GET: same document.
+        if validators.etag is not None:
+            unchanged = validators.etag == request.validators.etag
+        else:
+            unchanged = validators.last_modified is not None and (
+                validators.last_modified == request.validators.last_modified
+            )
         return FetchResult(
             url=url,
             status=status,
@@ -335,8 +403,8 @@ class Fetcher:
         declared = response.headers.get("content-length", "")
         encoding = response.headers.get("content-encoding", "")
         if declared.isdigit() and int(declared) > limit and not encoding:
-            raise TooLarge(f"Content-Length {declared} exceeds the {limit}-byte limit", url=url)
-        decoder = _Decoder(encoding, limit, url)
+            raise TooLarge(f"Content-Length {declared} exceeds the {limit}-byte limit", url=redact_url(url))
+        decoder = _Decoder(encoding, limit, redact_url(url))
         async for chunk in response.aiter_raw(_CHUNK):
             decoder.feed(chunk)
         return decoder.finish()
@@ -355,7 +423,9 @@ def _raise_for_status(status: int, headers: Mapping[str, str], url: str, now: da
             status=status,
             retry_after=retry_after,
         )
-    raise HTTPStatusError(f"HTTP {status}", url=url, status=status)
+    reason = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error"}
+    detail = f" {reason[status]}" if status in reason else ""
+    raise HTTPStatusError(f"HTTP {status}{detail}", url=url, status=status)
 
 
 def _describe_transport_error(error: httpx.HTTPError) -> str:
@@ -370,12 +440,24 @@ def _describe_transport_error(error: httpx.HTTPError) -> str:
     return f"{kind}: {detail}"
 
 
+_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname or "", parts.port
+
+
+def _describe_timeout(error: httpx.TimeoutException, limits: FetchLimits) -> str:
+    if isinstance(error, httpx.ConnectTimeout):
+        return f"connect timeout: no connection within {limits.connect_timeout:g}s"
+    if isinstance(error, httpx.ReadTimeout):
+        return f"read timeout: the server sent nothing for {limits.read_timeout:g}s"
+    return f"timed out: {type(error).__name__}"
+
+
 def _with_elapsed(result: FetchResult, elapsed: float) -> FetchResult:
-    return FetchResult(**{**result.__dict__, "elapsed": elapsed})
-
-
-def _with_permanent(result: FetchResult, permanent_url: str | None) -> FetchResult:
-    return FetchResult(**{**result.__dict__, "permanent_url": permanent_url})
+    return replace(result, elapsed=elapsed)
 
 
 def read_local(path: Path, validators: Validators, max_body: int) -> FetchResult:

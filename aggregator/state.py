@@ -14,8 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aggregator.errors import AggregatorError, RateLimited, SourceGone
+from aggregator.fetch import redact_url
 
 BACKOFF_BASE_SECONDS = 60.0
+# A server's freshness hint lengthens the interval at most to this.
+MAX_FRESHNESS_SECONDS = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class SourceState:
     next_due: datetime | None = None
     due_reason: str = "first run"
     gone: bool = False
+    ttl: float | None = None  # the feed's own <ttl>, in seconds, kept for 304 responses
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -53,9 +57,29 @@ class SourceState:
                 values[key] = datetime.fromisoformat(values[key])
         return cls(**values)
 
+    def public_json(self) -> dict[str, Any]:
+        """For status output: credentials stripped from URLs."""
+        data = self.to_json()
+        for key in ("url", "permanent_url"):
+            if data[key]:
+                data[key] = redact_url(data[key])
+        data["failing"] = self.failing
+        data["health"] = self.health
+        return data
+
     @property
     def failing(self) -> bool:
         return self.error_streak > 0 or self.gone
+
+    @property
+    def health(self) -> str:
+        if self.gone:
+            return "gone"
+        if self.error_streak:
+            return "failing"
+        if self.last_error:
+            return "waiting"  # rate limited: asked to come back later, not a failure
+        return "ok" if self.last_success else "new"
 
 
 def config_fingerprint(*parts: object) -> str:
@@ -80,13 +104,10 @@ def after_success(
     last_modified: str | None,
     permanent_url: str | None,
     fresh_for: float | None = None,
+    ttl: float | None = None,
     respect_cache: bool = False,
 ) -> SourceState:
-    delay = interval
-    reason = "interval"
-    if respect_cache and fresh_for is not None and fresh_for > interval:
-        # Server hints only ever lengthen the interval, never shorten it.
-        delay, reason = min(fresh_for, 7 * 86400.0), "server freshness hint"
+    delay, reason = next_interval(interval, fresh_for=fresh_for, ttl=ttl, respect_cache=respect_cache)
     return replace(
         state,
         etag=etag,
@@ -102,7 +123,25 @@ def after_success(
         next_due=now + timedelta(seconds=delay),
         due_reason=reason,
         gone=False,
+        ttl=ttl,
     )
+
+
+def next_interval(
+    interval: float, *, fresh_for: float | None, ttl: float | None, respect_cache: bool
+) -> tuple[float, str]:
+    """Seconds until the next poll and why: server hints only ever lengthen the interval."""
+    if not respect_cache:
+        return interval, "interval"
+    hints = [
+        (seconds, why)
+        for seconds, why in ((fresh_for, "Cache-Control/Expires"), (ttl, "feed <ttl>"))
+        if seconds is not None and seconds > interval
+    ]
+    if not hints:
+        return interval, "interval"
+    seconds, why = max(hints)
+    return min(seconds, max(MAX_FRESHNESS_SECONDS, interval)), f"interval lengthened by {why}"
 
 
 def after_failure(
@@ -118,11 +157,13 @@ def after_failure(
     base = replace(state, last_attempt=now, http_status=status, last_error=str(error),
                    new_count=0, updated_count=0)  # fmt: skip
     if isinstance(error, RateLimited):
-        # Being asked to wait is not a failure of the source.
+        # Being asked to wait is not a failure of the source (no streak, no backoff); we
+        # come back when the server asks, but never sooner than the configured interval.
+        wait = max(error.retry_after, interval)
         return replace(
             base,
-            next_due=now + timedelta(seconds=max(error.retry_after, 1.0)),
-            due_reason=f"Retry-After from HTTP {error.status}",
+            next_due=now + timedelta(seconds=wait),
+            due_reason=f"HTTP {error.status} Retry-After {error.retry_after:g}s",
         )
     if isinstance(error, SourceGone):
         return replace(base, gone=True, next_due=None, due_reason="gone (HTTP 410); edit its config to retry")
