@@ -22,6 +22,7 @@ from rich.table import Table
 from aggregator.build import FeedBuilder
 from aggregator.config import DEFAULT_CONFIG, Config, load_config
 from aggregator.errors import AggregatorError
+from aggregator.fetch import redact_url
 from aggregator.pipeline import Updater, UpdateResult
 from aggregator.store import PostStore
 
@@ -125,7 +126,8 @@ def fetch(
     try:
         selected = [config.source_named(name) for name in sources] if sources else list(config.sources)
         with PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync) as store:
-            results = asyncio.run(_fetch_all(config, store, selected))
+            # A gone source (HTTP 410) is polled only when named explicitly.
+            results = asyncio.run(_fetch_all(config, store, selected, force=bool(sources)))
             keys = {key for result in results for key in result.touched_keys}
             report = FeedBuilder(config, store).build(keys)
     except AggregatorError as error:
@@ -135,10 +137,12 @@ def fetch(
     raise typer.Exit(1 if failed and failed == len(results) else 0)
 
 
-async def _fetch_all(config: Config, store: PostStore, sources: Sequence[object]) -> list[UpdateResult]:
+async def _fetch_all(
+    config: Config, store: PostStore, sources: Sequence[object], *, force: bool
+) -> list[UpdateResult]:
     updater = Updater(config, store)
     try:
-        return await updater.update_many(sources, force=True)  # type: ignore[arg-type]
+        return await updater.update_many(sources, force=force)  # type: ignore[arg-type]
     finally:
         await updater.aclose()
 
@@ -238,9 +242,10 @@ def status(
             states = [store.source_state(s.name) for s in config.sources]
     except AggregatorError as error:
         raise _fail(str(error)) from None
-    states.sort(key=lambda s: (not s.failing, s.name))
+    # Failing first (gone, then the longest streaks), then the rate-limited, then the healthy.
+    states.sort(key=lambda s: (not s.failing, not s.gone, -s.error_streak, s.health == "ok", s.name))
     if as_json:
-        typer.echo(json.dumps([s.to_json() for s in states], ensure_ascii=False, indent=1))
+        typer.echo(json.dumps([s.public_json() for s in states], ensure_ascii=False, indent=1))
     else:
         table = Table(title="sources")
         for column in (
@@ -253,18 +258,20 @@ def status(
         ):
             table.add_column(column)
         for s in states:
-            health = (
-                "gone" if s.gone else ("failing" if s.error_streak else ("ok" if s.last_success else "new"))
-            )
+            detail = s.last_error or s.due_reason
+            if s.permanent_url:
+                detail += f"; moved permanently to {redact_url(s.permanent_url)}: update the config"
             table.add_row(
                 s.name,
-                f"{health} {s.http_status or ''}".strip(),
+                f"{s.health} {s.http_status or ''}".strip(),
                 s.last_success.strftime("%Y-%m-%d %H:%M") if s.last_success else "never",
                 str(s.error_streak),
                 s.next_due.strftime("%Y-%m-%d %H:%M:%S") if s.next_due else "-",
-                s.last_error or s.due_reason + (f"; moved to {s.permanent_url}" if s.permanent_url else ""),
+                detail,
             )
-        Console().print(table)
+        Console(width=max(Console().width, 160)).print(table)
+        failing = sum(s.failing for s in states)
+        typer.echo(f"{len(states)} sources, {failing} failing")
     if fail_on_error and any(s.failing for s in states):
         raise typer.Exit(1)
 

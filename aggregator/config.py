@@ -129,6 +129,8 @@ class DefaultsConfig(_Strict):
     backoff_cap: Duration = 86400.0
     escape_braces: bool = True
     fsync: Literal["file", "batch", "off"] = "batch"
+    # RSS <ttl>, Cache-Control max-age and Expires may lengthen (never shorten) the interval.
+    respect_cache_headers: bool = False
 
 
 class ServerConfig(_Strict):
@@ -142,6 +144,16 @@ class BuildConfig(_Strict):
     full_content: bool = True
 
 
+class AuthConfig(_Strict):
+    """HTTP basic auth for one source; the password is never printed or logged."""
+
+    username: str
+    password: str = Field(repr=False)
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
 class SourceConfig(_Strict):
     name: NonBlank
     url: NonBlank
@@ -150,6 +162,34 @@ class SourceConfig(_Strict):
     interval: Duration | None = None
     trusted: bool = False
     comments: bool = False
+    # Extra request headers, as (name, value) pairs; written as a mapping in the YAML.
+    headers: tuple[tuple[str, str], ...] = Field(default=(), repr=False)
+    auth: AuthConfig | None = Field(default=None, repr=False)
+    proxy: str | None = Field(default=None, repr=False)  # http://[user:pass@]host:port
+    allow_private_redirects: bool = False  # may a public URL redirect into the LAN/loopback?
+    respect_cache_headers: bool | None = None  # None: the defaults' setting
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _header_pairs(cls, value: object) -> object:
+        if isinstance(value, dict):
+            value = list(value.items())
+        if not isinstance(value, list | tuple):
+            raise ValueError("headers must be a mapping of header name to value")
+        for pair in value:
+            name, text = pair
+            if not isinstance(name, str) or not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if not isinstance(text, str) or any(ch in text for ch in "\r\n\0"):
+                raise ValueError(f"header {name}: the value must be one line of text")
+        return value
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(https?|socks5h?)://[^/\s]+", value):
+            raise ValueError("not a proxy URL such as http://proxy.example:3128")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -223,6 +263,11 @@ class Config(_Strict):
 
     def interval_of(self, source: SourceConfig) -> float:
         return source.interval if source.interval is not None else self.defaults.interval
+
+    def respects_cache_headers(self, source: SourceConfig) -> bool:
+        if source.respect_cache_headers is not None:
+            return source.respect_cache_headers
+        return self.defaults.respect_cache_headers
 
     def source_named(self, name: str) -> SourceConfig:
         for source in self.sources:

@@ -20,7 +20,15 @@ from pathlib import Path
 
 from aggregator.config import Config, SourceConfig
 from aggregator.errors import AggregatorError, RateLimited, SourceGone, StoreError
-from aggregator.fetch import Fetcher, FetchLimits, FetchRequest, FetchResult, Validators, read_local
+from aggregator.fetch import (
+    Fetcher,
+    FetchLimits,
+    FetchRequest,
+    FetchResult,
+    Validators,
+    read_local,
+    redact_url,
+)
 from aggregator.normalize import Post, SourceRules, entry_id, normalize
 from aggregator.parse import FeedData
 from aggregator.state import SourceState, after_failure, after_success, config_fingerprint, utcnow
@@ -114,13 +122,16 @@ class Updater:
         if state.gone and not force:
             return UpdateResult(source.name, state, skipped="gone (HTTP 410); edit its config to retry")
         interval = self.config.interval_of(source)
+        respect_cache = self.config.respects_cache_headers(source)
         try:
             fetched = await self._fetch(source, state)
             if fetched.not_modified:
+                # Nothing parsed, nothing written but the state; validators as they were.
                 state = after_success(
                     state, now=now, interval=interval, http_status=fetched.status, new=0, updated=0,
                     etag=fetched.validators.etag, last_modified=fetched.validators.last_modified,
                     permanent_url=fetched.permanent_url, fresh_for=fetched.fresh_for,
+                    ttl=state.ttl, respect_cache=respect_cache,
                 )  # fmt: skip
                 self.store.save_source_state(state)
                 return UpdateResult(source.name, state, not_modified=True)
@@ -143,6 +154,7 @@ class Updater:
                 updated=updated, etag=fetched.validators.etag,
                 last_modified=fetched.validators.last_modified,
                 permanent_url=fetched.permanent_url, fresh_for=fetched.fresh_for,
+                ttl=feed.ttl, respect_cache=respect_cache,
             )  # fmt: skip
             self.store.save_source_state(state)
             return UpdateResult(source.name, state, new=new, updated=updated, touched_keys=touched)
@@ -165,12 +177,21 @@ class Updater:
             path = Path(self.config.source_location(source))
             return await asyncio.to_thread(read_local, path, validators, self.config.defaults.max_body)
         url = state.permanent_url or source.url
-        result = await self.fetcher.fetch(FetchRequest(url=url, validators=validators))
+        request = FetchRequest(
+            url=url,
+            validators=validators,
+            headers=dict(source.headers),
+            auth=(source.auth.username, source.auth.password) if source.auth else None,
+            proxy=source.proxy,
+            allow_private_redirects=source.allow_private_redirects,
+        )
+        result = await self.fetcher.fetch(request)
         if result.permanent_url:
             log.warning(
-                "source=%s moved permanently to %s; update the config's url",
+                "source=%s moved permanently from %s to %s; update the url in the config",
                 source.name,
-                result.permanent_url,
+                redact_url(url),
+                redact_url(result.permanent_url),
             )
         return result
 
