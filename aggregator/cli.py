@@ -39,6 +39,7 @@ class _State:
     config_path: Path = DEFAULT_CONFIG
     log_level: str = "INFO"
     json_logs: bool = False
+    log_level_given: bool = False  # else the config's logging section decides
 
 
 state = _State()
@@ -77,18 +78,28 @@ def _fail(message: str) -> typer.Exit:
 
 def _load() -> Config:
     try:
-        return load_config(state.config_path)
+        config = load_config(state.config_path)
     except AggregatorError as error:
         raise _fail(str(error)) from None
+    if not state.log_level_given or (config.logging.format == "json" and not state.json_logs):
+        if not state.log_level_given:
+            state.log_level = config.logging.level
+        state.json_logs = state.json_logs or config.logging.format == "json"
+        _setup_logging()
+    return config
 
 
 @app.callback()
 def main_options(
     config: Annotated[Path, typer.Option("--config", "-c", help="The YAML config file.")] = DEFAULT_CONFIG,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[
+        str | None, typer.Option(help="debug, info, warning or error (default: the config's logging.level).")
+    ] = None,
     json_logs: Annotated[bool, typer.Option("--json-logs", help="Log one JSON object per line.")] = False,
 ) -> None:
     state.config_path = config
+    state.log_level_given = log_level is not None
+    log_level = log_level or "info"
     state.log_level = log_level
     state.json_logs = json_logs
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -126,11 +126,20 @@ class DefaultsConfig(_Strict):
     max_entries: int = Field(default=500, gt=0)
     concurrency: int = Field(default=16, gt=0)
     per_host: int = Field(default=2, gt=0)
+    # Adaptive polling (opt-in): busy sources are polled more often, quiet ones less, within bounds.
+    adaptive: bool = False
+    min_interval: Duration = 300.0
+    max_interval: Duration = 21600.0
     backoff_cap: Duration = 86400.0
     escape_braces: bool = True
     fsync: Literal["file", "batch", "off"] = "batch"
     # RSS <ttl>, Cache-Control max-age and Expires may lengthen (never shorten) the interval.
     respect_cache_headers: bool = False
+
+
+class LoggingConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"  # --log-level overrides it
+    format: Literal["text", "json"] = "text"  # json: one JSON object per line (--json-logs)
 
 
 class ServerConfig(_Strict):
@@ -160,6 +169,8 @@ class SourceConfig(_Strict):
     categories: tuple[NonBlank, ...] = ()
     author: str | None = None
     interval: Duration | None = None
+    cron: str | None = None  # a crontab expression (UTC), instead of an interval
+    adaptive: bool | None = None  # None: the defaults' setting
     trusted: bool = False
     comments: bool = False
     # Extra request headers, as (name, value) pairs; written as a mapping in the YAML.
@@ -208,6 +219,27 @@ class SourceConfig(_Strict):
             raise ValueError("categories must be a list, for example [News, World]")
         return value
 
+    @field_validator("cron")
+    @classmethod
+    def _crontab(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as error:
+            raise ValueError(f"{value!r} is not a crontab expression such as */15 * * * *: {error}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> SourceConfig:
+        if self.cron is not None and self.interval is not None:
+            raise ValueError("give either interval or cron, not both")
+        if self.cron is not None and self.adaptive:
+            raise ValueError("adaptive polling needs an interval, not a cron expression")
+        return self
+
     @property
     def is_local(self) -> bool:
         return not self.url.startswith(("http://", "https://"))
@@ -219,6 +251,7 @@ class Config(_Strict):
     defaults: DefaultsConfig = DefaultsConfig()
     server: ServerConfig = ServerConfig()
     build: BuildConfig = BuildConfig()
+    logging: LoggingConfig = LoggingConfig()
     sources: tuple[SourceConfig, ...] = ()
     # Where the config was read from; relative paths resolve against its folder.
     base_dir: Path = Path(".")
@@ -263,6 +296,11 @@ class Config(_Strict):
 
     def interval_of(self, source: SourceConfig) -> float:
         return source.interval if source.interval is not None else self.defaults.interval
+
+    def is_adaptive(self, source: SourceConfig) -> bool:
+        if source.cron is not None:
+            return False
+        return source.adaptive if source.adaptive is not None else self.defaults.adaptive
 
     def respects_cache_headers(self, source: SourceConfig) -> bool:
         if source.respect_cache_headers is not None:

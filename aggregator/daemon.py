@@ -3,9 +3,16 @@
 It owns one lock per data directory (an ``flock`` the OS releases when the
 process dies), so a second daemon refuses to start. SIGTERM and SIGINT stop it
 cleanly: no new runs start, runs in flight get a deadline to finish their
-writes, a last build publishes what they stored, and the exit code is 0.
-SIGHUP, or a change to the config file, reloads the sources without a restart;
-an invalid config is reported and the running one kept.
+writes (a store write never awaits, so a run cancelled at the deadline stops at
+a network or parse step and leaves the store consistent), a last build
+publishes what they stored, the parser processes are shut down, and the exit
+code is 0. SIGHUP, or a change to the config file, reloads the sources without
+a restart; an invalid config is reported and the running one kept.
+
+After each run the source's job is moved to the time ``schedule.next_run``
+decides; feeds touched by new posts are rebuilt once per short window
+(``BUILD_DEBOUNCE_SECONDS``), together with the operator's feed when a
+source's health changed.
 """
 
 from __future__ import annotations
@@ -15,27 +22,31 @@ import contextlib
 import fcntl
 import logging
 import os
+import random
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aggregator.build import FeedBuilder
-from aggregator.config import Config, load_config
+from aggregator.config import Config, SourceConfig, load_config
 from aggregator.errors import AggregatorError, ConfigError
-from aggregator.files import sweep_temp_files
-from aggregator.pipeline import Updater, source_fingerprint
-from aggregator.schedule import SourceScheduler
+from aggregator.files import TEMP_SUFFIX
+from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
+from aggregator.schedule import ADAPTIVE_WINDOW_SECONDS, SourceScheduler, next_run, timing_for
 from aggregator.serve import create_app, make_server
+from aggregator.state import SourceState, utcnow
+from aggregator.status_feed import StatusLog, events_between, publish_status
 from aggregator.store import PostStore
 
 log = logging.getLogger("aggregator.daemon")
 
 BUILD_DEBOUNCE_SECONDS = 1.0
-STOP_DEADLINE_SECONDS = 20.0
-CONFIG_POLL_SECONDS = 2.0
+STOP_DEADLINE_SECONDS = 10.0
+CONFIG_POLL_SECONDS = 1.0
 
 
 class DaemonLock:
@@ -76,6 +87,9 @@ class Metrics:
         self.fetches = Counter(
             "aggregator_fetches", "Source updates by outcome", ["outcome"], registry=self.registry
         )
+        self.fetch_seconds = Histogram(
+            "aggregator_fetch_seconds", "Durations of source updates", registry=self.registry
+        )
         self.entries = Counter("aggregator_entries", "Posts written", ["kind"], registry=self.registry)
         self.build_seconds = Histogram(
             "aggregator_build_seconds", "Feed build durations", registry=self.registry
@@ -86,6 +100,15 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
+        self.sources = Gauge("aggregator_sources", "Configured sources", registry=self.registry)
+
+    def source_state(self, state: SourceState) -> None:
+        if state.last_success is not None:
+            self.last_success.labels(state.name).set(state.last_success.timestamp())
+
+    def forget_source(self, name: str) -> None:
+        with contextlib.suppress(KeyError):
+            self.last_success.remove(name)
 
 
 class Daemon:
@@ -94,12 +117,17 @@ class Daemon:
         self.config = config
         self.metrics = Metrics()
         self.lock = DaemonLock(config.data_dir)
+        self.rng = random.Random()
         self._dirty: set[str] = set()
+        self._status_dirty = True
         self._build_task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._last_build: float | None = None
-        self._config_mtime = _mtime(config_path)
+        self._builds = 0
+        self._config_stamp = _stamp(config_path)
+        self.scheduler = SourceScheduler(self._run_source, rng=self.rng)
 
     async def run(self) -> int:
         self.lock.acquire()
@@ -108,26 +136,40 @@ class Daemon:
         finally:
             self.lock.release()
 
-    async def _run(self) -> int:
+    def open(self) -> None:
+        """Open the store, the updater and the builders (separate from run() for tests)."""
         config = self.config
-        sweep_temp_files(config.feeds_dir)
+        for root in (config.feeds_dir, config.posts_dir):
+            _sweep_stale_temp_files(root)
         self.store = PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync)
+        # Builds run in a thread, on a connection of their own.
         self.build_store = PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync)
+        self.status_log = StatusLog(self.store.db)
         self.updater = Updater(config, self.store)
         self.builder = FeedBuilder(config, self.build_store)
-        await asyncio.to_thread(self.build_store.sync_with_files)
-        await self._build(None)
-        self.scheduler = SourceScheduler(self._run_source)
-        for source in config.sources:
-            self.scheduler.add(config, source, self.store.source_state(source.name))
-        self.scheduler.start()
-        app = create_app(config.feeds_dir, health=self._health, registry=self.metrics.registry)
-        server = make_server(app, config.server.host, config.server.port)
-        server_task = asyncio.create_task(server.serve())
+
+    async def close(self) -> None:
+        await self.updater.aclose()
+        self.store.close()
+        self.build_store.close()
+        for root in (self.config.feeds_dir, self.config.posts_dir):
+            _sweep_stale_temp_files(root)
+
+    async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+        config = self.config
+        self.open()
+        await asyncio.to_thread(self.build_store.sync_with_files)
+        await self._build(None)
+        await self._build_pending()  # the operator's feed
+        self._schedule_all(config.sources)
+        self.scheduler.start()
+        app = create_app(config.feeds_dir, health=self.health, registry=self.metrics.registry)
+        server = make_server(app, config.server.host, config.server.port)
+        server_task = asyncio.create_task(server.serve())
         watcher = asyncio.create_task(self._watch_config())
         log.info(
             "daemon started: %d sources, serving %s on http://%s:%d/",
@@ -137,7 +179,9 @@ class Daemon:
         done, _ = await asyncio.wait({stop_wait, server_task}, return_when=asyncio.FIRST_COMPLETED)
         if server_task in done and not self._stopping.is_set():
             stop_wait.cancel()
-            self._shutdown_quietly(watcher)
+            watcher.cancel()
+            self.scheduler.shutdown()
+            await self.close()
             error = server_task.exception()
             raise AggregatorError(f"the HTTP server stopped: {error or 'could not start'}")
         log.info("stopping")
@@ -145,29 +189,53 @@ class Daemon:
         log.info("stopped")
         return 0
 
-    def _shutdown_quietly(self, watcher: asyncio.Task[None]) -> None:
-        watcher.cancel()
-        self.scheduler.shutdown()
-
     async def _stop(self, server: Any, server_task: asyncio.Task[None], watcher: asyncio.Task[None]) -> None:
         watcher.cancel()
         self.scheduler.shutdown()
         if self._in_flight:
+            log.info("waiting up to %.0fs for %d runs in flight", STOP_DEADLINE_SECONDS, len(self._in_flight))
             _done, pending = await asyncio.wait(self._in_flight, timeout=STOP_DEADLINE_SECONDS)
             for task in pending:
                 task.cancel()
+            if pending:
+                log.warning(
+                    "cancelled %d runs still in flight after %.0fs", len(pending), STOP_DEADLINE_SECONDS
+                )
+                await asyncio.gather(*pending, return_exceptions=True)
         if self._build_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._build_task
-        if self._dirty:
-            await self._build(set(self._dirty))
+            # The debounced build wakes at once on stop and publishes what is pending.
+            await asyncio.gather(self._build_task, return_exceptions=True)
+        if self._dirty or self._status_dirty:
+            await self._build_pending()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await server_task
-        await self.updater.aclose()
-        self.store.close()
-        self.build_store.close()
-        sweep_temp_files(self.config.feeds_dir)
+        for task in list(self._background):
+            task.cancel()
+        await self.close()
+
+    # Scheduling ------------------------------------------------------------
+
+    def _schedule_all(self, sources: tuple[SourceConfig, ...]) -> None:
+        self.metrics.sources.set(len(self.config.sources))
+        for source in sources:
+            state = self.store.source_state(source.name)
+            self.metrics.source_state(state)
+            self.scheduler.add(source.name, timing_for(self.config, source), self._next_run(source, state))
+
+    def _next_run(self, source: SourceConfig, state: SourceState) -> Any:
+        timing = timing_for(self.config, source)
+        now = utcnow()
+        recent = self._recent_entries(source.name, now.timestamp()) if timing.adaptive else 0
+        fresh = state.config_hash != source_fingerprint(source)
+        return next_run(timing, state, now, self.rng, recent_entries=recent, fresh=fresh)
+
+    def _recent_entries(self, source: str, now_ts: float) -> int:
+        row = self.store.db.execute(
+            "SELECT COUNT(*) FROM posts WHERE source=? AND date_ts > ? AND date_ts <= ?",
+            (source, now_ts - ADAPTIVE_WINDOW_SECONDS, now_ts),
+        ).fetchone()
+        return int(row[0])
 
     async def _run_source(self, name: str) -> None:
         if self._stopping.is_set():
@@ -175,35 +243,74 @@ class Daemon:
         try:
             source = self.config.source_named(name)
         except ConfigError:
+            self.scheduler.remove(name)
             return
         task = asyncio.current_task()
         assert task is not None
+        self.scheduler.hold(name)
         self._in_flight.add(task)
+        before = self.store.source_state(name)
         try:
             result = await self.updater.update(source)
+        except AggregatorError as error:  # the store failed: not the source's fault
+            log.error("source=%s run failed: %s", name, error)
+            self.scheduler.reschedule(name, utcnow() + timedelta(seconds=self.config.interval_of(source)))
+            return
         finally:
             self._in_flight.discard(task)
+        self._account(source, before, result)
+        if not self._stopping.is_set() and name in self.scheduler.names():
+            self.scheduler.reschedule(name, self._next_run(self.config.source_named(name), result.state))
+
+    def _account(self, source: SourceConfig, before: SourceState, result: UpdateResult) -> None:
         self.metrics.fetches.labels(result.outcome).inc()
+        self.metrics.fetch_seconds.observe(result.duration)
         self.metrics.entries.labels("new").inc(result.new)
         self.metrics.entries.labels("updated").inc(result.updated)
-        if result.state.last_success is not None:
-            self.metrics.last_success.labels(name).set(result.state.last_success.timestamp())
-        if not self._stopping.is_set():
-            self.scheduler.reschedule(name, result.state.next_due)
+        self.metrics.source_state(result.state)
+        if result.skipped:
+            return
+        events = events_between(before, result.state, url=source.url)
+        if events:
+            self.status_log.record(events)
+            for event in events:
+                log.info("source=%s health: %s: %s", event.source, event.kind, event.detail)
+            self._status_dirty = True
+            self._schedule_build()
         if result.touched_keys:
             self._dirty.update(result.touched_keys)
             self._schedule_build()
+
+    # Builds ----------------------------------------------------------------
 
     def _schedule_build(self) -> None:
         if self._build_task is None or self._build_task.done():
             self._build_task = asyncio.create_task(self._debounced_build())
 
     async def _debounced_build(self) -> None:
-        await asyncio.sleep(BUILD_DEBOUNCE_SECONDS)
-        keys, self._dirty = self._dirty, set()
-        await self._build(keys)
+        """Gather the keys touched in one window, build them once; repeat while more arrive."""
+        while self._dirty or self._status_dirty:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), BUILD_DEBOUNCE_SECONDS)
+            if not await self._build_pending():
+                return  # failed: the keys wait for the next run that touches anything
 
-    async def _build(self, keys: set[str] | None) -> None:
+    async def _build_pending(self) -> bool:
+        keys, self._dirty = self._dirty, set()
+        ok = True
+        if keys:
+            ok = await self._build(keys)
+        if self._status_dirty:
+            self._status_dirty = False
+            events = self.status_log.recent()
+            try:
+                await asyncio.to_thread(publish_status, self.config, events)
+            except OSError as error:
+                log.error("status feed not written: %s", error)
+                self._status_dirty, ok = True, False
+        return ok
+
+    async def _build(self, keys: set[str] | None) -> bool:
         started = time.monotonic()
         try:
             report = await asyncio.to_thread(self.builder.build, keys)
@@ -211,29 +318,43 @@ class Daemon:
             log.error("build failed: %s", error)
             if keys:
                 self._dirty.update(keys)
-            return
+            return False
         elapsed = time.monotonic() - started
         self.metrics.build_seconds.observe(elapsed)
         self._last_build = time.time()
+        self._builds += 1
         if report.changed:
-            log.info(
-                "built %d feeds (%d unchanged) in %.2fs",
-                len(report.rendered),
-                report.skipped,
-                elapsed,
-            )
+            log.info("built %d feeds (%d unchanged) in %.2fs", len(report.rendered), report.skipped, elapsed)
+        return True
 
-    def _health(self) -> dict[str, Any]:
+    # Health ----------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
         alive = self.scheduler.running and not self._stopping.is_set()
-        return {"ok": alive, "scheduler": "running" if alive else "stopped",
-                "last_build": self._last_build, "sources": len(self.config.sources)}  # fmt: skip
+        return {
+            "ok": alive,
+            "scheduler": "running" if alive else "stopped",
+            "last_build": self._last_build,
+            "builds": self._builds,
+            "sources": len(self.config.sources),
+            "jobs": len(self.scheduler.names()) if self.scheduler.running else 0,
+            "in_flight": len(self._in_flight),
+            "tasks": len(asyncio.all_tasks()),
+        }
+
+    # Reload ----------------------------------------------------------------
+
+    def _reload_soon(self) -> None:
+        task = asyncio.ensure_future(self.reload())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _watch_config(self) -> None:
         while True:
             await asyncio.sleep(CONFIG_POLL_SECONDS)
-            mtime = _mtime(self.config_path)
-            if mtime != self._config_mtime:
-                self._config_mtime = mtime
+            stamp = _stamp(self.config_path)
+            if stamp != self._config_stamp:
+                self._config_stamp = stamp
                 await self.reload()
 
     async def reload(self) -> None:
@@ -243,24 +364,73 @@ class Daemon:
         except ConfigError as error:
             log.error("config not reloaded, keeping the running one: %s", error)
             return
-        old_sources = {s.name: s for s in self.config.sources}
+        old = self.config
+        for section in ("paths", "server"):
+            if getattr(old, section) != getattr(new, section):
+                log.warning("config: %s changed; it takes effect at the next restart", section)
+        new = new.model_copy(update={"paths": old.paths, "server": old.server})
+        old_sources = {s.name: s for s in old.sources}
         new_sources = {s.name: s for s in new.sources}
         self.config = new
         self.updater.config = new
         self.builder.config = new
         for name in old_sources.keys() - new_sources.keys():
             self.scheduler.remove(name)
+            self.metrics.forget_source(name)
+        changed = 0
         for name, source in new_sources.items():
-            old = old_sources.get(name)
-            if old is None or source_fingerprint(old) != source_fingerprint(source):
-                self.scheduler.add(new, source, self.store.source_state(name))
+            before = old_sources.get(name)
+            if (
+                before is None
+                or source_fingerprint(before) != source_fingerprint(source)
+                or timing_for(old, before) != timing_for(new, source)
+            ):
+                changed += before is not None
+                state = self.store.source_state(name)
+                self.scheduler.add(name, timing_for(new, source), self._next_run(source, state))
+        self.metrics.sources.set(len(new_sources))
+        self._status_dirty = True  # the site's title or base URL may have changed
+        self._schedule_build()
         added = len(new_sources.keys() - old_sources.keys())
         removed = len(old_sources.keys() - new_sources.keys())
-        log.info("config reloaded: %d sources (%d added, %d removed)", len(new_sources), added, removed)
+        log.info(
+            "config reloaded: %d sources (%d added, %d removed, %d changed)",
+            len(new_sources), added, removed, changed,
+        )  # fmt: skip
 
 
-def _mtime(path: Path) -> float | None:
+def _stamp(path: Path) -> tuple[int, int] | None:
     try:
-        return path.stat().st_mtime
+        stat = path.stat()
     except OSError:
         return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _sweep_stale_temp_files(root: Path) -> int:
+    """Remove temporary files left by this process or by dead ones, never a live writer's."""
+    removed = 0
+    if not root.exists():
+        return 0
+    for dirpath, _dirs, filenames in os.walk(root):
+        for name in filenames:
+            if not name.endswith(TEMP_SUFFIX):
+                continue
+            parts = name.split(".")
+            pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+            if pid is not None and pid != os.getpid() and _alive(pid):
+                continue  # a one-shot `aggregator fetch` or `build` is writing it right now
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(dirpath, name))
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
