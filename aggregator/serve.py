@@ -2,7 +2,11 @@
 
 Starlette's static files give ETag, Last-Modified and 304 answers; the media
 type is chosen by file name so readers see ``application/rss+xml`` rather than
-a generic ``text/xml``; GZip middleware compresses what is worth it.
+a generic ``text/xml``; GZip middleware compresses what is worth it. The ETag
+is marked weak: it names the content, not one encoding of it (RFC 9110
+§8.8.3), so a gzipped and a plain copy share it and both revalidate with 304.
+Builds rewrite a feed only when its bytes change, so an unchanged feed keeps
+its ETag and Last-Modified across rebuilds and restarts.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ class FeedFiles(StaticFiles):
                 response.headers["content-type"] = media_type
                 break
         response.headers.setdefault("cache-control", "public, max-age=60")
+        etag = response.headers.get("etag")
+        if etag and not etag.startswith("W/"):
+            response.headers["etag"] = "W/" + etag
         return response
 
 
