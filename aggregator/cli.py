@@ -23,7 +23,8 @@ from aggregator.build import FeedBuilder
 from aggregator.config import DEFAULT_CONFIG, Config, load_config
 from aggregator.errors import AggregatorError
 from aggregator.fetch import redact_url
-from aggregator.pipeline import Updater, UpdateResult
+from aggregator.pipeline import Updater, UpdateResult, retention_policy
+from aggregator.state import utcnow
 from aggregator.store import PostStore
 
 app = typer.Typer(
@@ -203,12 +204,26 @@ def build() -> None:
     try:
         with PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync) as store:
             store.sync_with_files()
+            store.prune(retention_policy(config), utcnow())
             report = FeedBuilder(config, store).build(None)
     except AggregatorError as error:
         raise _fail(str(error)) from None
     typer.echo(
         f"{len(report.rendered)} feeds written, {report.skipped} unchanged, {len(report.removed)} removed"
     )
+
+
+@app.command()
+def prune() -> None:
+    """Apply the retention limits now (posts and their files), then rebuild the feeds."""
+    config = _load()
+    try:
+        with PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync) as store:
+            result = store.prune(retention_policy(config), utcnow())
+            FeedBuilder(config, store).build(set(result.touched_keys))
+    except AggregatorError as error:
+        raise _fail(str(error)) from None
+    typer.echo(f"pruned {result.removed} posts")
 
 
 @app.command()

@@ -153,6 +153,21 @@ class BuildConfig(_Strict):
     full_content: bool = True
 
 
+class RetentionLimits(_Strict):
+    """At most ``max_posts`` posts, none older than ``max_age`` (by post date); unset: no limit."""
+
+    max_age: Duration | None = None
+    max_posts: int | None = Field(default=None, gt=0)
+
+
+class RetentionConfig(_Strict):
+    """Pruning of old posts, file and index together; every limit is off by default."""
+
+    max_age: Duration | None = None  # over all posts together
+    max_posts: int | None = Field(default=None, gt=0)
+    per_source: RetentionLimits = RetentionLimits()  # each source's, unless it sets its own
+
+
 class AuthConfig(_Strict):
     """HTTP basic auth for one source; the password is never printed or logged."""
 
@@ -179,6 +194,7 @@ class SourceConfig(_Strict):
     proxy: str | None = Field(default=None, repr=False)  # http://[user:pass@]host:port
     allow_private_redirects: bool = False  # may a public URL redirect into the LAN/loopback?
     respect_cache_headers: bool | None = None  # None: the defaults' setting
+    retention: RetentionLimits | None = None  # None: retention.per_source
 
     @field_validator("headers", mode="before")
     @classmethod
@@ -252,6 +268,7 @@ class Config(_Strict):
     server: ServerConfig = ServerConfig()
     build: BuildConfig = BuildConfig()
     logging: LoggingConfig = LoggingConfig()
+    retention: RetentionConfig = RetentionConfig()
     sources: tuple[SourceConfig, ...] = ()
     # Where the config was read from; relative paths resolve against its folder.
     base_dir: Path = Path(".")

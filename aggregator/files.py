@@ -63,14 +63,35 @@ def fsync_files(paths: Iterable[Path]) -> None:
         fsync_directory(directory)
 
 
-def sweep_temp_files(root: Path) -> int:
-    """Remove temporary files a killed process left under ``root``; return how many."""
+def _writer_alive(name: str) -> bool:
+    """Whether the process that named this temporary file still runs (it may be mid-write)."""
+    parts = name.rsplit(".", 3)
+    if len(parts) != 4 or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, owned by someone else
+    return True
+
+
+def sweep_temp_files(root: Path, *, all_writers: bool = False) -> int:
+    """Remove temporary files killed processes left under ``root``; return how many.
+
+    A temporary file whose writer still runs is left alone (another process may
+    be about to rename it), unless ``all_writers`` is set.
+    """
     removed = 0
     if not root.exists():
         return 0
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
-            if name.endswith(TEMP_SUFFIX):
+            if name.endswith(TEMP_SUFFIX) and (all_writers or not _writer_alive(name)):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(dirpath, name))
                     removed += 1

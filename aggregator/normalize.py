@@ -7,7 +7,13 @@ Pure: no I/O, ``first_seen`` is passed in. What is derived here, and from what:
 - ``body``: the content, else the summary; cleaned with nh3 (an allowlist
   sanitizer) unless the source is trusted; relative URLs made absolute; ``{``
   and ``}`` written as ``&#123;``/``&#125;`` so Hexo leaves them alone.
-- ``date``: published, else updated, else the first time we saw the entry.
+- ``date``: published, else updated, else ``first_seen`` (the first time we saw
+  the entry, recorded once by the store and kept in the file). Every moment is
+  cut to whole seconds in UTC, the precision of the file, so a post read back
+  from its file hashes the same as when it was written.
+- ``author``: the source's override, else the entry's, else the feed's title.
+- ``headimg``: media:thumbnail, media:content image, image enclosure, else the
+  body's first ``<img>``; always an absolute http(s) URL.
 - ``id``: the guid/Atom id, else the link, else a hash of title and content.
 
 Every text field is stripped of characters XML 1.0 forbids (NUL, control
@@ -21,7 +27,7 @@ import html
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import urljoin, urlsplit
 
 import nh3
@@ -67,7 +73,8 @@ _ATTRIBUTES = {
     "details": {"open"},
     "font": {"color"},
 }
-_URL_ATTRIBUTES = frozenset({"href", "src", "poster", "cite"})
+# Checked by our own filter as well as by nh3: ammonia leaves ``cite`` alone.
+_URL_ATTRIBUTES = frozenset({"href", "src", "poster", "cite", "longdesc", "background", "action"})
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 _TAG = re.compile(r"<[^>]*>")
 _COMMENT_OR_CDATA = re.compile(r"<!--.*?-->|<!\[CDATA\[.*?\]\]>", re.DOTALL)
@@ -104,6 +111,8 @@ class Post:
     tags: tuple[str, ...]
     enclosures: tuple[Enclosure, ...]
     body: str
+    # When the entry was first seen: the date fallback, kept across runs and reindexes.
+    first_seen: datetime | None = None
 
     @property
     def content_hash(self) -> str:
@@ -172,12 +181,17 @@ def safe_url(url: str | None, base: str = "") -> str | None:
 def sanitize_html(markup: str, base: str) -> str:
     """Allowlist-clean HTML with nh3; relative URLs resolved against ``base``."""
 
+    # Without an absolute base a relative URL cannot be resolved, so it is dropped.
+    base = base if safe_url(base) else ""
+
     def resolve(url: str) -> str | None:
         return safe_url(url, base)
 
     def filter_attribute(tag: str, attribute: str, value: str) -> str | None:
         if attribute == "srcset":
             return _clean_srcset(value, base)
+        if attribute in _URL_ATTRIBUTES:
+            return safe_url(value, base)
         return value
 
     return nh3.clean(
@@ -186,7 +200,7 @@ def sanitize_html(markup: str, base: str) -> str:
         attributes={**_ATTRIBUTES, "*": _GENERIC_ATTRIBUTES},
         attribute_filter=filter_attribute,
         url_schemes=set(SAFE_SCHEMES),
-        url_relative=resolve if base and safe_url(base) else "deny",
+        url_relative=resolve if base else "deny",
         link_rel="noopener noreferrer",
         strip_comments=True,
     )
@@ -229,8 +243,22 @@ def lead_image(entry: EntryData, body: str) -> str | None:
     return None
 
 
+def moment(value: datetime | None) -> datetime | None:
+    """UTC, whole seconds; None for what a post file cannot hold (years before 100)."""
+    if value is None:
+        return None
+    try:
+        value = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+    # RFC 822 readers take a two-digit year as 19xx/20xx.
+    return value.replace(microsecond=0) if value.year >= 100 else None
+
+
 def normalize(entry: EntryData, rules: SourceRules, first_seen: datetime) -> Post:
     """One entry to one post; see the module docstring for each field's rule."""
+    seen = moment(first_seen) or first_seen.replace(microsecond=0)
+    published, updated = moment(entry.published), moment(entry.updated)
     link = safe_url(entry.link, entry.base) or ""
     raw_body = clean_text(entry.content or entry.summary or "")
     body = raw_body if rules.trusted else sanitize_html(raw_body, entry.base)
@@ -240,19 +268,25 @@ def normalize(entry: EntryData, rules: SourceRules, first_seen: datetime) -> Pos
         for e in entry.enclosures
         if (url := safe_url(e.url, entry.base)) and not url.startswith("mailto:")
     )
-    author = rules.author or plain_text(entry.author or "") or rules.feed_title or rules.name
+    author = (
+        clean_text(rules.author or "").strip()
+        or plain_text(entry.author or "")
+        or plain_text(rules.feed_title)
+        or rules.name
+    )
     return Post(
         source=rules.name,
         id=entry_id(entry),
         title=_title(entry, raw_body, link),
         link=link,
-        categories=rules.categories,
+        categories=tuple(clean_text(c) for c in rules.categories),
         author=author,
         comments=rules.comments,
-        date=entry.published or entry.updated or first_seen,
-        updated=entry.updated,
+        date=published or updated or seen,
+        updated=updated,
         headimg=headimg,
         tags=tuple(dict.fromkeys(t for tag in entry.tags if (t := plain_text(tag)))),
         enclosures=enclosures,
         body=escape_braces(body) if rules.escape_braces else body,
+        first_seen=seen,
     )

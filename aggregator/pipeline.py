@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 
 from aggregator.config import Config, SourceConfig
@@ -32,7 +33,7 @@ from aggregator.fetch import (
 from aggregator.normalize import Post, SourceRules, entry_id, normalize
 from aggregator.parse import FeedData
 from aggregator.state import SourceState, after_failure, after_success, config_fingerprint, utcnow
-from aggregator.store import Outcome, PostStore, feed_keys_for
+from aggregator.store import Limits, Outcome, PostStore, RetentionPolicy, feed_keys_for
 from aggregator.workers import ParserPool
 
 log = logging.getLogger("aggregator.update")
@@ -139,20 +140,23 @@ class Updater:
             feed = await self.parser.parse(fetched.body, fetched.headers, fetched.url)
             posts = self._normalize(source, feed)
             saved = self.store.save(posts, now)
+            pruned = self.store.prune(retention_policy(self.config), now, sources=[source.name])
             new = sum(1 for r in saved if r.outcome is Outcome.NEW)
             updated = sum(1 for r in saved if r.outcome is Outcome.UPDATED)
-            touched = frozenset(
+            touched = pruned.touched_keys | frozenset(
                 key
                 for r in saved
                 if r.outcome in (Outcome.NEW, Outcome.UPDATED)
                 for key in feed_keys_for(r.post.source, r.post.categories)
             )
+            # A change held back by the rewrite cap must come again: no validators, no 304.
+            capped = any(r.outcome is Outcome.CAPPED for r in saved)
+            validators = Validators() if capped else fetched.validators
             if feed.warning:
                 log.warning("source=%s %s", source.name, feed.warning)
             state = after_success(
                 state, now=now, interval=interval, http_status=fetched.status, new=new,
-                updated=updated, etag=fetched.validators.etag,
-                last_modified=fetched.validators.last_modified,
+                updated=updated, etag=validators.etag, last_modified=validators.last_modified,
                 permanent_url=fetched.permanent_url, fresh_for=fetched.fresh_for,
                 ttl=feed.ttl, respect_cache=respect_cache,
             )  # fmt: skip
@@ -214,6 +218,23 @@ class Updater:
                 continue  # duplicate id within one fetch: the first wins
             posts[ident] = normalize(entry, rules, first_seen.get(ident, utcnow()))
         return list(posts.values())
+
+
+def retention_policy(config: Config) -> RetentionPolicy:
+    """The config's retention settings as the store's policy (all off by default)."""
+
+    def limits(max_age: float | None, max_posts: int | None) -> Limits:
+        return Limits(timedelta(seconds=max_age) if max_age else None, max_posts)
+
+    retention = config.retention
+    return RetentionPolicy(
+        overall=limits(retention.max_age, retention.max_posts),
+        per_source={
+            source.name: limits(chosen.max_age, chosen.max_posts)
+            for source in config.sources
+            if (chosen := source.retention or retention.per_source)
+        },
+    )
 
 
 def _log_result(result: UpdateResult) -> None:

@@ -2,14 +2,32 @@
 
 A post is one Markdown file with YAML front matter, in the shape of the
 reference post (``title, categories, headimg, author, comments, date,
-thumbnail``) plus ``link, id, source, tags, updated, enclosures``. Files are
-written atomically and the index is updated after the file, so a crash between
-the two leaves a file the index does not know yet; the next save of that entry
-finds it at its deterministic path and adopts it, and ``reindex`` rebuilds the
-whole index from the files.
+thumbnail``) plus ``link, id, source, tags, updated, first_seen, enclosures``.
+``first_seen`` (RFC 822, GMT) is the moment the entry was first seen, the date
+of an entry that has none; it is kept in the file so ``reindex`` restores it.
 
-The index (WAL mode) also holds each source's polling state and what each
-published feed was built from, so feeds are built without reading post files.
+Durability: files are written atomically (a temporary file in the same
+directory, then a rename), so a crash leaves the old file or the new one,
+never half of one. The index is updated after the files, so a crash between
+the two leaves a file the index does not know yet; the next save of that entry
+finds it at its deterministic path and adopts it, ``sync_with_files`` (run by
+``aggregator build`` and at daemon start) picks it up, and ``reindex``
+rebuilds the whole index from the files. The ``defaults.fsync`` setting says
+how hard writes are pushed to the disk against power loss (a crash of the
+process alone never loses a renamed file):
+
+- ``file``: every post file and its directory are fsynced before the rename
+  is considered done (slowest, survives power loss per post);
+- ``batch`` (the default): the files of one source's update are written, then
+  fsynced together before the index commits, so after a power loss the index
+  never lists a post whose file did not reach the disk;
+- ``off``: no fsync; the OS writes back when it likes (fastest; a power loss
+  may lose the last seconds of posts, which the next fetch writes again).
+
+The index (WAL mode) also holds each source's polling state, the entries
+retention pruned (so they are not fetched back), and what each published feed
+was built from, so feeds are built without reading post files. It records its
+schema version, migrates older ones step by step, and refuses a newer one.
 """
 
 from __future__ import annotations
@@ -17,18 +35,18 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
+import logging
 import os
 import re
 import sqlite3
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import frontmatter
 import yaml
 
 from aggregator.errors import StoreError
@@ -37,15 +55,21 @@ from aggregator.normalize import Post, plain_text
 from aggregator.parse import Enclosure
 from aggregator.state import SourceState
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("aggregator.store")
+
+SCHEMA_VERSION = 2
 MAX_FILENAME_BYTES = 255
 SLUG_BYTES = 80
-# An entry whose content changes on every fetch (a counter, a rotating ad) is
-# rewritten at most this often once it has been rewritten a few times.
+# An entry whose content changes on every fetch while its own updated date
+# stays put (a counter, a rotating ad) is rewritten FREE_REWRITES times, then
+# at most once per REWRITE_MIN_GAP until its updated date moves again.
 FREE_REWRITES = 3
 REWRITE_MIN_GAP = timedelta(hours=6)
-_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)$", re.IGNORECASE)
+_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d|conin|conout|clock)$", re.IGNORECASE)
 _NOT_SLUG = re.compile(r"[^\w]+", re.UNICODE)
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
+_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 REFERENCE_KEYS = ("title", "categories", "headimg", "author", "comments", "date", "thumbnail")
 
@@ -55,6 +79,7 @@ class Outcome(Enum):
     UPDATED = "updated"
     UNCHANGED = "unchanged"
     CAPPED = "capped"  # changed upstream, but rewritten too often lately
+    PRUNED = "pruned"  # removed by retention earlier; not brought back
 
 
 @dataclass(frozen=True)
@@ -85,6 +110,48 @@ class IndexedPost:
     content_hash: str
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How many posts to keep, and for how long (by post date); None means no limit."""
+
+    max_age: timedelta | None = None
+    max_posts: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.max_age is not None or self.max_posts is not None
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Limits over all posts together and per source; everything off by default."""
+
+    overall: Limits = Limits()
+    per_source: Mapping[str, Limits] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.overall.active or any(limits.active for limits in self.per_source.values())
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: int = 0
+    touched_keys: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What the index remembers about a stored entry beyond its file."""
+
+    path: str
+    upstream_hash: str
+    upstream_updated_ts: float | None
+    rewrites: int
+    last_rewrite_ts: float | None
+    first_seen_ts: float
+
+
 # Feed keys name the feeds a post belongs to: everything, its source, and each
 # level of its category hierarchy. They are stored as text in the index.
 ALL_KEY = "all"
@@ -110,10 +177,14 @@ def feed_keys_for(source: str, categories: Sequence[str]) -> list[str]:
 
 
 def slugify(text: str, max_bytes: int = SLUG_BYTES) -> str:
-    """A readable, safe path component: letters of any script kept, the rest dashes."""
+    """A readable, safe path component: letters of any script kept, the rest dashes.
+
+    Case-folded (no two names differ only by case), at most ``max_bytes`` of
+    UTF-8, never empty, never ``.``/``..`` or a name Windows reserves.
+    """
     text = unicodedata.normalize("NFKC", text).casefold()
     slug = _NOT_SLUG.sub("-", text).strip("-_")
-    encoded = slug.encode("utf-8")[:max_bytes]
+    encoded = slug.encode("utf-8", "ignore")[:max_bytes]
     slug = encoded.decode("utf-8", "ignore").strip("-_")
     if not slug or _WINDOWS_RESERVED.match(slug):
         slug = f"_{slug}" if slug else "_"
@@ -121,8 +192,12 @@ def slugify(text: str, max_bytes: int = SLUG_BYTES) -> str:
 
 
 def post_relpath(post: Post) -> Path:
-    """``<source>/<yyyy>/<mm>/<slug>-<hash>.md``: deterministic, safe, under 255 bytes."""
-    digest = hashlib.sha1(f"{post.source}\x00{post.id}".encode()).hexdigest()[:10]
+    """``<source>/<yyyy>/<mm>/<slug>-<hash>.md``: deterministic, safe, under 255 bytes.
+
+    The hash is of (source, id), so two entries with the same title never share
+    a file and an entry keeps its name whatever its title becomes.
+    """
+    digest = hashlib.sha1(f"{post.source}\x00{post.id}".encode("utf-8", "replace")).hexdigest()[:10]
     name = f"{slugify(post.title)}-{digest}.md"
     assert len(name.encode()) <= MAX_FILENAME_BYTES
     return Path(slugify(post.source), f"{post.date.year:04d}", f"{post.date.month:02d}", name)
@@ -132,16 +207,25 @@ def rfc822(moment: datetime) -> str:
     return email.utils.format_datetime(moment.astimezone(UTC), usegmt=True)
 
 
-def parse_rfc822(value: Any) -> datetime | None:
+def parse_date(value: Any) -> datetime | None:
+    """RFC 822 as we write it; also what a person may type by hand (ISO dates, YAML dates)."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str):
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if not isinstance(value, str) or not value.strip():
         return None
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
-        return None
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+parse_rfc822 = parse_date
 
 
 def render_post(post: Post) -> bytes:
@@ -159,54 +243,98 @@ def render_post(post: Post) -> bytes:
         "source": post.source,
         "tags": list(post.tags),
         "updated": rfc822(post.updated) if post.updated else None,
+        "first_seen": rfc822(post.first_seen) if post.first_seen else None,
         "enclosures": [{"url": e.url, "type": e.type, "length": e.length} for e in post.enclosures],
     }
     # The reference leaves a key out rather than writing it empty.
-    for key in ("headimg", "thumbnail", "updated"):
+    for key in ("headimg", "thumbnail", "updated", "first_seen"):
         if matter[key] is None:
             del matter[key]
     if not matter["enclosures"]:
         del matter["enclosures"]
-    text = yaml.safe_dump(matter, allow_unicode=True, sort_keys=False, default_flow_style=False, width=2**31)
+    text = yaml.dump(
+        matter,
+        Dumper=_DUMPER,
+        allow_unicode=True,
+        sort_keys=False,
+        default_flow_style=False,
+        width=2**31 - 1,
+    )
     return f"---\n{text}---\n\n{post.body}\n".encode()
+
+
+def split_post(text: str) -> tuple[dict[str, Any], str]:
+    """Front matter and body of a post file; the body exactly as ``render_post`` wrote it."""
+    match = _FRONT_MATTER.match(text)
+    if match is None:
+        raise ValueError("no YAML front matter between --- lines")
+    meta = yaml.load(match.group(1), Loader=_LOADER)
+    if not isinstance(meta, dict):
+        raise ValueError("the front matter is not a mapping")
+    body = text[match.end() :]
+    body = body[1:] if body.startswith("\n") else body
+    body = body[:-1] if body.endswith("\n") else body
+    return meta, body
 
 
 def read_post(path: Path) -> Post:
     """Read a post file back; raise StoreError when it is not one of ours."""
     try:
-        document = frontmatter.loads(path.read_text(encoding="utf-8"))
+        # Bytes, then decode: no newline translation, so the body reads back exactly.
+        meta, body = split_post(path.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as error:
         raise StoreError(f"{path}: unreadable post file: {error}") from error
-    meta: dict[str, Any] = dict(document.metadata)
-    date = parse_rfc822(meta.get("date"))
-    if not meta.get("source") or meta.get("id") is None or date is None:
+    moment = parse_date(meta.get("date"))
+    if not meta.get("source") or meta.get("id") is None or moment is None:
         raise StoreError(f"{path}: not a post file (needs source, id and date)")
+    enclosures = meta.get("enclosures") or ()
     return Post(
-        source=str(meta["source"]),
-        id=str(meta["id"]),
-        title=str(meta.get("title") or ""),
-        link=str(meta.get("link") or ""),
-        categories=tuple(str(c) for c in meta.get("categories") or ()),
-        author=str(meta.get("author") or ""),
-        comments=bool(meta.get("comments", False)),
-        date=date,
-        updated=parse_rfc822(meta.get("updated")),
-        headimg=str(meta["headimg"]) if meta.get("headimg") else None,
-        tags=tuple(str(t) for t in meta.get("tags") or ()),
+        source=_text(meta["source"]),
+        id=_text(meta["id"]),
+        title=_text(meta.get("title")),
+        link=_text(meta.get("link")),
+        categories=tuple(_text(c) for c in _list(meta.get("categories"))),
+        author=_text(meta.get("author")),
+        comments=meta.get("comments") is True,
+        date=moment,
+        updated=parse_date(meta.get("updated")),
+        headimg=_text(meta["headimg"]) if meta.get("headimg") else None,
+        tags=tuple(_text(t) for t in _list(meta.get("tags"))),
         enclosures=tuple(
-            Enclosure(
-                url=str(e.get("url")),
-                type=str(e.get("type", "")),
-                length=int(e.get("length", 0) or 0),
-            )
-            for e in meta.get("enclosures") or ()
+            Enclosure(url=_text(e.get("url")), type=_text(e.get("type")), length=_length(e.get("length")))
+            for e in (enclosures if isinstance(enclosures, list) else ())
             if isinstance(e, dict) and e.get("url")
         ),
-        body=document.content,
+        body=body,
+        first_seen=parse_date(meta.get("first_seen")),
     )
 
 
-_SCHEMA = """
+def _text(value: Any) -> str:
+    """A front-matter scalar as text; a hand-typed ``yes`` stays ``yes``-ish, None becomes ''."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _length(value: Any) -> int:
+    try:
+        return max(int(value), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+# Each step upgrades the index from the previous version; a fresh index runs them all.
+_MIGRATIONS: dict[int, str] = {
+    1: """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS posts (
     source TEXT NOT NULL,
@@ -248,12 +376,33 @@ CREATE TABLE IF NOT EXISTS feeds (
     item_count INTEGER NOT NULL,
     newest_ts REAL
 );
-"""
+""",
+    # 2: what upstream last gave (so a hand edit is not mistaken for an upstream
+    # change, and churn is told from a real revision), and retention's tombstones.
+    2: """
+ALTER TABLE posts ADD COLUMN upstream_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE posts ADD COLUMN upstream_updated_ts REAL;
+UPDATE posts SET upstream_hash = content_hash, upstream_updated_ts = updated_ts;
+CREATE TABLE IF NOT EXISTS pruned (
+    source TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    pruned_ts REAL NOT NULL,
+    PRIMARY KEY (source, entry_id)
+);
+""",
+}
+assert max(_MIGRATIONS) == SCHEMA_VERSION
 
 _POST_COLUMNS = (
     "source, entry_id, path, title, link, author, date_ts, updated_ts, categories, tags, "
     "headimg, enclosures, body, summary, content_hash"
 )
+_ROW_COLUMNS = (
+    "source, entry_id, path, title, link, author, date_ts, updated_ts, first_seen_ts, categories, tags, "
+    "headimg, enclosures, body, summary, content_hash, rewrites, last_rewrite_ts, file_mtime_ns, "
+    "file_size, upstream_hash, upstream_updated_ts"
+)
+_ROW_MARKS = ",".join("?" * len(_ROW_COLUMNS.split(",")))
 
 
 class PostStore:
@@ -267,12 +416,18 @@ class PostStore:
             posts_dir.mkdir(parents=True, exist_ok=True)
             index_path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(index_path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=30000")
         except (OSError, sqlite3.Error) as error:
             raise StoreError(f"cannot open the store at {index_path}: {error}") from error
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=30000")
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.db.close()
+            raise
+        # What a killed writer left behind; a live writer's temporary files are kept.
+        sweep_temp_files(posts_dir)
 
     def close(self) -> None:
         self.db.close()
@@ -283,27 +438,44 @@ class PostStore:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _migrate(self) -> None:
+    def schema_version(self) -> int:
         has_meta = self.db.execute(
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
         ).fetchone()
-        version = 0
-        if has_meta:
-            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else 0
+        if not has_meta:
+            return 0
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        try:
+            version = self.schema_version()
+        except (sqlite3.Error, ValueError) as error:
+            raise StoreError(f"{self.index_path}: not a readable index: {error}") from error
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.index_path}: index schema version {version} is newer than this program "
                 f"understands ({SCHEMA_VERSION}); upgrade aggregator, or delete the index and "
                 "run `aggregator reindex`"
             )
-        if version < SCHEMA_VERSION:
+        if version == SCHEMA_VERSION:
+            return
+        steps = "".join(_MIGRATIONS[step] for step in range(version + 1, SCHEMA_VERSION + 1))
+        try:
             self.db.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA}; INSERT OR REPLACE INTO meta "
+                f"BEGIN IMMEDIATE; {steps}; INSERT OR REPLACE INTO meta "
                 f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
             )
-            if version == 0 and self._has_post_files():
-                self.reindex()
+        except sqlite3.Error as error:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise StoreError(
+                f"{self.index_path}: cannot migrate the index from version {version}: {error}"
+            ) from error
+        if version > 0:
+            log.info("index migrated from schema version %d to %d", version, SCHEMA_VERSION)
+        if version == 0 and self._has_post_files():
+            self.reindex()
 
     def _has_post_files(self) -> bool:
         return any(self.posts_dir.glob("*/*/*/*.md"))
@@ -325,80 +497,124 @@ class PostStore:
                 result[entry_id] = datetime.fromtimestamp(ts, UTC)
         return result
 
+    def _known(self, posts: Sequence[Post]) -> tuple[dict[tuple[str, str], _Known], set[tuple[str, str]]]:
+        """The index's rows and tombstones for a batch of posts, a few queries in all."""
+        known: dict[tuple[str, str], _Known] = {}
+        pruned: set[tuple[str, str]] = set()
+        by_source: dict[str, list[str]] = {}
+        for post in posts:
+            by_source.setdefault(post.source, []).append(post.id)
+        for source, ids in by_source.items():
+            for chunk in _chunks(ids, 500):
+                marks = ",".join("?" * len(chunk))
+                for row in self.db.execute(
+                    "SELECT entry_id, path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, "
+                    f"first_seen_ts FROM posts WHERE source=? AND entry_id IN ({marks})",
+                    (source, *chunk),
+                ):
+                    known[(source, row[0])] = _Known(*row[1:])
+                for (entry_id,) in self.db.execute(
+                    f"SELECT entry_id FROM pruned WHERE source=? AND entry_id IN ({marks})", (source, *chunk)
+                ):
+                    pruned.add((source, entry_id))
+        return known, pruned
+
     def save(self, posts: Sequence[Post], now: datetime) -> list[SaveResult]:
-        """Write new and changed posts; the index is committed after the files."""
+        """Write new and changed posts; the index is committed after the files.
+
+        Within one call the first post of an id wins. A known entry whose
+        upstream content is unchanged is not written at all; a changed one is
+        rewritten in place (same path, first-seen kept, ``updated`` set),
+        subject to the rewrite cap. Entries retention pruned stay pruned.
+        """
+        now = now.astimezone(UTC).replace(microsecond=0)
+        known, pruned = self._known(posts)
         results: list[SaveResult] = []
         written: list[Path] = []
-        rows: list[tuple[Post, Path, Outcome, dict[str, Any]]] = []
+        rows: list[tuple[Post, Post, str, _Known | None, bool]] = []
+        seen: set[tuple[str, str]] = set()
+        taken: set[str] = set()
         for post in posts:
-            existing = self.db.execute(
-                "SELECT path, content_hash, rewrites, last_rewrite_ts, first_seen_ts "
-                "FROM posts WHERE source=? AND entry_id=?",
-                (post.source, post.id),
-            ).fetchone()
-            if existing is None:
-                relpath = self._free_path(post_relpath(post), post)
-                outcome = Outcome.NEW
-                extra: dict[str, Any] = {
-                    "rewrites": 0,
-                    "last_rewrite_ts": None,
-                    "first_seen_ts": now.timestamp(),
-                }
+            key = (post.source, post.id)
+            if key in seen:
+                continue
+            seen.add(key)
+            if key in pruned:
+                results.append(SaveResult(post, Outcome.PRUNED, self.posts_dir / post_relpath(post)))
+                continue
+            previous = known.get(key)
+            if previous is None:
+                relpath = self._free_path(post_relpath(post), post, taken)
+                to_write = replace(post, first_seen=post.first_seen or now)
+                outcome, revision = Outcome.NEW, True
             else:
-                relpath = Path(existing[0])
-                if existing[1] == post.content_hash:
+                relpath = previous.path
+                if previous.upstream_hash == post.content_hash:
                     results.append(SaveResult(post, Outcome.UNCHANGED, self.posts_dir / relpath))
                     continue
-                rewrites, last_ts = existing[2], existing[3]
-                if (
-                    rewrites >= FREE_REWRITES
-                    and last_ts is not None
-                    and now - datetime.fromtimestamp(last_ts, UTC) < REWRITE_MIN_GAP
-                ):
+                revision = _is_revision(post, previous)
+                if not revision and _capped(previous, now):
                     results.append(SaveResult(post, Outcome.CAPPED, self.posts_dir / relpath))
                     continue
+                to_write = replace(
+                    post,
+                    updated=post.updated or now,
+                    first_seen=datetime.fromtimestamp(previous.first_seen_ts, UTC),
+                )
                 outcome = Outcome.UPDATED
-                extra = {
-                    "rewrites": rewrites + 1,
-                    "last_rewrite_ts": now.timestamp(),
-                    "first_seen_ts": existing[4],
-                }
+            taken.add(relpath)
             path = self.posts_dir / relpath
             try:
-                write_atomic(path, render_post(post), fsync=self.fsync == "file")
+                write_atomic(path, render_post(to_write), fsync=self.fsync == "file")
             except OSError as error:
                 raise StoreError(f"cannot write {path}: {error}") from error
             written.append(path)
-            rows.append((post, relpath, outcome, extra))
-            results.append(SaveResult(post, outcome, path))
+            rows.append((post, to_write, relpath, previous, revision))
+            results.append(SaveResult(to_write, outcome, path))
         if self.fsync == "batch" and written:
             fsync_files(written)
         if rows:
             with self._transaction():
-                for post, relpath, _outcome, extra in rows:
-                    self._index_post(post, relpath, **extra)
+                for post, to_write, relpath, previous, revision in rows:
+                    if previous is None:
+                        rewrites, last_rewrite = 0, None
+                    else:
+                        rewrites = 0 if revision else previous.rewrites + 1
+                        last_rewrite = now.timestamp()
+                    self._index_post(
+                        to_write,
+                        relpath,
+                        upstream_hash=post.content_hash,
+                        upstream_updated_ts=_ts(post.updated),
+                        rewrites=rewrites,
+                        last_rewrite_ts=last_rewrite,
+                        replace_feeds=previous is not None,
+                    )
         return results
 
-    def _free_path(self, relpath: Path, post: Post) -> Path:
+    def _free_path(self, relpath: Path, post: Post, taken: set[str]) -> str:
         """The deterministic path, unless another entry already holds it."""
         candidate = relpath
         for attempt in range(2, 100):
             row = self.db.execute(
                 "SELECT source, entry_id FROM posts WHERE path=?", (str(candidate),)
             ).fetchone()
-            if row is None or (row[0], row[1]) == (post.source, post.id):
-                return candidate
+            free = row is None or (row[0], row[1]) == (post.source, post.id)
+            if free and str(candidate) not in taken:
+                return str(candidate)
             candidate = relpath.with_name(f"{relpath.stem}-{attempt}{relpath.suffix}")
         raise StoreError(f"no free file name for {post.source}/{post.id}")
 
     def _index_post(
         self,
         post: Post,
-        relpath: Path,
+        relpath: str,
         *,
-        rewrites: int,
-        last_rewrite_ts: float | None,
-        first_seen_ts: float,
+        upstream_hash: str,
+        upstream_updated_ts: float | None,
+        rewrites: int = 0,
+        last_rewrite_ts: float | None = None,
+        replace_feeds: bool = True,
     ) -> None:
         path = self.posts_dir / relpath
         try:
@@ -406,18 +622,19 @@ class PostStore:
             mtime_ns, size = stat.st_mtime_ns, stat.st_size
         except OSError:
             mtime_ns, size = 0, 0
+        first_seen = post.first_seen or post.date
         self.db.execute(
-            "INSERT OR REPLACE INTO posts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO posts ({_ROW_COLUMNS}) VALUES ({_ROW_MARKS})",
             (
                 post.source,
                 post.id,
-                str(relpath),
+                relpath,
                 post.title,
                 post.link,
                 post.author,
                 post.date.timestamp(),
-                post.updated.timestamp() if post.updated else None,
-                first_seen_ts,
+                _ts(post.updated),
+                first_seen.timestamp(),
                 json.dumps(post.categories, ensure_ascii=False),
                 json.dumps(post.tags, ensure_ascii=False),
                 post.headimg,
@@ -429,9 +646,12 @@ class PostStore:
                 last_rewrite_ts,
                 mtime_ns,
                 size,
+                upstream_hash,
+                upstream_updated_ts,
             ),
         )
-        self.db.execute("DELETE FROM post_feeds WHERE source=? AND entry_id=?", (post.source, post.id))
+        if replace_feeds:
+            self.db.execute("DELETE FROM post_feeds WHERE source=? AND entry_id=?", (post.source, post.id))
         self.db.executemany(
             "INSERT OR REPLACE INTO post_feeds VALUES (?,?,?,?)",
             [
@@ -440,13 +660,13 @@ class PostStore:
             ],
         )
 
-    def _forget(self, source: str, entry_id: str) -> list[str]:
-        keys = [
+    def _forget(self, source: str, entry_id: str) -> set[str]:
+        keys = {
             row[0]
             for row in self.db.execute(
                 "SELECT feed_key FROM post_feeds WHERE source=? AND entry_id=?", (source, entry_id)
             )
-        ]
+        }
         self.db.execute("DELETE FROM posts WHERE source=? AND entry_id=?", (source, entry_id))
         self.db.execute("DELETE FROM post_feeds WHERE source=? AND entry_id=?", (source, entry_id))
         return keys
@@ -469,6 +689,59 @@ class PostStore:
     def iter_paths(self) -> Iterator[tuple[str, str, str, int, int]]:
         yield from self.db.execute("SELECT source, entry_id, path, file_mtime_ns, file_size FROM posts")
 
+    # Retention ---------------------------------------------------------------
+
+    def prune(
+        self, policy: RetentionPolicy, now: datetime, *, sources: Iterable[str] | None = None
+    ) -> PruneResult:
+        """Remove posts beyond the limits, index rows and files together.
+
+        ``sources`` restricts the per-source limits to those sources (the
+        overall limits always apply). A pruned entry is remembered, so a later
+        fetch that still sees it upstream does not bring it back. The index
+        commits first, then the files go: a crash in between leaves files that
+        ``sync_with_files`` recognises as pruned and removes.
+        """
+        if not policy.active:
+            return PruneResult()
+        scopes: list[tuple[str, Limits]] = [(ALL_KEY, policy.overall)]
+        names = policy.per_source.keys() if sources is None else sources
+        scopes += [(source_key(n), policy.per_source[n]) for n in names if n in policy.per_source]
+        victims: dict[tuple[str, str], str] = {}
+        for key, limits in scopes:
+            if limits.max_age is not None:
+                cutoff = (now - limits.max_age).timestamp()
+                for source, entry_id, path in self.db.execute(
+                    "SELECT p.source, p.entry_id, p.path FROM post_feeds f JOIN posts p "
+                    "ON p.source=f.source AND p.entry_id=f.entry_id WHERE f.feed_key=? AND f.date_ts < ?",
+                    (key, cutoff),
+                ):
+                    victims[(source, entry_id)] = path
+            if limits.max_posts is not None:
+                for source, entry_id, path in self.db.execute(
+                    "SELECT p.source, p.entry_id, p.path FROM post_feeds f JOIN posts p "
+                    "ON p.source=f.source AND p.entry_id=f.entry_id WHERE f.feed_key=? "
+                    "ORDER BY f.date_ts DESC, p.source, p.entry_id LIMIT -1 OFFSET ?",
+                    (key, limits.max_posts),
+                ):
+                    victims[(source, entry_id)] = path
+        if not victims:
+            return PruneResult()
+        touched: set[str] = set()
+        with self._transaction():
+            for (source, entry_id), _path in victims.items():
+                touched |= self._forget(source, entry_id)
+                self.db.execute(
+                    "INSERT OR REPLACE INTO pruned VALUES (?,?,?)", (source, entry_id, now.timestamp())
+                )
+        for path in victims.values():
+            try:
+                (self.posts_dir / path).unlink(missing_ok=True)
+            except OSError as error:
+                log.warning("cannot remove pruned post %s: %s", path, error)
+        log.info("retention pruned %d posts", len(victims))
+        return PruneResult(len(victims), frozenset(touched))
+
     # Keeping the index a faithful cache of the files -------------------------
 
     def scan_files(self) -> dict[str, os.stat_result]:
@@ -484,7 +757,11 @@ class PostStore:
         return found
 
     def sync_with_files(self) -> set[str]:
-        """Reflect posts edited, added or deleted by hand; return the feed keys touched."""
+        """Reflect posts edited, added or deleted by hand; return the feed keys touched.
+
+        An edited file keeps what the index knows about its entry upstream, so
+        the next fetch of an unchanged entry leaves the edit alone.
+        """
         sweep_temp_files(self.posts_dir)
         on_disk = self.scan_files()
         touched: set[str] = set()
@@ -494,41 +771,72 @@ class PostStore:
             for path, (source, entry_id, mtime, size) in indexed.items():
                 stat = on_disk.get(path)
                 if stat is None:
-                    touched.update(self._forget(source, entry_id))
+                    touched |= self._forget(source, entry_id)
                 elif (stat.st_mtime_ns, stat.st_size) != (mtime, size):
-                    touched.update(self._reindex_file(Path(path)))
-            for path in on_disk.keys() - indexed.keys():
-                touched.update(self._reindex_file(Path(path)))
+                    touched |= self._adopt_file(path)
+            for path in sorted(on_disk.keys() - indexed.keys()):
+                touched |= self._adopt_file(path)
         return touched
 
-    def _reindex_file(self, relpath: Path) -> set[str]:
+    def _adopt_file(self, relpath: str) -> set[str]:
+        """Index one post file (inside a transaction); return the feed keys touched."""
         try:
             post = read_post(self.posts_dir / relpath)
-        except StoreError:
+        except StoreError as error:
+            log.warning("%s", error)
             return set()
-        touched = set(self._forget(post.source, post.id))
-        other = self.db.execute(
-            "SELECT path FROM posts WHERE source=? AND entry_id=?", (post.source, post.id)
-        ).fetchone()
-        if other is not None and other[0] != str(relpath):
+        touched: set[str] = set()
+        # The file at this path may have held another entry before a hand edit.
+        row = self.db.execute("SELECT source, entry_id FROM posts WHERE path=?", (relpath,)).fetchone()
+        if row is not None and (row[0], row[1]) != (post.source, post.id):
+            touched |= self._forget(row[0], row[1])
+        if self.db.execute(
+            "SELECT 1 FROM pruned WHERE source=? AND entry_id=?", (post.source, post.id)
+        ).fetchone():
+            log.info("%s: removing the file of a post retention pruned", relpath)
+            (self.posts_dir / relpath).unlink(missing_ok=True)
             return touched
-        self._index_post(post, relpath, rewrites=0, last_rewrite_ts=None,
-                         first_seen_ts=post.date.timestamp())  # fmt: skip
+        previous = self.db.execute(
+            "SELECT path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, first_seen_ts "
+            "FROM posts WHERE source=? AND entry_id=?",
+            (post.source, post.id),
+        ).fetchone()
+        known = _Known(*previous) if previous else None
+        if known is not None and known.path != relpath and (self.posts_dir / known.path).exists():
+            # Two files for one entry: the one the index committed is the survivor.
+            log.warning("%s: duplicate of %s (same source and id); removed", relpath, known.path)
+            (self.posts_dir / relpath).unlink(missing_ok=True)
+            return touched
+        if known is not None:
+            touched |= self._forget(post.source, post.id)
+        if post.first_seen is None and known is not None:
+            post = replace(post, first_seen=datetime.fromtimestamp(known.first_seen_ts, UTC))
+        self._index_post(
+            post,
+            relpath,
+            upstream_hash=known.upstream_hash if known else post.content_hash,
+            upstream_updated_ts=known.upstream_updated_ts if known else _ts(post.updated),
+            rewrites=known.rewrites if known else 0,
+            last_rewrite_ts=known.last_rewrite_ts if known else None,
+        )
         touched.update(feed_keys_for(post.source, post.categories))
         return touched
 
     def reindex(self) -> int:
-        """Rebuild the posts part of the index from the post files alone."""
+        """Rebuild the posts part of the index from the post files alone.
+
+        When two files hold the same entry, the most recently written one wins
+        and the other is removed.
+        """
         sweep_temp_files(self.posts_dir)
-        count = 0
+        files = self.scan_files()
         with self._transaction():
             self.db.execute("DELETE FROM posts")
             self.db.execute("DELETE FROM post_feeds")
             self.db.execute("DELETE FROM feeds")
-            for relpath in sorted(self.scan_files()):
-                if self._reindex_file(Path(relpath)):
-                    count += 1
-        return count
+            for relpath in sorted(files, key=lambda p: (-files[p].st_mtime_ns, p)):
+                self._adopt_file(relpath)
+        return self.post_count()
 
     def verify(self) -> list[str]:
         """Differences between the files and the index, as readable lines."""
@@ -539,6 +847,13 @@ class PostStore:
             problems.append(f"index lists {path}, but the file is missing")
         for path in sorted(on_disk.keys() - indexed.keys()):
             problems.append(f"{path} is not in the index")
+        feeds_rows = self.db.execute(
+            "SELECT COUNT(*) FROM posts p WHERE NOT EXISTS (SELECT 1 FROM post_feeds f "
+            "WHERE f.feed_key=? AND f.source=p.source AND f.entry_id=p.entry_id)",
+            (ALL_KEY,),
+        ).fetchone()[0]
+        if feeds_rows:
+            problems.append(f"{feeds_rows} indexed posts belong to no feed")
         for dirpath, _dirs, filenames in os.walk(self.posts_dir):
             problems += [
                 f"leftover temporary file {os.path.join(dirpath, n)}"
@@ -586,6 +901,46 @@ class PostStore:
             )
         ]
 
+    # Read-only helpers for the feed builder (it renders each post once and reuses it).
+
+    def feed_refs(self, key: str, limit: int) -> list[FeedRef]:
+        """The newest ``limit`` posts of a feed, without their bodies (same order as feed_items)."""
+        rows = self.db.execute(
+            "SELECT p.source, p.entry_id, p.content_hash, p.date_ts, p.updated_ts "
+            "FROM post_feeds f JOIN posts p ON p.source=f.source AND p.entry_id=f.entry_id "
+            "WHERE f.feed_key=? ORDER BY f.date_ts DESC, p.source, p.entry_id LIMIT ?",
+            (key, limit),
+        )
+        return [FeedRef(*row) for row in rows]
+
+    def indexed_posts(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], IndexedPost]:
+        """Posts by (source, entry id); unknown pairs are left out."""
+        columns = ", ".join(c.strip() for c in _POST_COLUMNS.split(","))
+        found: dict[tuple[str, str], IndexedPost] = {}
+        for source, entry_id in pairs:
+            row = self.db.execute(
+                f"SELECT {columns} FROM posts WHERE source=? AND entry_id=?", (source, entry_id)
+            ).fetchone()
+            if row is not None:
+                found[(source, entry_id)] = _indexed(row)
+        return found
+
+    def feed_keys_present(self, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` still have posts (cheaper than feed_keys() for a few keys)."""
+        query = "SELECT 1 FROM post_feeds WHERE feed_key=? LIMIT 1"
+        return {key for key in keys if self.db.execute(query, (key,)).fetchone() is not None}
+
+
+@dataclass(frozen=True)
+class FeedRef:
+    """One post of a feed as the builder first needs it: identity, version and dates."""
+
+    source: str
+    entry_id: str
+    content_hash: str
+    date_ts: float
+    updated_ts: float | None
+
 
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
@@ -625,3 +980,19 @@ def _indexed(row: Sequence[Any]) -> IndexedPost:
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _ts(moment: datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None
+
+
+def _is_revision(post: Post, previous: _Known) -> bool:
+    """Upstream says the entry was revised: its own updated date moved."""
+    return post.updated is not None and post.updated.timestamp() != previous.upstream_updated_ts
+
+
+def _capped(previous: _Known, now: datetime) -> bool:
+    """Rewritten too often without a new updated date: wait for the gap."""
+    if previous.rewrites < FREE_REWRITES or previous.last_rewrite_ts is None:
+        return False
+    return now - datetime.fromtimestamp(previous.last_rewrite_ts, UTC) < REWRITE_MIN_GAP
