@@ -20,6 +20,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -257,26 +258,41 @@ class Fetcher:
         self.user_agent = user_agent
         self.limits = limits
         self.resolver = resolver
-        self._clients: dict[str | None, httpx.AsyncClient] = {}
+        self._clients: dict[tuple[str | None, str], httpx.AsyncClient] = {}
+        self._ssl: ssl.SSLContext | None = None
         self._global = asyncio.Semaphore(limits.concurrency)
         self._per_host: dict[str, asyncio.Semaphore] = {}
 
-    def _client(self, proxy: str | None) -> httpx.AsyncClient:
-        if proxy not in self._clients:
-            self._clients[proxy] = httpx.AsyncClient(
+    def _client(self, proxy: str | None, url: str) -> httpx.AsyncClient:
+        """One client per (proxy, origin host), sharing one TLS context.
+
+        httpcore's pool checks every pooled connection on every request, so one
+        big shared pool costs O(connections) per request (1,000 polls took 2.5 s
+        instead of 0.7 s). A small pool per host also caps its connections.
+        """
+        key = (proxy, _host_key(url))
+        client = self._clients.get(key)
+        if client is None:
+            if self._ssl is None:
+                self._ssl = httpx.create_ssl_context()
+            client = self._clients[key] = httpx.AsyncClient(
                 follow_redirects=False,
                 # Proxies come from the config only: no surprise .netrc or env proxies.
                 trust_env=False,
                 proxy=proxy,
+                verify=self._ssl,
                 timeout=httpx.Timeout(
                     self.limits.read_timeout,
                     connect=self.limits.connect_timeout,
                     pool=self.limits.deadline,
                 ),
-                limits=httpx.Limits(max_connections=self.limits.concurrency * 2),
+                limits=httpx.Limits(
+                    max_connections=self.limits.per_host,
+                    max_keepalive_connections=self.limits.per_host,
+                ),
                 headers={"User-Agent": self.user_agent},
             )
-        return self._clients[proxy]
+        return client
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -358,7 +374,7 @@ class Fetcher:
             headers["If-None-Match"] = request.validators.etag
         if request.validators.last_modified:
             headers["If-Modified-Since"] = request.validators.last_modified
-        client = self._client(request.proxy)
+        client = self._client(request.proxy, url)
         now = datetime.now(UTC)
         async with client.stream("GET", url, headers=headers, auth=auth) as response:
             status = response.status_code
@@ -367,8 +383,10 @@ class Fetcher:
                 location = response.headers.get("location")
                 if not location:
                     raise RedirectError(f"HTTP {status} without a Location header", url=redact_url(url))
+                await _drain(response)
                 return status, location
             if status == 304:
+                await _drain(response)
                 return FetchResult(
                     url=url,
                     status=304,
@@ -440,7 +458,21 @@ def _describe_transport_error(error: httpx.HTTPError) -> str:
     return f"{kind}: {detail}"
 
 
+async def _drain(response: httpx.Response, limit: int = 64 * 1024) -> None:
+    """Read a short body to its end so the connection goes back to the pool (not closed)."""
+    size = 0
+    async for chunk in response.aiter_raw():
+        size += len(chunk)
+        if size > limit:
+            return  # not worth it: closing the connection is cheaper than reading on
+
+
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def _host_key(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

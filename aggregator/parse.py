@@ -28,8 +28,21 @@ import feedparser
 from aggregator.errors import NotAFeed, ParseError
 
 # A DTD internal subset declaring entities is the vehicle of entity-expansion
-# attacks; real feeds do not need one. It is cut before parsing.
+# attacks ("billion laughs", or one big entity referenced many times, which
+# feedparser's loose fallback parser expands); real feeds do not need one. The
+# subset and every entity declaration are cut before parsing, wherever they
+# are (comments may push the DOCTYPE far down the document).
 _INTERNAL_SUBSET = re.compile(rb"<!DOCTYPE[^>\[]*\[.*?\]\s*>", re.DOTALL | re.IGNORECASE)
+_ENTITY_DECLARATION = re.compile(rb"<!ENTITY\s(?:\"[^\"]*\"|'[^']*'|[^>\"'])*>", re.IGNORECASE)
+_CHALLENGE_MARKERS = (
+    "challenge-platform",
+    "cf-challenge",
+    "cf-browser-verification",
+    "just a moment...",
+    "attention required!",
+    "captcha",
+    "ddos-guard",
+)
 _HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)\b", re.I | re.S)
 _FEED_LINK = re.compile(
     r"<link\b[^>]*\btype=[\"']?application/(?:rss|atom|feed)\+(?:xml|json)[^>]*>", re.IGNORECASE
@@ -78,12 +91,15 @@ def parse_document(body: bytes, headers: Mapping[str, str], url: str) -> FeedDat
     if not body.strip():
         raise NotAFeed("empty response body: not a feed")
     content_type = headers.get("content-type", "").lower()
-    stripped = body.lstrip()
-    if stripped.startswith(b"{") or "json" in content_type:
+    # The bytes decide the format; a content type is often wrong (RSS as text/html or JSON).
+    start = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if start == b"{" or (start != b"<" and "json" in content_type):
         return _parse_json_feed(body, url)
     if _HTML_START.match(body[:4096]):
         raise _not_a_feed_html(body, url)
-    safe_body = _INTERNAL_SUBSET.sub(b"", body[:65536], count=1) + body[65536:]
+    safe_body = body
+    if re.search(rb"<!ENTITY", body, re.IGNORECASE):
+        safe_body = _ENTITY_DECLARATION.sub(b"", _INTERNAL_SUBSET.sub(b"", body, count=1))
     parsed = feedparser.parse(
         io.BytesIO(safe_body),
         response_headers={k.lower(): v for k, v in headers.items()},
@@ -119,6 +135,12 @@ def parse_document(body: bytes, headers: Mapping[str, str], url: str) -> FeedDat
 
 def _not_a_feed_html(body: bytes, url: str) -> NotAFeed:
     text = body[:262144].decode("utf-8", "replace")
+    lowered = text.lower()
+    if any(marker in lowered for marker in _CHALLENGE_MARKERS):
+        return NotAFeed(
+            "a bot-challenge page (the server or its CDN blocks automated clients), not a feed; "
+            "ask the site to allow feed readers, or drop the source"
+        )
     links = []
     for tag in _FEED_LINK.findall(text):
         if match := _HREF.search(tag):

@@ -2,9 +2,10 @@
 
 Parsing is CPU-bound (feedparser is pure Python), so it runs in separate
 processes: it neither blocks the event loop nor serializes on one core. Each
-worker caps its own address space, and a parse that overruns its time limit
-gets its pool torn down and replaced, so one hostile feed can neither stall
-nor exhaust the daemon.
+worker caps its own address space and handles one document at a time over its
+own pipe, so a parse that overruns its time limit costs exactly one worker:
+that process is killed and replaced, and the parses running in the other
+workers carry on (a ``ProcessPoolExecutor`` could only be torn down whole).
 """
 
 from __future__ import annotations
@@ -14,15 +15,21 @@ import contextlib
 import multiprocessing
 import os
 import resource
+import threading
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
 
-from aggregator.errors import ParseError
+from aggregator.errors import NotAFeed, ParseError
 from aggregator.parse import FeedData, parse_document
 
 DEFAULT_PARSE_SECONDS = 30.0
 DEFAULT_PARSE_MEMORY = 1024 * 1024**2
+
+# A worker's reply: ("ok", FeedData) | ("not-a-feed", message, links) | ("error", message)
+_Reply = tuple[Any, ...]
 
 
 def _limit_memory(max_bytes: int) -> None:
@@ -30,15 +37,83 @@ def _limit_memory(max_bytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
 
 
-def _parse_in_worker(body: bytes, headers: Mapping[str, str], url: str) -> FeedData:
+def parse_safely(body: bytes, headers: Mapping[str, str], url: str) -> _Reply:
+    """Run the parser and turn every way it can fail on hostile input into a picklable reply."""
     try:
-        return parse_document(body, headers, url)
+        return ("ok", parse_document(body, headers, url))
+    except NotAFeed as error:
+        return ("not-a-feed", str(error), error.feed_links)
+    except ParseError as error:
+        return ("error", str(error))
     except MemoryError:
-        raise ParseError("the feed needs more memory than a parse may use") from None
+        return ("error", "the feed needs more memory than a parse may use")
+    except (RecursionError, ValueError, TypeError, LookupError, AttributeError) as error:
+        # feedparser's own failures on malformed input: a fault of the document, not ours.
+        return ("error", f"the parser failed on this document: {type(error).__name__}: {error}")
+
+
+def _unwrap(reply: _Reply) -> FeedData:
+    kind = reply[0]
+    if kind == "ok":
+        feed: FeedData = reply[1]
+        return feed
+    if kind == "not-a-feed":
+        raise NotAFeed(reply[1], feed_links=tuple(reply[2]))
+    raise ParseError(reply[1])
+
+
+def _worker_main(conn: Connection, memory: int) -> None:
+    _limit_memory(memory)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        try:
+            reply = parse_safely(*job)
+            conn.send(reply)
+        except MemoryError:
+            conn.send(("error", "the feed needs more memory than a parse may use"))
+
+
+class _Worker:
+    """One process and the parent's end of its pipe."""
+
+    def __init__(self, context: Any, memory: int) -> None:
+        parent, child = context.Pipe(duplex=True)
+        self.process: BaseProcess = context.Process(
+            target=_worker_main, args=(child, memory), name="aggregator-parser", daemon=True
+        )
+        self.process.start()
+        child.close()
+        self.conn: Connection = parent
+
+    def roundtrip(self, job: tuple[bytes, dict[str, str], str]) -> _Reply:
+        """Blocking: runs in a thread. A killed worker makes ``recv`` raise EOFError."""
+        self.conn.send(job)
+        reply: _Reply = self.conn.recv()
+        return reply
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.conn.send(None)
+        self.process.join(timeout=2)
+        if self.process.is_alive():
+            self.kill()
+        else:
+            self.conn.close()
 
 
 class ParserPool:
-    """``await pool.parse(...)``; ``processes=0`` parses in the calling thread (tests, tiny runs)."""
+    """``await pool.parse(...)``; ``processes=0`` parses in a thread of this process (tests, tiny runs)."""
 
     def __init__(
         self,
@@ -50,46 +125,72 @@ class ParserPool:
         self.processes = (os.cpu_count() or 1) if processes is None else processes
         self.seconds = seconds
         self.memory = memory
-        self._executor: ProcessPoolExecutor | None = None
+        self._idle: list[_Worker] = []
+        self._live: set[_Worker] = set()
+        self._lock = threading.Lock()
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        # forkserver: never fork a process that runs threads (the event loop, uvicorn).
+        self._context = multiprocessing.get_context("forkserver")
+        self.replaced = 0  # workers killed for overrunning their limits (for tests and metrics)
 
-    def _pool(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.processes,
-                # forkserver: never fork a process that runs threads (the event loop, uvicorn).
-                mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_limit_memory,
-                initargs=(self.memory,),
-            )
-        return self._executor
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(max(self.processes, 1)))
+        return self._slots[1]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max(self.processes, 1), thread_name_prefix="parser-io")
+        return self._threads
+
+    def _take_worker(self) -> _Worker:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        worker = _Worker(self._context, self.memory)
+        with self._lock:
+            self._live.add(worker)
+        return worker
+
+    def _discard(self, worker: _Worker) -> None:
+        with self._lock:
+            self._live.discard(worker)
+        worker.kill()
 
     async def parse(self, body: bytes, headers: Mapping[str, str], url: str) -> FeedData:
         if self.processes == 0:
-            return await asyncio.to_thread(parse_document, body, headers, url)
+            return _unwrap(await asyncio.to_thread(parse_safely, body, headers, url))
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool(), _parse_in_worker, body, dict(headers), url)
-        try:
-            return await asyncio.wait_for(future, self.seconds)
-        except TimeoutError:
-            self._replace_pool()
-            raise ParseError(f"parsing took longer than {self.seconds:g}s; gave up") from None
-        except BrokenProcessPool:
-            self._replace_pool()
-            raise ParseError("the parser process died (out of memory?)") from None
-        except MemoryError:
-            raise ParseError("the feed needs more memory than a parse may use") from None
-
-    def _replace_pool(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        # ProcessPoolExecutor cannot cancel a running task: end its workers.
-        for process in list(getattr(executor, "_processes", {}).values()):
-            with contextlib.suppress(Exception):
-                process.kill()
-        executor.shutdown(wait=False, cancel_futures=True)
+        async with self._semaphore():
+            worker = await loop.run_in_executor(self._executor(), self._take_worker)
+            job = (body, dict(headers), url)
+            try:
+                reply = await asyncio.wait_for(
+                    loop.run_in_executor(self._executor(), worker.roundtrip, job), self.seconds
+                )
+            except TimeoutError:
+                self.replaced += 1
+                await loop.run_in_executor(None, self._discard, worker)
+                raise ParseError(f"parsing took longer than {self.seconds:g}s; gave up") from None
+            except (EOFError, OSError):
+                self.replaced += 1
+                await loop.run_in_executor(None, self._discard, worker)
+                raise ParseError("the parser process died (out of memory?)") from None
+            except BaseException:
+                # Cancelled mid-parse: the worker's state is unknown, so it goes.
+                self._discard(worker)
+                raise
+            with self._lock:
+                self._idle.append(worker)
+        return _unwrap(reply)
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        with self._lock:
+            workers, self._idle, self._live = list(self._live), [], set()
+        for worker in workers:
+            worker.stop()
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None

@@ -25,8 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -543,3 +546,68 @@ BUILTIN_FAULTS: dict[str, Handler | Reply] = {
         {"Content-Type": "application/xml; charset=koi8-r"},
     ),
 }
+
+
+class FaultServerProcess:
+    """A FaultServer in its own process serving ``feeds`` conditional-GET feeds at /f/{i}.xml.
+
+    For benchmarks: a server thread in the test process would compete with the
+    code under test for the GIL and measure both at once.
+    """
+
+    def __init__(self, feeds: int) -> None:
+        self.feeds = feeds
+        self.process: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    def start(self) -> str:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, str(self.feeds)], stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.strip().isdigit():
+            self.stop()
+            raise RuntimeError(f"fault server process did not start: {line!r}")
+        self.port = int(line)
+        return self.base_url
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def __enter__(self) -> FaultServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + "/" + path.lstrip("/")
+
+
+def numbered_feed(index: int) -> bytes:
+    return SAMPLE_RSS.replace(b"fault-1", b"feed-%d" % index).replace(b"Only post", b"Post %d" % index)
+
+
+def _serve_numbered_feeds(count: int) -> None:
+    server = FaultServer()
+    for index in range(count):
+        server.feed(f"/f/{index}.xml", numbered_feed(index), etag=f'"v{index}"')
+    server.start()
+    print(server.port, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.stop()
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    _serve_numbered_feeds(int(sys.argv[1]))
