@@ -191,7 +191,8 @@ class Daemon:
 
     async def _stop(self, server: Any, server_task: asyncio.Task[None], watcher: asyncio.Task[None]) -> None:
         watcher.cancel()
-        self.scheduler.shutdown()
+        # Pause, not shut down: shutting the scheduler down would cancel the runs in flight.
+        self.scheduler.pause()
         if self._in_flight:
             log.info("waiting up to %.0fs for %d runs in flight", STOP_DEADLINE_SECONDS, len(self._in_flight))
             _done, pending = await asyncio.wait(self._in_flight, timeout=STOP_DEADLINE_SECONDS)
@@ -207,6 +208,7 @@ class Daemon:
             await asyncio.gather(self._build_task, return_exceptions=True)
         if self._dirty or self._status_dirty:
             await self._build_pending()
+        self.scheduler.shutdown()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await server_task
@@ -245,16 +247,23 @@ class Daemon:
         except ConfigError:
             self.scheduler.remove(name)
             return
-        task = asyncio.current_task()
-        assert task is not None
         self.scheduler.hold(name)
-        self._in_flight.add(task)
         before = self.store.source_state(name)
+        # The run is a task of our own, so a stop can cancel it at its deadline without
+        # the scheduler reporting the cancellation as a crash of the job.
+        task = asyncio.create_task(self.updater.update(source))
+        self._in_flight.add(task)
         try:
-            result = await self.updater.update(source)
+            result = await task
         except AggregatorError as error:  # the store failed: not the source's fault
             log.error("source=%s run failed: %s", name, error)
             self.scheduler.reschedule(name, utcnow() + timedelta(seconds=self.config.interval_of(source)))
+            return
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we were cancelled ourselves, not just the run
+            log.warning("source=%s run cancelled at the stop deadline", name)
             return
         finally:
             self._in_flight.discard(task)

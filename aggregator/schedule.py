@@ -139,6 +139,11 @@ class SourceScheduler:
     def start(self) -> None:
         self.scheduler.start()
 
+    def pause(self) -> None:
+        """Start no more runs; the runs in flight carry on."""
+        if self.scheduler.running:
+            self.scheduler.pause()
+
     def shutdown(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

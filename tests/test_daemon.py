@@ -1,0 +1,607 @@
+"""The daemon as a real subprocess: serving, reload, restart, signals, the lock; plus its parts in-process.
+
+Sources are served by a real HTTP server on 127.0.0.1 that counts requests
+and concurrent requests per path and can drip a body slowly, so a test can
+catch a fetch in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import feedparser
+import httpx
+import pytest
+from starlette.staticfiles import StaticFiles
+from support.helpers import FIXTURES, REPO, free_port, run_cli, wait_for, write_config
+from support.servers import AppServer
+
+from aggregator.config import load_config
+from aggregator.daemon import Daemon
+from aggregator.pipeline import Updater
+from aggregator.state import SourceState, utcnow
+from aggregator.status_feed import StatusLog, events_between, publish_status
+from aggregator.workers import ParserPool
+
+RSS2 = (FIXTURES / "formats" / "rss2.xml").read_bytes()
+FETCH_LINE = re.compile(
+    r"source=(?P<source>\S+) outcome=(?P<outcome>\S+) status=(?P<status>\S+) "
+    r"new=(?P<new>\d+) updated=(?P<updated>\d+) duration=(?P<duration>[\d.]+)s"
+)
+
+
+def rss(title: str, count: int, start: int = 0) -> bytes:
+    items = "".join(
+        f"<item><title>{title} {i}</title><link>http://127.0.0.1/{title}/{i}</link><guid>{title}-{i}</guid>"
+        f"<pubDate>Mon, 05 Oct 2026 {i % 24:02d}:00:00 GMT</pubDate><description>Post {i}</description></item>"
+        for i in range(start, start + count)
+    )
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>{title}</title>'
+        f"<link>http://127.0.0.1/{title}</link><description>d</description>{items}</channel></rss>"
+    ).encode()
+
+
+class FeedHost:
+    """An ASGI app serving a folder, counting requests per path; some paths drip their body slowly."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.files = StaticFiles(directory=directory)
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.active: Counter[str] = Counter()
+        self.most: Counter[str] = Counter()
+        self.slow: dict[str, float] = {}  # path -> seconds to spread the body over
+        self.halt = threading.Event()  # ends slow bodies early, so the server can stop
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        with self.lock:
+            self.counts[path] += 1
+            self.active[path] += 1
+            self.most[path] = max(self.most[path], self.active[path])
+        try:
+            if not (self.directory / path.lstrip("/")).is_file():
+                await send({"type": "http.response.start", "status": 404, "headers": []})
+                await send({"type": "http.response.body", "body": b"not found"})
+            elif path in self.slow:
+                await self._drip(path, self.slow[path], send)
+            else:
+                await self.files(scope, receive, send)
+        finally:
+            with self.lock:
+                self.active[path] -= 1
+
+    async def _drip(self, path: str, seconds: float, send: Any) -> None:
+        body = (self.directory / path.lstrip("/")).read_bytes()
+        headers = [(b"content-type", b"application/rss+xml"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        steps = 20
+        size = -(-len(body) // steps)
+        for start in range(0, len(body), size):
+            await asyncio.sleep(seconds / steps)
+            if self.halt.is_set():
+                return
+            await send({"type": "http.response.body", "body": body[start : start + size], "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    def count(self, path: str) -> int:
+        with self.lock:
+            return self.counts[path]
+
+
+@pytest.fixture
+def host(feed_dir: Path) -> Iterator[tuple[FeedHost, AppServer]]:
+    app = FeedHost(feed_dir)
+    with AppServer(app) as server:
+        yield app, server
+        app.halt.set()
+
+
+class DaemonProcess:
+    """``python -m aggregator -c CONFIG run`` with its output in a log file."""
+
+    def __init__(self, config: Path, *options: str) -> None:
+        self.config = config
+        self.port = load_config(config).server.port
+        self.log_path = config.parent / f"daemon-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "aggregator", *options, "-c", str(config), "run"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+        self.pid = self.process.pid
+
+    def url(self, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def fetch_lines(self, source: str | None = None) -> list[dict[str, str]]:
+        return [
+            m.groupdict()
+            for m in FETCH_LINE.finditer(self.log())
+            if source is None or m.group("source") == source
+        ]
+
+    def health(self) -> dict[str, Any]:
+        assert self.process.poll() is None, f"daemon exited {self.process.returncode}:\n{self.log()}"
+        response = httpx.get(self.url("healthz"), timeout=5)
+        data: dict[str, Any] = response.json()
+        return data
+
+    def wait_healthy(self, timeout: float = 30) -> dict[str, Any]:
+        return wait_for(
+            lambda: (h := self.health()).get("ok") and h.get("last_build") and h,
+            timeout,
+            what="/healthz ok",
+        )
+
+    def descendants(self) -> set[int]:
+        found: set[int] = set()
+        todo = [self.pid]
+        while todo:
+            pid = todo.pop()
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    children = (task / "children").read_text().split()
+                except OSError:
+                    continue
+                for child in map(int, children):
+                    if child not in found:
+                        found.add(child)
+                        todo.append(child)
+        return found
+
+    def send(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 25) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            code = self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._log.close()
+        return code
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.stop(signal.SIGKILL, timeout=10)
+
+
+def start(daemons: list[DaemonProcess], config: Path, *options: str) -> DaemonProcess:
+    daemon = DaemonProcess(config, *options)
+    daemons.append(daemon)
+    return daemon
+
+
+def site_config(directory: Path, sources: list[dict[str, Any]], **sections: Any) -> Path:
+    port = free_port()
+    return write_config(
+        directory,
+        sources,
+        **{"site": {"title": "Test site", "base_url": f"http://127.0.0.1:{port}/"}, "server": {"port": port}}
+        | sections,
+    )
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # a zombie no one reaped yet has exited
+
+
+def _temp_files(root: Path) -> list[Path]:
+    return list(root.rglob("*.aggtmp"))
+
+
+# The daemon as a subprocess ------------------------------------------------------------------
+
+
+def test_serves_feeds_answers_304_logs_each_fetch_and_stops_cleanly(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer]
+) -> None:
+    app, server = host
+    (feed_dir / "rss2.xml").write_bytes(RSS2)
+    dead = f"http://127.0.0.1:{free_port()}/feed.xml"  # nothing listens there: connection refused
+    config = site_config(
+        tmp_path / "site",
+        [
+            {"name": "rss2", "url": server.url("rss2.xml"), "categories": ["Tech", "Blogs"]},
+            {"name": "dead", "url": dead},
+        ],
+    )
+    daemon = start([], config)
+    try:
+        daemon.wait_healthy()
+        wait_for(lambda: len(daemon.fetch_lines()) >= 2, what="both sources polled")
+        wait_for(lambda: httpx.get(daemon.url("all/rss.xml")).status_code == 200, what="feeds built")
+        feed = feedparser.parse(httpx.get(daemon.url("all/rss.xml")).content)
+        assert not feed.bozo and len(feed.entries) == 2
+
+        for path, media_type in {
+            "all/rss.xml": "application/rss+xml",
+            "all/atom.xml": "application/atom+xml",
+            "category/tech/blogs/feed.json": "application/feed+json",
+            "index.opml": "text/x-opml",
+            "": "text/html",
+            "_status/atom.xml": "application/atom+xml",
+        }.items():
+            response = httpx.get(daemon.url(path))
+            assert response.status_code == 200, path
+            assert response.headers["content-type"].split(";")[0] == media_type, path
+
+        first = httpx.get(daemon.url("source/rss2/atom.xml"))
+        again = httpx.get(
+            daemon.url("source/rss2/atom.xml"), headers={"If-None-Match": first.headers["etag"]}
+        )
+        assert again.status_code == 304 and again.content == b""
+        since = {"If-Modified-Since": first.headers["last-modified"]}
+        assert httpx.get(daemon.url("source/rss2/atom.xml"), headers=since).status_code == 304
+        zipped = httpx.get(daemon.url("all/atom.xml"), headers={"Accept-Encoding": "gzip"})
+        assert zipped.headers.get("content-encoding") == "gzip"
+
+        health = daemon.health()
+        assert health["scheduler"] == "running" and health["last_build"] > time.time() - 60
+        metrics = httpx.get(daemon.url("metrics")).text
+        assert re.search(r'aggregator_fetches_total\{outcome="ok"\} 1\.0', metrics)
+        assert re.search(r'aggregator_fetches_total\{outcome="error"\} 1\.0', metrics)
+        assert re.search(r'aggregator_entries_total\{kind="new"\} 2\.0', metrics)
+        assert re.search(
+            r'aggregator_source_last_success_timestamp_seconds\{source="rss2"\} 1\.\d+e\+09', metrics
+        )
+        assert re.search(r"aggregator_build_seconds_count [1-9]", metrics)
+
+        # The operator's feed says the dead source is failing.
+        status = feedparser.parse(httpx.get(daemon.url("_status/rss.xml")).content)
+        assert [e.title for e in status.entries] == ["dead is failing"]
+
+        # One line per fetch: source, outcome, HTTP status, counts, duration; no traceback for
+        # an expected network error.
+        (ok,) = daemon.fetch_lines("rss2")
+        assert (ok["outcome"], ok["status"], ok["new"], ok["updated"]) == ("ok", "200", "2", "0")
+        (failed,) = daemon.fetch_lines("dead")
+        assert failed["outcome"] == "error"
+        assert "Traceback" not in daemon.log()
+
+        children = daemon.descendants()
+        assert children, "the parser processes should be running"
+    finally:
+        code = daemon.stop()
+    assert code == 0, daemon.log()
+    assert "stopped" in daemon.log()
+    wait_for(lambda: all(_gone(pid) for pid in children), timeout=10, what="no orphan processes")
+    assert not _temp_files(tmp_path)
+    assert app.count("/rss2.xml") == 1
+
+
+def test_restart_keeps_due_times_and_picks_up_new_sources(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], daemons: list[DaemonProcess]
+) -> None:
+    app, server = host
+    sources = []
+    for name in ("a", "b", "c"):
+        (feed_dir / f"{name}.xml").write_bytes(rss(name, 2))
+        sources.append({"name": name, "url": server.url(f"{name}.xml"), "interval": "60s"})
+    config = site_config(tmp_path / "site", sources[:2])
+    first = start(daemons, config)
+    first.wait_healthy()
+    wait_for(lambda: app.count("/a.xml") == 1 and app.count("/b.xml") == 1, what="a and b polled")
+    assert first.stop() == 0
+
+    config = site_config(tmp_path / "site", sources, server={"port": first.port})
+    second = start(daemons, config)
+    second.wait_healthy()
+    # The new source runs at once (within the short start spread) ...
+    wait_for(lambda: app.count("/c.xml") == 1, what="c polled")
+    # ... while a and b keep the due times persisted by the first daemon: no burst.
+    assert (app.count("/a.xml"), app.count("/b.xml")) == (1, 1)
+    assert second.stop() == 0
+
+
+def test_reload_adds_and_removes_sources_and_survives_an_invalid_config(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], daemons: list[DaemonProcess]
+) -> None:
+    app, server = host
+    (feed_dir / "a.xml").write_bytes(rss("a", 1))
+    (feed_dir / "b.xml").write_bytes(rss("b", 1))
+    a = {"name": "a", "url": server.url("a.xml"), "interval": "1s"}
+    b = {"name": "b", "url": server.url("b.xml"), "interval": "1s", "categories": ["Bees"]}
+    config = site_config(tmp_path / "site", [a])
+    port = load_config(config).server.port
+    daemon = start(daemons, config)
+    daemon.wait_healthy()
+    wait_for(lambda: app.count("/a.xml") >= 2, what="a polled on its interval")
+
+    # Added through the file watcher, without a restart.
+    site_config(tmp_path / "site", [a, b], server={"port": port})
+    wait_for(lambda: "config reloaded: 2 sources (1 added, 0 removed" in daemon.log(), what="reload")
+    wait_for(lambda: httpx.get(daemon.url("category/bees/rss.xml")).status_code == 200, what="b's feed")
+
+    # An invalid config is reported; the running one is kept.
+    config.write_text(config.read_text() + "\nsorces: []\n")
+    wait_for(lambda: "config not reloaded, keeping the running one" in daemon.log(), what="rejection")
+    assert "sorces: unknown key" in daemon.log()
+    polled = app.count("/a.xml")
+    wait_for(lambda: app.count("/a.xml") >= polled + 2, what="a still polled")
+    assert daemon.health()["ok"]
+
+    # Removed on SIGHUP.
+    site_config(tmp_path / "site", [b], server={"port": port})
+    daemon.send(signal.SIGHUP)
+    wait_for(lambda: "config reloaded: 1 sources (0 added, 1 removed" in daemon.log(), what="removal")
+    polled, b_polled = app.count("/a.xml"), app.count("/b.xml")
+    wait_for(lambda: app.count("/b.xml") >= b_polled + 3, what="b polled three more times")
+    assert app.count("/a.xml") <= polled + 1  # at most the run that was in flight
+    assert daemon.health()["jobs"] == 1
+    assert daemon.stop() == 0
+    assert max(app.most.values()) == 1  # never two runs of one source at once
+
+
+def test_sigterm_mid_fetch_lets_the_write_finish_and_exits_0(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], daemons: list[DaemonProcess]
+) -> None:
+    app, server = host
+    (feed_dir / "slow.xml").write_bytes(rss("slow", 5))
+    app.slow["/slow.xml"] = 3.0
+    config = site_config(tmp_path / "site", [{"name": "slow", "url": server.url("slow.xml")}])
+    daemon = start(daemons, config)
+    daemon.wait_healthy()
+    wait_for(lambda: app.active["/slow.xml"] == 1, what="the fetch in flight")
+    children = daemon.descendants()
+    daemon.send(signal.SIGTERM)
+    assert daemon.stop(timeout=20) == 0, daemon.log()
+    log = daemon.log()
+    assert log.index("stopping") < log.index("source=slow outcome=ok")
+    assert "new=5" in log
+    verify = run_cli("verify", config=config)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "consistent: 5 posts" in verify.stdout
+    assert len(feedparser.parse((tmp_path / "site" / "feeds" / "all" / "rss.xml").read_bytes()).entries) == 5
+    assert not _temp_files(tmp_path)
+    wait_for(lambda: all(_gone(pid) for pid in children), timeout=10, what="no orphan processes")
+
+
+@pytest.mark.slow
+def test_sigterm_cancels_a_fetch_that_outlasts_the_deadline(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], daemons: list[DaemonProcess]
+) -> None:
+    app, server = host
+    (feed_dir / "fast.xml").write_bytes(rss("fast", 3))
+    (feed_dir / "stuck.xml").write_bytes(rss("stuck", 3))
+    app.slow["/stuck.xml"] = 120.0
+    config = site_config(
+        tmp_path / "site",
+        [{"name": "fast", "url": server.url("fast.xml")}, {"name": "stuck", "url": server.url("stuck.xml")}],
+        defaults={"interval": "30m", "fsync": "off", "deadline": "5m", "timeout": "5m"},
+    )
+    daemon = start(daemons, config)
+    daemon.wait_healthy()
+    wait_for(lambda: daemon.fetch_lines("fast") and app.active["/stuck.xml"] == 1, what="stuck in flight")
+    started = time.monotonic()
+    daemon.send(signal.SIGTERM)
+    assert daemon.stop(timeout=25) == 0, daemon.log()
+    assert time.monotonic() - started < 18
+    assert "cancelled 1 runs still in flight" in daemon.log()
+    verify = run_cli("verify", config=config)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "consistent: 3 posts" in verify.stdout
+    assert not _temp_files(tmp_path)
+
+
+def test_second_daemon_refused_and_a_one_shot_fetch_is_safe(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], daemons: list[DaemonProcess]
+) -> None:
+    _app, server = host
+    sources = []
+    for i in range(6):
+        (feed_dir / f"s{i}.xml").write_bytes(rss(f"s{i}", 5))
+        sources.append({"name": f"s{i}", "url": server.url(f"s{i}.xml"), "interval": "1s"})
+    config = site_config(tmp_path / "site", sources, logging={"format": "json", "level": "debug"})
+    daemon = start(daemons, config)
+    daemon.wait_healthy()
+
+    second = run_cli("run", config=config, timeout=60)
+    assert second.returncode != 0
+    assert "another aggregator daemon" in second.stderr and "already running" in second.stderr
+    assert "Traceback" not in second.stderr
+
+    # The daemon (polling every second) and a one-shot fetch write the same store at the same time.
+    for i in range(6):
+        (feed_dir / f"s{i}.xml").write_bytes(rss(f"s{i}", 20))
+    fetched = run_cli("fetch", "--json", config=config, timeout=60)
+    assert fetched.returncode == 0, fetched.stderr
+    assert {s["outcome"] for s in json.loads(fetched.stdout)["sources"]} <= {"ok", "not-modified"}
+    assert daemon.health()["ok"]
+    assert daemon.stop() == 0
+    verify = run_cli("verify", config=config)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "consistent: 120 posts" in verify.stdout
+    # JSON lines, every one of them.
+    lines = daemon.log().splitlines()
+    assert lines and all(json.loads(line)["message"] for line in lines)
+    assert any(json.loads(line)["message"].startswith("source=s0 outcome=") for line in lines)
+
+
+# Its parts, in-process -------------------------------------------------------------------------
+
+
+def _daemon(config_path: Path) -> Daemon:
+    config = load_config(config_path)
+    daemon = Daemon(config_path, config)
+    daemon.open()
+    daemon.updater = Updater(config, daemon.store, parser=ParserPool(processes=0))
+    return daemon
+
+
+def test_builds_are_debounced_and_touch_only_changed_feeds(tmp_path: Path, feed_dir: Path) -> None:
+    for name in ("a", "b", "c"):
+        (feed_dir / f"{name}.xml").write_bytes(rss(name, 2))
+    config = write_config(
+        tmp_path / "site",
+        [{"name": n, "url": str(feed_dir / f"{n}.xml"), "categories": [n.upper()]} for n in "abc"],
+    )
+    calls: list[set[str] | None] = []
+
+    async def scenario() -> None:
+        daemon = _daemon(config)
+        real_build = daemon.builder.build
+
+        def spy(keys: Any = None) -> Any:
+            calls.append(None if keys is None else set(keys))
+            return real_build(keys)
+
+        daemon.builder.build = spy  # type: ignore[method-assign]
+        try:
+            await asyncio.gather(*(daemon._run_source(n) for n in "abc"))
+            assert daemon._build_task is not None
+            await daemon._build_task
+            assert (tmp_path / "site" / "feeds" / "_status" / "rss.xml").exists()
+            # Nothing new: no build at all.
+            await asyncio.gather(*(daemon._run_source(n) for n in "abc"))
+            assert daemon._build_task.done()
+            # One source changes: only its feeds.
+            (feed_dir / "b.xml").write_bytes(rss("b", 3))
+            await asyncio.gather(*(daemon._run_source(n) for n in "abc"))
+            await daemon._build_task
+        finally:
+            await daemon.close()
+
+    asyncio.run(scenario())
+    assert calls == [
+        {
+            "all",
+            "source\x1fa",
+            "source\x1fb",
+            "source\x1fc",
+            "category\x1fA",
+            "category\x1fB",
+            "category\x1fC",
+        },
+        {"all", "source\x1fb", "category\x1fB"},
+    ]
+
+
+def test_status_feed_reports_failure_and_recovery_and_is_byte_stable(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer]
+) -> None:
+    _app, server = host
+    config = write_config(tmp_path / "site", [{"name": "flaky", "url": server.url("flaky.xml")}])
+    status_rss = tmp_path / "site" / "feeds" / "_status" / "rss.xml"
+
+    async def scenario() -> None:
+        daemon = _daemon(config)
+        try:
+            await daemon._run_source("flaky")  # 404: failing
+            (feed_dir / "flaky.xml").write_bytes(rss("flaky", 1))
+            await daemon._run_source("flaky")  # 200: recovered
+            await daemon._run_source("flaky")  # 304: nothing to report
+            await daemon._build_pending()
+        finally:
+            await daemon.close()
+
+    asyncio.run(scenario())
+    feed = feedparser.parse(status_rss.read_bytes())
+    assert not feed.bozo
+    assert [e.title for e in feed.entries] == ["flaky has recovered", "flaky is failing"]
+    assert "404" in feed.entries[1].summary
+    assert feed.entries[0].id != feed.entries[1].id
+
+    # The events persist in the index; publishing them again rewrites nothing.
+    before = status_rss.stat().st_mtime_ns, status_rss.read_bytes()
+    loaded = load_config(config)
+    with __import__("sqlite3").connect(loaded.index_path) as db:
+        events = StatusLog(db).recent()
+    assert [e.kind for e in events] == ["recovered", "failing"]
+    assert publish_status(loaded, events) == []
+    assert (status_rss.stat().st_mtime_ns, status_rss.read_bytes()) == before
+    atom = feedparser.parse((status_rss.parent / "atom.xml").read_bytes())
+    assert not atom.bozo and len(atom.entries) == 2
+
+
+def test_health_events_between_states() -> None:
+    now = utcnow()
+    ok = SourceState("s", last_attempt=now, last_success=now, http_status=200)
+    failing = SourceState("s", last_attempt=now, error_streak=1, last_error="HTTP 500", http_status=500)
+    still = SourceState("s", last_attempt=now, error_streak=2, last_error="HTTP 500")
+    gone = SourceState("s", last_attempt=now, gone=True, last_error="HTTP 410", http_status=410)
+    moved = SourceState("s", last_attempt=now, last_success=now, permanent_url="http://127.0.0.1/new")
+    assert [e.kind for e in events_between(ok, failing)] == ["failing"]
+    assert events_between(failing, still) == []  # reported once, not on every attempt
+    assert [e.kind for e in events_between(still, ok)] == ["recovered"]
+    assert [e.kind for e in events_between(ok, gone)] == ["gone"]
+    assert [e.kind for e in events_between(gone, ok)] == ["recovered"]
+    (event,) = events_between(ok, moved)
+    assert event.kind == "moved" and event.url == "http://127.0.0.1/new"
+    assert events_between(moved, moved) == []
+    assert events_between(ok, ok) == []
+
+
+def test_one_source_never_runs_twice_at_once_in_the_updater(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer]
+) -> None:
+    app, server = host
+    (feed_dir / "slow.xml").write_bytes(rss("slow", 1))
+    app.slow["/slow.xml"] = 0.5
+    config = write_config(tmp_path / "site", [{"name": "slow", "url": server.url("slow.xml")}])
+
+    async def scenario() -> list[str]:
+        daemon = _daemon(config)
+        try:
+            source = daemon.config.sources[0]
+            results = await asyncio.gather(daemon.updater.update(source), daemon.updater.update(source))
+        finally:
+            await daemon.close()
+        return sorted(r.outcome for r in results)
+
+    assert asyncio.run(scenario()) == ["ok", "skipped"]
+    assert app.count("/slow.xml") == 1
+
+
+def test_stale_temp_files_are_swept_but_a_live_writers_are_kept(tmp_path: Path) -> None:
+    from aggregator.daemon import _sweep_stale_temp_files
+
+    root = tmp_path / "feeds"
+    root.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(dead.stdout)
+    left = root / f".rss.xml.{dead_pid}.abcd1234.aggtmp"
+    mine = root / f".atom.xml.{os.getpid()}.abcd1234.aggtmp"
+    live = root / f".feed.json.{os.getppid()}.abcd1234.aggtmp"
+    for path in (left, mine, live):
+        path.write_bytes(b"x")
+    assert _sweep_stale_temp_files(root) == 2
+    assert [p.name for p in root.iterdir()] == [live.name]
+    shutil.rmtree(root)
