@@ -46,7 +46,8 @@ FETCH_LINE = re.compile(
 def rss(title: str, count: int, start: int = 0) -> bytes:
     items = "".join(
         f"<item><title>{title} {i}</title><link>http://127.0.0.1/{title}/{i}</link><guid>{title}-{i}</guid>"
-        f"<pubDate>Mon, 05 Oct 2026 {i % 24:02d}:00:00 GMT</pubDate><description>Post {i}</description></item>"
+        f"<pubDate>Mon, 05 Oct 2026 {i % 24:02d}:00:00 GMT</pubDate>"
+        f"<description>Post {i}</description></item>"
         for i in range(start, start + count)
     )
     return (
