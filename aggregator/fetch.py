@@ -53,7 +53,6 @@ TEMPORARY_REDIRECTS = frozenset({302, 303, 307})
 MIN_RETRY_AFTER = 60.0
 MAX_RETRY_AFTER = 86400.0
 DEFAULT_RETRY_AFTER = 3600.0
-_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -423,7 +422,8 @@ class Fetcher:
         if declared.isdigit() and int(declared) > limit and not encoding:
             raise TooLarge(f"Content-Length {declared} exceeds the {limit}-byte limit", url=redact_url(url))
         decoder = _Decoder(encoding, limit, redact_url(url))
-        async for chunk in response.aiter_raw(_CHUNK):
+        # No chunk size: httpx would hold bytes back until it had that many.
+        async for chunk in response.aiter_raw():
             decoder.feed(chunk)
         return decoder.finish()
 
