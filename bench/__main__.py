@@ -1,0 +1,468 @@
+"""``python -m bench``: our speed beside the peer's and the parser's, in one run.
+
+    python -m bench                                   # 1,000 feeds x 50 entries, the full run
+    python -m bench --feeds 100 --entries 20 --big-posts 5000   # a quick run
+    python -m bench profile                           # py-spy profiles of cold, warm and build
+
+Steps, each a measured child process (see ``bench.measure``): a cold
+``aggregator fetch`` into an empty store, a warm one (every source answers 304),
+one where 1% of the feeds gained an entry, a full ``aggregator build`` (feeds
+folder removed first), a no-op build; ``reader`` cold and warm on the same
+URLs; feedparser alone over the same bytes; then a store of ``--big-posts``
+posts made by a cold fetch of a larger corpus (same generator, more entries a
+feed), one new post into it with the incremental build timed, and the daemon's
+idle memory on that store. Everything lives in ``bench/work`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import measure
+from bench.corpus import Corpus, CorpusSpec, ensure_corpus, render_feed
+
+ROOT = Path(__file__).resolve().parent
+REPO = ROOT.parent
+BIN = Path(sys.executable).parent
+AGGREGATOR = str(BIN / "aggregator")
+
+
+@dataclass
+class Row:
+    step: str
+    m: measure.Measurement | None
+    sources: int = 0
+    entries: int = 0
+    goal: str = ""
+    passed: bool | None = None
+    note: str = ""
+    seconds: float | None = None  # an in-process timing that replaces the wall time in the goal check
+    ratios: dict[str, str] = field(default_factory=dict)
+
+
+class Server:
+    """``bench.server`` in its own process; its CPU is not part of any step."""
+
+    def __init__(self, corpus: Corpus, override: Path) -> None:
+        override.mkdir(parents=True, exist_ok=True)
+        for stale in override.glob("*.xml"):
+            stale.unlink()
+        self.override = override
+        self.corpus = corpus
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.server", str(corpus.directory), str(override)],
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def url(self, filename: str) -> str:
+        return f"{self.base}/f/{filename}"
+
+    def stats(self, reset: bool = True) -> dict[str, int]:
+        with urllib.request.urlopen(f"{self.base}/_stats{'?reset=1' if reset else ''}") as response:
+            result: dict[str, int] = json.loads(response.read())
+            return result
+
+    def bump(self, indexes: list[int], extra: int) -> None:
+        """Feeds ``indexes`` gain ``extra`` entries (new validators)."""
+        for i in indexes:
+            info = self.corpus.feeds()[i]
+            target = self.override / info.filename
+            temp = target.with_suffix(".tmp")
+            temp.write_bytes(render_feed(self.corpus.spec, info, extra=extra))
+            os.replace(temp, target)
+
+    def reset(self) -> None:
+        for stale in self.override.glob("*.xml"):
+            stale.unlink()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def write_config(path: Path, corpus: Corpus, server: Server, *, port: int = 8080) -> Path:
+    sources = []
+    for info in corpus.feeds():
+        sources.append(
+            {"name": info.source, "url": server.url(info.filename), "categories": list(info.categories)}
+        )
+    config = {
+        "site": {"title": "bench", "base_url": f"http://127.0.0.1:{port}/"},
+        "paths": {"posts": "posts", "feeds": "feeds", "data": "data"},
+        # Every benchmark feed is on one host (127.0.0.1), so the per-host limit is raised
+        # to the global one; real sources are spread over many hosts.
+        "defaults": {"concurrency": 16, "per_host": 16},
+        "server": {"host": "127.0.0.1", "port": port},
+        "logging": {"level": "warning"},
+        "sources": sources,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+    return path
+
+
+def fresh_store(run_dir: Path) -> None:
+    for name in ("posts", "feeds", "data"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def aggregator(config: Path, *args: str, keep: list[int]) -> measure.Measurement:
+    m = measure.run([AGGREGATOR, "-c", str(config), "--log-level", "warning", *args], keep=keep, cwd=REPO)
+    if m.returncode != 0:
+        raise SystemExit(f"{' '.join(m.argv)} failed ({m.returncode}):\n{m.stderr[-3000:]}")
+    return m
+
+
+def fetch_summary(m: measure.Measurement) -> dict[str, int]:
+    report = json.loads(m.stdout)
+    summary = {"ok": 0, "not-modified": 0, "new": 0, "updated": 0, "other": 0}
+    for source in report["sources"]:
+        outcome = source["outcome"]
+        summary[outcome if outcome in summary else "other"] += 1
+        summary["new"] += source["new"]
+        summary["updated"] += source["updated"]
+    summary["feeds_built"] = report["feeds_built"]
+    return summary
+
+
+def python_step(*args: str, keep: list[int]) -> tuple[measure.Measurement, dict[str, Any]]:
+    m = measure.run([sys.executable, "-m", *args], keep=keep, cwd=REPO)
+    if m.returncode != 0:
+        raise SystemExit(f"{' '.join(m.argv)} failed ({m.returncode}):\n{m.stderr[-3000:]}")
+    return m, json.loads(m.stdout.strip().splitlines()[-1])
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as handle:
+        total_kb = int(handle.readline().split()[1])
+    return {
+        "cpu": f"{os.cpu_count()} x {model}",
+        "memory": f"{total_kb / 2**20:.1f} GiB",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as handle:
+        return " ".join(handle.read().split()[:3])
+
+
+def daemon_idle(config: Path, port: int, keep: list[int]) -> tuple[float, float, float]:
+    """Start ``aggregator run``, wait until it serves (start-up build done) and its memory settles."""
+    proc = subprocess.Popen(
+        [AGGREGATOR, "-c", str(config), "--log-level", "warning", "run"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    started = time.monotonic()
+    try:
+        deadline = started + 600
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the daemon exited early: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the daemon did not start serving within 600 s")
+            time.sleep(0.2)
+        ready = time.monotonic() - started
+        samples: list[float] = []
+        settle_deadline = time.monotonic() + 60
+        while time.monotonic() < settle_deadline:
+            samples.append(measure.tree_rss_mb(proc.pid))
+            if len(samples) >= 6 and max(samples[-6:]) - min(samples[-6:]) < 1.0:
+                break
+            time.sleep(0.5)
+        return ready, measure.rss_mb(proc.pid), samples[-1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        measure._reap_orphans(set(keep))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def run_all(args: argparse.Namespace) -> list[Row]:
+    work: Path = args.work
+    spec = CorpusSpec(args.feeds, args.entries)
+    log(f"corpus {spec.name}")
+    t = time.perf_counter()
+    corpus = ensure_corpus(spec, work / "corpus")
+    log(f"corpus ready: {corpus.total_bytes / 1e6:.0f} MB in {time.perf_counter() - t:.1f}s")
+    server = Server(corpus, work / "override" / "main")
+    keep = [server.proc.pid]
+    rows: list[Row] = []
+    n, total = spec.feeds, spec.feeds * spec.entries
+    try:
+        run_dir = work / "run"
+        fresh_store(run_dir)
+        config = write_config(run_dir / "aggregator.yaml", corpus, server)
+        server.stats()
+
+        log("cold fetch")
+        m = aggregator(config, "fetch", "--json", keep=keep)
+        s = fetch_summary(m)
+        served = server.stats()
+        cold = Row("aggregator cold fetch", m, n, s["new"], "<= 12 s, >= 5x reader",
+                   note=f"{s['ok']} ok, {s['new']} new posts, {s['feeds_built']} feeds built; "
+                   f"{served['bytes'] / 1e6:.0f} MB served")  # fmt: skip
+        cold.passed = m.wall <= 12 and s["new"] == total
+        rows.append(cold)
+        cold_rss = Row("aggregator cold fetch: peak RSS", None, goal="<= 300 MB")
+
+        log("warm fetch")
+        m = aggregator(config, "fetch", "--json", keep=keep)
+        s = fetch_summary(m)
+        served = server.stats()
+        rows.append(Row("aggregator warm fetch (all 304)", m, n, 0, "<= 1 s",
+                        m.wall <= 1 and served["not_modified"] == n,
+                        note=f"{served['not_modified']}/{served['requests']} answered 304"))  # fmt: skip
+        warm = rows[-1]
+
+        changed = list(range(0, n, 100)) if n >= 100 else [0]
+        server.bump(changed, extra=1)
+        log(f"1% cycle: {len(changed)} feeds gained an entry")
+        m = aggregator(config, "fetch", "--json", keep=keep)
+        s = fetch_summary(m)
+        server.stats()
+        rows.append(Row("aggregator 1%-changed fetch", m, n, s["new"], "<= 2 s",
+                        m.wall <= 2 and s["new"] == len(changed),
+                        note=f"{s['new']} new posts, {s['feeds_built']} feeds rebuilt"))  # fmt: skip
+
+        log("full build")
+        shutil.rmtree(run_dir / "feeds")
+        m = aggregator(config, "build", keep=keep)
+        rows.append(Row("aggregator full build", m, goal="<= 8 s", passed=m.wall <= 8,
+                        note=m.stdout.strip()))  # fmt: skip
+        log("no-op build")
+        m = aggregator(config, "build", keep=keep)
+        rows.append(Row("aggregator build, nothing changed", m, note=m.stdout.strip()))
+
+        if not args.skip_peer:
+            server.reset()  # the peer reads exactly the bytes our cold run read
+            urls = run_dir / "urls.txt"
+            urls.write_text("\n".join(server.url(info.filename) for info in corpus.feeds()) + "\n")
+            db = run_dir / "reader.sqlite"
+            for stale in run_dir.glob("reader.sqlite*"):
+                stale.unlink()
+            python_step("bench.peer", "add", str(db), str(urls), keep=keep)
+            log("reader cold")
+            m, peer = python_step("bench.peer", "update", str(db), "--workers", "16", keep=keep)
+            server.stats()
+            peer_cold = Row("reader cold update", m, n, peer["new"], note=json.dumps(peer))
+            rows.append(peer_cold)
+            log("reader warm")
+            m, peer = python_step("bench.peer", "update", str(db), "--workers", "16", keep=keep)
+            served = server.stats()
+            peer_warm = Row("reader warm update", m, n, 0,
+                            note=f"{served['not_modified']}/{served['requests']} answered 304")  # fmt: skip
+            rows.append(peer_warm)
+            speedup = peer_cold.m.wall / cold.m.wall  # type: ignore[union-attr]
+            cold.ratios["reader"] = f"{speedup:.1f}x faster"
+            cold.passed = bool(cold.passed) and speedup >= 5
+            warm.ratios["reader"] = f"{peer_warm.m.wall / warm.m.wall:.1f}x faster"  # type: ignore[union-attr]
+
+        if not args.skip_parse:
+            for mode in ("feedparser", "feedparser-fast", "ours"):
+                log(f"parse only: {mode}")
+                m, parsed = python_step("bench.parse_only", str(corpus.directory), "--mode", mode, keep=keep)
+                rows.append(Row(f"parse only, one process: {mode}", m, n, parsed["entries"]))
+                if mode == "feedparser":
+                    cold.ratios["parse-only"] = f"{m.wall / cold.m.wall:.1f}x faster"  # type: ignore[union-attr]
+                if mode == "ours":
+                    cold.ratios["ours-parse"] = f"{m.wall / cold.m.wall:.2f}x"  # type: ignore[union-attr]
+
+        assert cold.m is not None
+        cold_rss.note = (
+            f"largest process {cold.m.peak_rss_mb:.0f} MB; "
+            f"whole tree (sampled sum) {cold.m.peak_tree_mb:.0f} MB"
+        )
+        cold_rss.passed = cold.m.peak_tree_mb <= 300
+        rows.insert(1, cold_rss)
+    finally:
+        server.stop()
+
+    if not args.skip_big:
+        rows += big_store(args, keep=[])
+    return rows
+
+
+def big_store(args: argparse.Namespace, keep: list[int]) -> list[Row]:
+    work: Path = args.work
+    per_feed = math.ceil(args.big_posts / args.feeds)
+    spec = CorpusSpec(args.feeds, per_feed)
+    log(f"big corpus {spec.name}")
+    corpus = ensure_corpus(spec, work / "corpus")
+    server = Server(corpus, work / "override" / "big")
+    keep = [server.proc.pid]
+    rows: list[Row] = []
+    try:
+        run_dir = work / "big"
+        fresh_store(run_dir)
+        port = free_port()
+        config = write_config(run_dir / "aggregator.yaml", corpus, server, port=port)
+        log(f"big store: cold fetch of {args.feeds} x {per_feed}")
+        m = aggregator(config, "fetch", "--json", keep=keep)
+        s = fetch_summary(m)
+        rows.append(Row(f"big store: cold fetch ({s['new']} posts)", m, args.feeds, s["new"],
+                        note=f"how the {s['new']}-post store is made"))  # fmt: skip
+
+        info = corpus.feeds()[1]
+        server.bump([info.index], extra=1)
+        log("incremental: one new post")
+        m, inc = python_step("bench.incremental", str(config), info.source, keep=keep)
+        rows.append(Row(f"incremental build, 1 new post in {inc['posts_before']}", m, 1, inc["new"],
+                        "<= 0.3 s (build)", inc["build_s"] <= 0.3 and inc["new"] == 1, seconds=inc["build_s"],
+                        note=f"build {inc['build_s']:.3f}s of {len(inc['keys'])} feeds ({inc['rendered']} "
+                        f"rendered); update {inc['update_s']:.3f}s; store open {inc['open_s']:.3f}s; "
+                        "wall = the whole process"))  # fmt: skip
+        server.bump([info.index], extra=2)
+        log("incremental: one new post through `aggregator fetch SOURCE`")
+        m = aggregator(config, "fetch", "--json", info.source, keep=keep)
+        s = fetch_summary(m)
+        rows.append(Row("`aggregator fetch <one source>`, 1 new post", m, 1, s["new"],
+                        note="the whole CLI: start-up, update, incremental build"))  # fmt: skip
+
+        log("daemon idle memory")
+        ready, main_mb, tree_mb = daemon_idle(config, port, keep)
+        rows.append(Row(f"daemon idle, {args.feeds} sources, {inc['posts_before'] + 2} posts", None,
+                        goal="<= 150 MB", passed=tree_mb <= 150,
+                        note=f"VmRSS {main_mb:.0f} MB main process, {tree_mb:.0f} MB with children; "
+                        f"serving after {ready:.1f}s (start-up sync and build)"))  # fmt: skip
+    finally:
+        server.stop()
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    head = (
+        "| step | wall s | CPU s | sources/s | entries/s | peak RSS MB (process / tree) | vs reader "
+        "| vs parse-only | goal | met | notes |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        m = r.m
+        if m is None:
+            cells = ["", "", "", "", ""]
+        else:
+            cells = [
+                f"{m.wall:.2f}",
+                f"{m.cpu:.2f}",
+                f"{r.sources / m.wall:.0f}" if r.sources else "",
+                f"{r.entries / m.wall:.0f}" if r.entries else "",
+                f"{m.peak_rss_mb:.0f} / {m.peak_tree_mb:.0f}",
+            ]
+        met = "" if r.passed is None else ("yes" if r.passed else "**no**")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r.step,
+                    *cells,
+                    r.ratios.get("reader", ""),
+                    r.ratios.get("parse-only", ""),
+                    r.goal,
+                    met,
+                    r.note.replace("|", "/"),
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--feeds", type=int, default=1000)
+    parser.add_argument("--entries", type=int, default=50)
+    parser.add_argument("--big-posts", type=int, default=100_000, help="posts in the big store")
+    parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--skip-parse", action="store_true")
+    parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--work", type=Path, default=ROOT / "work")
+    parser.add_argument("--output", type=Path, default=ROOT / "results.md")
+    args = parser.parse_args(argv)
+    measure.become_subreaper()
+    load_before = loadavg()
+    started = time.perf_counter()
+    rows = run_all(args)
+    elapsed = time.perf_counter() - started
+    load_after = loadavg()
+    result = table(rows)
+    print(result)
+    info = machine()
+    command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+    doc = [
+        "# Benchmark results",
+        "",
+        f"Command: `{command.strip()}` (what `make bench` runs), on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())};"
+        f" the whole run took {elapsed:.0f} s.",
+        "",
+        f"Machine: {info['cpu']}, {info['memory']} RAM, {info['os']}, Python {info['python']}. "
+        f"Load average (1/5/15 min) {load_before} before the run, {load_after} after "
+        "(other work was running on the machine at the same time).",
+        "",
+        f"Corpus: {args.feeds} feeds x {args.entries} entries; see `bench/corpus.py`.",
+        "",
+        result,
+        "",
+    ]
+    args.output.write_text("\n".join(doc))
+    log(f"written {args.output}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "profile":
+        from bench.profile import main as profile_main
+
+        profile_main(sys.argv[2:])
+    else:
+        main()
