@@ -13,6 +13,7 @@ depend on the working directory.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -147,10 +148,35 @@ class ServerConfig(_Strict):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class CategoryFeedConfig(_Strict):
+    """Title and description of one category's feed, instead of the generated ones."""
+
+    path: tuple[NonBlank, ...] = Field(min_length=1)
+    title: NonBlank | None = None
+    description: str | None = None
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            raise ValueError("path must be a list, for example [News, World]")
+        return value
+
+
 class BuildConfig(_Strict):
     max_items: int = Field(default=50, gt=0)
-    formats: tuple[Literal["rss", "atom", "json"], ...] = ("rss", "atom", "json")
-    full_content: bool = True
+    formats: tuple[Literal["rss", "atom", "json"], ...] = Field(default=("rss", "atom", "json"), min_length=1)
+    full_content: bool = True  # false: summaries only
+    max_content_chars: int | None = Field(default=None, gt=0)  # longer HTML is cut at a tag boundary
+    categories: tuple[CategoryFeedConfig, ...] = ()
+    websub_hub: str | None = None  # advertised in every feed and told of every changed feed
+
+    @field_validator("websub_hub")
+    @classmethod
+    def _http_hub(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("not an http(s) URL")
+        return value
 
 
 class RetentionLimits(_Strict):
@@ -175,6 +201,91 @@ class AuthConfig(_Strict):
     password: str = Field(repr=False)
 
 
+def _valid_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise ValueError(f"{value!r} is not a regular expression: {error}") from None
+    return value
+
+
+def _one_or_many(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+Regex = Annotated[str, AfterValidator(_valid_regex)]
+Regexes = Annotated[tuple[Regex, ...], BeforeValidator(_one_or_many)]
+# OpenCC conversions shipped by opencc-python-reimplemented (s: Simplified, t: Traditional, tw/hk: regional).
+OPENCC_CONVERSIONS = ("s2t", "t2s", "s2tw", "tw2s", "s2hk", "hk2s", "s2twp", "tw2sp", "t2tw", "t2hk")
+
+
+class PatternSet(_Strict):
+    """Regular expressions (case-insensitive, searched anywhere) per entry field; see aggregator.filters."""
+
+    title: Regexes = ()
+    content: Regexes = ()
+    author: Regexes = ()
+    tags: Regexes = ()
+    any: Regexes = ()  # title, content, author or a tag
+
+
+class FiltersConfig(_Strict):
+    """Which entries become posts: include/exclude patterns, a maximum age, a maximum count per fetch."""
+
+    include: PatternSet = PatternSet()  # when any is given, an entry must match one of them
+    exclude: PatternSet = PatternSet()
+    max_age: Duration | None = None
+    max_entries: int | None = Field(default=None, gt=0)  # the newest N that passed the patterns
+
+
+class CategoryRule(_Strict):
+    """An entry whose tag matches ``tag`` or whose title matches ``title`` goes one level deeper."""
+
+    tag: Regex | None = None  # matched against each of the entry's own tags as a whole
+    title: Regex | None = None  # searched in the title
+    category: Annotated[tuple[NonBlank, ...], BeforeValidator(_one_or_many)] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> CategoryRule:
+        if self.tag is None and self.title is None:
+            raise ValueError("a rule needs a tag or a title pattern")
+        return self
+
+
+class RewriteRule(_Strict):
+    field: Literal["title", "content"]
+    pattern: Regex
+    replace: str = ""  # may refer to groups: \1 or \g<name>
+
+
+class TransformsConfig(_Strict):
+    """Opt-in changes to posts after filtering: full text, then OpenCC conversion, then regex rewrites."""
+
+    full_text: bool = False  # replace the body with the article extracted from the entry's page
+    opencc: str | None = None  # s2t, t2s, s2tw, ...: convert title and body between Chinese scripts
+    rewrite: tuple[RewriteRule, ...] = ()
+
+    @field_validator("full_text")
+    @classmethod
+    def _has_trafilatura(cls, value: bool) -> bool:
+        if value and importlib.util.find_spec("trafilatura") is None:
+            raise ValueError("needs the trafilatura package: pip install 'aggregator[extras]'")
+        return value
+
+    @field_validator("opencc")
+    @classmethod
+    def _known_conversion(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value not in OPENCC_CONVERSIONS:
+            raise ValueError(f"{value!r} is not one of {', '.join(OPENCC_CONVERSIONS)}")
+        if importlib.util.find_spec("opencc") is None:
+            raise ValueError(
+                "needs the opencc-python-reimplemented package: pip install 'aggregator[extras]'"
+            )
+        return value
+
+
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -195,6 +306,9 @@ class SourceConfig(_Strict):
     allow_private_redirects: bool = False  # may a public URL redirect into the LAN/loopback?
     respect_cache_headers: bool | None = None  # None: the defaults' setting
     retention: RetentionLimits | None = None  # None: retention.per_source
+    filters: FiltersConfig | None = None  # applied after the global filters
+    rules: tuple[CategoryRule, ...] = ()  # tried before the global rules; the first match wins
+    transforms: TransformsConfig | None = None  # keys given here override the global ones
 
     @field_validator("headers", mode="before")
     @classmethod
@@ -270,6 +384,9 @@ class Config(_Strict):
     logging: LoggingConfig = LoggingConfig()
     retention: RetentionConfig = RetentionConfig()
     sources: tuple[SourceConfig, ...] = ()
+    filters: FiltersConfig = FiltersConfig()  # for every source
+    rules: tuple[CategoryRule, ...] = ()  # for every source, after its own
+    transforms: TransformsConfig = TransformsConfig()  # for every source
     # Where the config was read from; relative paths resolve against its folder.
     base_dir: Path = Path(".")
 
@@ -380,6 +497,34 @@ def load_config(path: Path | str = DEFAULT_CONFIG) -> Config:
 
 
 def parse_config(text: str, path: Path) -> Config:
+    """Validate the main file's text, merged with ``sources.d/*.yaml`` beside it."""
+    data, lines = _read_yaml(text, path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the config must be a mapping of settings")
+    data.pop("base_dir", None)
+    places = _Places(path, lines)
+    _merge_sources_d(data, places)
+    _apply_category_defaults(data, places)
+    _check_unique_sources(data, places)
+    try:
+        return Config.model_validate({**data, "base_dir": path.resolve().parent})
+    except ValidationError as error:
+        raise places.error(error) from error
+
+
+SOURCES_DIR = "sources.d"
+# Settings a category_defaults entry may give; a source's own value always wins.
+_SCHEDULE_KEYS = frozenset({"interval", "cron"})
+
+
+def config_files(path: Path) -> list[Path]:
+    """The main config file, then ``sources.d/*.yaml`` beside it, in name order."""
+    folder = path.parent / SOURCES_DIR
+    extra = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml")) if folder.is_dir() else []
+    return [path, *extra]
+
+
+def _read_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[str | int, ...], int]]:
     yaml = YAML(typ="rt")
     try:
         root = yaml.compose(text)
@@ -392,12 +537,33 @@ def parse_config(text: str, path: Path) -> Config:
         data = _to_python(root, (), lines) if root is not None else {}
     except ConfigError as error:
         raise ConfigError(str(error).replace("{line}", str(path))) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}:1: the config must be a mapping of settings")
-    data.pop("base_dir", None)
-    try:
-        return Config.model_validate({**data, "base_dir": path.resolve().parent})
-    except ValidationError as error:
+    return data, lines
+
+
+class _Places:
+    """Where each key path was written, across the main file and the sources.d files."""
+
+    def __init__(self, path: Path, lines: dict[tuple[str | int, ...], int]) -> None:
+        self.path = path
+        self.lines = lines
+        # merged source index -> (file, index in that file, that file's lines, key prefix in that file)
+        self.origins: dict[int, tuple[Path, int, dict[tuple[str | int, ...], int], tuple[str, ...]]] = {}
+
+    def locate(self, loc: Sequence[str | int]) -> tuple[str, str]:
+        """``file:line`` and the key path as written in that file."""
+        path, lines, local = self.path, self.lines, tuple(loc)
+        if len(loc) >= 2 and loc[0] == "sources" and isinstance(loc[1], int) and loc[1] in self.origins:
+            path, index, lines, prefix = self.origins[loc[1]]
+            local = (*prefix, index, *loc[2:])
+            loc = ("sources", index, *loc[2:])
+        line = _deepest_line(lines, local)
+        return (f"{path}:{line}" if line else str(path)), _format_path(loc)
+
+    def fail(self, loc: Sequence[str | int], message: str) -> ConfigError:
+        where, dotted = self.locate(loc)
+        return ConfigError(f"{where}: {dotted}: {message}")
+
+    def error(self, error: ValidationError, prefix: tuple[str | int, ...] = ()) -> ConfigError:
         first = error.errors()[0]
         loc = [part for part in first["loc"] if isinstance(part, str | int)]
         message = str(first["msg"]).removeprefix("Value error, ")
@@ -407,9 +573,99 @@ def parse_config(text: str, path: Path) -> Config:
             # A cross-field error that names its own key path.
             dotted, message = match.groups()
             loc = [int(p) if p.isdigit() else p for p in re.findall(r"\w+", dotted)]
-        line = _deepest_line(lines, loc)
-        where = f"{path}:{line}" if line else str(path)
-        raise ConfigError(f"{where}: {_format_path(loc)}: {message}") from error
+        return self.fail([*prefix, *loc], message)
+
+
+def _merge_sources_d(data: dict[str, Any], places: _Places) -> None:
+    """Append the sources of every ``sources.d`` file (a list, or a mapping with ``sources``)."""
+    merged = data.get("sources")
+    if merged is None:
+        merged = []
+    if not isinstance(merged, list):
+        return  # the model reports the wrong type at its own line
+    for file in config_files(places.path)[1:]:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{file}: cannot read: {error}") from error
+        part, lines = _read_yaml(text, file)
+        prefix: tuple[str, ...] = ()
+        if isinstance(part, dict):
+            for key in part:
+                if key != "sources":
+                    line = lines.get((key,), 1)
+                    raise ConfigError(f"{file}:{line}: {key}: unknown key (a sources.d file holds sources)")
+            part, prefix = part.get("sources") or [], ("sources",)
+        if part is None:
+            continue
+        if not isinstance(part, list):
+            raise ConfigError(f"{file}:1: sources: must be a list of sources")
+        for index, source in enumerate(part):
+            places.origins[len(merged)] = (file, index, lines, prefix)
+            merged.append(source)
+    if merged or "sources" in data:
+        data["sources"] = merged
+
+
+def _apply_category_defaults(data: dict[str, Any], places: _Places) -> None:
+    """Fill each source's missing settings from ``category_defaults`` along its category path.
+
+    A deeper category's setting wins over a shallower one; the source's own wins over both.
+    ``interval`` and ``cron`` go together: a source that sets either inherits neither.
+    """
+    entries = data.pop("category_defaults", None)
+    if entries is None:
+        return
+    if not isinstance(entries, list):
+        raise places.fail(["category_defaults"], "must be a list of {path: [...], setting: value}")
+    inheritable = set(SourceConfig.model_fields) - {"name", "url", "categories"}
+    defaults: dict[tuple[str, ...], dict[str, Any]] = {}
+    for index, entry in enumerate(entries):
+        where: list[str | int] = ["category_defaults", index]
+        if not isinstance(entry, dict):
+            raise places.fail(where, "must be a mapping with a path and settings")
+        raw_path = entry.get("path")
+        if not isinstance(raw_path, list) or not raw_path or not all(isinstance(p, str) for p in raw_path):
+            raise places.fail([*where, "path"], "a list of category names is required, e.g. [News, World]")
+        settings = {k: v for k, v in entry.items() if k != "path"}
+        for key in settings:
+            if key not in inheritable:
+                raise places.fail([*where, key], "unknown key (check its spelling)")
+        try:
+            SourceConfig.model_validate({"name": "defaults", "url": "defaults", **settings})
+        except ValidationError as error:
+            raise places.error(error, tuple(where)) from error
+        defaults.setdefault(tuple(p.strip() for p in raw_path), {}).update(settings)
+    for source in data.get("sources") or []:
+        categories = source.get("categories") if isinstance(source, dict) else None
+        if not isinstance(categories, list):
+            continue
+        inherited: dict[str, Any] = {}
+        for depth in range(1, len(categories) + 1):
+            key = tuple(str(c).strip() for c in categories[:depth])
+            inherited.update(defaults.get(key, {}))
+        own_schedule = _SCHEDULE_KEYS & source.keys()
+        for key, value in inherited.items():
+            if key not in source and not (key in _SCHEDULE_KEYS and own_schedule):
+                source[key] = value
+
+
+def _check_unique_sources(data: dict[str, Any], places: _Places) -> None:
+    """Names (case-insensitively) and URLs are unique across all files; both places are named."""
+    sources = data.get("sources")
+    if not isinstance(sources, list):
+        return
+    for key in ("name", "url"):
+        seen: dict[str, int] = {}
+        for index, source in enumerate(sources):
+            value = source.get(key) if isinstance(source, dict) else None
+            if not isinstance(value, str) or not value.strip():
+                continue
+            folded = value.strip().casefold() if key == "name" else value.strip()
+            if folded in seen:
+                first_where, first_path = places.locate(["sources", seen[folded], key])
+                raise places.fail(["sources", index, key], f"duplicate of {first_path} at {first_where}")
+            seen[folded] = index
 
 
 def _deepest_line(lines: dict[tuple[str | int, ...], int], loc: Sequence[str | int]) -> int | None:

@@ -1,7 +1,8 @@
 """The update flow, one source at a time::
 
     state from the index | fetch (conditional) | parse (worker process)
-        | normalize | save posts | save state | -> feed keys to rebuild
+        | normalize | filter and categorize | transform | save posts | save state
+        | -> feed keys to rebuild
 
 ``Updater`` only sequences the stages. A failing source becomes an
 ``UpdateResult`` holding its error, never an exception that stops the batch;
@@ -16,7 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from aggregator.config import Config, SourceConfig
@@ -30,10 +31,12 @@ from aggregator.fetch import (
     read_local,
     redact_url,
 )
+from aggregator.filters import Selection, category_rules, filter_stages, select_posts
 from aggregator.normalize import Post, SourceRules, entry_id, normalize
 from aggregator.parse import FeedData
 from aggregator.state import SourceState, after_failure, after_success, config_fingerprint, utcnow
 from aggregator.store import Limits, Outcome, PostStore, RetentionPolicy, feed_keys_for
+from aggregator.transforms import Transformer, transforms_for
 from aggregator.workers import ParserPool
 
 log = logging.getLogger("aggregator.update")
@@ -87,10 +90,12 @@ class Updater:
             ),
         )
         self.parser = parser or ParserPool()
+        self.transformer = Transformer(config)
         self._running: set[str] = set()
 
     async def aclose(self) -> None:
         await self.fetcher.aclose()
+        await self.transformer.aclose()
         self.parser.close()
 
     async def update_many(
@@ -139,6 +144,10 @@ class Updater:
             assert fetched.body is not None
             feed = await self.parser.parse(fetched.body, fetched.headers, fetched.url)
             posts = self._normalize(source, feed)
+            posts = self._select(source, posts, now).kept  # filters, then category rules
+            posts = await self.transformer.apply(
+                posts, transforms_for(self.config, source), trusted=source.trusted
+            )
             saved = self.store.save(posts, now)
             pruned = self.store.prune(retention_policy(self.config), now, sources=[source.name])
             new = sum(1 for r in saved if r.outcome is Outcome.NEW)
@@ -198,6 +207,17 @@ class Updater:
                 redact_url(result.permanent_url),
             )
         return result
+
+    async def preview(self, source: SourceConfig) -> Selection:
+        """Fetch, parse and filter one source, saving nothing: what ``fetch --dry-run`` shows."""
+        # A blank state: no validators, so the server cannot answer "not modified".
+        fetched = await self._fetch(source, SourceState(name=source.name, url=source.url))
+        feed = await self.parser.parse(fetched.body or b"", fetched.headers, fetched.url)
+        return self._select(source, self._normalize(source, feed), utcnow())
+
+    def _select(self, source: SourceConfig, posts: list[Post], now: datetime) -> Selection:
+        stages = filter_stages(self.config, source)
+        return select_posts(posts, stages, category_rules(self.config, source), now)
 
     def _normalize(self, source: SourceConfig, feed: FeedData) -> list[Post]:
         entries = feed.entries[: self.config.defaults.max_entries]
