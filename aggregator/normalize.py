@@ -27,6 +27,7 @@ import html
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import UTC, datetime
 from urllib.parse import urljoin, urlsplit
 
@@ -81,6 +82,15 @@ _COMMENT_OR_CDATA = re.compile(r"<!--.*?-->|<!\[CDATA\[.*?\]\]>", re.DOTALL)
 _DROPPED_BLOCKS = re.compile(r"<(script|style|template)\b.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 _FIRST_IMG = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s>]+))", re.I)
+# HTML5 tree building is quadratic in the nesting depth (100,000 nested <div>s kept
+# nh3 busy for a minute); articles nest a few dozen levels. Deeper markup becomes text.
+MAX_HTML_DEPTH = 512
+_START_OR_END_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)\b[^>]*?(/?)>")
+_NEVER_NESTS = frozenset(
+    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+     "track", "wbr", "p", "li", "dt", "dd", "tr", "td", "th", "option", "rp", "rt", "thead", "tbody",
+     "tfoot", "colgroup"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,7 @@ class Post:
     # When the entry was first seen: the date fallback, kept across runs and reindexes.
     first_seen: datetime | None = None
 
-    @property
+    @cached_property  # a frozen post: computed once (the store asks several times)
     def content_hash(self) -> str:
         """Changes exactly when something a reader would see changes."""
         material = json.dumps(
@@ -134,7 +144,7 @@ class Post:
         )
         return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
 
-    @property
+    @cached_property
     def summary(self) -> str:
         return plain_text(self.body, limit=SUMMARY_CHARS)
 
@@ -194,6 +204,8 @@ def sanitize_html(markup: str, base: str) -> str:
             return safe_url(value, base)
         return value
 
+    if _too_deep(markup, MAX_HTML_DEPTH):
+        return f"<p>{html.escape(plain_text(markup), quote=False)}</p>"
     return nh3.clean(
         markup,
         tags=_TAGS,
@@ -204,6 +216,22 @@ def sanitize_html(markup: str, base: str) -> str:
         link_rel="noopener noreferrer",
         strip_comments=True,
     )
+
+
+def _too_deep(markup: str, limit: int) -> bool:
+    """Whether elements nest more than ``limit`` deep (a linear scan of the tags)."""
+    depth = 0
+    for match in _START_OR_END_TAG.finditer(markup):
+        closing, name, self_closing = match.groups()
+        if name.lower() in _NEVER_NESTS or self_closing:
+            continue
+        if closing:
+            depth = max(depth - 1, 0)
+        else:
+            depth += 1
+            if depth > limit:
+                return True
+    return False
 
 
 def _clean_srcset(value: str, base: str) -> str | None:
