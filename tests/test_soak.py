@@ -1,0 +1,124 @@
+"""Soak: 200 sources polled every few seconds for about a minute by the real daemon.
+
+One real HTTP server serves 200 small feeds (a few change now and then) and
+counts requests per path and how many were in flight at once. The daemon must
+never run one source twice at once, and its memory, file descriptors, threads
+and asyncio tasks must stay flat while it does about three thousand runs.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+from support.helpers import run_cli, wait_for
+from support.servers import AppServer
+from test_daemon import DaemonProcess, FeedHost, _gone, rss, site_config
+
+SOURCES = 200
+INTERVAL = "3s"
+SOAK_SECONDS = 45.0
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads")
+
+
+def _fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+@pytest.mark.slow
+def test_200_sources_for_a_minute_no_overlap_no_leak(tmp_path: Path, feed_dir: Path) -> None:
+    rng = random.Random(42)
+    sizes = dict.fromkeys(range(SOURCES), 3)
+    for i in range(SOURCES):
+        (feed_dir / f"s{i}.xml").write_bytes(rss(f"s{i}", sizes[i]))
+    app = FeedHost(feed_dir)
+    with AppServer(app) as server:
+        config = site_config(
+            tmp_path / "site",
+            [
+                {
+                    "name": f"s{i}",
+                    "url": server.url(f"s{i}.xml"),
+                    "categories": [f"C{i % 7}"],
+                    "interval": INTERVAL,
+                }
+                for i in range(SOURCES)
+            ],
+            defaults={"interval": INTERVAL, "fsync": "off", "concurrency": 32, "per_host": 32},
+        )
+        launched = time.monotonic()
+        daemon = DaemonProcess(config)
+        try:
+            daemon.wait_healthy(timeout=60)
+            paths = [f"/s{i}.xml" for i in range(SOURCES)]
+            # Warm up: every source polled twice (imports done, pools and caches filled).
+            wait_for(lambda: min(app.count(p) for p in paths) >= 2, timeout=60, what="two rounds")
+            pid = daemon.pid
+            start = {"rss": _rss_kib(pid), "fds": _fds(pid), "threads": _threads(pid)}
+            warmed = time.monotonic()
+            polled_at_start = sum(app.count(p) for p in paths)
+            samples: list[int] = []
+            tasks: list[int] = []  # asyncio tasks beyond the runs in flight (two tasks each)
+            began = time.monotonic()
+            next_change = began
+            while time.monotonic() - began < SOAK_SECONDS:
+                if time.monotonic() >= next_change:
+                    for i in rng.sample(range(SOURCES), 10):
+                        sizes[i] += 1
+                        (feed_dir / f"s{i}.xml").write_bytes(rss(f"s{i}", sizes[i]))
+                    next_change += 5
+                samples.append(_rss_kib(pid))
+                health = daemon.health()
+                assert health["ok"]
+                tasks.append(health["tasks"] - 2 * health["in_flight"])
+                time.sleep(0.5)
+            end = {"rss": _rss_kib(pid), "fds": _fds(pid), "threads": _threads(pid)}
+            polled = sum(app.count(p) for p in paths) - polled_at_start
+            children = daemon.descendants()
+        finally:
+            stopping = time.monotonic()
+            code = daemon.stop(timeout=30)
+        log = daemon.log()
+    print(
+        f"soak: warm-up {warmed - launched:.1f}s, stop {time.monotonic() - stopping:.1f}s; {polled} polls in "
+        f"{SOAK_SECONDS:.0f}s; start {start}; end {end}; rss max {max(samples)} KiB; "
+        f"tasks {min(tasks)}..{max(tasks)}"
+    )
+
+    assert code == 0, log[-3000:]
+    # Every source kept its pace (3 s interval: about 16 runs each in 50 s), all of them.
+    assert polled >= SOURCES * SOAK_SECONDS / 3 * 0.6
+    assert min(app.count(p) for p in paths) >= 2 + SOAK_SECONDS / 3 * 0.5
+    # Never two runs of one source at once: on the wire, and no run refused by the guard.
+    assert max(app.most.values()) == 1
+    assert "already running" not in log
+    assert "Traceback" not in log
+    # One log line per fetch: as many lines as requests.
+    lines = daemon.fetch_lines()
+    assert abs(len(lines) - sum(app.count(p) for p in paths)) <= 32
+    # Flat: memory, descriptors, threads, tasks.
+    half = len(samples) // 2
+    assert max(samples[half:]) - max(samples[:half]) < 8 * 1024, samples
+    assert end["rss"] - start["rss"] < 16 * 1024
+    assert end["fds"] - start["fds"] <= 8
+    assert end["threads"] - start["threads"] <= 4
+    # A leak raises the floor: compare the fewest tasks seen in each half.
+    assert min(tasks[len(tasks) // 2 :]) <= min(tasks[: len(tasks) // 2]) + 2, tasks
+    wait_for(lambda: all(_gone(p) for p in children), timeout=10, what="no orphan processes")
+    verify = run_cli("verify", config=config)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
