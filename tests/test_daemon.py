@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -606,3 +607,48 @@ def test_stale_temp_files_are_swept_but_a_live_writers_are_kept(tmp_path: Path) 
     assert _sweep_stale_temp_files(root) == 2
     assert [p.name for p in root.iterdir()] == [live.name]
     shutil.rmtree(root)
+
+
+def test_adaptive_polling_uses_the_recent_entry_rate(tmp_path: Path, feed_dir: Path) -> None:
+    now = utcnow()
+    items = "".join(
+        f"<item><title>Busy {i}</title><guid>busy-{i}</guid><link>http://127.0.0.1/busy/{i}</link>"
+        f"<pubDate>{(now - timedelta(minutes=15 * i)).strftime('%a, %d %b %Y %H:%M:%S GMT')}</pubDate></item>"
+        for i in range(200)  # 200 entries in the last two days
+    )
+    (feed_dir / "busy.xml").write_text(
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>b</title>{items}</channel></rss>'
+    )
+    (feed_dir / "quiet.xml").write_bytes(rss("quiet", 3))  # last post weeks ago
+    (feed_dir / "cron.xml").write_bytes(rss("cron", 1))
+    config = write_config(
+        tmp_path / "site",
+        [{"name": n, "url": str(feed_dir / f"{n}.xml")} for n in ("busy", "quiet")]
+        + [{"name": "cron", "url": str(feed_dir / "cron.xml"), "cron": "0 3 * * *"}],
+        defaults={"interval": "30m", "adaptive": "true", "min_interval": "1m", "max_interval": "1d"},
+    )
+
+    async def scenario() -> dict[str, Any]:
+        daemon = _daemon(config)
+        try:
+            for name in ("busy", "quiet", "cron"):
+                await daemon._run_source(name)
+            return {
+                s.name: (
+                    daemon._next_run(s, daemon.store.source_state(s.name)),
+                    daemon.store.source_state(s.name),
+                )
+                for s in daemon.config.sources
+            }
+        finally:
+            await daemon.close()
+
+    due = asyncio.run(scenario())
+    busy, busy_state = due["busy"]
+    quiet, quiet_state = due["quiet"]
+    cron, _ = due["cron"]
+    # 200 entries a week: every 3024 s (plus up to 5% jitter), not the configured 30 minutes.
+    gap = (busy - busy_state.last_attempt).total_seconds()
+    assert 604800 / 200 <= gap <= 604800 / 200 * 1.05 + 1
+    assert (quiet - quiet_state.last_attempt).total_seconds() >= 86400
+    assert (cron.hour, cron.minute, cron.second) == (3, 0, 0) and cron > now
