@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -204,6 +204,17 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=host))
 
 
+def url_credentials(url: str) -> tuple[str, str] | None:
+    """The (username, password) written into a URL, if any."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.username is None:
+        return None
+    return unquote(parts.username), unquote(parts.password or "")
+
+
 def is_public_address(address: str) -> bool:
     """True for a globally routable IP address; loopback, private, link-local and the like are not."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -299,6 +310,12 @@ class Fetcher:
         self._clients.clear()
 
     async def fetch(self, request: FetchRequest) -> FetchResult:
+        if "@" in request.url:
+            # user:password in the URL becomes basic auth, so that no layer below
+            # (httpx's own debug logs included) ever sees it in a URL.
+            credentials = url_credentials(request.url)
+            if credentials is not None:
+                request = replace(request, url=redact_url(request.url), auth=request.auth or credentials)
         host = urlsplit(request.url).hostname or ""
         host_limit = self._per_host.get(host)
         if host_limit is None:

@@ -30,6 +30,7 @@ from aggregator.fetch import (
     Validators,
     read_local,
     redact_url,
+    url_credentials,
 )
 from aggregator.filters import Selection, category_rules, filter_stages, select_posts
 from aggregator.normalize import Post, SourceRules, entry_id, normalize
@@ -194,7 +195,8 @@ class Updater:
             url=url,
             validators=validators,
             headers=dict(source.headers),
-            auth=(source.auth.username, source.auth.password) if source.auth else None,
+            # Credentials written into the config's URL also apply to a URL it moved to.
+            auth=(source.auth.username, source.auth.password) if source.auth else url_credentials(source.url),
             proxy=source.proxy,
             allow_private_redirects=source.allow_private_redirects,
         )
