@@ -8,7 +8,8 @@ built from the index. After a crash (or a hand edit) the three can disagree;
   index row whose file is gone, a temporary file a killed writer left behind;
 - every published feed file parses (RSS and Atom as XML, JSON Feed as JSON);
 - each feed holds exactly the newest ``build.max_items`` posts of its key, in
-  order, as the index has them; a feed the index has no posts for is stale;
+  order, as the index has them (one item per entry id); a feed the index has no
+  posts for is stale;
 - no temporary file is left in the feeds or data directories.
 
 It reads only: the next ``build``/``fetch``/daemon start repairs what it reports.
@@ -65,14 +66,31 @@ def verify(config: Config, store: PostStore) -> VerifyReport:
     for key in keys:
         spec = spec_for(key, config)
         expected_dirs[str(spec.relative_dir)] = spec
-        items = store.feed_items(key, config.build.max_items)
-        _check_feed(config, spec, items, out)
+        _check_feed(config, spec, newest_distinct(store, key, config.build.max_items), out)
     _check_stale_feeds(config.feeds_dir, expected_dirs, out)
     if keys:
         _check_index_pages(config.feeds_dir, out)
     for root in (config.feeds_dir, config.data_dir):
         out.problems += [f"leftover temporary file {path}" for path in _leftover_temp_files(root)]
     return VerifyReport(tuple(out.problems), feeds_checked=len(keys), posts_indexed=store.post_count())
+
+
+def newest_distinct(store: PostStore, key: str, limit: int) -> list[IndexedPost]:
+    """What a feed must hold: the newest ``limit`` posts of its key, one per entry id.
+
+    The same entry from two sources is one item (guids are unique in a feed);
+    the first in the index's order (newest, then by source) is the one kept.
+    """
+    window = limit
+    while True:
+        posts = store.feed_items(key, window)
+        first: dict[str, IndexedPost] = {}
+        for post in posts:
+            first.setdefault(post.id, post)
+        unique = list(first.values())
+        if len(unique) >= limit or len(posts) < window:
+            return unique[:limit]
+        window *= 4
 
 
 def _check_feed(config: Config, spec: FeedSpec, items: Sequence[IndexedPost], out: _Collector) -> None:
