@@ -64,18 +64,23 @@ def _unwrap(reply: _Reply) -> FeedData:
 
 def _worker_main(conn: Connection, memory: int) -> None:
     _limit_memory(memory)
+    too_big = ("error", "the feed needs more memory than a parse may use")
     while True:
         try:
             job = conn.recv()
         except (EOFError, OSError):
             return
+        except MemoryError:  # the document alone does not fit (it was read off the pipe)
+            conn.send(too_big)
+            continue
         if job is None:
             return
         try:
             reply = parse_safely(*job)
+            del job
             conn.send(reply)
         except MemoryError:
-            conn.send(("error", "the feed needs more memory than a parse may use"))
+            conn.send(too_big)
 
 
 class _Worker:
