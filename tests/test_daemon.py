@@ -97,9 +97,11 @@ class FeedHost:
         steps = 20
         size = -(-len(body) // steps)
         for start in range(0, len(body), size):
-            await asyncio.sleep(seconds / steps)
-            if self.halt.is_set():
-                return
+            pause_until = time.monotonic() + seconds / steps
+            while time.monotonic() < pause_until:
+                if self.halt.is_set():
+                    return
+                await asyncio.sleep(min(0.05, seconds / steps))
             await send({"type": "http.response.body", "body": body[start : start + size], "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
@@ -307,6 +309,7 @@ def test_serves_feeds_answers_304_logs_each_fetch_and_stops_cleanly(
     assert app.count("/rss2.xml") == 1
 
 
+@pytest.mark.slow
 def test_restart_keeps_due_times_and_picks_up_new_sources(
     tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], daemons: list[DaemonProcess]
 ) -> None:
@@ -331,6 +334,7 @@ def test_restart_keeps_due_times_and_picks_up_new_sources(
     assert second.stop() == 0
 
 
+@pytest.mark.slow
 def test_reload_adds_and_removes_sources_and_survives_an_invalid_config(
     tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], daemons: list[DaemonProcess]
 ) -> None:
@@ -370,6 +374,7 @@ def test_reload_adds_and_removes_sources_and_survives_an_invalid_config(
     assert max(app.most.values()) == 1  # never two runs of one source at once
 
 
+@pytest.mark.slow
 def test_sigterm_mid_fetch_lets_the_write_finish_and_exits_0(
     tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], daemons: list[DaemonProcess]
 ) -> None:

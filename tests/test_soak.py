@@ -1,4 +1,4 @@
-"""Soak: 200 sources polled every few seconds for about a minute by the real daemon.
+"""Soak: 200 sources polled every few seconds for about a minute in all by the real daemon.
 
 One real HTTP server serves 200 small feeds (a few change now and then) and
 counts requests per path and how many were in flight at once. The daemon must
@@ -19,7 +19,7 @@ from test_daemon import DaemonProcess, FeedHost, _gone, rss, site_config
 
 SOURCES = 200
 INTERVAL = "3s"
-SOAK_SECONDS = 45.0
+SOAK_SECONDS = 40.0
 
 
 def _rss_kib(pid: int) -> int:
