@@ -657,3 +657,74 @@ def test_adaptive_polling_uses_the_recent_entry_rate(tmp_path: Path, feed_dir: P
     assert 604800 / 200 <= gap <= 604800 / 200 * 1.05 + 1
     assert (quiet - quiet_state.last_attempt).total_seconds() >= 86400
     assert (cron.hour, cron.minute, cron.second) == (3, 0, 0) and cron > now
+
+
+def test_each_run_moves_its_job_to_the_backoff_or_retry_after_time(tmp_path: Path) -> None:
+    from support.faultserver import FaultServer
+
+    with FaultServer() as faults:
+        config = write_config(
+            tmp_path / "site",
+            [
+                {"name": "limited", "url": faults.url("/429-seconds?value=900"), "interval": "1m"},
+                {"name": "broken", "url": faults.url("/status/500"), "interval": "1m"},
+                {"name": "fine", "url": faults.url("/same-etag"), "interval": "1m"},
+            ],
+        )
+
+        async def scenario() -> dict[str, Any]:
+            daemon = _daemon(config)
+            daemon._schedule_all(daemon.config.sources)
+            daemon.scheduler.start()
+            try:
+                for name in ("limited", "broken", "fine"):
+                    await daemon._run_source(name)
+                return {
+                    name: (due, daemon.store.source_state(name))
+                    for name, due in daemon.scheduler.due_times().items()
+                }
+            finally:
+                daemon.scheduler.shutdown()
+                await daemon.close()
+
+        due = asyncio.run(scenario())
+    limited, limited_state = due["limited"]
+    assert "Retry-After" in limited_state.due_reason
+    assert limited >= limited_state.last_attempt + timedelta(seconds=900)
+    broken, broken_state = due["broken"]
+    assert broken_state.error_streak == 1 and broken_state.next_due is not None
+    assert broken >= broken_state.next_due
+    fine, fine_state = due["fine"]
+    assert fine_state.error_streak == 0
+    assert timedelta(seconds=60) <= fine - fine_state.last_attempt <= timedelta(seconds=63)
+
+
+def test_reload_reschedules_a_changed_source_and_keeps_the_rest(tmp_path: Path, feed_dir: Path) -> None:
+    for name in ("a", "b"):
+        (feed_dir / f"{name}.xml").write_bytes(rss(name, 1))
+    sources = [{"name": n, "url": str(feed_dir / f"{n}.xml"), "interval": "1h"} for n in ("a", "b")]
+    config = write_config(tmp_path / "site", sources)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], str]:
+        daemon = _daemon(config)
+        daemon._schedule_all(daemon.config.sources)
+        daemon.scheduler.start()
+        try:
+            for name in ("a", "b"):
+                await daemon._run_source(name)
+            before = daemon.scheduler.due_times()
+            sources[0]["interval"] = "2h"
+            write_config(tmp_path / "site", sources)
+            await daemon.reload()
+            after = daemon.scheduler.due_times()
+            trigger = str(daemon.scheduler.scheduler.get_job("a").trigger)
+        finally:
+            daemon.scheduler.shutdown()
+            await daemon.close()
+        return before, after, trigger
+
+    before, after, trigger = asyncio.run(scenario())
+    assert after["b"] == before["b"]  # untouched
+    assert "2:00:00" in trigger
+    # a's config changed: it is polled again soon, then every two hours.
+    assert after["a"] < before["a"] - timedelta(minutes=55)
