@@ -9,9 +9,11 @@ what a killed process left behind.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 TEMP_SUFFIX = ".aggtmp"
@@ -48,8 +50,42 @@ def fsync_directory(directory: Path) -> None:
             os.close(fd)
 
 
+def _load_syncfs() -> Callable[[int], int] | None:
+    """Linux's syncfs(2): flush one file system with a single call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function: Callable[[int], int] = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
+_SYNCFS = _load_syncfs()
+
+
+def fsync_batch(paths: Sequence[Path]) -> None:
+    """Make a batch of written files durable; used by the per-batch fsync policy.
+
+    One syncfs(2) of the posts' file system costs about what one fsync does,
+    where an fsync per file costs a disk flush per file. Elsewhere, or when
+    syncfs fails, every file and its directory are fsynced.
+    """
+    if not paths:
+        return
+    if _SYNCFS is not None:
+        fd = os.open(paths[0].parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if _SYNCFS(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    fsync_files(paths)
+
+
 def fsync_files(paths: Iterable[Path]) -> None:
-    """Flush files written without fsync; used by the per-batch durability policy."""
+    """Flush files written without fsync, one by one, then their directories."""
     directories = set()
     for path in paths:
         with contextlib.suppress(OSError):
@@ -63,7 +99,7 @@ def fsync_files(paths: Iterable[Path]) -> None:
         fsync_directory(directory)
 
 
-def _writer_alive(name: str) -> bool:
+def writer_alive(name: str) -> bool:
     """Whether the process that named this temporary file still runs (it may be mid-write)."""
     parts = name.rsplit(".", 3)
     if len(parts) != 4 or not parts[1].isdigit():
@@ -91,7 +127,7 @@ def sweep_temp_files(root: Path, *, all_writers: bool = False) -> int:
         return 0
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
-            if name.endswith(TEMP_SUFFIX) and (all_writers or not _writer_alive(name)):
+            if name.endswith(TEMP_SUFFIX) and (all_writers or not writer_alive(name)):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(dirpath, name))
                     removed += 1

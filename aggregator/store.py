@@ -50,14 +50,14 @@ from typing import Any
 import yaml
 
 from aggregator.errors import StoreError
-from aggregator.files import fsync_files, sweep_temp_files, write_atomic
+from aggregator.files import TEMP_SUFFIX, fsync_batch, sweep_temp_files, write_atomic, writer_alive
 from aggregator.normalize import Post, plain_text
 from aggregator.parse import Enclosure
 from aggregator.state import SourceState
 
 log = logging.getLogger("aggregator.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_FILENAME_BYTES = 255
 SLUG_BYTES = 80
 # An entry whose content changes on every fetch while its own updated date
@@ -252,15 +252,49 @@ def render_post(post: Post) -> bytes:
             del matter[key]
     if not matter["enclosures"]:
         del matter["enclosures"]
-    text = yaml.dump(
-        matter,
-        Dumper=_DUMPER,
-        allow_unicode=True,
-        sort_keys=False,
-        default_flow_style=False,
-        width=2**31 - 1,
-    )
+    text = yaml.emit(_events(matter), Dumper=_DUMPER, allow_unicode=True, width=2**31 - 1)
     return f"---\n{text}---\n\n{post.body}\n".encode()
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_RESOLVER = yaml.resolver.Resolver()
+
+
+def _events(matter: dict[str, Any]) -> list[yaml.Event]:
+    """The YAML events ``yaml.safe_dump`` would produce for the front matter.
+
+    Emitting events with libyaml's emitter skips PyYAML's Python representer,
+    which was most of the cost of writing a post. The quoting decision is the
+    serializer's own: a string whose plain form would read back as another
+    type (``yes``, ``0123``, ``null``, a date) is marked for quoting.
+    """
+    events: list[yaml.Event] = [yaml.StreamStartEvent(), yaml.DocumentStartEvent(explicit=False)]
+    _node_events(matter, events)
+    events += [yaml.DocumentEndEvent(explicit=False), yaml.StreamEndEvent()]
+    return events
+
+
+def _node_events(value: Any, events: list[yaml.Event]) -> None:
+    if isinstance(value, dict):
+        events.append(yaml.MappingStartEvent(None, None, True, flow_style=False))
+        for key, item in value.items():
+            _node_events(key, events)
+            _node_events(item, events)
+        events.append(yaml.MappingEndEvent())
+    elif isinstance(value, list):
+        events.append(yaml.SequenceStartEvent(None, None, True, flow_style=not value))
+        for item in value:
+            _node_events(item, events)
+        events.append(yaml.SequenceEndEvent())
+    elif isinstance(value, bool):
+        events.append(yaml.ScalarEvent(None, "tag:yaml.org,2002:bool", (True, False), str(value).lower()))
+    elif isinstance(value, int):
+        events.append(yaml.ScalarEvent(None, "tag:yaml.org,2002:int", (True, False), str(value)))
+    else:
+        text = str(value)
+        resolved = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
+        plain = resolved == _STR_TAG
+        events.append(yaml.ScalarEvent(None, _STR_TAG, (plain, True), text))
 
 
 def split_post(text: str) -> tuple[dict[str, Any], str]:
@@ -390,6 +424,11 @@ CREATE TABLE IF NOT EXISTS pruned (
     PRIMARY KEY (source, entry_id)
 );
 """,
+    # 3: feeds owed a rebuild, written in the same transaction as the posts that
+    # changed them, so a crash between the index commit and the build heals.
+    3: """
+CREATE TABLE IF NOT EXISTS pending_feeds (key TEXT PRIMARY KEY);
+""",
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -412,6 +451,8 @@ class PostStore:
         self.posts_dir = posts_dir
         self.index_path = index_path
         self.fsync = fsync
+        # Feed keys touched inside the current transaction; recorded as pending when it commits.
+        self._pending: set[str] = set()
         try:
             posts_dir.mkdir(parents=True, exist_ok=True)
             index_path.parent.mkdir(parents=True, exist_ok=True)
@@ -481,7 +522,7 @@ class PostStore:
         return any(self.posts_dir.glob("*/*/*/*.md"))
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self.db)
+        return _Transaction(self.db, self._pending)
 
     # Posts -----------------------------------------------------------------
 
@@ -572,7 +613,10 @@ class PostStore:
             rows.append((post, to_write, relpath, previous, revision))
             results.append(SaveResult(to_write, outcome, path))
         if self.fsync == "batch" and written:
-            fsync_files(written)
+            try:
+                fsync_batch(written)
+            except OSError as error:
+                raise StoreError(f"cannot flush posts to disk under {self.posts_dir}: {error}") from error
         if rows:
             with self._transaction():
                 for post, to_write, relpath, previous, revision in rows:
@@ -650,26 +694,44 @@ class PostStore:
                 upstream_updated_ts,
             ),
         )
+        keys = feed_keys_for(post.source, post.categories)
+        self._pending.update(keys)
         if replace_feeds:
-            self.db.execute("DELETE FROM post_feeds WHERE source=? AND entry_id=?", (post.source, post.id))
+            self._pending.update(self._forget_feeds(post.source, post.id))
         self.db.executemany(
             "INSERT OR REPLACE INTO post_feeds VALUES (?,?,?,?)",
-            [
-                (key, post.source, post.id, post.date.timestamp())
-                for key in feed_keys_for(post.source, post.categories)
-            ],
+            [(key, post.source, post.id, post.date.timestamp()) for key in keys],
         )
 
     def _forget(self, source: str, entry_id: str) -> set[str]:
+        self.db.execute("DELETE FROM posts WHERE source=? AND entry_id=?", (source, entry_id))
+        keys = self._forget_feeds(source, entry_id)
+        self._pending.update(keys)
+        return keys
+
+    def _forget_feeds(self, source: str, entry_id: str) -> set[str]:
         keys = {
             row[0]
             for row in self.db.execute(
                 "SELECT feed_key FROM post_feeds WHERE source=? AND entry_id=?", (source, entry_id)
             )
         }
-        self.db.execute("DELETE FROM posts WHERE source=? AND entry_id=?", (source, entry_id))
         self.db.execute("DELETE FROM post_feeds WHERE source=? AND entry_id=?", (source, entry_id))
         return keys
+
+    # Feeds owed a rebuild ------------------------------------------------------
+
+    def pending_feed_keys(self) -> set[str]:
+        """Feed keys whose posts changed since they were last built (survives crashes)."""
+        return {row[0] for row in self.db.execute("SELECT key FROM pending_feeds")}
+
+    def clear_pending_feed_keys(self, keys: Iterable[str] | None = None) -> None:
+        """Forget pending keys once their feeds are built (all of them when ``keys`` is None)."""
+        with self._transaction():
+            if keys is None:
+                self.db.execute("DELETE FROM pending_feeds")
+            else:
+                self.db.executemany("DELETE FROM pending_feeds WHERE key=?", [(k,) for k in keys])
 
     def post_count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM posts").fetchone()[0])
@@ -833,9 +895,11 @@ class PostStore:
         with self._transaction():
             self.db.execute("DELETE FROM posts")
             self.db.execute("DELETE FROM post_feeds")
-            self.db.execute("DELETE FROM feeds")
             for relpath in sorted(files, key=lambda p: (-files[p].st_mtime_ns, p)):
                 self._adopt_file(relpath)
+            # Every feed is rebuilt, and those of posts no file holds any more are removed.
+            self._pending.update(row[0] for row in self.db.execute("SELECT key FROM feeds"))
+            self.db.execute("DELETE FROM feeds")
         return self.post_count()
 
     def verify(self) -> list[str]:
@@ -858,7 +922,7 @@ class PostStore:
             problems += [
                 f"leftover temporary file {os.path.join(dirpath, n)}"
                 for n in filenames
-                if n.endswith(".aggtmp")
+                if n.endswith(TEMP_SUFFIX) and not writer_alive(n)
             ]
         return problems
 
@@ -917,12 +981,17 @@ class PostStore:
         """Posts by (source, entry id); unknown pairs are left out."""
         columns = ", ".join(c.strip() for c in _POST_COLUMNS.split(","))
         found: dict[tuple[str, str], IndexedPost] = {}
+        by_source: dict[str, list[str]] = {}
         for source, entry_id in pairs:
-            row = self.db.execute(
-                f"SELECT {columns} FROM posts WHERE source=? AND entry_id=?", (source, entry_id)
-            ).fetchone()
-            if row is not None:
-                found[(source, entry_id)] = _indexed(row)
+            by_source.setdefault(source, []).append(entry_id)
+        for source, ids in by_source.items():
+            for chunk in _chunks(ids, 500):
+                marks = ",".join("?" * len(chunk))
+                for row in self.db.execute(
+                    f"SELECT {columns} FROM posts WHERE source=? AND entry_id IN ({marks})", (source, *chunk)
+                ):
+                    post = _indexed(row)
+                    found[(post.source, post.id)] = post
         return found
 
     def feed_keys_present(self, keys: Iterable[str]) -> set[str]:
@@ -943,15 +1012,25 @@ class FeedRef:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    The feed keys touched inside it are recorded as pending in the same commit.
+    """
+
+    def __init__(self, db: sqlite3.Connection, pending: set[str]) -> None:
         self.db = db
+        self.pending = pending
 
     def __enter__(self) -> None:
+        self.pending.clear()
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None and self.pending:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO pending_feeds VALUES (?)", [(key,) for key in self.pending]
+            )
+        self.pending.clear()
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 

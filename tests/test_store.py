@@ -1,0 +1,469 @@
+"""The store: exact post files, stable identity, updates in place, a rebuildable versioned index."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aggregator.errors import StoreError
+from aggregator.files import TEMP_SUFFIX, sweep_temp_files
+from aggregator.normalize import Post, SourceRules, clean_text, normalize
+from aggregator.parse import Enclosure, EntryData
+from aggregator.store import (
+    _MIGRATIONS,
+    FREE_REWRITES,
+    REWRITE_MIN_GAP,
+    SCHEMA_VERSION,
+    Limits,
+    Outcome,
+    PostStore,
+    RetentionPolicy,
+    post_relpath,
+    read_post,
+    render_post,
+    slugify,
+)
+
+NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def make_post(**fields: object) -> Post:
+    values: dict[str, object] = {
+        "source": "src",
+        "id": "urn:1",
+        "title": "Hello",
+        "link": "https://example.org/1",
+        "categories": ("News",),
+        "author": "Ann",
+        "comments": False,
+        "date": datetime(2026, 4, 1, 8, 0, 0, tzinfo=UTC),
+        "updated": None,
+        "headimg": None,
+        "tags": (),
+        "enclosures": (),
+        "body": "<p>Body</p>",
+        "first_seen": datetime(2026, 4, 2, 9, 0, 0, tzinfo=UTC),
+    }
+    values.update(fields)
+    return Post(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> PostStore:
+    with PostStore(tmp_path / "posts", tmp_path / "data" / "index.sqlite3", fsync="off") as opened:
+        yield opened  # type: ignore[misc]
+
+
+def only_file(store: PostStore) -> Path:
+    (path,) = store.posts_dir.rglob("*.md")
+    return path
+
+
+# Files ----------------------------------------------------------------------
+
+
+def test_a_post_file_reads_back_exactly(tmp_path: Path) -> None:
+    post = make_post(
+        title="yes",
+        id="0123",
+        categories=("金融", "null"),
+        author="no",
+        headimg="https://i.example.org/a.jpg",
+        tags=("2021-01-01", "!!python/object"),
+        updated=datetime(2026, 4, 3, tzinfo=UTC),
+        enclosures=(Enclosure("https://e.org/a.mp3", "audio/mpeg", 123),),
+        body="\n  <p>x</p>\r\n\n---\n",
+    )
+    path = tmp_path / "p.md"
+    path.write_bytes(render_post(post))
+    assert read_post(path) == post
+    assert read_post(path).content_hash == post.content_hash
+
+
+def test_the_reference_keys_come_first_in_the_reference_format(tmp_path: Path) -> None:
+    text = render_post(make_post(headimg="https://i.example.org/a.jpg")).decode()
+    keys = [
+        line.split(":")[0] for line in text.split("---\n")[1].splitlines() if not line.startswith((" ", "-"))
+    ]
+    assert keys[:7] == ["title", "categories", "headimg", "author", "comments", "date", "thumbnail"]
+    assert "date: Wed, 01 Apr 2026 08:00:00 GMT" in text
+    assert "first_seen: Thu, 02 Apr 2026 09:00:00 GMT" in text
+    assert "thumbnail: https://i.example.org/a.jpg" in text
+    assert "headimg" not in render_post(make_post()).decode()
+
+
+def test_a_hand_written_post_with_iso_dates_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "hand.md"
+    path.write_text("---\ntitle: Mine\nsource: s\nid: 7\ndate: 2024-02-03\n---\nText\n", encoding="utf-8")
+    post = read_post(path)
+    assert (post.title, post.id, post.date, post.body) == (
+        "Mine",
+        "7",
+        datetime(2024, 2, 3, tzinfo=UTC),
+        "Text",
+    )
+    path.write_text("no front matter", encoding="utf-8")
+    with pytest.raises(StoreError):
+        read_post(path)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["..", ".", "/", "../../etc", "CON", "nul", "Com1", "LPT9", "a/b\\c", "\x00\x1f", "", "   ", "-_-"],
+)
+def test_slugs_are_safe_path_components(name: str) -> None:
+    slug = slugify(name)
+    assert slug and slug not in (".", "..")
+    assert "/" not in slug and "\\" not in slug and "\x00" not in slug
+    assert slug.lower() not in ("con", "nul", "com1", "lpt9")
+
+
+def test_slugs_fold_case_and_keep_other_scripts() -> None:
+    assert slugify("Hello World") == slugify("HELLO world") == "hello-world"
+    assert slugify("海关总署：加强关企合作") == "海关总署-加强关企合作"
+    assert len(slugify("海" * 500).encode()) <= 80
+
+
+_text = st.text(st.characters(codec="utf-8"), max_size=300)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(title=_text, body=_text, link=_text, entry_id=_text, source=st.text(min_size=1, max_size=40))
+def test_any_post_round_trips_and_its_file_stays_inside_the_root(
+    tmp_path: Path, title: str, body: str, link: str, entry_id: str, source: str
+) -> None:
+    rules = SourceRules(name=clean_text(source) or "s", categories=("A",))
+    entry = EntryData(
+        id=entry_id, link=link, title=title, title_is_html=False, content=body, summary=None,
+        author=None, published=None, updated=None, tags=(), enclosures=(), images=(), base="",
+    )  # fmt: skip
+    post = normalize(entry, rules, NOW)
+    relpath = post_relpath(post)
+    root = (tmp_path / "root").resolve()
+    target = (root / relpath).resolve()
+    assert target.is_relative_to(root)
+    assert all(0 < len(part.encode()) <= 255 for part in relpath.parts)
+    assert not any(ch < " " for ch in str(relpath))
+    assert str(relpath) == str(post_relpath(post)), "deterministic"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(render_post(post))
+    assert read_post(target) == post
+
+
+# Saving ---------------------------------------------------------------------
+
+
+def test_save_new_then_unchanged_writes_nothing(store: PostStore) -> None:
+    (result,) = store.save([make_post()], NOW)
+    assert result.outcome is Outcome.NEW
+    path = only_file(store)
+    before = path.stat().st_mtime_ns
+    (again,) = store.save([make_post()], NOW + timedelta(hours=1))
+    assert again.outcome is Outcome.UNCHANGED
+    assert path.stat().st_mtime_ns == before
+    assert store.verify() == []
+
+
+def test_a_changed_entry_is_rewritten_in_place_with_first_seen_kept(store: PostStore) -> None:
+    store.save([make_post()], NOW)
+    path = only_file(store)
+    later = NOW + timedelta(days=40)
+    changed = make_post(
+        title="Hello, revised",
+        body="<p>New</p>",
+        date=datetime(2026, 6, 1, tzinfo=UTC),  # a new month: the file still stays put
+        first_seen=later,
+    )
+    (result,) = store.save([changed], later)
+    assert result.outcome is Outcome.UPDATED
+    assert only_file(store) == path
+    post = read_post(path)
+    assert post.title == "Hello, revised" and post.body == "<p>New</p>"
+    assert post.first_seen == datetime(2026, 4, 2, 9, 0, 0, tzinfo=UTC)
+    assert post.updated == later
+    assert store.post_count() == 1
+
+
+def test_duplicate_ids_in_one_batch_first_wins(store: PostStore) -> None:
+    results = store.save([make_post(title="First"), make_post(title="Second")], NOW)
+    assert [r.outcome for r in results] == [Outcome.NEW]
+    assert read_post(only_file(store)).title == "First"
+
+
+def test_same_title_different_ids_get_different_files(store: PostStore) -> None:
+    store.save([make_post(id="a"), make_post(id="b"), make_post(id="A")], NOW)
+    names = sorted(p.name for p in store.posts_dir.rglob("*.md"))
+    assert len(names) == 3 and len({n.casefold() for n in names}) == 3
+
+
+def test_rewrite_cap_for_entries_that_change_on_every_fetch(store: PostStore) -> None:
+    store.save([make_post(body="0")], NOW)
+    moment = NOW
+    outcomes = []
+    for n in range(1, FREE_REWRITES + 3):
+        moment += timedelta(minutes=30)
+        (result,) = store.save([make_post(body=str(n))], moment)
+        outcomes.append(result.outcome)
+    assert outcomes == [Outcome.UPDATED] * FREE_REWRITES + [Outcome.CAPPED, Outcome.CAPPED]
+    assert read_post(only_file(store)).body == str(FREE_REWRITES)
+    # After the gap one more rewrite goes through, then the cap holds again.
+    moment += REWRITE_MIN_GAP
+    (late,) = store.save([make_post(body="late")], moment)
+    assert late.outcome is Outcome.UPDATED
+    (soon,) = store.save([make_post(body="soon")], moment + timedelta(minutes=1))
+    assert soon.outcome is Outcome.CAPPED
+    # A real revision (the entry's own updated date moves) is never held back, and resets the count.
+    revised = make_post(body="revised", updated=moment + timedelta(minutes=2))
+    (real,) = store.save([revised], moment + timedelta(minutes=2))
+    assert real.outcome is Outcome.UPDATED
+    (next_change,) = store.save([replace(revised, body="again")], moment + timedelta(minutes=3))
+    assert next_change.outcome is Outcome.UPDATED
+
+
+def test_a_file_written_before_a_crash_is_adopted_not_duplicated(store: PostStore) -> None:
+    post = make_post()
+    target = store.posts_dir / post_relpath(post)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(render_post(post))  # the file landed, the index commit did not
+    (result,) = store.save([post], NOW)
+    assert result.outcome is Outcome.NEW and result.path == target
+    assert list(store.posts_dir.rglob("*.md")) == [target]
+    assert store.verify() == []
+
+
+# Keeping the index a cache of the files ---------------------------------------
+
+
+def test_first_seen_survives_reindex(store: PostStore) -> None:
+    rules = SourceRules(name="src", categories=("A",))
+    undated = EntryData(
+        id="u1", link=None, title="Undated", title_is_html=False, content="<p>x</p>", summary=None,
+        author=None, published=None, updated=None, tags=(), enclosures=(), images=(), base="",
+    )  # fmt: skip
+    seen = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    store.save([normalize(undated, rules, seen)], seen)
+    assert store.reindex() == 1
+    remembered = store.first_seen("src", ["u1"])["u1"]
+    assert remembered == seen.replace(microsecond=0)
+    (result,) = store.save([normalize(undated, rules, remembered)], seen + timedelta(days=3))
+    assert result.outcome is Outcome.UNCHANGED
+    assert read_post(only_file(store)).date == seen.replace(microsecond=0)
+
+
+def test_reindex_restores_the_index_from_files(store: PostStore) -> None:
+    store.save([make_post(id=str(n), title=f"T{n}") for n in range(5)], NOW)
+    store.db.execute("DELETE FROM posts")
+    store.db.execute("DELETE FROM post_feeds")
+    assert store.verify() != []
+    assert store.reindex() == 5
+    assert store.verify() == []
+    assert {p.title for p in store.feed_items("all", 10)} == {f"T{n}" for n in range(5)}
+    # Nothing changed upstream: nothing is rewritten after a reindex.
+    results = store.save([make_post(id=str(n), title=f"T{n}") for n in range(5)], NOW)
+    assert {r.outcome for r in results} == {Outcome.UNCHANGED}
+
+
+def test_reindex_keeps_one_file_per_entry(store: PostStore) -> None:
+    store.save([make_post()], NOW)
+    original = only_file(store)
+    copy = original.with_name("copy-of-it.md")
+    copy.write_bytes(original.read_bytes())
+    os.utime(copy, ns=(original.stat().st_mtime_ns - 10**9,) * 2)
+    assert store.reindex() == 1
+    assert list(store.posts_dir.rglob("*.md")) == [original]
+
+
+def test_hand_edits_and_deletions_are_picked_up_and_kept(store: PostStore) -> None:
+    store.save([make_post(id="keep"), make_post(id="gone", title="Gone")], NOW)
+    keep = store.posts_dir / store.db.execute("SELECT path FROM posts WHERE entry_id='keep'").fetchone()[0]
+    gone = store.posts_dir / store.db.execute("SELECT path FROM posts WHERE entry_id='gone'").fetchone()[0]
+    keep.write_bytes(keep.read_bytes().replace(b"title: Hello", b"title: Edited by hand"))
+    gone.unlink()
+    touched = store.sync_with_files()
+    assert "all" in touched
+    assert [p.title for p in store.feed_items("all", 10)] == ["Edited by hand"]
+    # The entry did not change upstream: the hand edit stays.
+    (result,) = store.save([make_post(id="keep")], NOW + timedelta(hours=1))
+    assert result.outcome is Outcome.UNCHANGED
+    assert read_post(keep).title == "Edited by hand"
+    assert store.verify() == []
+
+
+def test_temporary_files_of_dead_writers_are_swept(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    folder = tmp_path / "posts" / "s"
+    folder.mkdir(parents=True)
+    stale = folder / f".a.md.{int(dead.stdout)}.abcd1234{TEMP_SUFFIX}"
+    live = folder / f".b.md.{os.getpid()}.abcd1234{TEMP_SUFFIX}"
+    stale.write_text("half")
+    live.write_text("half")
+    assert sweep_temp_files(tmp_path / "posts") == 1
+    assert not stale.exists() and live.exists()
+
+
+# Schema versions ------------------------------------------------------------
+
+
+def test_a_newer_index_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    index = tmp_path / "index.sqlite3"
+    PostStore(tmp_path / "posts", index).close()
+    with sqlite3.connect(index) as db:
+        db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    with pytest.raises(StoreError) as raised:
+        PostStore(tmp_path / "posts", index)
+    message = str(raised.value)
+    assert "schema version 99 is newer" in message and f"({SCHEMA_VERSION})" in message
+    assert "upgrade aggregator" in message and "reindex" in message
+
+
+def test_a_version_1_index_is_migrated_in_place(tmp_path: Path) -> None:
+    index = tmp_path / "index.sqlite3"
+    with sqlite3.connect(index) as db:
+        db.executescript(_MIGRATIONS[1])
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        db.execute(
+            "INSERT INTO posts (source, entry_id, path, title, link, author, date_ts, first_seen_ts, "
+            "categories, tags, enclosures, body, summary, content_hash) "
+            "VALUES ('s', 'e', 's/2026/01/x.md', 't', '', 'a', 0, 0, '[]', '[]', '[]', '', '', 'h1')"
+        )
+    with PostStore(tmp_path / "posts", index) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.db.execute("SELECT upstream_hash FROM posts").fetchone() == ("h1",)
+        assert store.db.execute("SELECT COUNT(*) FROM pruned").fetchone() == (0,)
+
+
+# Retention ------------------------------------------------------------------
+
+
+def test_retention_by_count_and_age_prunes_files_and_index(store: PostStore) -> None:
+    days = [datetime(2026, 4, d, tzinfo=UTC) for d in range(1, 11)]
+    store.save([make_post(id=f"a{n}", date=d) for n, d in enumerate(days)], NOW)
+    store.save([make_post(source="other", id=f"b{n}", date=d) for n, d in enumerate(days)], NOW)
+    policy = RetentionPolicy(
+        overall=Limits(max_age=NOW - datetime(2026, 4, 3, tzinfo=UTC)),
+        per_source={"src": Limits(max_posts=4)},
+    )
+    result = store.prune(policy, NOW)
+    assert result.removed == 6 + 2  # src keeps its 4 newest; other loses its 2 oldest
+    assert "all" in result.touched_keys and "source\x1fsrc" in result.touched_keys
+    assert [p.id for p in store.feed_items("source\x1fsrc", 50)] == ["a9", "a8", "a7", "a6"]
+    assert len(store.feed_items("source\x1fother", 50)) == 8
+    assert len(list(store.posts_dir.rglob("*.md"))) == 12
+    assert store.verify() == []
+    # A pruned entry still upstream is not brought back.
+    (again,) = store.save([make_post(id="a0", date=days[0])], NOW)
+    assert again.outcome is Outcome.PRUNED
+    assert store.post_count() == 12
+    assert store.prune(RetentionPolicy(), NOW).removed == 0
+
+
+def test_a_pruned_file_left_by_a_crash_is_removed_on_sync(store: PostStore) -> None:
+    store.save([make_post()], NOW)
+    path = only_file(store)
+    saved = path.read_bytes()
+    store.prune(RetentionPolicy(overall=Limits(max_posts=1)), NOW)
+    assert path.exists()
+    store.prune(RetentionPolicy(overall=Limits(max_age=timedelta(days=1))), NOW)
+    assert not path.exists()
+    path.write_bytes(saved)  # as if the process died between the index commit and the unlink
+    store.sync_with_files()
+    assert not path.exists() and store.post_count() == 0
+
+
+# Through the command line, with a local file source ----------------------------
+
+
+def _local_feed(path: Path, count: int) -> None:
+    items = "".join(
+        f"<item><guid>https://local.example.org/{n}</guid><title>Local post {n}</title>"
+        f"<link>https://local.example.org/{n}</link><description>&lt;p&gt;Body {n}&lt;/p&gt;</description>"
+        f"<pubDate>Mon, {n + 1:02d} Mar 2026 10:00:00 GMT</pubDate></item>"
+        for n in range(count)
+    )
+    path.write_text(
+        "<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel><title>Local</title>"
+        f"<link>https://local.example.org/</link><description>d</description>{items}</channel></rss>",
+        encoding="utf-8",
+    )
+
+
+def _rss_titles(path: Path) -> list[str]:
+    import feedparser
+
+    return [entry.title for entry in feedparser.parse(path.read_bytes()).entries]
+
+
+def test_hand_edited_and_deleted_posts_show_in_the_next_build(tmp_path: Path) -> None:
+    from support.helpers import run_cli, write_config
+
+    _local_feed(tmp_path / "local.xml", 3)
+    config = write_config(tmp_path, [{"name": "local", "url": "local.xml", "categories": ["Mine"]}])
+    assert run_cli("fetch", config=config).returncode == 0
+    by_title = {read_post(p).title: p for p in (tmp_path / "posts").rglob("*.md")}
+    edited = by_title["Local post 1"]
+    edited.write_text(edited.read_text(encoding="utf-8").replace("Local post 1", "Renamed by hand"), "utf-8")
+    by_title["Local post 0"].unlink()
+
+    build = run_cli("build", config=config)
+    assert build.returncode == 0, build.stderr
+    for feed in ("all", "source/local", "category/mine"):
+        assert _rss_titles(tmp_path / "feeds" / feed / "rss.xml") == ["Local post 2", "Renamed by hand"]
+    verify = run_cli("verify", config=config)
+    assert verify.returncode == 0, verify.stdout
+
+
+def test_retention_limits_prune_posts_and_feeds_through_the_cli(tmp_path: Path) -> None:
+    from support.helpers import run_cli, write_config
+
+    _local_feed(tmp_path / "local.xml", 6)
+    config = write_config(
+        tmp_path,
+        [{"name": "local", "url": "local.xml", "categories": ["Mine"], "retention": {"max_posts": 4}}],
+        retention={"max_posts": 3},
+    )
+    assert run_cli("fetch", config=config).returncode == 0
+    assert len(list((tmp_path / "posts").rglob("*.md"))) == 3
+    expected = ["Local post 5", "Local post 4", "Local post 3"]
+    assert _rss_titles(tmp_path / "feeds" / "all" / "rss.xml") == expected
+    # The pruned entries are still upstream; a touch of the file makes the next fetch read it.
+    (tmp_path / "local.xml").write_text((tmp_path / "local.xml").read_text() + " ", encoding="utf-8")
+    again = run_cli("fetch", "--json", config=config)
+    assert '"new": 0' in again.stdout
+    assert len(list((tmp_path / "posts").rglob("*.md"))) == 3
+    assert run_cli("verify", config=config).returncode == 0
+    # Age limits apply on build too (2026-03 posts are older than 1 day by now).
+    config = write_config(
+        tmp_path, [{"name": "local", "url": "local.xml", "categories": ["Mine"]}], retention={"max_age": "1d"}
+    )
+    assert run_cli("build", config=config).returncode == 0
+    assert list((tmp_path / "posts").rglob("*.md")) == []
+    assert not (tmp_path / "feeds" / "all" / "rss.xml").exists()
+
+
+def test_feeds_an_interrupted_run_never_built_are_built_by_the_next_fetch(tmp_path: Path) -> None:
+    from support.helpers import run_cli, write_config
+
+    _local_feed(tmp_path / "local.xml", 2)
+    config = write_config(tmp_path, [{"name": "local", "url": "local.xml", "categories": ["Mine"]}])
+    assert run_cli("fetch", config=config).returncode == 0
+    # As if a run died after its index commit and before its build.
+    with PostStore(tmp_path / "posts", tmp_path / "data" / "index.sqlite3", fsync="off") as store:
+        store.save([make_post(source="local", categories=("Mine",), title="Saved, never built")], NOW)
+        assert {"all", "source\x1flocal", "category\x1fMine"} <= store.pending_feed_keys()
+    assert run_cli("fetch", config=config).returncode == 0  # the source itself is unchanged
+    for feed in ("all", "source/local", "category/mine"):
+        assert _rss_titles(tmp_path / "feeds" / feed / "rss.xml")[0] == "Saved, never built"
+    with PostStore(tmp_path / "posts", tmp_path / "data" / "index.sqlite3", fsync="off") as store:
+        assert store.pending_feed_keys() == set()
+    assert run_cli("verify", config=config).returncode == 0
