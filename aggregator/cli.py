@@ -14,15 +14,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
+import click
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
+from aggregator import websub
 from aggregator.build import FeedBuilder
-from aggregator.config import DEFAULT_CONFIG, Config, load_config
-from aggregator.errors import AggregatorError
+from aggregator.config import DEFAULT_CONFIG, SOURCES_DIR, Config, SourceConfig, load_config, parse_duration
+from aggregator.errors import AggregatorError, StoreError
 from aggregator.fetch import redact_url
+from aggregator.filters import Selection
 from aggregator.pipeline import Updater, UpdateResult, retention_policy
 from aggregator.state import utcnow
 from aggregator.store import PostStore
@@ -132,18 +138,32 @@ def run() -> None:
 def fetch(
     sources: Annotated[list[str] | None, typer.Argument(help="Source names; all when none.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show which entries the filters keep or drop, and why; save nothing."),
+    ] = False,
 ) -> None:
     """Poll sources once now (ignoring their schedule), then rebuild the affected feeds."""
     config = _load()
     try:
         selected = [config.source_named(name) for name in sources] if sources else list(config.sources)
+        if dry_run:
+            with PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync) as store:
+                previews = asyncio.run(_preview_all(config, store, selected))
+            _print_dry_run(previews, as_json)
+            return
         with PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync) as store:
             # A gone source (HTTP 410) is polled only when named explicitly.
-            results = asyncio.run(_fetch_all(config, store, selected, force=bool(sources)))
+            # The progress bar only on a terminal: a pipe or a log file gets the summary alone.
+            show_progress = not as_json and err.is_terminal
+            results = asyncio.run(
+                _fetch_all(config, store, selected, force=bool(sources), progress=show_progress)
+            )
             # Also feeds an interrupted earlier run changed but never built.
             keys = {key for result in results for key in result.touched_keys} | store.pending_feed_keys()
             report = FeedBuilder(config, store).build(keys)
             store.clear_pending_feed_keys(keys)
+            asyncio.run(websub.announce(config, report.written_urls))
     except AggregatorError as error:
         raise _fail(str(error)) from None
     _print_fetch_report(results, len(report.rendered), as_json)
@@ -152,13 +172,88 @@ def fetch(
 
 
 async def _fetch_all(
-    config: Config, store: PostStore, sources: Sequence[object], *, force: bool
+    config: Config, store: PostStore, sources: Sequence[object], *, force: bool, progress: bool = False
 ) -> list[UpdateResult]:
     updater = Updater(config, store)
     try:
-        return await updater.update_many(sources, force=force)  # type: ignore[arg-type]
+        if not progress:
+            return await updater.update_many(sources, force=force)  # type: ignore[arg-type]
+        with Progress(
+            TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+        ) as bar:
+            task = bar.add_task("fetch", total=len(sources))
+
+            async def one(source: SourceConfig) -> UpdateResult:
+                result = await updater.update(source, force=force)
+                bar.advance(task)
+                return result
+
+            return list(await asyncio.gather(*(one(s) for s in sources)))  # type: ignore[arg-type]
     finally:
         await updater.aclose()
+
+
+async def _preview_all(
+    config: Config, store: PostStore, sources: Sequence[SourceConfig]
+) -> list[tuple[SourceConfig, Selection | AggregatorError]]:
+    updater = Updater(config, store)
+    previews: list[tuple[SourceConfig, Selection | AggregatorError]] = []
+    try:
+        for source in sources:
+            try:
+                previews.append((source, await updater.preview(source)))
+            except StoreError:
+                raise
+            except AggregatorError as error:
+                previews.append((source, error))
+    finally:
+        await updater.aclose()
+    return previews
+
+
+def _print_dry_run(previews: list[tuple[SourceConfig, Selection | AggregatorError]], as_json: bool) -> None:
+    if as_json:
+        report = [
+            {"source": source.name, "error": str(outcome)}
+            if isinstance(outcome, AggregatorError)
+            else {
+                "source": source.name,
+                "error": None,
+                "entries": [
+                    {
+                        "title": d.post.title,
+                        "link": d.post.link,
+                        "date": d.post.date.isoformat(),
+                        "kept": d.kept,
+                        "categories": list(d.post.categories),
+                        "reasons": list(d.reasons),
+                    }
+                    for d in outcome.decisions
+                ],
+            }
+            for source, outcome in previews
+        ]
+        typer.echo(json.dumps({"dry_run": True, "sources": report}, ensure_ascii=False, indent=1))
+        return
+    out = Console(width=max(Console().width, 160))
+    for source, outcome in previews:
+        if isinstance(outcome, AggregatorError):
+            out.print(f"{source.name}: error: {outcome}", markup=False, highlight=False)
+            continue
+        table = Table(title=f"{source.name} (dry run: nothing saved)")
+        for column in ("", "date", "title", "why"):
+            table.add_column(column)
+        for d in outcome.decisions:
+            why = "; ".join(d.reasons) or "kept: no filter applies"
+            table.add_row(
+                "kept" if d.kept else "dropped",
+                f"{d.post.date:%Y-%m-%d %H:%M}",
+                Text(d.post.title),
+                Text(why),
+            )
+        out.print(table)
+        kept = len(outcome.kept)
+        out.print(f"{source.name}: {kept} kept, {len(outcome.decisions) - kept} dropped", highlight=False)
 
 
 def _print_fetch_report(results: list[UpdateResult], feeds_built: int, as_json: bool) -> None:
@@ -209,6 +304,7 @@ def build() -> None:
             store.prune(retention_policy(config), utcnow())
             report = FeedBuilder(config, store).build(None)
             store.clear_pending_feed_keys()
+            asyncio.run(websub.announce(config, report.written_urls))
     except AggregatorError as error:
         raise _fail(str(error)) from None
     typer.echo(
@@ -288,21 +384,27 @@ def status(
         table = Table(title="sources")
         for column in (
             "source",
-            "status",
+            "health",
+            "http",
+            "last attempt",
             "last success",
+            "new/upd",
             "streak",
             "next due",
             "why / last error",
         ):
             table.add_column(column)
         for s in states:
-            detail = s.last_error or s.due_reason
+            detail = f"{s.due_reason}: {s.last_error}" if s.last_error else s.due_reason
             if s.permanent_url:
                 detail += f"; moved permanently to {redact_url(s.permanent_url)}: update the config"
             table.add_row(
                 s.name,
-                f"{s.health} {s.http_status or ''}".strip(),
-                s.last_success.strftime("%Y-%m-%d %H:%M") if s.last_success else "never",
+                s.health,
+                str(s.http_status or "-"),
+                s.last_attempt.strftime("%Y-%m-%d %H:%M:%S") if s.last_attempt else "never",
+                s.last_success.strftime("%Y-%m-%d %H:%M:%S") if s.last_success else "never",
+                f"{s.new_count}/{s.updated_count}",
                 str(s.error_streak),
                 s.next_due.strftime("%Y-%m-%d %H:%M:%S") if s.next_due else "-",
                 detail,
@@ -312,6 +414,146 @@ def status(
         typer.echo(f"{len(states)} sources, {failing} failing")
     if fail_on_error and any(s.failing for s in states):
         raise typer.Exit(1)
+
+
+def _sources_file(to: Path | None) -> Path | None:
+    """``--to``: a path as given, or a bare file name inside ``sources.d`` beside the config."""
+    if to is None or to.parent != Path("."):
+        return to
+    return state.config_path.parent / SOURCES_DIR / to
+
+
+@app.command()
+def add(
+    url: Annotated[str, typer.Argument(help="A feed, or a web page whose feeds are discovered.")],
+    name: Annotated[str | None, typer.Option(help="The source's name (default: the feed's title).")] = None,
+    category: Annotated[str | None, typer.Option(help="The category path, outermost first: a/b/c.")] = None,
+    interval: Annotated[str | None, typer.Option(help="How often to poll it, e.g. 30m.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Take the first feed found, ask nothing.")] = False,
+    to: Annotated[
+        Path | None, typer.Option(help="Write into this file (a bare name: config/sources.d/NAME).")
+    ] = None,
+) -> None:
+    """Find the feed at URL (or the feeds a page advertises), check it parses, append it to the config."""
+    from aggregator.fetch import Fetcher, FetchLimits
+    from aggregator.sources import FeedCandidate, add_sources, discover
+
+    config = _load()
+    if interval is not None:
+        try:
+            parse_duration(interval)
+        except ValueError as error:
+            raise _fail(f"--interval: {error}") from None
+    defaults = config.defaults
+    limits = FetchLimits(
+        read_timeout=defaults.timeout, deadline=defaults.deadline, max_body=defaults.max_body
+    )
+
+    async def find() -> list[FeedCandidate]:
+        fetcher = Fetcher(defaults.user_agent, limits)
+        try:
+            return await discover(url, fetcher, max_body=defaults.max_body)
+        finally:
+            await fetcher.aclose()
+
+    try:
+        candidates = asyncio.run(find())
+    except AggregatorError as error:
+        raise _fail(str(error)) from None
+    for number, candidate in enumerate(candidates, 1):
+        typer.echo(f"{number}. {candidate.url}  {candidate.title!r} ({candidate.entries} entries)")
+    chosen = candidates[0]
+    if len(candidates) > 1 and not yes:
+        if not sys.stdin.isatty():
+            raise _fail(
+                f"{len(candidates)} feeds found; pass --yes to take the first, or add one of their URLs"
+            )
+        number = typer.prompt("Which one", type=click.IntRange(1, len(candidates)), default=1)
+        chosen = candidates[number - 1]
+    source_name = (name or chosen.title or urlsplit(chosen.url).netloc or chosen.url).strip()
+    for existing in config.sources:
+        if existing.name.casefold() == source_name.casefold():
+            raise _fail(f"a source named {existing.name!r} exists already (choose another with --name)")
+        if existing.url == chosen.url:
+            raise _fail(f"{chosen.url} is configured already, as {existing.name!r}")
+    entry: dict[str, object] = {"name": source_name, "url": chosen.url}
+    if category:
+        entry["categories"] = [part.strip() for part in category.split("/") if part.strip()]
+    if interval:
+        entry["interval"] = interval
+    try:
+        written = add_sources(state.config_path, [entry], _sources_file(to))
+    except AggregatorError as error:
+        raise _fail(str(error)) from None
+    typer.echo(
+        f"added {source_name!r}: {chosen.title!r}, {chosen.entries} entries, {chosen.url} -> {written}"
+    )
+
+
+@app.command()
+def remove(name: Annotated[str, typer.Argument(help="The source's name.")]) -> None:
+    """Remove a source from the config (its posts stay until pruned)."""
+    from aggregator.sources import remove_source
+
+    _load()
+    try:
+        written = remove_source(state.config_path, name)
+    except AggregatorError as error:
+        raise _fail(str(error)) from None
+    typer.echo(f"removed {name!r} from {written}")
+
+
+@app.command("import-opml")
+def import_opml(
+    file: Annotated[Path, typer.Argument(help="An OPML file exported from a feed reader.")],
+    category: Annotated[
+        str | None, typer.Option(help="Put everything under this category path: a/b.")
+    ] = None,
+    to: Annotated[
+        Path | None, typer.Option(help="Write into this file (a bare name: config/sources.d/NAME).")
+    ] = None,
+) -> None:
+    """Add the OPML file's feeds as sources; its folders become categories."""
+    from aggregator.opml import import_entries, read_opml
+    from aggregator.sources import add_sources
+
+    config = _load()
+    prefix = [part.strip() for part in (category or "").split("/") if part.strip()]
+    try:
+        feeds = read_opml(file.read_bytes())
+        entries, skipped = import_entries(
+            feeds, [s.name for s in config.sources], [s.url for s in config.sources], prefix
+        )
+        written = add_sources(state.config_path, entries, _sources_file(to)) if entries else None
+    except OSError as error:
+        raise _fail(f"{file}: cannot read: {error.strerror}") from None
+    except AggregatorError as error:
+        raise _fail(f"{file}: {error}") from None
+    for feed in skipped:
+        typer.echo(f"skipped {feed.title!r}: {feed.url} is configured already")
+    typer.echo(f"imported {len(entries)} sources" + (f" into {written}" if written else ""))
+
+
+@app.command("export-opml")
+def export_opml(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the configured sources as OPML, nested by category, for any feed reader."""
+    from aggregator.opml import write_opml
+
+    config = _load()
+    data = write_opml(config.sources, config.site.title)
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    try:
+        output.write_bytes(data)
+    except OSError as error:
+        raise _fail(f"{output}: cannot write: {error.strerror}") from None
+    typer.echo(f"wrote {len(config.sources)} sources to {output}")
 
 
 def main() -> None:
