@@ -110,15 +110,16 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern, re.IGNORECASE)
 
 
-def _values(post: Post, field: str) -> Iterable[str]:
+def _values(post: Post, field: str) -> Iterable[tuple[str, str]]:
+    """(field, text) pairs to match; ``any`` gives every field's."""
     if field == "title":
-        yield post.title
+        yield field, post.title
     elif field == "content":
-        yield plain_text(post.body)
+        yield field, plain_text(post.body)
     elif field == "author":
-        yield post.author
+        yield field, post.author
     elif field == "tags":
-        yield from post.tags
+        yield from ((field, tag) for tag in post.tags)
     else:
         for name in FIELDS:
             yield from _values(post, name)
@@ -127,9 +128,10 @@ def _values(post: Post, field: str) -> Iterable[str]:
 def _first_match(post: Post, patterns: PatternSet, kind: str) -> str | None:
     """Why the post matches one of ``patterns``, or None."""
     for field, pattern in _patterns(patterns):
-        for value in _values(post, field):
+        for actual, value in _values(post, field):
             if match := _compiled(pattern).search(value):
-                return f"{kind}.{field} /{pattern}/ matched {_quote(match.group(0) or value)}"
+                where = f" in the {actual.removesuffix('s')}" if field == "any" else ""
+                return f"{kind}.{field} /{pattern}/ matched {_quote(match.group(0) or value)}{where}"
     return None
 
 
