@@ -1,0 +1,139 @@
+"""Transforms: full text from a local article page (fetched once, then cached), OpenCC, rewrites."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import frontmatter
+import pytest
+from starlette.staticfiles import StaticFiles
+from support.helpers import FIXTURES, run_cli, write_config
+from support.servers import AppServer
+
+from aggregator.config import load_config
+from aggregator.errors import ConfigError
+
+ARTICLE = FIXTURES / "sources" / "article.html"
+
+
+class CountingServer:
+    """A static server that counts the requests for each path."""
+
+    def __init__(self, directory: Path) -> None:
+        self.hits: Counter[str] = Counter()
+        self.files = StaticFiles(directory=directory)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.hits[scope["path"]] += 1
+        await self.files(scope, receive, send)
+
+
+@pytest.fixture
+def counting(feed_dir: Path) -> Iterator[tuple[CountingServer, AppServer]]:
+    app = CountingServer(feed_dir)
+    with AppServer(app) as server:
+        yield app, server
+
+
+def _rss(items: list[tuple[str, str]]) -> str:
+    body = "".join(
+        f"<item><title>{title}</title><link>{link}</link><guid>{link}</guid>"
+        "<pubDate>Mon, 05 Oct 2026 08:00:00 GMT</pubDate>"
+        "<description>Short teaser only.</description></item>"
+        for title, link in items
+    )
+    return f'<?xml version="1.0"?><rss version="2.0"><channel><title>Teasers</title>{body}</channel></rss>'
+
+
+def _posts(site: Path) -> dict[str, frontmatter.Post]:
+    return {p["title"]: p for p in map(frontmatter.load, sorted((site / "posts").rglob("*.md")))}
+
+
+def test_full_text_is_extracted_from_the_article_page_and_cached(
+    tmp_path: Path, feed_dir: Path, counting: tuple[CountingServer, AppServer]
+) -> None:
+    app, server = counting
+    shutil.copy(ARTICLE, feed_dir / "lighthouse.html")
+    shutil.copy(ARTICLE, feed_dir / "second.html")
+    (feed_dir / "feed.xml").write_text(
+        _rss([("Lighthouse", server.url("lighthouse.html"))]), encoding="utf-8"
+    )
+    site = tmp_path / "site"
+    config = write_config(
+        site, [{"name": "teasers", "url": server.url("feed.xml"), "transforms": {"full_text": True}}]
+    )
+    assert run_cli("fetch", config=config).returncode == 0
+    post = _posts(site)["Lighthouse"]
+    # The article's own text replaced the teaser; navigation, sidebar and footer are gone.
+    assert "thirty-one years without missing a single night" in post.content
+    assert "Short teaser only" not in post.content
+    for boilerplate in ("Ten tricks", "Subscribe now", "Copyright the harbour society", "<nav"):
+        assert boilerplate not in post.content
+    assert app.hits["/lighthouse.html"] == 1
+    assert len(list((site / "data" / "articles").glob("*.json"))) == 1
+    post_file = next((site / "posts").rglob("*.md"))
+    written = post_file.stat().st_mtime_ns
+
+    # A new entry arrives: the feed is read again and every entry shaped again, yet the first
+    # article comes from the cache (no second request) and its post is not rewritten.
+    (feed_dir / "feed.xml").write_text(
+        _rss([("Lighthouse", server.url("lighthouse.html")), ("Second", server.url("second.html"))]),
+        encoding="utf-8",
+    )
+    result = run_cli("fetch", "--json", config=config)
+    assert result.returncode == 0, result.stderr
+    assert '"new": 1' in result.stdout and '"updated": 0' in result.stdout
+    assert app.hits["/lighthouse.html"] == 1
+    assert app.hits["/second.html"] == 1
+    assert post_file.stat().st_mtime_ns == written
+    assert "thirty-one years" in _posts(site)["Second"].content
+
+
+CHINESE_FEED = """\
+<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>简体频道</title>
+<item><title>汉字转换测试：简体中文</title><link>https://example.org/简体/1</link>
+<pubDate>Mon, 05 Oct 2026 08:00:00 GMT</pubDate>
+<description><![CDATA[<p>这是简体中文的正文。<a href="https://example.org/简体/页面">阅读更多</a></p>]]></description>
+</item></channel></rss>
+"""
+
+
+def test_opencc_converts_title_and_text_but_not_urls_then_rewrites_apply(tmp_path: Path) -> None:
+    feed = tmp_path / "chinese.xml"
+    feed.write_text(CHINESE_FEED, encoding="utf-8")
+    site = tmp_path / "site"
+    config = write_config(
+        site,
+        [{"name": "简体", "url": str(feed), "transforms": {"opencc": "s2t"}}],
+        # Global rewrites run after the source's conversion, so they see Traditional text.
+        transforms={"rewrite": [{"field": "title", "pattern": "^(.*)：", "replace": r"[\1] "}]},
+    )
+    result = run_cli("fetch", config=config)
+    assert result.returncode == 0, result.stderr
+    (post,) = _posts(site).values()
+    assert post["title"] == "[漢字轉換測試] 簡體中文"
+    assert "這是簡體中文的正文。" in post.content and "閱讀更多" in post.content
+    assert 'href="https://example.org/简体/页面"' in post.content  # attribute values are left alone
+    assert post["link"] == "https://example.org/简体/1"
+
+
+def test_a_transform_whose_package_is_missing_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pip install -e .` without the extras: the config says which package to install."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "trafilatura" else real(name)
+    )
+    config = write_config(tmp_path, [{"name": "a", "url": "a.xml", "transforms": {"full_text": True}}])
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert "sources[0].transforms.full_text: needs the trafilatura package" in str(caught.value)
+    assert "pip install 'aggregator[extras]'" in str(caught.value)
