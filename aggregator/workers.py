@@ -27,6 +27,7 @@ from aggregator.parse import FeedData, parse_document
 
 DEFAULT_PARSE_SECONDS = 30.0
 DEFAULT_PARSE_MEMORY = 1024 * 1024**2
+WORKER_START_SECONDS = 60.0
 
 # A worker's reply: ("ok", FeedData) | ("not-a-feed", message, links) | ("error", message)
 _Reply = tuple[Any, ...]
@@ -64,6 +65,7 @@ def _unwrap(reply: _Reply) -> FeedData:
 
 def _worker_main(conn: Connection, memory: int) -> None:
     _limit_memory(memory)
+    conn.send(("ready",))
     too_big = ("error", "the feed needs more memory than a parse may use")
     while True:
         try:
@@ -94,6 +96,14 @@ class _Worker:
         self.process.start()
         child.close()
         self.conn: Connection = parent
+        # Start-up (imports) must not count against the first document's time limit.
+        try:
+            ready = parent.poll(WORKER_START_SECONDS) and parent.recv() == ("ready",)
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.kill()
+            raise ParseError("a parser process could not be started")
 
     def roundtrip(self, job: tuple[bytes, dict[str, str], str]) -> _Reply:
         """Blocking: runs in a thread. A killed worker makes ``recv`` raise EOFError."""
@@ -137,6 +147,8 @@ class ParserPool:
         self._threads: ThreadPoolExecutor | None = None
         # forkserver: never fork a process that runs threads (the event loop, uvicorn).
         self._context = multiprocessing.get_context("forkserver")
+        # The fork server imports the parser once; each worker forked from it starts warm.
+        self._context.set_forkserver_preload(["aggregator.workers"])
         self.replaced = 0  # workers killed for overrunning their limits (for tests and metrics)
 
     def _semaphore(self) -> asyncio.Semaphore:

@@ -195,7 +195,7 @@ def test_slow_drip_is_cut_off_by_the_total_deadline(server: FaultServer) -> None
     started = time.monotonic()
     with pytest.raises(FetchError, match="deadline"):
         fetch(FetchRequest(server.url("/slow-drip?interval=0.05")), FetchLimits(read_timeout=1, deadline=0.8))
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 3
 
 
 def test_max_body_counts_plain_bytes_too(server: FaultServer) -> None:
@@ -289,7 +289,7 @@ def test_global_and_per_host_concurrency_limits(
     tmp_path: Path, server: FaultServer, concurrency: int, per_host: int, expected: int
 ) -> None:
     for index in range(8):
-        server.add(f"/slow/{index}.xml", slow_feed(0.25))
+        server.add(f"/slow/{index}.xml", slow_feed(0.5))
     sources = [{"name": f"s{i}", "url": server.url(f"/slow/{i}.xml")} for i in range(8)]
     config = load_config(
         write_config(
@@ -305,7 +305,7 @@ def test_a_busy_host_does_not_hold_global_slots(server: FaultServer) -> None:
     """Sources queued behind their host's limit leave global slots to other hosts."""
     with FaultServer() as other:
         for index in range(6):
-            server.add(f"/slow/{index}.xml", slow_feed(0.3))
+            server.add(f"/slow/{index}.xml", slow_feed(0.5))
         other.add("/quick.xml", Reply(200, SAMPLE_RSS))
 
         async def go() -> float:
@@ -325,7 +325,7 @@ def test_a_busy_host_does_not_hold_global_slots(server: FaultServer) -> None:
             finally:
                 await fetcher.aclose()
 
-        assert asyncio.run(go()) < 0.25
+        assert asyncio.run(go()) < 1.5, "waited for the other host's queue (3 s)"
 
 
 def test_per_source_headers_basic_auth_and_proxy(tmp_path: Path, server: FaultServer) -> None:

@@ -67,7 +67,7 @@ def test_a_hostile_parse_times_out_alone_and_the_pool_recovers(pool: ParserPool)
     started = time.monotonic()
     hostile, *normal = asyncio.run(go())
     assert isinstance(hostile, ParseError) and "longer than 1s" in str(hostile)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 6, "cut off after 1 s, not when the parse (seconds long) ends"
     assert all(isinstance(r, FeedData) for r in normal), "other parses were not taken down"
     assert pool.replaced == 1
     # The pool goes on with a fresh worker.
