@@ -77,15 +77,26 @@ _ATTRIBUTES = {
 # Checked by our own filter as well as by nh3: ammonia leaves ``cite`` alone.
 _URL_ATTRIBUTES = frozenset({"href", "src", "poster", "cite", "longdesc", "background", "action"})
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
-_TAG = re.compile(r"<[^>]*>")
-_COMMENT_OR_CDATA = re.compile(r"<!--.*?-->|<!\[CDATA\[.*?\]\]>", re.DOTALL)
-_DROPPED_BLOCKS = re.compile(r"<(script|style|template)\b.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
+# Every pattern here scans in linear time on hostile text: a tag stops at the next "<"
+# ([^<>]), and blocks are cut by _without_blocks, not by a lazy ".*?" (which took a
+# minute on 160 KB of "<script>" and hours on a large body of "<!--" or "<").
+_TAG = re.compile(r"<[^<>]*>")
+_BLOCK_START = re.compile(r"<!--|<!\[CDATA\[|<(script|style|template)\b", re.IGNORECASE)
+_COMMENT_END = re.compile(r"-->")
+_CDATA_END = re.compile(r"\]\]>")
+# What a template could still take for markup once entities are decoded (``&lt;script&gt;``
+# in a text field): a tag starts with "<" and a letter; an unclosed dangerous one runs to the end.
+_DECODED_TAG = re.compile(
+    r"</?[a-zA-Z][^<>]*>|</?(?:script|style|iframe|frame|svg|math|img|object|embed|a|form|base|link|meta)"
+    r"\b[^<>]*$",
+    re.IGNORECASE,
+)
 _WHITESPACE = re.compile(r"\s+")
-_FIRST_IMG = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s>]+))", re.I)
+_FIRST_IMG = re.compile(r"<img\b[^<>]*?\bsrc\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s>]+))", re.I)
 # HTML5 tree building is quadratic in the nesting depth (100,000 nested <div>s kept
 # nh3 busy for a minute); articles nest a few dozen levels. Deeper markup becomes text.
 MAX_HTML_DEPTH = 512
-_START_OR_END_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)\b[^>]*?(/?)>")
+_START_OR_END_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)\b[^<>]*?(/?)>")
 _NEVER_NESTS = frozenset(
     {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
      "track", "wbr", "p", "li", "dt", "dd", "tr", "td", "th", "option", "rp", "rt", "thead", "tbody",
@@ -156,12 +167,38 @@ def clean_text(value: str) -> str:
 
 def plain_text(markup: str, *, limit: int | None = None) -> str:
     """HTML to one line of text: tags dropped, entities decoded, whitespace collapsed."""
-    text = _DROPPED_BLOCKS.sub(" ", _COMMENT_OR_CDATA.sub(" ", markup))
+    text = _without_blocks(markup)
     text = html.unescape(_TAG.sub(" ", text)).replace("&#123;", "{").replace("&#125;", "}")
-    text = clean_text(_WHITESPACE.sub(" ", text).strip())
+    text = clean_text(_WHITESPACE.sub(" ", _no_markup(text)).strip())
     if limit is not None and len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text
+
+
+def _without_blocks(markup: str) -> str:
+    """Comments, CDATA sections and script/style/template elements cut out, in one linear pass.
+
+    An unclosed one runs to the end of the text, as it would in a browser.
+    """
+    parts = []
+    position = 0
+    while (start := _BLOCK_START.search(markup, position)) is not None:
+        parts.append(markup[position : start.start()])
+        if start.group(1):
+            end = re.compile(rf"</{start.group(1)}\s*>", re.IGNORECASE).search(markup, start.end())
+        else:
+            end = (_COMMENT_END if start.group(0) == "<!--" else _CDATA_END).search(markup, start.end())
+        parts.append(" ")
+        if end is None:
+            return "".join(parts)
+        position = end.end()
+    parts.append(markup[position:])
+    return "".join(parts)
+
+
+def _no_markup(text: str) -> str:
+    """Text no HTML template can execute: what would parse as a tag or a script is removed."""
+    return _DECODED_TAG.sub(" ", _without_blocks(text))
 
 
 def entry_id(entry: EntryData) -> str:
@@ -252,7 +289,9 @@ def escape_braces(markup: str) -> str:
 
 def _title(entry: EntryData, body_text: str, link: str) -> str:
     raw = clean_text(entry.title or "")
-    title = plain_text(raw) if entry.title_is_html else clean_text(_WHITESPACE.sub(" ", raw).strip())
+    # A text-typed title's markup is literal text, but templates print titles unescaped: it goes too.
+    text_title = clean_text(_WHITESPACE.sub(" ", _no_markup(raw)).strip())
+    title = plain_text(raw) if entry.title_is_html else text_title
     if not title:
         title = plain_text(body_text, limit=TITLE_FALLBACK_CHARS)
     return title or link or "(untitled)"
