@@ -439,6 +439,9 @@ def add(
     from aggregator.sources import FeedCandidate, add_sources, discover
 
     config = _load()
+    if urlsplit(url).scheme not in ("http", "https"):
+        # A local file: stored absolute, since the config resolves paths against its own folder.
+        url = str(Path(url.removeprefix("file://")).expanduser().resolve())
     if interval is not None:
         try:
             parse_duration(interval)
