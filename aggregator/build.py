@@ -4,6 +4,17 @@ One feed of each format for everything, for each source, and for every level
 of every category hierarchy (a parent holds its children's posts). Feeds are
 built from the index alone, never from the post files.
 
+    feed keys to build | newest refs per key (no bodies) | signature unchanged? skip
+      | render missing items once (feedgen) | splice into the feed's skeleton (feedgen)
+      | write the files whose bytes differ (atomically) | index.html, index.opml
+
+Speed: a post sits in several feeds (everything, its source, each category
+level), so each item's XML/JSON fragment is rendered once, by feedgen, and
+reused in every feed that holds it. The feed's own elements come from feedgen
+too; the item fragments are spliced in where feedgen would have put them, and
+the result is byte for byte what feedgen gives for the whole feed (a test
+holds this).
+
 Output is byte-stable: nothing depends on the build time (``lastBuildDate`` and
 ``updated`` come from the newest item), so an unchanged feed keeps its ETag.
 A feed whose items and settings have not changed since it was last written is
@@ -20,13 +31,18 @@ Layout under the feeds directory::
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import html
 import json
+import logging
+import os
+import re
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
@@ -39,7 +55,9 @@ from aggregator.config import Config
 from aggregator.errors import BuildError
 from aggregator.files import write_atomic
 from aggregator.normalize import clean_text
-from aggregator.store import ALL_KEY, IndexedPost, PostStore, slugify, split_key
+from aggregator.store import ALL_KEY, FeedRef, IndexedPost, PostStore, slugify, split_key
+
+log = logging.getLogger("aggregator.build")
 
 FORMAT_FILES = {"rss": "rss.xml", "atom": "atom.xml", "json": "feed.json"}
 MEDIA_TYPES = {
@@ -47,11 +65,23 @@ MEDIA_TYPES = {
     "atom": "application/atom+xml",
     "json": "application/feed+json",
 }
+FEED_KINDS = ("all", "source", "category")
 GENERATOR = "aggregator"
 GENERATOR_URI = "https://github.com/aggregator-project/aggregator"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
+# Rendered item fragments kept between feeds (and between builds in the daemon).
+FRAGMENT_CACHE_BYTES = 128 * 1024 * 1024
+# Extra refs read per feed so that entries repeated across sources can be dropped.
+_DUPLICATE_MARGIN = 10
+_ATOM_NS = "http://www.w3.org/2005/Atom"
 _MEDIA_NS = "http://search.yahoo.com/mrss/"
 _DC_NS = "http://purl.org/dc/elements/1.1/"
+# feedgen's pretty printer puts RSS items at depth 2 and Atom entries at depth 1.
+_RSS_ITEM = "    <item>"
+_RSS_END = "  </channel>"
+_ATOM_ENTRY = "  <entry>"
+_ATOM_END = "</feed>"
 
 
 @dataclass(frozen=True)
@@ -64,7 +94,7 @@ class FeedSpec:
     title: str
     description: str
 
-    @property
+    @functools.cached_property
     def relative_dir(self) -> PurePosixPath:
         if self.kind == "all":
             return PurePosixPath("all")
@@ -73,13 +103,15 @@ class FeedSpec:
 
 @dataclass
 class BuildReport:
-    rendered: list[str] = field(default_factory=list)  # feed keys whose files were written
+    rendered: list[str] = field(default_factory=list)  # feed keys with at least one file written
     skipped: int = 0
     removed: list[str] = field(default_factory=list)
+    swept: list[str] = field(default_factory=list)  # directories of stale feed files no key wants
+    written_urls: list[str] = field(default_factory=list)  # public URLs of the feed files written
 
     @property
     def changed(self) -> list[str]:
-        return self.rendered + self.removed
+        return self.rendered + self.removed + self.swept
 
 
 def spec_for(key: str, config: Config) -> FeedSpec:
@@ -90,12 +122,99 @@ def spec_for(key: str, config: Config) -> FeedSpec:
     label = " › ".join(parts)
     if kind == "source":
         return FeedSpec(key, kind, parts, f"{site}: {label}", f"Posts from the source {label}")
-    return FeedSpec(key, kind, parts, f"{site}: {label}", f"Posts in the category {label}")
+    title, description = f"{site}: {label}", f"Posts in the category {label}"
+    for custom in config.build.categories:
+        if custom.path == parts:
+            title = custom.title or title
+            description = custom.description if custom.description is not None else description
+    return FeedSpec(key, kind, parts, title, description)
 
 
 def feed_url(config: Config, spec: FeedSpec, fmt: str) -> str:
     path = spec.relative_dir / FORMAT_FILES[fmt]
     return config.site.base_url + quote(str(path))
+
+
+# Items --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemOptions:
+    """The settings an item's rendering depends on (and nothing feed-specific)."""
+
+    full_content: bool = True
+    max_content_chars: int | None = None
+
+    @classmethod
+    def of(cls, config: Config) -> ItemOptions:
+        return cls(config.build.full_content, config.build.max_content_chars)
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """A post cleaned for publishing: no XML-forbidden characters, content capped, ids chosen."""
+
+    id: str
+    atom_id: str
+    permalink: bool
+    title: str
+    link: str
+    author: str
+    published: datetime
+    updated: datetime
+    summary: str
+    content: str | None  # HTML, or None for summary-only feeds
+    terms: tuple[str, ...]
+    image: str | None
+    enclosures: tuple[tuple[str, str, int], ...]  # (url, media type, length)
+
+    @classmethod
+    def of(cls, post: IndexedPost, options: ItemOptions) -> FeedItem:
+        link = clean_text(post.link)
+        item_id = clean_text(post.id)
+        content = None
+        if options.full_content and post.body:
+            content = clean_text(post.body)
+            if options.max_content_chars is not None:
+                content = truncate_html(content, options.max_content_chars)
+        image = clean_text(post.headimg) if post.headimg else None
+        title = clean_text(post.title) or "(untitled)"
+        enclosures = tuple(
+            (clean_text(e.url), clean_text(e.type) or "application/octet-stream", e.length)
+            for e in post.enclosures
+        )
+        if not enclosures and image:
+            enclosures = ((image, _image_type(image), 0),)
+        return cls(
+            id=item_id,
+            atom_id=item_id if _is_uri(item_id) else _tag_uri(post),
+            permalink=item_id == link and item_id.startswith(("http://", "https://")),
+            title=title,
+            link=link,
+            author=clean_text(post.author) or clean_text(post.source),
+            published=post.date,
+            updated=post.updated if post.updated and post.updated > post.date else post.date,
+            summary=clean_text(post.summary) or title,
+            content=content,
+            terms=tuple(
+                dict.fromkeys(t for t in map(clean_text, (*post.categories, *post.tags)) if t.strip())
+            ),
+            image=image,
+            enclosures=enclosures,
+        )
+
+
+@dataclass(frozen=True)
+class Fragments:
+    """One item rendered in each format (UTF-8), ready to splice into any feed that holds it."""
+
+    rss: bytes
+    atom: bytes
+    json: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.rss) + len(self.atom) + len(self.json)
 
 
 class _ItemExtension(BaseEntryExtension):  # type: ignore[misc]
@@ -104,7 +223,7 @@ class _ItemExtension(BaseEntryExtension):  # type: ignore[misc]
     def __init__(self) -> None:
         self.creator: str | None = None
         self.thumbnail: str | None = None
-        self.enclosures: list[tuple[str, str, int]] = []
+        self.enclosures: Sequence[tuple[str, str, int]] = ()
 
     def extend_rss(self, entry: etree._Element) -> etree._Element:
         if self.creator:
@@ -113,13 +232,10 @@ class _ItemExtension(BaseEntryExtension):  # type: ignore[misc]
         return entry
 
     def extend_atom(self, entry: etree._Element) -> etree._Element:
-        # feedgen drops rel/type/length from Atom links (lkiesow/python-feedgen#135).
+        # feedgen drops rel/type/length from Atom entry links (lkiesow/python-feedgen#135).
         for url, kind, length in self.enclosures:
-            link = etree.SubElement(entry, "link", rel="enclosure", href=url)
-            if kind:
-                link.set("type", kind)
-            if length:
-                link.set("length", str(length))
+            link = etree.SubElement(entry, "link", rel="enclosure", href=url, type=kind)
+            link.set("length", str(length))  # RFC 4287 4.2.7.6: a hint; 0 is "unknown"
         self._thumbnail(entry)
         return entry
 
@@ -129,90 +245,262 @@ class _ItemExtension(BaseEntryExtension):  # type: ignore[misc]
 
 
 class _FeedExtension(BaseExtension):  # type: ignore[misc]
+    """Namespaces, and the WebSub hub link RSS has no element for."""
+
+    def __init__(self) -> None:
+        self.hub: str | None = None
+
     def extend_ns(self) -> dict[str, str]:
         return {"dc": _DC_NS, "media": _MEDIA_NS}
 
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _xml_safe(text: str) -> str:
-    return clean_text(text)
+    def extend_rss(self, rss: etree._Element) -> etree._Element:
+        if self.hub:
+            channel = rss.find("channel")
+            etree.SubElement(channel, f"{{{_ATOM_NS}}}link", href=self.hub, rel="hub")
+        return rss
 
 
-def _feed_generator(
-    config: Config, spec: FeedSpec, items: Sequence[IndexedPost], fmt: str
-) -> FeedGenerator:
+def _generator() -> FeedGenerator:
     fg = FeedGenerator()
     fg.register_extension("agg", _FeedExtension, _ItemExtension, atom=True, rss=True)
-    newest = max((item.updated or item.date for item in items), default=EPOCH)
-    home = config.site.base_url
-    fg.id(feed_url(config, spec, "atom"))
-    fg.title(_xml_safe(spec.title))
-    fg.subtitle(_xml_safe(spec.description) or spec.title)
-    fg.description(_xml_safe(spec.description) or spec.title)
-    fg.author({"name": config.site.author})
-    fg.language(config.site.language)
-    fg.generator(GENERATOR, version=__version__, uri=GENERATOR_URI)
-    fg.updated(newest)
-    fg.lastBuildDate(newest)
-    for item in reversed(items):  # feedgen prepends: add oldest first
-        _add_entry(fg.add_entry(), item, config.build.full_content, fmt)
-    fg.link(href=home, rel="alternate")
     return fg
 
 
-def _add_entry(entry: FeedEntry, item: IndexedPost, full_content: bool, fmt: str) -> None:
-    # feedgen keeps one field for the RSS guid and the Atom id; each format gets its own.
-    if fmt == "rss":
-        permalink = item.id == item.link and item.id.startswith(("http://", "https://"))
-        entry.guid(item.id, permalink=permalink)
-    else:
-        entry.id(item.id if _is_uri(item.id) else _tag_uri(item))
-    entry.title(_xml_safe(item.title) or "(untitled)")
+def _fill_rss(entry: FeedEntry, item: FeedItem) -> None:
+    """Everything both formats share, plus RSS's guid and single enclosure."""
+    entry.guid(item.id, permalink=item.permalink)
+    entry.title(item.title)
     if item.link:
         entry.link(href=item.link, rel="alternate")
-    entry.author({"name": _xml_safe(item.author) or "unknown"})
-    entry.published(item.date)
-    entry.updated(item.updated if item.updated and item.updated > item.date else item.date)
-    entry.pubDate(item.date)
-    summary = _xml_safe(item.summary) or _xml_safe(item.title)
-    entry.description(summary)
-    entry.summary(summary)
-    if full_content and item.body:
-        body = _xml_safe(item.body)
-        if fmt == "rss":
-            entry.content(body.replace("]]>", "]]]]><![CDATA[>"), type="CDATA")
-        else:
-            entry.content(body, type="html")
-    for term in dict.fromkeys((*item.categories, *item.tags)):
-        entry.category(term=_xml_safe(term))
+    entry.author({"name": item.author})
+    entry.published(item.published)
+    entry.updated(item.updated)
+    entry.pubDate(item.published)
+    entry.description(item.summary, isSummary=True)  # not also Atom content (feedgen's default)
+    if item.content is not None:
+        # Escaped text, not CDATA: `]]>` in a body cannot end anything.
+        entry.content(item.content, type="html")
+    if item.terms:
+        entry.category([{"term": term} for term in item.terms])
     extension = entry.agg
-    extension.creator = _xml_safe(item.author)
-    extension.thumbnail = item.headimg
-    enclosures = [(e.url, e.type or "application/octet-stream", e.length) for e in item.enclosures]
-    if not enclosures and item.headimg:
-        enclosures = [(item.headimg, _image_type(item.headimg), 0)]
-    if fmt == "rss" and enclosures:
-        url, kind, length = enclosures[0]  # RSS allows one enclosure per item
+    extension.creator = item.author
+    extension.thumbnail = item.image
+    extension.enclosures = item.enclosures
+    if item.enclosures:
+        url, kind, length = item.enclosures[0]  # RSS allows one enclosure per item
         entry.enclosure(url, str(length), kind)
+
+
+def _switch_to_atom(entry: FeedEntry, item: FeedItem) -> None:
+    """Atom's id, and links without the enclosure feedgen would turn into a second alternate."""
+    entry.id(item.atom_id)
+    entry.link([{"href": item.link, "rel": "alternate"}] if item.link else [], replace=True)
+    if item.content is None and not item.link:
+        entry.content(item.summary, type="text")  # RFC 4287 4.1.2: content or an alternate link
+
+
+def _json_item(item: FeedItem) -> dict[str, object]:
+    entry: dict[str, object] = {"id": item.id}
+    if item.link:
+        entry["url"] = item.link
+    entry["title"] = item.title
+    if item.content is not None:
+        entry["content_html"] = item.content
     else:
-        extension.enclosures = enclosures
+        entry["content_text"] = item.summary
+    entry["summary"] = item.summary
+    if item.image:
+        entry["image"] = item.image
+    entry["date_published"] = _iso(item.published)
+    entry["date_modified"] = _iso(item.updated)
+    entry["authors"] = [{"name": item.author}]
+    if item.terms:
+        entry["tags"] = list(item.terms)
+    if item.enclosures:
+        entry["attachments"] = [
+            {"url": url, "mime_type": kind, **({"size_in_bytes": length} if length else {})}
+            for url, kind, length in item.enclosures
+        ]
+    return entry
+
+
+def render_fragments(posts: Sequence[IndexedPost], options: ItemOptions) -> list[Fragments]:
+    """Each post's RSS item, Atom entry and JSON Feed item, as feedgen would write them.
+
+    feedgen costs about 0.4 ms an item (three quarters of a full build); these
+    templates write the same bytes in a tenth of that. feedgen stays the
+    reference: ``render_fragments_with_feedgen`` renders through it, and the
+    tests hold the two byte for byte equal on arbitrary items.
+    """
+    fragments = []
+    for post in posts:
+        item = FeedItem.of(post, options)
+        fragments.append(
+            Fragments(
+                _rss_item(item).encode(), _atom_entry(item).encode(), _dump_json(_json_item(item)).encode()
+            )
+        )
+    return fragments
+
+
+def _text(value: str) -> str:
+    """Character data escaped as libxml2 writes it."""
+    if _NEEDS_ESCAPE.search(value) is None:
+        return value
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+
+
+_NEEDS_ESCAPE = re.compile("[&<>\r]")
+
+
+def _attr(value: str) -> str:
+    """An attribute value escaped as libxml2 writes it."""
+    return _text(value).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
+
+
+def _rss_item(item: FeedItem) -> str:
+    lines = ["    <item>", f"      <title>{_text(item.title)}</title>"]
+    if item.link:
+        lines.append(f"      <link>{_text(item.link)}</link>")
+    lines.append(f"      <description>{_text(item.summary)}</description>")
+    if item.content is not None:
+        lines.append(f"      <content:encoded>{_text(item.content)}</content:encoded>")
+    permalink = "true" if item.permalink else "false"
+    lines.append(f'      <guid isPermaLink="{permalink}">{_text(item.id)}</guid>')
+    lines += [f"      <category>{_text(term)}</category>" for term in item.terms]
+    if item.enclosures:
+        url, kind, length = item.enclosures[0]
+        lines.append(f'      <enclosure url="{_attr(url)}" length="{length}" type="{_attr(kind)}"/>')
+    lines.append(f"      <pubDate>{_rfc822(item.published)}</pubDate>")
+    lines.append(f"      <dc:creator>{_text(item.author)}</dc:creator>")
+    if item.image:
+        lines.append(f'      <media:thumbnail url="{_attr(item.image)}"/>')
+    lines.append("    </item>\n")
+    return "\n".join(lines)
+
+
+def _atom_entry(item: FeedItem) -> str:
+    lines = [
+        "  <entry>",
+        f"    <id>{_text(item.atom_id)}</id>",
+        f"    <title>{_text(item.title)}</title>",
+        f"    <updated>{item.updated.isoformat()}</updated>",
+        "    <author>",
+        f"      <name>{_text(item.author)}</name>",
+        "    </author>",
+    ]
+    if item.content is not None:
+        lines.append(f'    <content type="html">{_text(item.content)}</content>')
+    elif not item.link:
+        lines.append(f'    <content type="text">{_text(item.summary)}</content>')
+    if item.link:
+        lines.append(f'    <link href="{_attr(item.link)}"/>')
+    lines.append(f"    <summary>{_text(item.summary)}</summary>")
+    lines += [f'    <category term="{_attr(term)}"/>' for term in item.terms]
+    lines.append(f"    <published>{item.published.isoformat()}</published>")
+    lines += [
+        f'    <link rel="enclosure" href="{_attr(url)}" type="{_attr(kind)}" length="{length}"/>'
+        for url, kind, length in item.enclosures
+    ]
+    if item.image:
+        lines.append(f'    <media:thumbnail url="{_attr(item.image)}"/>')
+    lines.append("  </entry>\n")
+    return "\n".join(lines)
+
+
+def _rfc822(moment: datetime) -> str:
+    """RFC 822 as feedgen writes it (English names whatever the locale)."""
+    day = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[moment.weekday()]
+    month = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")[
+        moment.month - 1
+    ]
+    return f"{day}, {moment.day:02d} {month} {moment.year:04d} {moment.strftime('%H:%M:%S %z')}"
+
+
+def render_fragments_with_feedgen(posts: Sequence[IndexedPost], options: ItemOptions) -> list[Fragments]:
+    """The reference rendering: feedgen writes each item (one batch), split out of its output."""
+    items = [FeedItem.of(post, options) for post in posts]
+    return _render_batch(items)
+
+
+def _render_batch(items: Sequence[FeedItem]) -> list[Fragments]:
+    if not items:
+        return []
+    fg = _generator()
+    fg.id("urn:aggregator:batch")
+    fg.title("batch")
+    fg.link(href="urn:aggregator:batch")
+    fg.description("batch")
+    fg.updated(EPOCH)
+    entries = []
+    for item in items:
+        entry = fg.add_entry(order="append")
+        _fill_rss(entry, item)
+        entries.append(entry)
+    rss = _split(fg.rss_str(pretty=True).decode(), _RSS_ITEM, _RSS_END)
+    for entry, item in zip(entries, items, strict=True):
+        _switch_to_atom(entry, item)
+    atom = _split(fg.atom_str(pretty=True).decode(), _ATOM_ENTRY, _ATOM_END)
+    if not len(rss) == len(atom) == len(items):
+        raise BuildError("feedgen output did not split into one fragment per item")
+    texts = [_dump_json(_json_item(item)).encode() for item in items]
+    return [Fragments(r.encode(), a.encode(), j) for r, a, j in zip(rss, atom, texts, strict=True)]
+
+
+def _split(document: str, start: str, end: str) -> list[str]:
+    """The item fragments of a pretty-printed feed (all text is escaped, so tags are unambiguous)."""
+    body = document[document.find(start) : document.rfind(end)] if start in document else ""
+    return [start + part for part in body.split(start)[1:]]
+
+
+def _dump_json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def truncate_html(markup: str, limit: int) -> str:
+    """At most about ``limit`` characters of HTML, cut between tags, open elements closed."""
+    if len(markup) <= limit:
+        return markup
+    cut = limit
+    if markup.rfind("<", 0, cut) > markup.rfind(">", 0, cut):
+        cut = markup.rfind("<", 0, cut)  # not inside a tag
+    amp = markup.rfind("&", 0, cut)
+    if amp > markup.rfind(";", 0, cut) and cut - amp <= 10:
+        cut = amp  # not inside an entity
+    head = markup[:cut]
+    open_tags: list[str] = []
+    for match in _TAG.finditer(head):
+        closing, name, self_closing = match.group(1), match.group(2).lower(), match.group(3)
+        if self_closing or name in _VOID:
+            continue
+        if not closing:
+            open_tags.append(name)
+        elif name in open_tags:
+            del open_tags[len(open_tags) - 1 - open_tags[::-1].index(name) :]
+    return head.rstrip() + "…" + "".join(f"</{name}>" for name in reversed(open_tags))
+
+
+_TAG = re.compile(r"<(/?)([A-Za-z][\w:-]*)(?:\s[^>]*?)?(/?)>")
+_VOID = frozenset(
+    "area base br col embed hr img input link meta param source track wbr".split()  # noqa: SIM905
+)
 
 
 def _image_type(url: str) -> str:
     lowered = url.lower().split("?")[0]
     for suffix, kind in ((".png", "image/png"), (".gif", "image/gif"), (".webp", "image/webp"),
-                         (".svg", "image/svg+xml")):  # fmt: skip
+                         (".svg", "image/svg+xml"), (".avif", "image/avif")):  # fmt: skip
         if lowered.endswith(suffix):
             return kind
     return "image/jpeg"
 
 
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`]*")
+
+
 def _is_uri(value: str) -> bool:
-    scheme, sep, _rest = value.partition(":")
-    return bool(sep) and scheme.isascii() and scheme.isalpha() and " " not in value
+    """Looks like a URI (RFC 3986 scheme, nothing that is never allowed in one): a valid Atom id."""
+    return _URI.fullmatch(value) is not None
 
 
 def _tag_uri(item: IndexedPost) -> str:
@@ -220,133 +508,281 @@ def _tag_uri(item: IndexedPost) -> str:
     return f"urn:aggregator:{digest}"
 
 
-def render_rss(config: Config, spec: FeedSpec, items: Sequence[IndexedPost]) -> bytes:
-    fg = _feed_generator(config, spec, items, "rss")
-    fg.link(href=feed_url(config, spec, "rss"), rel="self", type=MEDIA_TYPES["rss"])
-    fg.link(href=config.site.base_url, rel="alternate")  # RSS <link> is the last link set
-    return bytes(fg.rss_str(pretty=True))
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def render_atom(config: Config, spec: FeedSpec, items: Sequence[IndexedPost]) -> bytes:
-    fg = _feed_generator(config, spec, items, "atom")
-    fg.link(href=feed_url(config, spec, "atom"), rel="self", type=MEDIA_TYPES["atom"])
-    return bytes(fg.atom_str(pretty=True))
+# Feeds --------------------------------------------------------------------------
 
 
-def render_json(config: Config, spec: FeedSpec, items: Sequence[IndexedPost]) -> bytes:
-    """JSON Feed 1.1 (https://www.jsonfeed.org/version/1.1/)."""
-    document: dict[str, object] = {
-        "version": "https://jsonfeed.org/version/1.1",
-        "title": spec.title,
+def _skeleton(config: Config, spec: FeedSpec, newest: datetime, fmt: str) -> FeedGenerator:
+    """The feed without its items: every channel element, from feedgen."""
+    fg = _generator()
+    fg.agg.hub = config.build.websub_hub
+    fg.id(feed_url(config, spec, "atom"))
+    fg.title(clean_text(spec.title))
+    description = clean_text(spec.description) or clean_text(spec.title)
+    fg.subtitle(description)
+    fg.description(description)
+    fg.author({"name": clean_text(config.site.author) or GENERATOR})
+    fg.language(config.site.language)
+    fg.generator(GENERATOR, version=__version__, uri=GENERATOR_URI)
+    fg.updated(newest)
+    fg.lastBuildDate(newest)
+    fg.pubDate(newest)
+    if fmt == "atom":
+        fg.link(href=config.site.base_url, rel="alternate", type="text/html")
+        fg.link(href=feed_url(config, spec, "atom"), rel="self", type=MEDIA_TYPES["atom"])
+        if config.build.websub_hub:
+            fg.link(href=config.build.websub_hub, rel="hub")
+    else:
+        fg.link(href=feed_url(config, spec, "rss"), rel="self", type=MEDIA_TYPES["rss"])
+        fg.link(href=config.site.base_url, rel="alternate")  # RSS <link> is the last link set
+    return fg
+
+
+def _newest(items: Sequence[FeedItem] | Sequence[FeedRef]) -> datetime:
+    stamps = [
+        max(ref.date_ts, ref.updated_ts or 0.0) if isinstance(ref, FeedRef) else ref.updated.timestamp()
+        for ref in items
+    ]
+    return datetime.fromtimestamp(max(stamps), UTC) if stamps else EPOCH
+
+
+def render_feed(
+    config: Config,
+    spec: FeedSpec,
+    fmt: str,
+    fragments: Sequence[Fragments],
+    newest: datetime,
+) -> bytes:
+    """A whole feed: feedgen's skeleton with the items' fragments spliced in."""
+    if fmt == "json":
+        return _render_json(config, spec, [f.json for f in fragments])
+    fg = _skeleton(config, spec, newest, fmt)
+    if fmt == "rss":
+        skeleton, end, parts = bytes(fg.rss_str(pretty=True)), _RSS_END, [f.rss for f in fragments]
+    else:
+        skeleton, end, parts = bytes(fg.atom_str(pretty=True)), _ATOM_END, [f.atom for f in fragments]
+    at = skeleton.rfind(end.encode())
+    return b"".join((skeleton[:at], *parts, skeleton[at:]))
+
+
+def render_feed_directly(config: Config, spec: FeedSpec, fmt: str, posts: Sequence[IndexedPost]) -> bytes:
+    """The same feed rendered by feedgen in one piece, without the fragment cache (for tests)."""
+    options = ItemOptions.of(config)
+    items = [FeedItem.of(post, options) for post in posts]
+    newest = _newest(items)
+    if fmt == "json":
+        return _render_json(config, spec, [_dump_json(_json_item(item)).encode() for item in items])
+    fg = _skeleton(config, spec, newest, fmt)
+    for item in items:
+        entry = fg.add_entry(order="append")
+        _fill_rss(entry, item)
+        if fmt == "atom":
+            _switch_to_atom(entry, item)
+    return bytes(fg.rss_str(pretty=True) if fmt == "rss" else fg.atom_str(pretty=True))
+
+
+def _render_json(config: Config, spec: FeedSpec, items: Sequence[bytes]) -> bytes:
+    """JSON Feed 1.1 (https://www.jsonfeed.org/version/1.1/): one line per top-level key and item."""
+    head: dict[str, object] = {
+        "version": JSON_FEED_VERSION,
+        "title": clean_text(spec.title),
         "home_page_url": config.site.base_url,
         "feed_url": feed_url(config, spec, "json"),
-        "description": spec.description,
+        "description": clean_text(spec.description),
         "language": config.site.language,
-        "authors": [{"name": config.site.author}],
-        "items": [_json_item(item, config.build.full_content) for item in items],
+        "authors": [{"name": clean_text(config.site.author) or GENERATOR}],
     }
-    return (json.dumps(document, ensure_ascii=False, indent=1) + "\n").encode()
+    if config.build.websub_hub:
+        head["hubs"] = [{"type": "WebSub", "url": config.build.websub_hub}]
+    lines = [f" {_dump_json(key)}: {_dump_json(value)}," for key, value in head.items()]
+    top = ("{\n" + "\n".join(lines) + "\n").encode()
+    items = [item for item in items if item]
+    if not items:
+        return top + b' "items": []\n}\n'
+    return top + b' "items": [\n  ' + b",\n  ".join(items) + b"\n ]\n}\n"
 
 
-def _json_item(item: IndexedPost, full_content: bool) -> dict[str, object]:
-    entry: dict[str, object] = {"id": item.id}
-    if item.link:
-        entry["url"] = item.link
-    entry["title"] = item.title
-    if full_content and item.body:
-        entry["content_html"] = item.body
-    else:
-        entry["content_text"] = item.summary
-    entry["summary"] = item.summary
-    if item.headimg:
-        entry["image"] = item.headimg
-    entry["date_published"] = _iso(item.date)
-    entry["date_modified"] = _iso(item.updated if item.updated and item.updated > item.date else item.date)
-    entry["authors"] = [{"name": item.author}]
-    tags = list(dict.fromkeys((*item.categories, *item.tags)))
-    if tags:
-        entry["tags"] = tags
-    if item.enclosures:
-        entry["attachments"] = [
-            {
-                "url": e.url,
-                "mime_type": e.type or "application/octet-stream",
-                **({"size_in_bytes": e.length} if e.length else {}),
-            }
-            for e in item.enclosures
-        ]
-    return entry
+class FragmentCache:
+    """Rendered items by (source, id, content hash), least recently used dropped past a byte budget."""
+
+    def __init__(self, budget: int = FRAGMENT_CACHE_BYTES) -> None:
+        self.budget = budget
+        self.size = 0
+        self.options: ItemOptions | None = None
+        self._items: OrderedDict[tuple[str, str, str], Fragments] = OrderedDict()
+
+    def reset_if_changed(self, options: ItemOptions) -> None:
+        if options != self.options:
+            self._items.clear()
+            self.size = 0
+            self.options = options
+
+    def get(self, key: tuple[str, str, str]) -> Fragments | None:
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, str, str], fragments: Fragments) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.size -= old.size
+        self._items[key] = fragments
+        self.size += fragments.size
+        while self.size > self.budget and len(self._items) > 1:
+            _key, dropped = self._items.popitem(last=False)
+            self.size -= dropped.size
 
 
-RENDERERS = {"rss": render_rss, "atom": render_atom, "json": render_json}
+def _settings_signature(config: Config) -> str:
+    """What every feed's bytes depend on besides its own title, description and items."""
+    build = config.build.model_dump(mode="json", exclude={"categories"})
+    return json.dumps([__version__, config.site.model_dump(mode="json"), build], ensure_ascii=False)
 
 
-def _signature(config: Config, spec: FeedSpec, items: Sequence[IndexedPost]) -> str:
+def _signature(settings: str, spec: FeedSpec, refs: Sequence[FeedRef]) -> str:
     material = json.dumps(
-        [
-            __version__,
-            config.site.model_dump(mode="json"),
-            config.build.model_dump(mode="json"),
-            spec.title,
-            spec.description,
-            [(i.source, i.id, i.content_hash) for i in items],
-        ],
+        [settings, spec.title, spec.description, [(r.source, r.entry_id, r.content_hash) for r in refs]],
         ensure_ascii=False,
     )
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+def _unique(refs: Sequence[FeedRef], limit: int) -> list[FeedRef]:
+    """One item per entry id: the same entry from two sources is one item (unique guids)."""
+    seen: set[str] = set()
+    kept = []
+    for ref in refs:
+        if ref.entry_id not in seen:
+            seen.add(ref.entry_id)
+            kept.append(ref)
+    return kept[:limit]
+
+
 class FeedBuilder:
     """Builds feeds from the index and publishes them atomically."""
 
-    def __init__(self, config: Config, store: PostStore) -> None:
+    def __init__(self, config: Config, store: PostStore, *, cache_bytes: int = FRAGMENT_CACHE_BYTES) -> None:
         self.config = config
         self.store = store
-        self.root = config.feeds_dir
+        self.cache = FragmentCache(cache_bytes)
+        self._source_categories: dict[str, tuple[str, ...]] = {}
+
+    @property
+    def root(self) -> Path:
+        return self.config.feeds_dir
 
     def build(self, keys: Iterable[str] | None = None) -> BuildReport:
         """Rebuild ``keys`` (all feeds when None) and the index pages when anything changed."""
         report = BuildReport()
+        self.cache.reset_if_changed(ItemOptions.of(self.config))
+        settings = _settings_signature(self.config)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            existing = set(self.store.feed_keys())
-            wanted = existing if keys is None else set(keys) & existing
-            for key in sorted(wanted):
-                if self._build_one(spec_for(key, self.config)):
+            published = {key for key, *_ in self.store.published_feeds()}
+            if keys is None:
+                wanted = set(self.store.feed_keys())
+                gone = published - wanted
+            else:
+                asked = set(keys)
+                wanted = self.store.feed_keys_present(asked)
+                gone = (asked - wanted) & published
+            self._source_categories = self._categories_of_sources(wanted)
+            for key in sorted(wanted, key=self._locality):
+                if self._build_one(spec_for(key, self.config), settings, report):
                     report.rendered.append(key)
                 else:
                     report.skipped += 1
-            published = {key for key, *_ in self.store.published_feeds()}
-            for key in sorted(published - existing):
+            for key in sorted(gone):
                 self._remove(spec_for(key, self.config))
                 report.removed.append(key)
+            if keys is None:
+                report.swept += self._sweep({spec_for(key, self.config).relative_dir for key in wanted})
             if report.changed or keys is None or not (self.root / "index.html").exists():
                 self._write_indexes()
         except OSError as error:
             raise BuildError(f"cannot write feeds under {self.root}: {error}") from error
         return report
 
-    def _build_one(self, spec: FeedSpec) -> bool:
-        items = self.store.feed_items(spec.key, self.config.build.max_items)
-        signature = _signature(self.config, spec, items)
+    def _categories_of_sources(self, keys: set[str]) -> dict[str, tuple[str, ...]]:
+        """Each source's category path: from the config, else from its newest post."""
+        found = {source.name: source.categories for source in self.config.sources}
+        for key in keys:
+            kind, parts = split_key(key)
+            if kind == "source" and parts[0] not in found and (refs := self.store.feed_refs(key, 1)):
+                posts = self.store.indexed_posts([(refs[0].source, refs[0].entry_id)])
+                found[parts[0]] = next(iter(posts.values())).categories if posts else ()
+        return found
+
+    def _locality(self, key: str) -> tuple[tuple[int, str], ...]:
+        """Children before parents, each source beside its categories: rendered items are reused soon."""
+        kind, parts = split_key(key)
+        if kind == "category":
+            return (*((0, part) for part in parts), (2, ""))
+        if kind == "source":
+            categories = self._source_categories.get(parts[0], ())
+            return (*((0, part) for part in categories), (1, parts[0]))
+        return ((3, key),)
+
+    def _build_one(self, spec: FeedSpec, settings: str, report: BuildReport) -> bool:
+        limit = self.config.build.max_items
+        refs = self._newest_unique(spec.key, limit)
+        signature = _signature(settings, spec, refs)
         directory = self.root / spec.relative_dir
         files = {fmt: directory / FORMAT_FILES[fmt] for fmt in self.config.build.formats}
         if self.store.feed_signature(spec.key) == signature and all(p.exists() for p in files.values()):
             return False
+        fragments = self._fragments(refs)
+        newest = _newest(refs)
+        written = False
         for fmt, path in files.items():
-            data = RENDERERS[fmt](self.config, spec, items)
-            if not path.exists() or path.read_bytes() != data:
+            data = render_feed(self.config, spec, fmt, fragments, newest)
+            if _differs(path, data):
                 write_atomic(path, data)
+                report.written_urls.append(feed_url(self.config, spec, fmt))
+                written = True
         for other, name in FORMAT_FILES.items():
             if other not in files:
                 with contextlib.suppress(FileNotFoundError):
                     (directory / name).unlink()
-        newest = max((item.date for item in items), default=None)
-        self.store.record_feed(spec.key, signature, spec.title, len(items), newest)
-        return True
+        newest_post = datetime.fromtimestamp(refs[0].date_ts, UTC) if refs else None
+        self.store.record_feed(spec.key, signature, spec.title, len(refs), newest_post)
+        return written
+
+    def _newest_unique(self, key: str, limit: int) -> list[FeedRef]:
+        """The newest ``limit`` distinct entries; the window grows while duplicates fill it."""
+        window = limit + _DUPLICATE_MARGIN
+        while True:
+            refs = self.store.feed_refs(key, window)
+            unique = _unique(refs, limit)
+            if len(unique) >= limit or len(refs) < window:
+                return unique
+            window *= 4
+
+    def _fragments(self, refs: Sequence[FeedRef]) -> list[Fragments]:
+        """Each ref's rendered item, from the cache or rendered now (one batch per feed)."""
+        keys = [(r.source, r.entry_id, r.content_hash) for r in refs]
+        found = {key: hit for key in keys if (hit := self.cache.get(key)) is not None}
+        missing = [key for key in keys if key not in found]
+        if missing:
+            posts = self.store.indexed_posts((source, entry_id) for source, entry_id, _hash in missing)
+            batch = [posts[(s, e)] for s, e, _h in missing if (s, e) in posts]
+            for post, fragments in zip(
+                batch, render_fragments(batch, ItemOptions.of(self.config)), strict=True
+            ):
+                key = (post.source, post.id, post.content_hash)
+                found[key] = fragments
+                self.cache.put(key, fragments)
+        return [found[key] for key in keys if key in found]
 
     def _remove(self, spec: FeedSpec) -> None:
-        directory = self.root / spec.relative_dir
+        self._remove_dir(self.root / spec.relative_dir)
+        self.store.forget_feed(spec.key)
+
+    def _remove_dir(self, directory: Path) -> None:
         for name in FORMAT_FILES.values():
             with contextlib.suppress(FileNotFoundError):
                 (directory / name).unlink()
@@ -355,18 +791,41 @@ class FeedBuilder:
             while directory != self.root and not any(directory.iterdir()):
                 directory.rmdir()
                 directory = directory.parent
-        self.store.forget_feed(spec.key)
+
+    def _sweep(self, wanted: set[PurePosixPath]) -> list[str]:
+        """Feed files no key wants (left by a rebuilt index or a renamed category); their paths."""
+        stale = []
+        for kind in FEED_KINDS:
+            for dirpath, _dirs, filenames in os.walk(self.root / kind):
+                relative = PurePosixPath(Path(dirpath).relative_to(self.root).as_posix())
+                if relative not in wanted and set(filenames) & set(FORMAT_FILES.values()):
+                    stale.append(str(relative))
+        for path in stale:
+            self._remove_dir(self.root / path)
+        return stale
 
     def _write_indexes(self) -> None:
         feeds = [(spec_for(key, self.config), count, newest)
                  for key, _title, count, newest in self.store.published_feeds()]  # fmt: skip
-        feeds.sort(key=lambda f: (["all", "category", "source"].index(f[0].kind), f[0].parts))
+        feeds.sort(key=lambda f: (FEED_KINDS.index(f[0].kind), f[0].parts))
         index_html = render_index_html(self.config, feeds)
         opml = render_opml(self.config, feeds)
         for name, data in (("index.html", index_html), ("index.opml", opml)):
             path = self.root / name
-            if not path.exists() or path.read_bytes() != data:
+            if _differs(path, data):
                 write_atomic(path, data)
+
+
+def _differs(path: Path, data: bytes) -> bool:
+    try:
+        if path.stat().st_size != len(data):
+            return True
+        return path.read_bytes() != data
+    except FileNotFoundError:
+        return True
+
+
+# Discovery ----------------------------------------------------------------------
 
 
 def render_index_html(config: Config, feeds: Sequence[tuple[FeedSpec, int, datetime | None]]) -> bytes:
@@ -401,7 +860,7 @@ def render_index_html(config: Config, feeds: Sequence[tuple[FeedSpec, int, datet
         label = {"all": "Everything", "source": "Source: ", "category": ""}[spec.kind]
         name = label + (spec.parts[-1] if spec.parts else "")
         links = " ".join(
-            f'<a href="{escape(str(spec.relative_dir / FORMAT_FILES[fmt]))}">{fmt.upper()}</a>'
+            f'<a href="{escape(quote(str(spec.relative_dir / FORMAT_FILES[fmt])))}">{fmt.upper()}</a>'
             for fmt in config.build.formats
         )
         when = newest.strftime("%Y-%m-%d %H:%M UTC") if newest else "—"
@@ -435,6 +894,10 @@ def render_opml(config: Config, feeds: Sequence[tuple[FeedSpec, int, datetime | 
         while open_path and list(spec.parts[: len(open_path)]) != open_path:
             lines.append("  " * len(open_path) + "</outline>")
             open_path.pop()
+        # A category whose parent has no feed of its own still nests under it.
+        for missing in spec.parts[len(open_path) : -1]:
+            lines.append("  " * (len(open_path) + 1) + f"<outline text={quoteattr(missing)}>")
+            open_path.append(missing)
         indent = "  " * (len(open_path) + 1)
         lines.append(f"{indent}<outline text={quoteattr(spec.parts[-1])}>")
         lines.append(f"{indent}  {outline(spec, spec.parts[-1] + ' (all)')}/>")

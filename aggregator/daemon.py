@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from aggregator import websub
 from aggregator.build import FeedBuilder
 from aggregator.config import Config, SourceConfig, load_config
 from aggregator.errors import AggregatorError, ConfigError
@@ -334,6 +335,7 @@ class Daemon:
         self._builds += 1
         if report.changed:
             log.info("built %d feeds (%d unchanged) in %.2fs", len(report.rendered), report.skipped, elapsed)
+        await websub.announce(self.config, report.written_urls)
         return True
 
     # Health ----------------------------------------------------------------
