@@ -23,15 +23,25 @@ def temp_path_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 
-def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> os.stat_result:
+    """Write ``data`` to ``path`` atomically; return the new file's stat (mtime and size)."""
     temp = temp_path_for(path)
     try:
-        with open(temp, "xb") as handle:
-            handle.write(data)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except FileNotFoundError:
+        # Creating the directory only when it is missing saves a syscall per file.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
+                os.fsync(fd)
+            stat = os.fstat(fd)
+        finally:
+            os.close(fd)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -39,6 +49,7 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
         raise
     if fsync:
         fsync_directory(path.parent)
+    return stat
 
 
 def fsync_directory(directory: Path) -> None:

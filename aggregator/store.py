@@ -572,7 +572,7 @@ class PostStore:
         known, pruned = self._known(posts)
         results: list[SaveResult] = []
         written: list[Path] = []
-        rows: list[tuple[Post, Post, str, _Known | None, bool]] = []
+        rows: list[tuple[Post, Post, str, _Known | None, bool, os.stat_result]] = []
         seen: set[tuple[str, str]] = set()
         taken: set[str] = set()
         for post in posts:
@@ -606,11 +606,11 @@ class PostStore:
             taken.add(relpath)
             path = self.posts_dir / relpath
             try:
-                write_atomic(path, render_post(to_write), fsync=self.fsync == "file")
+                stat = write_atomic(path, render_post(to_write), fsync=self.fsync == "file")
             except OSError as error:
                 raise StoreError(f"cannot write {path}: {error}") from error
             written.append(path)
-            rows.append((post, to_write, relpath, previous, revision))
+            rows.append((post, to_write, relpath, previous, revision, stat))
             results.append(SaveResult(to_write, outcome, path))
         if self.fsync == "batch" and written:
             try:
@@ -619,7 +619,7 @@ class PostStore:
                 raise StoreError(f"cannot flush posts to disk under {self.posts_dir}: {error}") from error
         if rows:
             with self._transaction():
-                for post, to_write, relpath, previous, revision in rows:
+                for post, to_write, relpath, previous, revision, stat in rows:
                     if previous is None:
                         rewrites, last_rewrite = 0, None
                     else:
@@ -633,6 +633,7 @@ class PostStore:
                         rewrites=rewrites,
                         last_rewrite_ts=last_rewrite,
                         replace_feeds=previous is not None,
+                        stat=stat,
                     )
         return results
 
@@ -659,10 +660,10 @@ class PostStore:
         rewrites: int = 0,
         last_rewrite_ts: float | None = None,
         replace_feeds: bool = True,
+        stat: os.stat_result | None = None,
     ) -> None:
-        path = self.posts_dir / relpath
         try:
-            stat = path.stat()
+            stat = stat or os.stat(self.posts_dir / relpath)
             mtime_ns, size = stat.st_mtime_ns, stat.st_size
         except OSError:
             mtime_ns, size = 0, 0

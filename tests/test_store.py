@@ -421,6 +421,28 @@ def test_hand_edited_and_deleted_posts_show_in_the_next_build(tmp_path: Path) ->
         assert _rss_titles(tmp_path / "feeds" / feed / "rss.xml") == ["Local post 2", "Renamed by hand"]
     verify = run_cli("verify", config=config)
     assert verify.returncode == 0, verify.stdout
+    # Entries that disappear upstream keep their posts; the hand edit survives a fetch.
+    _local_feed(tmp_path / "local.xml", 1)
+    assert run_cli("fetch", config=config).returncode == 0
+    assert sorted(read_post(p).title for p in (tmp_path / "posts").rglob("*.md")) == [
+        "Local post 0",  # deleted by hand, but still upstream: fetched again
+        "Local post 2",
+        "Renamed by hand",
+    ]
+
+
+def test_a_newer_index_stops_the_cli_with_one_line(tmp_path: Path) -> None:
+    from support.helpers import run_cli, write_config
+
+    config = write_config(tmp_path, [])
+    PostStore(tmp_path / "posts", tmp_path / "data" / "index.sqlite3").close()
+    with sqlite3.connect(tmp_path / "data" / "index.sqlite3") as db:
+        db.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
+    for command in ("fetch", "build", "reindex", "verify"):
+        result = run_cli(command, config=config)
+        assert result.returncode == 2, command
+        assert "index schema version 7 is newer than this program understands" in result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_retention_limits_prune_posts_and_feeds_through_the_cli(tmp_path: Path) -> None:
