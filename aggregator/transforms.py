@@ -2,10 +2,12 @@
 
 1. ``full_text``: the body becomes the article extracted (trafilatura) from
    the entry's page, for feeds that carry only a summary. Pages are fetched
-   politely (one at a time per host, a small size cap, their own deadline)
-   and every outcome is cached in ``<data>/articles/``, so an article is
-   fetched once: later fetches of the feed reuse it, and a post's body stays
-   the same from run to run. A failed page is tried again after a day.
+   politely (one at a time per host, a small size cap, their own deadline,
+   at most ``MAX_ARTICLES_PER_UPDATE`` per update: the rest keep their
+   summary until a later update) and every outcome is cached in
+   ``<data>/articles/``, so an article is fetched once: later fetches of the
+   feed reuse it, and a post's body stays the same from run to run. A failed
+   page is tried again after a day.
 2. ``opencc``: title and body converted between Simplified and Traditional
    Chinese (only the text between tags, so URLs stay intact).
 3. ``rewrite``: regular-expression substitutions on the title or the body.
@@ -47,6 +49,9 @@ ARTICLE_LIMITS = FetchLimits(
 )
 ARTICLE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
 RETRY_FAILED_AFTER = timedelta(days=1)
+# Pages fetched per source update at most; the rest keep their summary until a later update
+# fetches them (a first poll of a 500-entry feed must not take an hour, nor hammer the site).
+MAX_ARTICLES_PER_UPDATE = 20
 _TAG = re.compile(r"(<[^>]*>)")
 
 
@@ -126,22 +131,31 @@ class Transformer:
     async def apply(self, posts: Sequence[Post], settings: TransformsConfig, *, trusted: bool) -> list[Post]:
         out = list(posts)
         if settings.full_text:
-            out = list(await asyncio.gather(*(self._full_text(post) for post in out)))
+            missing = [p.link for p in out if self._needs_fetch(p)]
+            allowed = set(missing[:MAX_ARTICLES_PER_UPDATE])
+            out = list(await asyncio.gather(*(self._full_text(p, may_fetch=p.link in allowed) for p in out)))
         if settings.opencc:
             out = [convert_chinese(post, settings.opencc) for post in out]
         if settings.rewrite:
             out = [self._rewrite(post, settings, trusted=trusted) for post in out]
         return out
 
-    async def _full_text(self, post: Post) -> Post:
+    def _needs_fetch(self, post: Post) -> bool:
+        if urlsplit(post.link).scheme not in ("http", "https"):
+            return False
+        article = self.cache.get(post.link)
+        return article is None or (
+            article.html is None and datetime.now(UTC) - article.fetched_at > RETRY_FAILED_AFTER
+        )
+
+    async def _full_text(self, post: Post, *, may_fetch: bool) -> Post:
         if urlsplit(post.link).scheme not in ("http", "https"):
             return post
         article = self.cache.get(post.link)
-        now = datetime.now(UTC)
-        if article is None or (article.html is None and now - article.fetched_at > RETRY_FAILED_AFTER):
-            article = await self._fetch_article(post.link, now)
+        if may_fetch:
+            article = await self._fetch_article(post.link, datetime.now(UTC))
             self.cache.put(article)
-        if article.html is None:
+        if article is None or article.html is None:
             return post
         body = sanitize_html(article.html, post.link)
         return replace(post, body=escape_braces(body) if self.escape_braces else body)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,11 @@ from starlette.staticfiles import StaticFiles
 from support.helpers import FIXTURES, run_cli, write_config
 from support.servers import AppServer
 
-from aggregator.config import load_config
+from aggregator import transforms
+from aggregator.config import TransformsConfig, load_config
 from aggregator.errors import ConfigError
+from aggregator.normalize import SourceRules, normalize
+from aggregator.parse import parse_document
 
 ARTICLE = FIXTURES / "sources" / "article.html"
 
@@ -93,6 +98,37 @@ def test_full_text_is_extracted_from_the_article_page_and_cached(
     assert app.hits["/second.html"] == 1
     assert post_file.stat().st_mtime_ns == written
     assert "thirty-one years" in _posts(site)["Second"].content
+
+
+def test_article_fetches_per_update_are_capped_and_the_rest_come_later(
+    tmp_path: Path,
+    feed_dir: Path,
+    counting: tuple[CountingServer, AppServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, server = counting
+    monkeypatch.setattr(transforms, "MAX_ARTICLES_PER_UPDATE", 1)
+    for name in ("one.html", "two.html"):
+        shutil.copy(ARTICLE, feed_dir / name)
+    feed = _rss([("One", server.url("one.html")), ("Two", server.url("two.html"))]).encode()
+    parsed = parse_document(feed, {}, server.url("feed.xml"))
+    posts = [normalize(e, SourceRules(name="s", categories=()), datetime.now(UTC)) for e in parsed.entries]
+    config = load_config(write_config(tmp_path, []))
+
+    async def shape() -> list[str]:
+        transformer = transforms.Transformer(config)
+        try:
+            shaped = await transformer.apply(posts, TransformsConfig(full_text=True), trusted=False)
+        finally:
+            await transformer.aclose()
+        return [p.body for p in shaped]
+
+    first = asyncio.run(shape())
+    assert (app.hits["/one.html"], app.hits["/two.html"]) == (1, 0)
+    assert "thirty-one years" in first[0] and first[1] == posts[1].body
+    second = asyncio.run(shape())
+    assert (app.hits["/one.html"], app.hits["/two.html"]) == (1, 1)
+    assert all("thirty-one years" in body for body in second)
 
 
 CHINESE_FEED = """\
