@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -471,7 +470,9 @@ def add(
             raise _fail(
                 f"{len(candidates)} feeds found; pass --yes to take the first, or add one of their URLs"
             )
-        number = typer.prompt("Which one", type=click.IntRange(1, len(candidates)), default=1)
+        number = 0
+        while not 1 <= number <= len(candidates):
+            number = typer.prompt(f"Which one (1-{len(candidates)})", type=int, default=1)
         chosen = candidates[number - 1]
     source_name = (name or chosen.title or urlsplit(chosen.url).netloc or chosen.url).strip()
     for existing in config.sources:
