@@ -258,6 +258,10 @@ def render_post(post: Post) -> bytes:
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _RESOLVER = yaml.resolver.Resolver()
+# Only a string starting with one of these can read back as another type; the
+# others (most titles, every URL) skip the resolver's regular expressions.
+_IMPLICIT_FIRST = frozenset(k for k in yaml.resolver.Resolver.yaml_implicit_resolvers if k)
+_ALWAYS_RESOLVE = None in yaml.resolver.Resolver.yaml_implicit_resolvers
 
 
 def _events(matter: dict[str, Any]) -> list[yaml.Event]:
@@ -292,8 +296,11 @@ def _node_events(value: Any, events: list[yaml.Event]) -> None:
         events.append(yaml.ScalarEvent(None, "tag:yaml.org,2002:int", (True, False), str(value)))
     else:
         text = str(value)
-        resolved = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
-        plain = resolved == _STR_TAG
+        if text and text[0] not in _IMPLICIT_FIRST and not _ALWAYS_RESOLVE:
+            plain = True
+        else:
+            resolved = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
+            plain = resolved == _STR_TAG
         events.append(yaml.ScalarEvent(None, _STR_TAG, (plain, True), text))
 
 
@@ -685,7 +692,7 @@ class PostStore:
                 post.headimg,
                 json.dumps([[e.url, e.type, e.length] for e in post.enclosures]),
                 post.body,
-                post.summary,
+                "",  # the summary is made when a feed needs it (most posts never are in one)
                 post.content_hash,
                 rewrites,
                 last_rewrite_ts,
