@@ -48,6 +48,8 @@ log = logging.getLogger("aggregator.daemon")
 BUILD_DEBOUNCE_SECONDS = 1.0
 STOP_DEADLINE_SECONDS = 10.0
 CONFIG_POLL_SECONDS = 1.0
+# A job this far past its due time means the scheduler has stopped firing: /healthz says 503.
+HEALTH_LATE_SECONDS = 300.0
 
 
 class DaemonLock:
@@ -342,9 +344,13 @@ class Daemon:
 
     def health(self) -> dict[str, Any]:
         alive = self.scheduler.running and not self._stopping.is_set()
+        now = utcnow()
+        dues = self.scheduler.due_times().values() if alive else ()
+        late = max(((now - due).total_seconds() for due in dues if due is not None), default=0.0)
         return {
-            "ok": alive,
+            "ok": alive and late < HEALTH_LATE_SECONDS,
             "scheduler": "running" if alive else "stopped",
+            "most_late_seconds": round(max(late, 0.0), 1),
             "last_build": self._last_build,
             "builds": self._builds,
             "sources": len(self.config.sources),

@@ -744,3 +744,30 @@ def test_reload_reschedules_a_changed_source_and_keeps_the_rest(tmp_path: Path, 
     assert "2:00:00" in trigger
     # a's config changed: it is polled again soon, then every two hours.
     assert after["a"] < before["a"] - timedelta(minutes=55)
+
+
+def test_healthz_fails_when_the_scheduler_stops_firing(tmp_path: Path, feed_dir: Path) -> None:
+    (feed_dir / "a.xml").write_bytes(rss("a", 1))
+    config = write_config(
+        tmp_path / "site", [{"name": "a", "url": str(feed_dir / "a.xml"), "interval": "1h"}]
+    )
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        daemon = _daemon(config)
+        daemon._schedule_all(daemon.config.sources)
+        daemon.scheduler.start()
+        try:
+            await daemon._run_source("a")
+            healthy = daemon.health()
+            # A scheduler that stopped firing: the job stays far past its due time.
+            daemon.scheduler.scheduler.pause()
+            daemon.scheduler.scheduler.get_job("a").modify(next_run_time=utcnow() - timedelta(minutes=10))
+            stalled = daemon.health()
+        finally:
+            daemon.scheduler.shutdown()
+            await daemon.close()
+        return healthy, stalled
+
+    healthy, stalled = asyncio.run(scenario())
+    assert healthy["ok"] and healthy["most_late_seconds"] == 0 and healthy["builds"] == 0
+    assert not stalled["ok"] and stalled["most_late_seconds"] >= 600
