@@ -1,6 +1,6 @@
 """Retrieve a source's bytes politely, bounded in size and time.
 
-One shared ``httpx.AsyncClient`` per proxy setting; a global and a per-host
+One small httpx connection pool per (proxy, host); a global and a per-host
 concurrency limit; conditional GET with the stored validators; redirects
 followed by hand so that permanent ones can be remembered and redirects into
 private networks refused; the body decompressed by us, with a cap on the
@@ -15,7 +15,10 @@ returned ``FetchResult``; HTTP failures are raised as ``FetchError`` subclasses.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import email.utils
+import functools
 import ipaddress
 import os
 import re
@@ -23,7 +26,7 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -268,46 +271,46 @@ class Fetcher:
         self.user_agent = user_agent
         self.limits = limits
         self.resolver = resolver
-        self._clients: dict[tuple[str | None, str], httpx.AsyncClient] = {}
+        self._transports: dict[tuple[str | None, str], httpx.AsyncHTTPTransport] = {}
+        self._timeouts = {
+            "connect": limits.connect_timeout,
+            "read": limits.read_timeout,
+            "write": limits.read_timeout,
+            "pool": limits.deadline,
+        }
         self._ssl: ssl.SSLContext | None = None
         self._global = asyncio.Semaphore(limits.concurrency)
         self._per_host: dict[str, asyncio.Semaphore] = {}
 
-    def _client(self, proxy: str | None, url: str) -> httpx.AsyncClient:
-        """One client per (proxy, origin host), sharing one TLS context.
+    def _transport(self, proxy: str | None, url: str) -> httpx.AsyncHTTPTransport:
+        """One connection pool per (proxy, origin host), sharing one TLS context.
 
         httpcore's pool checks every pooled connection on every request, so one
         big shared pool costs O(connections) per request (1,000 polls took 2.5 s
-        instead of 0.7 s). A small pool per host also caps its connections.
+        instead of 0.7 s); a small pool per host also caps its connections. We
+        talk to the transport directly: redirects, auth, cookies and headers are
+        all ours, and the client layer above it cost a fifth of each request.
+        Proxies come from the config only (no surprise .netrc or env proxies).
         """
         key = (proxy, _host_key(url))
-        client = self._clients.get(key)
-        if client is None:
+        transport = self._transports.get(key)
+        if transport is None:
             if self._ssl is None:
                 self._ssl = httpx.create_ssl_context()
-            client = self._clients[key] = httpx.AsyncClient(
-                follow_redirects=False,
-                # Proxies come from the config only: no surprise .netrc or env proxies.
-                trust_env=False,
-                proxy=proxy,
+            transport = self._transports[key] = httpx.AsyncHTTPTransport(
                 verify=self._ssl,
-                timeout=httpx.Timeout(
-                    self.limits.read_timeout,
-                    connect=self.limits.connect_timeout,
-                    pool=self.limits.deadline,
-                ),
+                proxy=proxy,
                 limits=httpx.Limits(
                     max_connections=self.limits.per_host,
                     max_keepalive_connections=self.limits.per_host,
                 ),
-                headers={"User-Agent": self.user_agent},
             )
-        return client
+        return transport
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        for transport in self._transports.values():
+            await transport.aclose()
+        self._transports.clear()
 
     async def fetch(self, request: FetchRequest) -> FetchResult:
         if "@" in request.url:
@@ -380,19 +383,27 @@ class Fetcher:
         raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=safe)
 
     async def _fetch_once(self, request: FetchRequest, url: str) -> FetchResult | tuple[int, str]:
-        headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip, deflate", **request.headers}
-        auth = request.auth
-        if _origin(url) != _origin(request.url):
+        headers = {
+            "User-Agent": self.user_agent,
+            "Accept": ACCEPT,
+            "Accept-Encoding": "gzip, deflate",
+            **request.headers,
+        }
+        if request.auth is not None:
+            user, password = request.auth
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            headers["Authorization"] = f"Basic {token}"
+        if url != request.url and _origin(url) != _origin(request.url):
             # Credentials are for the configured origin only, never for wherever it redirects.
-            auth = None
             headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
         if request.validators.etag:
             headers["If-None-Match"] = request.validators.etag
         if request.validators.last_modified:
             headers["If-Modified-Since"] = request.validators.last_modified
-        client = self._client(request.proxy, url)
+        transport = self._transport(request.proxy, url)
         now = datetime.now(UTC)
-        async with client.stream("GET", url, headers=headers, auth=auth) as response:
+        http_request = httpx.Request("GET", url, headers=headers, extensions={"timeout": self._timeouts})
+        async with _closing(await transport.handle_async_request(http_request)) as response:
             status = response.status_code
             response_headers = {k.lower(): v for k, v in response.headers.items()}
             if status in PERMANENT_REDIRECTS | TEMPORARY_REDIRECTS:
@@ -411,7 +422,8 @@ class Fetcher:
                     validators=request.validators,
                     fresh_for=freshness(response_headers, now),
                 )
-            _raise_for_status(status, response_headers, redact_url(url), now)
+            if not 200 <= status < 300:
+                _raise_for_status(status, response_headers, redact_url(url), now)
             body = await self._read_body(response, url)
         validators = Validators(
             etag=response_headers.get("etag"), last_modified=response_headers.get("last-modified")
@@ -475,6 +487,14 @@ def _describe_transport_error(error: httpx.HTTPError) -> str:
     return f"{kind}: {detail}"
 
 
+@contextlib.asynccontextmanager
+async def _closing(response: httpx.Response) -> AsyncIterator[httpx.Response]:
+    try:
+        yield response
+    finally:
+        await response.aclose()
+
+
 async def _drain(response: httpx.Response, limit: int = 64 * 1024) -> None:
     """Read a short body to its end so the connection goes back to the pool (not closed)."""
     size = 0
@@ -487,6 +507,7 @@ async def _drain(response: httpx.Response, limit: int = 64 * 1024) -> None:
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
+@functools.lru_cache(maxsize=4096)
 def _host_key(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"

