@@ -27,6 +27,7 @@ from aggregator.build import FeedBuilder
 from aggregator.config import DEFAULT_CONFIG, SOURCES_DIR, Config, SourceConfig, load_config, parse_duration
 from aggregator.errors import AggregatorError, StoreError
 from aggregator.fetch import redact_url
+from aggregator.files import sweep_temp_files
 from aggregator.filters import Selection
 from aggregator.pipeline import Updater, UpdateResult, retention_policy
 from aggregator.state import utcnow
@@ -300,6 +301,7 @@ def build() -> None:
     try:
         with PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync) as store:
             store.sync_with_files()
+            sweep_temp_files(config.feeds_dir)  # what a killed build left behind
             store.prune(retention_policy(config), utcnow())
             report = FeedBuilder(config, store).build(None)
             store.clear_pending_feed_keys()
