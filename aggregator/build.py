@@ -171,11 +171,11 @@ class FeedItem:
     @classmethod
     def of(cls, post: IndexedPost, options: ItemOptions) -> FeedItem:
         link = clean_text(post.link)
-        item_id = clean_text(post.id)
+        item_id = clean_text(post.id) or _tag_uri(post)
         content = None
         if options.full_content and post.body:
-            content = clean_text(post.body)
-            if options.max_content_chars is not None:
+            content = clean_text(post.body) or None
+            if content is not None and options.max_content_chars is not None:
                 content = truncate_html(content, options.max_content_chars)
         image = clean_text(post.headimg) if post.headimg else None
         title = clean_text(post.title) or "(untitled)"
