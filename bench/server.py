@@ -98,6 +98,7 @@ def main() -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
     print(sock.getsockname()[1], flush=True)
     config = uvicorn.Config(
         CorpusApp(corpus, override), log_level="warning", access_log=False, lifespan="off", backlog=2048
