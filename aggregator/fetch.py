@@ -209,6 +209,8 @@ def redact_url(url: str) -> str:
 
 def url_credentials(url: str) -> tuple[str, str] | None:
     """The (username, password) written into a URL, if any."""
+    if "@" not in url:
+        return None
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -355,7 +357,7 @@ class Fetcher:
         for _ in range(MAX_REDIRECTS + 1):
             outcome = await self._fetch_once(request, url)
             if isinstance(outcome, FetchResult):
-                return replace(outcome, permanent_url=permanent)
+                return outcome if permanent is None else replace(outcome, permanent_url=permanent)
             status, location = outcome
             target = urljoin(url, location)
             if urlsplit(target).scheme not in ("http", "https"):
