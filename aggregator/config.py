@@ -134,6 +134,8 @@ class DefaultsConfig(_Strict):
     backoff_cap: Duration = 86400.0
     escape_braces: bool = True
     fsync: Literal["file", "batch", "off"] = "batch"
+    # One post for one article found in several sources (same link, tracking parameters ignored).
+    merge_by_link: bool = False
     # RSS <ttl>, Cache-Control max-age and Expires may lengthen (never shorten) the interval.
     respect_cache_headers: bool = False
 

@@ -27,9 +27,9 @@ import html
 import json
 import re
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import UTC, datetime
-from urllib.parse import urljoin, urlsplit
+from functools import cached_property
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import nh3
 
@@ -118,6 +118,15 @@ class SourceRules:
 
 
 @dataclass(frozen=True)
+class MergedEntry:
+    """Another source's copy of the same article, folded into a post (cross-source merging)."""
+
+    source: str
+    id: str
+    categories: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Post:
     source: str
     id: str
@@ -134,6 +143,8 @@ class Post:
     body: str
     # When the entry was first seen: the date fallback, kept across runs and reindexes.
     first_seen: datetime | None = None
+    # Other sources' copies of this article (same canonical link), when merging is on.
+    merged: tuple[MergedEntry, ...] = ()
 
     @cached_property  # a frozen post: computed once (the store asks several times)
     def content_hash(self) -> str:
@@ -150,6 +161,8 @@ class Post:
                 self.tags,
                 [(e.url, e.type, e.length) for e in self.enclosures],
                 self.body,
+                # Only merged posts add this, so every other post's hash stays as it was.
+                *([[(m.source, m.id, m.categories) for m in self.merged]] if self.merged else []),
             ],
             ensure_ascii=False,
         )
@@ -199,6 +212,39 @@ def _without_blocks(markup: str) -> str:
 def _no_markup(text: str) -> str:
     """Text no HTML template can execute: what would parse as a tag or a script is removed."""
     return _DECODED_TAG.sub(" ", _without_blocks(text))
+
+
+# Query parameters that track the reader rather than name the article.
+_TRACKING = re.compile(
+    r"^(utm_\w*|fbclid|gclid|dclid|gbraid|wbraid|msclkid|yclid|mc_cid|mc_eid|igshid|_hsenc|_hsmi|"
+    r"mkt_tok|ref_src)$",
+    re.IGNORECASE,
+)
+
+
+def canonical_link(url: str) -> str:
+    """What two copies of one article's link have in common; '' for a non-web link.
+
+    Scheme (http and https alike), host case, default port, fragment, user
+    info and tracking parameters (``utm_*``, ``fbclid``...) are dropped; the
+    remaining parameters are sorted.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return ""
+    host = parts.hostname or ""
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = host if port in (None, 80, 443) else f"{host}:{port}"
+    query = sorted(
+        (key, value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        if not _TRACKING.match(key)
+    )
+    return urlunsplit(("https", netloc, parts.path or "/", urlencode(query), ""))
 
 
 def entry_id(entry: EntryData) -> str:

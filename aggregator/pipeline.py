@@ -160,14 +160,14 @@ class Updater:
             posts = await self.transformer.apply(
                 posts, transforms_for(self.config, source), trusted=source.trusted
             )
-            saved = self.store.save(posts, now)
+            saved = self.store.save(posts, now, merge_by_link=self.config.defaults.merge_by_link)
             pruned = self.store.prune(retention_policy(self.config), now, sources=[source.name])
             new = sum(1 for r in saved if r.outcome is Outcome.NEW)
             updated = sum(1 for r in saved if r.outcome is Outcome.UPDATED)
             touched = pruned.touched_keys | frozenset(
                 key
                 for r in saved
-                if r.outcome in (Outcome.NEW, Outcome.UPDATED)
+                if r.outcome in (Outcome.NEW, Outcome.UPDATED, Outcome.MERGED)
                 for key in feed_keys_for(r.post.source, r.post.categories)
             )
             # A change held back by the rewrite cap must come again: no validators, no 304.

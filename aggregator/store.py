@@ -51,13 +51,13 @@ import yaml
 
 from aggregator.errors import StoreError
 from aggregator.files import TEMP_SUFFIX, fsync_batch, sweep_temp_files, write_atomic, writer_alive
-from aggregator.normalize import Post, plain_text
+from aggregator.normalize import MergedEntry, Post, canonical_link, plain_text
 from aggregator.parse import Enclosure
 from aggregator.state import SourceState
 
 log = logging.getLogger("aggregator.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MAX_FILENAME_BYTES = 255
 SLUG_BYTES = 80
 # An entry whose content changes on every fetch while its own updated date
@@ -79,6 +79,7 @@ class Outcome(Enum):
     UPDATED = "updated"
     UNCHANGED = "unchanged"
     CAPPED = "capped"  # changed upstream, but rewritten too often lately
+    MERGED = "merged"  # another source's post has the same article: folded into it
     PRUNED = "pruned"  # removed by retention earlier; not brought back
 
 
@@ -150,6 +151,7 @@ class _Known:
     rewrites: int
     last_rewrite_ts: float | None
     first_seen_ts: float
+    merged: str = "[]"  # JSON of the other sources' copies folded into this post
 
 
 # Feed keys name the feeds a post belongs to: everything, its source, and each
@@ -252,6 +254,12 @@ def render_post(post: Post) -> bytes:
             del matter[key]
     if not matter["enclosures"]:
         del matter["enclosures"]
+    if post.merged:
+        # Hexo's form for several category hierarchies: a list of lists.
+        matter["categories"] = [list(post.categories), *(list(m.categories) for m in post.merged)]
+        matter["merged"] = [
+            {"source": m.source, "id": m.id, "categories": list(m.categories)} for m in post.merged
+        ]
     text = yaml.emit(_events(matter), Dumper=_DUMPER, allow_unicode=True, width=2**31 - 1)
     return f"---\n{text}---\n\n{post.body}\n".encode()
 
@@ -334,7 +342,7 @@ def read_post(path: Path) -> Post:
         id=_text(meta["id"]),
         title=_text(meta.get("title")),
         link=_text(meta.get("link")),
-        categories=tuple(_text(c) for c in _list(meta.get("categories"))),
+        categories=_own_categories(meta.get("categories")),
         author=_text(meta.get("author")),
         comments=meta.get("comments") is True,
         date=moment,
@@ -348,7 +356,24 @@ def read_post(path: Path) -> Post:
         ),
         body=body,
         first_seen=parse_date(meta.get("first_seen")),
+        merged=tuple(
+            MergedEntry(
+                _text(m.get("source")),
+                _text(m.get("id")),
+                tuple(_text(c) for c in _list(m.get("categories"))),
+            )
+            for m in _list(meta.get("merged"))
+            if isinstance(m, dict) and m.get("source") and m.get("id") is not None
+        ),
     )
+
+
+def _own_categories(value: Any) -> tuple[str, ...]:
+    """A flat list, or (for a merged post) the first of several hierarchies."""
+    items = _list(value)
+    if items and isinstance(items[0], list):
+        items = items[0]
+    return tuple(_text(c) for c in items)
 
 
 def _text(value: Any) -> str:
@@ -436,6 +461,21 @@ CREATE TABLE IF NOT EXISTS pruned (
     3: """
 CREATE TABLE IF NOT EXISTS pending_feeds (key TEXT PRIMARY KEY);
 """,
+    # 4: cross-source merging: each post's canonical link, the copies folded
+    # into it, and which (source, entry) now lives in which post.
+    4: """
+ALTER TABLE posts ADD COLUMN canon_link TEXT NOT NULL DEFAULT '';
+ALTER TABLE posts ADD COLUMN merged TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX IF NOT EXISTS posts_canon ON posts (canon_link);
+CREATE TABLE IF NOT EXISTS aliases (
+    source TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    target_source TEXT NOT NULL,
+    target_id TEXT NOT NULL,
+    PRIMARY KEY (source, entry_id)
+);
+CREATE INDEX IF NOT EXISTS aliases_target ON aliases (target_source, target_id);
+""",
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -446,7 +486,7 @@ _POST_COLUMNS = (
 _ROW_COLUMNS = (
     "source, entry_id, path, title, link, author, date_ts, updated_ts, first_seen_ts, categories, tags, "
     "headimg, enclosures, body, summary, content_hash, rewrites, last_rewrite_ts, file_mtime_ns, "
-    "file_size, upstream_hash, upstream_updated_ts"
+    "file_size, upstream_hash, upstream_updated_ts, canon_link, merged"
 )
 _ROW_MARKS = ",".join("?" * len(_ROW_COLUMNS.split(",")))
 
@@ -520,6 +560,17 @@ class PostStore:
             raise StoreError(
                 f"{self.index_path}: cannot migrate the index from version {version}: {error}"
             ) from error
+        if 0 < version < 4:
+            with self._transaction():
+                self.db.executemany(
+                    "UPDATE posts SET canon_link=? WHERE source=? AND entry_id=?",
+                    [
+                        (canonical_link(link), source, entry_id)
+                        for source, entry_id, link in self.db.execute(
+                            "SELECT source, entry_id, link FROM posts"
+                        )
+                    ],
+                )
         if version > 0:
             log.info("index migrated from schema version %d to %d", version, SCHEMA_VERSION)
         if version == 0 and self._has_post_files():
@@ -545,10 +596,13 @@ class PostStore:
                 result[entry_id] = datetime.fromtimestamp(ts, UTC)
         return result
 
-    def _known(self, posts: Sequence[Post]) -> tuple[dict[tuple[str, str], _Known], set[tuple[str, str]]]:
-        """The index's rows and tombstones for a batch of posts, a few queries in all."""
+    def _known(
+        self, posts: Sequence[Post]
+    ) -> tuple[dict[tuple[str, str], _Known], set[tuple[str, str]], dict[tuple[str, str], str]]:
+        """The index's rows, tombstones and merges for a batch of posts, a few queries in all."""
         known: dict[tuple[str, str], _Known] = {}
         pruned: set[tuple[str, str]] = set()
+        aliased: dict[tuple[str, str], str] = {}
         by_source: dict[str, list[str]] = {}
         for post in posts:
             by_source.setdefault(post.source, []).append(post.id)
@@ -557,7 +611,7 @@ class PostStore:
                 marks = ",".join("?" * len(chunk))
                 for row in self.db.execute(
                     "SELECT entry_id, path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, "
-                    f"first_seen_ts FROM posts WHERE source=? AND entry_id IN ({marks})",
+                    f"first_seen_ts, merged FROM posts WHERE source=? AND entry_id IN ({marks})",
                     (source, *chunk),
                 ):
                     known[(source, row[0])] = _Known(*row[1:])
@@ -565,21 +619,31 @@ class PostStore:
                     f"SELECT entry_id FROM pruned WHERE source=? AND entry_id IN ({marks})", (source, *chunk)
                 ):
                     pruned.add((source, entry_id))
-        return known, pruned
+                for entry_id, path in self.db.execute(
+                    "SELECT a.entry_id, p.path FROM aliases a JOIN posts p "
+                    "ON p.source=a.target_source AND p.entry_id=a.target_id "
+                    f"WHERE a.source=? AND a.entry_id IN ({marks})",
+                    (source, *chunk),
+                ):
+                    aliased[(source, entry_id)] = path
+        return known, pruned, aliased
 
-    def save(self, posts: Sequence[Post], now: datetime) -> list[SaveResult]:
+    def save(self, posts: Sequence[Post], now: datetime, *, merge_by_link: bool = False) -> list[SaveResult]:
         """Write new and changed posts; the index is committed after the files.
 
         Within one call the first post of an id wins. A known entry whose
         upstream content is unchanged is not written at all; a changed one is
         rewritten in place (same path, first-seen kept, ``updated`` set),
         subject to the rewrite cap. Entries retention pruned stay pruned.
+        With ``merge_by_link``, a new entry whose canonical link another
+        source's post already has is folded into that post (its categories
+        added) instead of getting a file of its own.
         """
         now = now.astimezone(UTC).replace(microsecond=0)
-        known, pruned = self._known(posts)
+        known, pruned, aliased = self._known(posts)
         results: list[SaveResult] = []
         written: list[Path] = []
-        rows: list[tuple[Post, Post, str, _Known | None, bool, os.stat_result]] = []
+        rows: list[tuple[Post, Post, str, _Known | None, bool, os.stat_result, Outcome]] = []
         seen: set[tuple[str, str]] = set()
         taken: set[str] = set()
         for post in posts:
@@ -590,8 +654,15 @@ class PostStore:
             if key in pruned:
                 results.append(SaveResult(post, Outcome.PRUNED, self.posts_dir / post_relpath(post)))
                 continue
+            if key in aliased:
+                results.append(SaveResult(post, Outcome.UNCHANGED, self.posts_dir / aliased[key]))
+                continue
             previous = known.get(key)
-            if previous is None:
+            merge = self._merge_target(post) if previous is None and merge_by_link else None
+            if merge is not None:
+                relpath, previous, to_write = merge
+                outcome, revision = Outcome.MERGED, False
+            elif previous is None:
                 relpath = self._free_path(post_relpath(post), post, taken)
                 to_write = replace(post, first_seen=post.first_seen or now)
                 outcome, revision = Outcome.NEW, True
@@ -608,6 +679,7 @@ class PostStore:
                     post,
                     updated=post.updated or now,
                     first_seen=datetime.fromtimestamp(previous.first_seen_ts, UTC),
+                    merged=_merged_entries(previous.merged),
                 )
                 outcome = Outcome.UPDATED
             taken.add(relpath)
@@ -617,8 +689,8 @@ class PostStore:
             except OSError as error:
                 raise StoreError(f"cannot write {path}: {error}") from error
             written.append(path)
-            rows.append((post, to_write, relpath, previous, revision, stat))
-            results.append(SaveResult(to_write, outcome, path))
+            rows.append((post, to_write, relpath, previous, revision, stat, outcome))
+            results.append(SaveResult(post if outcome is Outcome.MERGED else to_write, outcome, path))
         if self.fsync == "batch" and written:
             try:
                 fsync_batch(written)
@@ -626,23 +698,51 @@ class PostStore:
                 raise StoreError(f"cannot flush posts to disk under {self.posts_dir}: {error}") from error
         if rows:
             with self._transaction():
-                for post, to_write, relpath, previous, revision, stat in rows:
+                for post, to_write, relpath, previous, revision, stat, outcome in rows:
+                    upstream_hash, upstream_ts = post.content_hash, _ts(post.updated)
                     if previous is None:
                         rewrites, last_rewrite = 0, None
+                    elif outcome is Outcome.MERGED:
+                        # Upstream said nothing new about the target: its hash and cap stay.
+                        rewrites, last_rewrite = previous.rewrites, previous.last_rewrite_ts
+                        upstream_hash, upstream_ts = previous.upstream_hash, previous.upstream_updated_ts
                     else:
                         rewrites = 0 if revision else previous.rewrites + 1
                         last_rewrite = now.timestamp()
                     self._index_post(
                         to_write,
                         relpath,
-                        upstream_hash=post.content_hash,
-                        upstream_updated_ts=_ts(post.updated),
+                        upstream_hash=upstream_hash,
+                        upstream_updated_ts=upstream_ts,
                         rewrites=rewrites,
                         last_rewrite_ts=last_rewrite,
                         replace_feeds=previous is not None,
                         stat=stat,
                     )
         return results
+
+    def _merge_target(self, post: Post) -> tuple[str, _Known, Post] | None:
+        """Another source's post with this entry's canonical link, with this entry folded in."""
+        canon = canonical_link(post.link)
+        if not canon:
+            return None
+        row = self.db.execute(
+            "SELECT path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, first_seen_ts, "
+            "merged "
+            "FROM posts WHERE canon_link=? AND source!=? ORDER BY date_ts, source, entry_id LIMIT 1",
+            (canon, post.source),
+        ).fetchone()
+        if row is None:
+            return None
+        target = _Known(*row)
+        try:
+            # The file, not the index: it may already carry a merge made earlier in this batch.
+            current = read_post(self.posts_dir / target.path)
+        except StoreError as error:
+            log.warning("not merging %s/%s: %s", post.source, post.id, error)
+            return None
+        entry = MergedEntry(post.source, post.id, post.categories)
+        return target.path, target, replace(current, merged=(*current.merged, entry))
 
     def _free_path(self, relpath: Path, post: Post, taken: set[str]) -> str:
         """The deterministic path, unless another entry already holds it."""
@@ -687,7 +787,7 @@ class PostStore:
                 post.date.timestamp(),
                 _ts(post.updated),
                 first_seen.timestamp(),
-                json.dumps(post.categories, ensure_ascii=False),
+                json.dumps(_all_categories(post), ensure_ascii=False),
                 json.dumps(post.tags, ensure_ascii=False),
                 post.headimg,
                 json.dumps([[e.url, e.type, e.length] for e in post.enclosures]),
@@ -700,12 +800,24 @@ class PostStore:
                 size,
                 upstream_hash,
                 upstream_updated_ts,
+                canonical_link(post.link),
+                json.dumps([[m.source, m.id, list(m.categories)] for m in post.merged], ensure_ascii=False),
             ),
         )
         keys = feed_keys_for(post.source, post.categories)
+        for other in post.merged:
+            keys += [key for key in feed_keys_for(other.source, other.categories) if key not in keys]
         self._pending.update(keys)
         if replace_feeds:
             self._pending.update(self._forget_feeds(post.source, post.id))
+        if post.merged or replace_feeds:
+            self.db.execute(
+                "DELETE FROM aliases WHERE target_source=? AND target_id=?", (post.source, post.id)
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO aliases VALUES (?,?,?,?)",
+                [(m.source, m.id, post.source, post.id) for m in post.merged],
+            )
         self.db.executemany(
             "INSERT OR REPLACE INTO post_feeds VALUES (?,?,?,?)",
             [(key, post.source, post.id, post.date.timestamp()) for key in keys],
@@ -713,6 +825,7 @@ class PostStore:
 
     def _forget(self, source: str, entry_id: str) -> set[str]:
         self.db.execute("DELETE FROM posts WHERE source=? AND entry_id=?", (source, entry_id))
+        self.db.execute("DELETE FROM aliases WHERE target_source=? AND target_id=?", (source, entry_id))
         keys = self._forget_feeds(source, entry_id)
         self._pending.update(keys)
         return keys
@@ -867,7 +980,8 @@ class PostStore:
             (self.posts_dir / relpath).unlink(missing_ok=True)
             return touched
         previous = self.db.execute(
-            "SELECT path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, first_seen_ts "
+            "SELECT path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, first_seen_ts, "
+            "merged "
             "FROM posts WHERE source=? AND entry_id=?",
             (post.source, post.id),
         ).fetchone()
@@ -884,7 +998,7 @@ class PostStore:
         self._index_post(
             post,
             relpath,
-            upstream_hash=known.upstream_hash if known else post.content_hash,
+            upstream_hash=known.upstream_hash if known else replace(post, merged=()).content_hash,
             upstream_updated_ts=known.upstream_updated_ts if known else _ts(post.updated),
             rewrites=known.rewrites if known else 0,
             last_rewrite_ts=known.last_rewrite_ts if known else None,
@@ -1083,3 +1197,15 @@ def _capped(previous: _Known, now: datetime) -> bool:
     if previous.rewrites < FREE_REWRITES or previous.last_rewrite_ts is None:
         return False
     return now - datetime.fromtimestamp(previous.last_rewrite_ts, UTC) < REWRITE_MIN_GAP
+
+
+def _merged_entries(data: str) -> tuple[MergedEntry, ...]:
+    return tuple(MergedEntry(source, entry_id, tuple(cats)) for source, entry_id, cats in json.loads(data))
+
+
+def _all_categories(post: Post) -> list[str]:
+    """The post's categories and those of the copies merged into it, each once."""
+    names = dict.fromkeys(post.categories)
+    for other in post.merged:
+        names.update(dict.fromkeys(other.categories))
+    return list(names)

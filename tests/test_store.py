@@ -489,3 +489,86 @@ def test_feeds_an_interrupted_run_never_built_are_built_by_the_next_fetch(tmp_pa
     with PostStore(tmp_path / "posts", tmp_path / "data" / "index.sqlite3", fsync="off") as store:
         assert store.pending_feed_keys() == set()
     assert run_cli("verify", config=config).returncode == 0
+
+
+# Cross-source merging (off by default) ------------------------------------------
+
+
+def test_canonical_links_ignore_tracking_and_spelling() -> None:
+    from aggregator.normalize import canonical_link
+
+    same = [
+        "https://News.example.org/a/b?id=7&utm_source=rss&utm_medium=feed",
+        "http://news.example.org:80/a/b?fbclid=x&id=7#comments",
+        "https://news.example.org/a/b?id=7&gclid=1",
+    ]
+    assert len({canonical_link(url) for url in same}) == 1
+    assert canonical_link("https://news.example.org/a/b?id=8") != canonical_link(same[0])
+    assert canonical_link("javascript:alert(1)") == canonical_link("") == ""
+
+
+def test_without_merging_two_sources_keep_two_posts(store: PostStore) -> None:
+    store.save([make_post(source="a", link="https://e.org/x")], NOW)
+    (result,) = store.save([make_post(source="b", link="https://e.org/x?utm_source=b")], NOW)
+    assert result.outcome is Outcome.NEW
+    assert store.post_count() == 2
+
+
+def test_merging_folds_the_same_article_into_one_post(store: PostStore) -> None:
+    import frontmatter
+
+    first = make_post(source="a", id="a1", categories=("Tech",), link="https://e.org/x?utm_source=a")
+    store.save([first], NOW)
+    copy = make_post(source="b", id="b1", categories=("News", "World"), link="http://E.org/x#top")
+    (result,) = store.save([copy], NOW, merge_by_link=True)
+    assert result.outcome is Outcome.MERGED
+    path = only_file(store)
+    post = read_post(path)
+    assert (post.source, post.id, post.categories) == ("a", "a1", ("Tech",))
+    assert [(m.source, m.id, m.categories) for m in post.merged] == [("b", "b1", ("News", "World"))]
+    assert frontmatter.load(path)["categories"] == [["Tech"], ["News", "World"]]  # Hexo's several hierarchies
+    for key in ("source\x1fb", "category\x1fNews", "category\x1fNews\x1fWorld", "category\x1fTech", "all"):
+        assert [(p.source, p.id) for p in store.feed_items(key, 10)] == [("a", "a1")], key
+    assert store.feed_items("all", 10)[0].categories == ("Tech", "News", "World")
+    # The copy stays folded in: not written again, not duplicated.
+    (again,) = store.save([copy], NOW + timedelta(hours=1), merge_by_link=True)
+    assert again.outcome is Outcome.UNCHANGED
+    # The target changes upstream: rewritten in place, the merge kept.
+    (updated,) = store.save([replace(first, body="<p>new</p>")], NOW + timedelta(hours=2))
+    assert updated.outcome is Outcome.UPDATED
+    assert read_post(path).merged == post.merged and read_post(path).body == "<p>new</p>"
+    # The index rebuilt from files knows the merge, and nothing is rewritten afterwards.
+    assert store.reindex() == 1 and store.verify() == []
+    (after,) = store.save([copy], NOW + timedelta(hours=3), merge_by_link=True)
+    assert after.outcome is Outcome.UNCHANGED
+    (target,) = store.save([replace(first, body="<p>new</p>")], NOW + timedelta(hours=3))
+    assert target.outcome is Outcome.UNCHANGED
+    assert [p.id for p in store.feed_items("source\x1fb", 10)] == ["a1"]
+
+
+def test_merging_through_the_cli(tmp_path: Path) -> None:
+    from support.helpers import run_cli, write_config
+
+    _local_feed(tmp_path / "one.xml", 2)
+    _local_feed(tmp_path / "two.xml", 3)
+    config = write_config(
+        tmp_path,
+        [
+            {"name": "one", "url": "one.xml", "categories": ["First"]},
+            {"name": "two", "url": "two.xml", "categories": ["Second"]},
+        ],
+        defaults={"merge_by_link": True},
+    )
+    result = run_cli("fetch", config=config)
+    assert result.returncode == 0, result.stderr
+    # The feeds share the links of posts 0 and 1; whichever source came first holds them.
+    assert len(list((tmp_path / "posts").rglob("*.md"))) == 3
+    for feed in ("all", "category/first", "category/second"):
+        titles = _rss_titles(tmp_path / "feeds" / feed / "rss.xml")
+        assert len(titles) == len(set(titles)), feed
+    assert _rss_titles(tmp_path / "feeds" / "category" / "first" / "rss.xml") == [
+        "Local post 1",
+        "Local post 0",
+    ]
+    assert len(_rss_titles(tmp_path / "feeds" / "category" / "second" / "rss.xml")) == 3
+    assert run_cli("verify", config=config).returncode == 0
