@@ -913,6 +913,12 @@ class PostStore:
         touched: set[str] = set()
         with self._transaction():
             for (source, entry_id), _path in victims.items():
+                # Copies merged into the post are pruned with it.
+                self.db.execute(
+                    "INSERT OR REPLACE INTO pruned SELECT source, entry_id, ? FROM aliases "
+                    "WHERE target_source=? AND target_id=?",
+                    (now.timestamp(), source, entry_id),
+                )
                 touched |= self._forget(source, entry_id)
                 self.db.execute(
                     "INSERT OR REPLACE INTO pruned VALUES (?,?,?)", (source, entry_id, now.timestamp())

@@ -544,6 +544,11 @@ def test_merging_folds_the_same_article_into_one_post(store: PostStore) -> None:
     (target,) = store.save([replace(first, body="<p>new</p>")], NOW + timedelta(hours=3))
     assert target.outcome is Outcome.UNCHANGED
     assert [p.id for p in store.feed_items("source\x1fb", 10)] == ["a1"]
+    # Retention prunes the post and its merged copies together.
+    assert store.prune(RetentionPolicy(overall=Limits(max_age=timedelta(days=1))), NOW).removed == 1
+    (gone,) = store.save([copy], NOW + timedelta(hours=4), merge_by_link=True)
+    assert gone.outcome is Outcome.PRUNED
+    assert store.post_count() == 0 and not path.exists()
 
 
 def test_merging_through_the_cli(tmp_path: Path) -> None:
