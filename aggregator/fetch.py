@@ -343,6 +343,9 @@ class Fetcher:
                 ) from error
             except httpx.HTTPError as error:
                 raise FetchError(_describe_transport_error(error), url=redact_url(request.url)) from error
+            except (httpx.InvalidURL, ValueError) as error:
+                # A hostile Location header (or config URL) that no URL parser accepts.
+                raise FetchError(f"invalid URL: {error}", url=redact_url(request.url)) from error
         return _with_elapsed(result, time.monotonic() - started)
 
     async def _fetch_following(self, request: FetchRequest) -> FetchResult:

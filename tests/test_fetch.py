@@ -233,6 +233,26 @@ def test_deflate_with_and_without_zlib_header(server: FaultServer) -> None:
         fetch(FetchRequest(server.url("/br")))
 
 
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("http://[::1", "invalid URL"),
+        ("ftp://127.0.0.1/feed.xml", "non-http URL"),
+        ("javascript:alert(1)", "non-http URL"),
+    ],
+)
+def test_hostile_location_headers_are_fetch_errors(server: FaultServer, location: str, message: str) -> None:
+    server.redirect("/bad-location", location, 302)
+    with pytest.raises(FetchError, match=message):
+        fetch(FetchRequest(server.url("/bad-location")))
+
+
+def test_redirect_without_location_is_an_error(server: FaultServer) -> None:
+    server.add("/no-location", Reply(301, b""))
+    with pytest.raises(RedirectError, match="without a Location"):
+        fetch(FetchRequest(server.url("/no-location")))
+
+
 def test_connection_refused_is_a_fetch_error(server: FaultServer) -> None:
     port = server.port
     server.stop()
