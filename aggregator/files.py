@@ -23,8 +23,13 @@ def temp_path_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 
-def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> os.stat_result:
-    """Write ``data`` to ``path`` atomically; return the new file's stat (mtime and size)."""
+def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically: the old file or the new one, never half."""
+    write_atomic_stat(path, data, fsync=fsync)
+
+
+def write_atomic_stat(path: Path, data: bytes, *, fsync: bool = False) -> os.stat_result:
+    """``write_atomic`` that also returns the new file's stat (the store records mtime and size)."""
     temp = temp_path_for(path)
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)

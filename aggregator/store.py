@@ -50,7 +50,7 @@ from typing import Any
 import yaml
 
 from aggregator.errors import StoreError
-from aggregator.files import TEMP_SUFFIX, fsync_batch, sweep_temp_files, write_atomic, writer_alive
+from aggregator.files import TEMP_SUFFIX, fsync_batch, sweep_temp_files, write_atomic_stat, writer_alive
 from aggregator.normalize import MergedEntry, Post, canonical_link, plain_text
 from aggregator.parse import Enclosure
 from aggregator.state import SourceState
@@ -685,7 +685,7 @@ class PostStore:
             taken.add(relpath)
             path = self.posts_dir / relpath
             try:
-                stat = write_atomic(path, render_post(to_write), fsync=self.fsync == "file")
+                stat = write_atomic_stat(path, render_post(to_write), fsync=self.fsync == "file")
             except OSError as error:
                 raise StoreError(f"cannot write {path}: {error}") from error
             written.append(path)
