@@ -105,15 +105,7 @@ class Updater:
     async def update_many(
         self, sources: Sequence[SourceConfig], *, force: bool = False
     ) -> list[UpdateResult]:
-        # Fetching outruns parsing: with every source started at once, each fetched body (and
-        # then its entries) waited in memory for a parser, about the whole corpus at the peak.
-        slots = asyncio.Semaphore(2 * self.config.defaults.concurrency)
-
-        async def bounded(source: SourceConfig) -> UpdateResult:
-            async with slots:
-                return await self.update(source, force=force)
-
-        return list(await asyncio.gather(*(bounded(s) for s in sources)))
+        return list(await asyncio.gather(*(self.update(s, force=force) for s in sources)))
 
     async def update(self, source: SourceConfig, *, force: bool = False) -> UpdateResult:
         """One source through the whole flow; never raises for the source's own faults."""
