@@ -40,6 +40,7 @@ import os
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -691,11 +692,19 @@ class FeedBuilder:
                 wanted = self.store.feed_keys_present(asked)
                 gone = (asked - wanted) & published
             self._source_categories = self._categories_of_sources(wanted)
-            for key in sorted(wanted, key=self._locality):
-                if self._build_one(spec_for(key, self.config), settings, report):
-                    report.rendered.append(key)
-                else:
-                    report.skipped += 1
+            built: list[_Built] = []
+            with _Writer() as writer:
+                for key in sorted(wanted, key=self._locality):
+                    outcome = self._build_one(spec_for(key, self.config), settings, report, writer)
+                    if outcome is not None:
+                        built.append(outcome)
+                    if outcome is not None and outcome.written:
+                        report.rendered.append(key)
+                    else:
+                        report.skipped += 1
+            # Only now that every file is on disk: a failed write leaves its feed to be built again.
+            for done in built:
+                self.store.record_feed(done.key, done.signature, done.title, done.count, done.newest)
             for key in sorted(gone):
                 self._remove(spec_for(key, self.config))
                 report.removed.append(key)
@@ -727,21 +736,23 @@ class FeedBuilder:
             return (*((0, part) for part in categories), (1, parts[0]))
         return ((3, key),)
 
-    def _build_one(self, spec: FeedSpec, settings: str, report: BuildReport) -> bool:
+    def _build_one(
+        self, spec: FeedSpec, settings: str, report: BuildReport, writer: _Writer
+    ) -> _Built | None:
         limit = self.config.build.max_items
         refs = self._newest_unique(spec.key, limit)
         signature = _signature(settings, spec, refs)
         directory = self.root / spec.relative_dir
         files = {fmt: directory / FORMAT_FILES[fmt] for fmt in self.config.build.formats}
         if self.store.feed_signature(spec.key) == signature and all(p.exists() for p in files.values()):
-            return False
+            return None
         fragments = self._fragments(refs)
         newest = _newest(refs)
         written = False
         for fmt, path in files.items():
             data = render_feed(self.config, spec, fmt, fragments, newest)
             if _differs(path, data):
-                write_atomic(path, data)
+                writer.write(path, data)
                 report.written_urls.append(feed_url(self.config, spec, fmt))
                 written = True
         for other, name in FORMAT_FILES.items():
@@ -749,8 +760,7 @@ class FeedBuilder:
                 with contextlib.suppress(FileNotFoundError):
                     (directory / name).unlink()
         newest_post = datetime.fromtimestamp(refs[0].date_ts, UTC) if refs else None
-        self.store.record_feed(spec.key, signature, spec.title, len(refs), newest_post)
-        return written
+        return _Built(spec.key, signature, spec.title, len(refs), newest_post, written)
 
     def _newest_unique(self, key: str, limit: int) -> list[FeedRef]:
         """The newest ``limit`` distinct entries; the window grows while duplicates fill it."""
@@ -814,6 +824,37 @@ class FeedBuilder:
             path = self.root / name
             if _differs(path, data):
                 write_atomic(path, data)
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A feed rendered in this build, recorded in the index once its files are written."""
+
+    key: str
+    signature: str
+    title: str
+    count: int
+    newest: datetime | None
+    written: bool
+
+
+class _Writer:
+    """Atomic writes on a few threads, so the disk works while the next feed renders."""
+
+    def __init__(self, threads: int = 4) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="feed-writer")
+        self.pending: list[Future[object]] = []
+
+    def write(self, path: Path, data: bytes) -> None:
+        self.pending.append(self.pool.submit(write_atomic, path, data))
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.pool.shutdown(wait=True)
+        for future in self.pending:
+            future.result()  # the first failed write raises here (OSError -> BuildError)
 
 
 def _differs(path: Path, data: bytes) -> bool:

@@ -7,7 +7,8 @@
     python bench/build_probe.py profile                                # cProfile of a full build
 
 600 sources, each under one of 500 three-level category paths (10 top, 60 middle), give
-1 + 600 + 500 = 1,101 feeds. The store lives in bench/work/build (ignored by git).
+1 + 600 + 500 + 60 + 10 = 1,171 feeds. The store lives in bench/work/build (ignored by git), or
+in $BUILD_PROBE_DIR; `setup --per-source 167` gives the 100,000-post store of the incremental goal.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
+import os  # noqa: E402
 import pstats  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
@@ -31,7 +33,7 @@ from aggregator.normalize import Post  # noqa: E402
 from aggregator.parse import Enclosure  # noqa: E402
 from aggregator.store import PostStore, feed_keys_for  # noqa: E402
 
-WORK = Path(__file__).resolve().parent / "work" / "build"
+WORK = Path(os.environ.get("BUILD_PROBE_DIR") or Path(__file__).resolve().parent / "work" / "build")
 START = datetime(2026, 1, 1, tzinfo=UTC)
 PARAGRAPH = (
     "<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut "

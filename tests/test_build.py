@@ -596,3 +596,29 @@ def test_switching_a_format_off_removes_its_files(tmp_path: Path) -> None:
     assert not site.feed(ALL_KEY, "json").exists() and site.feed(ALL_KEY, "rss").exists()
     assert "feed.json" not in (site.config.feeds_dir / "index.html").read_text()
     site.store.close()
+
+
+def test_build_options_are_checked_in_the_config(tmp_path: Path) -> None:
+    from aggregator.config import parse_config
+    from aggregator.errors import ConfigError
+
+    path = tmp_path / "aggregator.yaml"
+    good = parse_config(
+        "build:\n  max_content_chars: 5000\n  websub_hub: https://hub.example.org/\n"
+        "  categories:\n    - path: [金融, 新浪财经]\n      title: 新浪\n",
+        path,
+    )
+    assert good.build.max_content_chars == 5000
+    assert good.build.categories[0].path == ("金融", "新浪财经")
+    cases = {
+        "build:\n  websub_hub: ftp://hub.example.org/\n": "build.websub_hub: not an http(s) URL",
+        "build:\n  categories:\n    - path: News\n": "build.categories[0].path: path must be a list",
+        "build:\n  max_content_chars: 0\n": "build.max_content_chars:",
+        "build:\n  formats: []\n": "build.formats:",
+        "build:\n  categories:\n    - path: [A]\n      titel: x\n": "build.categories[0].titel: unknown key",
+    }
+    for text, message in cases.items():
+        with pytest.raises(ConfigError) as caught:
+            parse_config(text, path)
+        assert message in str(caught.value), (text, str(caught.value))
+        assert str(caught.value).startswith(f"{path}:")
