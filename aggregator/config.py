@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from aggregator.errors import ConfigError
@@ -534,6 +534,8 @@ def _read_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[str | int, ...], 
         mark = error.problem_mark or error.context_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: invalid YAML: {error.problem or error}") from error
+    except YAMLError as error:  # characters YAML refuses (NUL, control characters)
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from error
     lines: dict[tuple[str | int, ...], int] = {}
     try:
         data = _to_python(root, (), lines) if root is not None else {}
