@@ -15,6 +15,7 @@ import contextlib
 import multiprocessing
 import os
 import resource
+import signal
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -64,14 +65,20 @@ def _unwrap(reply: _Reply) -> FeedData:
 
 
 def _worker_main(conn: Connection, memory: int) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _limit_memory(memory)
-    conn.send(("ready",))
+    # A parent that is gone (killed, or it gave up on this parse) ends the worker quietly.
+    with contextlib.suppress(EOFError, OSError):
+        _serve(conn)
+
+
+def _serve(conn: Connection) -> None:
     too_big = ("error", "the feed needs more memory than a parse may use")
+    conn.send(("ready",))
     while True:
         try:
             job = conn.recv()
-        except (EOFError, OSError):
-            return
         except MemoryError:  # the document alone does not fit (it was read off the pipe)
             conn.send(too_big)
             continue
