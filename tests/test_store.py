@@ -577,3 +577,12 @@ def test_merging_through_the_cli(tmp_path: Path) -> None:
     ]
     assert len(_rss_titles(tmp_path / "feeds" / "category" / "second" / "rss.xml")) == 3
     assert run_cli("verify", config=config).returncode == 0
+
+
+@pytest.mark.parametrize("policy", ["file", "batch", "off"])
+def test_every_fsync_policy_writes_the_same_posts(tmp_path: Path, policy: str) -> None:
+    with PostStore(tmp_path / "posts", tmp_path / "index.sqlite3", fsync=policy) as store:
+        results = store.save([make_post(id=str(n)) for n in range(3)], NOW)
+        assert [r.outcome for r in results] == [Outcome.NEW] * 3
+        assert all(read_post(r.path) == r.post for r in results)
+        assert store.verify() == []
