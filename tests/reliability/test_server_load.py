@@ -73,7 +73,9 @@ def test_fifty_clients_get_whole_feeds_and_consistent_etags_during_rebuilds(
     urls = [f"{base}{feed}/{name}" for feed in FEEDS for name in FILES]
     try:
         wait_for(
-            lambda: httpx.get(urls[-1], timeout=2).status_code == 200, timeout=60, what="the daemon's feeds"
+            lambda: all(httpx.get(url, timeout=2).status_code == 200 for url in urls),
+            timeout=60,
+            what="every feed published by the daemon",
         )
         config = load_config(config_path)
         stop = threading.Event()
@@ -91,8 +93,9 @@ def test_fifty_clients_get_whole_feeds_and_consistent_etags_during_rebuilds(
                     try:
                         response = http.get(url)
                         body = response.content
+                        assert response.status_code == 200, f"HTTP {response.status_code} {body[:60]!r}"
                         _whole(url, body)
-                    except (httpx.HTTPError, ValueError, etree.XMLSyntaxError) as error:
+                    except (httpx.HTTPError, ValueError, AssertionError, etree.XMLSyntaxError) as error:
                         with lock:
                             failures.append(f"{url}: {type(error).__name__}: {error}")
                         continue
