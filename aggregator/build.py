@@ -96,10 +96,19 @@ class FeedSpec:
     description: str
 
     @functools.cached_property
-    def relative_dir(self) -> PurePosixPath:
+    def relative_path(self) -> str:
+        """``all``, ``source/<slug>`` or ``category/<slug>/<slug>...``."""
         if self.kind == "all":
-            return PurePosixPath("all")
-        return PurePosixPath(self.kind, *(slugify(part) for part in self.parts))
+            return "all"
+        return "/".join((self.kind, *(slugify(part) for part in self.parts)))
+
+    @property
+    def relative_dir(self) -> PurePosixPath:
+        return PurePosixPath(self.relative_path)
+
+    @functools.cached_property
+    def url_path(self) -> str:
+        return quote(self.relative_path)
 
 
 @dataclass
@@ -132,8 +141,7 @@ def spec_for(key: str, config: Config) -> FeedSpec:
 
 
 def feed_url(config: Config, spec: FeedSpec, fmt: str) -> str:
-    path = spec.relative_dir / FORMAT_FILES[fmt]
-    return config.site.base_url + quote(str(path))
+    return f"{config.site.base_url}{spec.url_path}/{FORMAT_FILES[fmt]}"
 
 
 # Items --------------------------------------------------------------------------
@@ -671,6 +679,8 @@ class FeedBuilder:
         self.store = store
         self.cache = FragmentCache(cache_bytes)
         self._source_categories: dict[str, tuple[str, ...]] = {}
+        self._specs: dict[str, FeedSpec] = {}
+        self._specs_config: Config | None = None
 
     @property
     def root(self) -> Path:
@@ -695,7 +705,7 @@ class FeedBuilder:
             built: list[_Built] = []
             with _Writer() as writer:
                 for key in sorted(wanted, key=self._locality):
-                    outcome = self._build_one(spec_for(key, self.config), settings, report, writer)
+                    outcome = self._build_one(self._spec(key), settings, report, writer)
                     if outcome is not None:
                         built.append(outcome)
                     if outcome is not None and outcome.written:
@@ -706,15 +716,24 @@ class FeedBuilder:
             for done in built:
                 self.store.record_feed(done.key, done.signature, done.title, done.count, done.newest)
             for key in sorted(gone):
-                self._remove(spec_for(key, self.config))
+                self._remove(self._spec(key))
                 report.removed.append(key)
             if keys is None:
-                report.swept += self._sweep({spec_for(key, self.config).relative_dir for key in wanted})
+                report.swept += self._sweep({self._spec(key).relative_dir for key in wanted})
             if report.changed or keys is None or not (self.root / "index.html").exists():
                 self._write_indexes()
         except OSError as error:
             raise BuildError(f"cannot write feeds under {self.root}: {error}") from error
         return report
+
+    def _spec(self, key: str) -> FeedSpec:
+        """spec_for, remembered while the config stays the same (the daemon swaps it on reload)."""
+        if self._specs_config is not self.config:
+            self._specs, self._specs_config = {}, self.config
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = self._specs[key] = spec_for(key, self.config)
+        return spec
 
     def _categories_of_sources(self, keys: set[str]) -> dict[str, tuple[str, ...]]:
         """Each source's category path: from the config, else from its newest post."""
@@ -815,7 +834,7 @@ class FeedBuilder:
         return stale
 
     def _write_indexes(self) -> None:
-        feeds = [(spec_for(key, self.config), count, newest)
+        feeds = [(self._spec(key), count, newest)
                  for key, _title, count, newest in self.store.published_feeds()]  # fmt: skip
         feeds.sort(key=lambda f: (FEED_KINDS.index(f[0].kind), f[0].parts))
         index_html = render_index_html(self.config, feeds)
@@ -901,7 +920,7 @@ def render_index_html(config: Config, feeds: Sequence[tuple[FeedSpec, int, datet
         label = {"all": "Everything", "source": "Source: ", "category": ""}[spec.kind]
         name = label + (spec.parts[-1] if spec.parts else "")
         links = " ".join(
-            f'<a href="{escape(quote(str(spec.relative_dir / FORMAT_FILES[fmt])))}">{fmt.upper()}</a>'
+            f'<a href="{escape(spec.url_path)}/{FORMAT_FILES[fmt]}">{fmt.upper()}</a>'
             for fmt in config.build.formats
         )
         when = newest.strftime("%Y-%m-%d %H:%M UTC") if newest else "—"
