@@ -41,10 +41,16 @@ class Ledger:
     test: str
 
     def record(self, *, inputs: int = 0, faults: int = 0, lost: int = 0) -> None:
+        self._write({"test": self.test, "inputs": inputs, "faults": faults, "lost": lost})
+
+    def record_outcome(self, outcome: str) -> None:
+        self._write({"test": self.test, "outcome": outcome})
+
+    def _write(self, record: dict[str, object]) -> None:
         path = os.environ.get("RELIABILITY_LEDGER")
         if not path:
             return
-        line = json.dumps({"test": self.test, "inputs": inputs, "faults": faults, "lost": lost})
+        line = json.dumps(record)
         # One short O_APPEND write per record: safe with several xdist workers.
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
