@@ -55,7 +55,7 @@ from aggregator import __version__
 from aggregator.config import Config
 from aggregator.errors import BuildError
 from aggregator.files import write_atomic
-from aggregator.normalize import clean_text
+from aggregator.normalize import SUMMARY_CHARS, clean_text, plain_text
 from aggregator.store import ALL_KEY, FeedRef, IndexedPost, PostStore, slugify, split_key
 
 log = logging.getLogger("aggregator.build")
@@ -203,7 +203,7 @@ class FeedItem:
             author=clean_text(post.author) or clean_text(post.source),
             published=post.date,
             updated=post.updated if post.updated and post.updated > post.date else post.date,
-            summary=clean_text(post.summary) or title,
+            summary=(clean_text(post.summary) if post.summary else summary_of(post.body)) or title,
             content=content,
             terms=tuple(
                 dict.fromkeys(t for t in map(clean_text, (*post.categories, *post.tags)) if t.strip())
@@ -464,6 +464,29 @@ def _split(document: str, start: str, end: str) -> list[str]:
 
 def _dump_json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+def summary_of(markup: str, limit: int = SUMMARY_CHARS) -> str:
+    """``plain_text(markup, limit=limit)``, reading only as much of the markup as the summary needs.
+
+    Bodies run to megabytes and a summary is 280 characters: the text of a
+    growing prefix (cut before an unfinished tag) is used once it runs well
+    past the limit, so the end of the prefix cannot reach the summary.
+    """
+    size = limit * 4
+    while size < len(markup):
+        head = markup[:size]
+        if head.rfind("<") > head.rfind(">"):
+            head = head[: head.rfind("<")]
+        text = plain_text(head)
+        if len(text) >= limit + _SUMMARY_MARGIN:
+            return text[: limit - 1].rstrip() + "…"  # as plain_text cuts
+        size *= 4
+    return plain_text(markup, limit=limit)
+
+
+# More than the longest HTML entity name, so a cut entity never reaches the summary.
+_SUMMARY_MARGIN = 64
 
 
 def truncate_html(markup: str, limit: int) -> str:

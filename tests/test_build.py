@@ -622,3 +622,21 @@ def test_build_options_are_checked_in_the_config(tmp_path: Path) -> None:
             parse_config(text, path)
         assert message in str(caught.value), (text, str(caught.value))
         assert str(caught.value).startswith(f"{path}:")
+
+
+_html_pieces = st.sampled_from(
+    ["<p>", "</p>", "<b>", "</b>", "<br>", " ", "\n", "&amp;", "&lt;b&gt;", "&#123;", "&eacute;", "word",
+     "中文", "<!-- c -->", "<script>x()</script>", "<style>p{}</style>", "<a href='x'>", "</a>", "&", "<"]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_html_pieces, max_size=400), st.integers(1, 300))
+def test_summaries_from_the_start_of_a_body_equal_summaries_of_the_whole(
+    pieces: list[str], limit: int
+) -> None:
+    from aggregator.build import summary_of
+    from aggregator.normalize import plain_text
+
+    markup = "".join(pieces)
+    assert summary_of(markup, limit) == plain_text(markup, limit=limit)
