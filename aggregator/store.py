@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -1129,9 +1129,10 @@ class PostStore:
         return {key for key in keys if self.db.execute(query, (key,)).fetchone() is not None}
 
 
-@dataclass(frozen=True)
-class FeedRef:
-    """One post of a feed as the builder first needs it: identity, version and dates."""
+class FeedRef(NamedTuple):
+    """One post of a feed as the builder first needs it: identity, version and dates.
+
+    A named tuple, not a frozen dataclass: a full build makes a hundred thousand of them."""
 
     source: str
     entry_id: str
