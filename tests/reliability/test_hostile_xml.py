@@ -146,7 +146,11 @@ def pool() -> Iterator[ParserPool]:
     parser.close()
 
 
-NAMES = sorted(hostile_documents("http://127.0.0.1:9"))
+SLOW_DOCUMENTS = {"items-20000", "deep-xml-elements"}
+NAMES = [
+    pytest.param(name, marks=pytest.mark.slow) if name in SLOW_DOCUMENTS else name
+    for name in sorted(hostile_documents("http://127.0.0.1:9"))
+]
 
 
 @pytest.mark.parametrize("name", NAMES)
