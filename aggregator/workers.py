@@ -150,6 +150,7 @@ class ParserPool:
         self._idle: list[_Worker] = []
         self._live: set[_Worker] = set()
         self._lock = threading.Lock()
+        self._spawn_lock = threading.Lock()
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._threads: ThreadPoolExecutor | None = None
         # forkserver: never fork a process that runs threads (the event loop, uvicorn).
@@ -170,12 +171,24 @@ class ParserPool:
         return self._threads
 
     def _take_worker(self) -> _Worker:
+        with self._spawn_lock:
+            if not self._live:
+                # The whole pool at the first parse: a steady set of processes and pipes from
+                # then on (a leak shows), and no start-up cost in the middle of a busy cycle.
+                for _ in range(max(self.processes - 1, 0)):
+                    self._start_worker(idle=True)
+                return self._start_worker(idle=False)
         with self._lock:
             if self._idle:
                 return self._idle.pop()
+        return self._start_worker(idle=False)
+
+    def _start_worker(self, *, idle: bool) -> _Worker:
         worker = _Worker(self._context, self.memory)
         with self._lock:
             self._live.add(worker)
+            if idle:
+                self._idle.append(worker)
         return worker
 
     def _discard(self, worker: _Worker) -> None:
