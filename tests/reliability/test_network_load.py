@@ -73,8 +73,8 @@ def test_five_hundred_sources_of_mixed_faults_at_once(tmp_path: Path, ledger: Le
             defaults={
                 "interval": "30m",
                 "fsync": "off",
-                "timeout": "2s",
-                "deadline": "4s",
+                "timeout": "5s",  # roomy: healthy sources share two busy cores with 250 faulty ones
+                "deadline": "6s",
                 "max_body": "1MiB",
                 "concurrency": 64,
                 "per_host": 64,
@@ -90,7 +90,8 @@ def test_five_hundred_sources_of_mixed_faults_at_once(tmp_path: Path, ledger: Le
     expected = len(healthy) * HEALTHY_ITEMS
     healthy_posts = sum(1 for name in healthy for _ in (site / "posts").glob(f"{name}/*/*/*.md"))
     ledger.record(inputs=SOURCES, faults=SOURCES - len(healthy), lost=expected - healthy_posts)
-    assert healthy_posts == expected, "every healthy source got all its posts"
+    sick = {name: report[name]["error"] for name in healthy if report[name]["outcome"] != "ok"}
+    assert healthy_posts == expected, f"healthy sources failed: {sick}"
     assert all(report[name]["outcome"] == "ok" for name in healthy)
     unexplained = [
         name
