@@ -344,9 +344,12 @@ def render_fragments(posts: Sequence[IndexedPost], options: ItemOptions) -> list
     fragments = []
     for post in posts:
         item = FeedItem.of(post, options)
+        content = _text(item.content) if item.content is not None else None  # escaped once, used twice
         fragments.append(
             Fragments(
-                _rss_item(item).encode(), _atom_entry(item).encode(), _dump_json(_json_item(item)).encode()
+                _rss_item(item, content).encode(),
+                _atom_entry(item, content).encode(),
+                _dump_json(_json_item(item)).encode(),
             )
         )
     return fragments
@@ -367,13 +370,13 @@ def _attr(value: str) -> str:
     return _text(value).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
 
 
-def _rss_item(item: FeedItem) -> str:
+def _rss_item(item: FeedItem, content: str | None) -> str:
     lines = ["    <item>", f"      <title>{_text(item.title)}</title>"]
     if item.link:
         lines.append(f"      <link>{_text(item.link)}</link>")
     lines.append(f"      <description>{_text(item.summary)}</description>")
-    if item.content is not None:
-        lines.append(f"      <content:encoded>{_text(item.content)}</content:encoded>")
+    if content is not None:
+        lines.append(f"      <content:encoded>{content}</content:encoded>")
     permalink = "true" if item.permalink else "false"
     lines.append(f'      <guid isPermaLink="{permalink}">{_text(item.id)}</guid>')
     lines += [f"      <category>{_text(term)}</category>" for term in item.terms]
@@ -388,7 +391,7 @@ def _rss_item(item: FeedItem) -> str:
     return "\n".join(lines)
 
 
-def _atom_entry(item: FeedItem) -> str:
+def _atom_entry(item: FeedItem, content: str | None) -> str:
     lines = [
         "  <entry>",
         f"    <id>{_text(item.atom_id)}</id>",
@@ -398,8 +401,8 @@ def _atom_entry(item: FeedItem) -> str:
         f"      <name>{_text(item.author)}</name>",
         "    </author>",
     ]
-    if item.content is not None:
-        lines.append(f'    <content type="html">{_text(item.content)}</content>')
+    if content is not None:
+        lines.append(f'    <content type="html">{content}</content>')
     elif not item.link:
         lines.append(f'    <content type="text">{_text(item.summary)}</content>')
     if item.link:
