@@ -23,14 +23,20 @@ sources:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (VALID_HEAD + "  - name: two\n    url: ftp://two.example.org/\n",
-         ":8: sources[1].url: not an http(s) URL or file path"),
+        (
+            VALID_HEAD + "  - name: two\n    url: ftp://two.example.org/\n",
+            ":8: sources[1].url: not an http(s) URL or file path",
+        ),
         (VALID_HEAD + "    intervl: 5m\n", ":7: sources[0].intervl: unknown key (check its spelling)"),
         (VALID_HEAD + "    interval: soon\n", ":7: sources[0].interval: 'soon' is not a duration"),
-        (VALID_HEAD + "  - name: ONE\n    url: https://other.example.org/\n",
-         ":7: sources[1].name: duplicate of sources[0].name"),
-        (VALID_HEAD + "  - name: two\n    url: https://one.example.org/feed.xml\n",
-         ":8: sources[1].url: duplicate of sources[0].url"),
+        (
+            VALID_HEAD + "  - name: ONE\n    url: https://other.example.org/\n",
+            ":7: sources[1].name: duplicate of sources[0].name",
+        ),
+        (
+            VALID_HEAD + "  - name: two\n    url: https://one.example.org/feed.xml\n",
+            ":8: sources[1].url: duplicate of sources[0].url",
+        ),
         (VALID_HEAD + "    categories: News\n", ":7: sources[0].categories: categories must be a list"),
         (VALID_HEAD + "  - url: https://x.example.org/\n", ":7: sources[1].name: Field required"),
         ("server:\n  port: 99999\n", ":2: server.port: Input should be less than or equal to 65535"),
@@ -38,7 +44,7 @@ sources:
         ("sources: [\n", ": invalid YAML"),
         ("- just\n- a list\n", ":1: the config must be a mapping"),
         ("site:\n  title: a\n  title: b\n", ":3: duplicate key 'title'"),
-    ],  # fmt: skip
+    ],
 )
 def test_each_kind_of_error_names_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "aggregator.yaml"
@@ -55,7 +61,8 @@ def test_cli_check_reports_one_line_and_exit_code(tmp_path: Path) -> None:
     path.write_text(VALID_HEAD + "    intervl: 5m\n", encoding="utf-8")
     result = run_cli("check", config=path)
     assert result.returncode == 2
-    assert result.stderr.strip() == f"aggregator: {path}:7: sources[0].intervl: unknown key (check its spelling)"
+    expected = f"aggregator: {path}:7: sources[0].intervl: unknown key (check its spelling)"
+    assert result.stderr.strip() == expected
     assert "Traceback" not in result.stderr
 
 
@@ -92,7 +99,9 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
     assert config.source_location(config.sources[0]) == str((path.parent / "local.xml").resolve())
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("2h", 7200), ("1d", 86400), (30, 30)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("15m", 900), ("2h", 7200), ("1d", 86400), (30, 30)]
+)
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 

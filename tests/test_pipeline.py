@@ -156,7 +156,9 @@ def test_reference_post_is_reproduced(tmp_path: Path) -> None:
     assert (tmp_path / "feeds" / "category" / "金融" / "新浪财经" / "新浪财经-国內" / "rss.xml").exists()
 
 
-def test_a_dead_source_does_not_stop_the_others(tmp_path: Path, feed_dir: Path, feed_server: AppServer) -> None:
+def test_a_dead_source_does_not_stop_the_others(
+    tmp_path: Path, feed_dir: Path, feed_server: AppServer
+) -> None:
     shutil.copy(FIXTURES / "formats" / "rss2.xml", feed_dir / "ok.xml")
     config = write_config(
         tmp_path / "site",
