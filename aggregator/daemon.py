@@ -33,9 +33,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aggregator import websub
 from aggregator.build import FeedBuilder
-from aggregator.config import Config, SourceConfig, load_config
+from aggregator.config import Config, SourceConfig, config_files, load_config
 from aggregator.errors import AggregatorError, ConfigError
-from aggregator.files import TEMP_SUFFIX
+from aggregator.files import sweep_temp_files
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
 from aggregator.schedule import ADAPTIVE_WINDOW_SECONDS, SourceScheduler, next_run, timing_for
 from aggregator.serve import create_app, make_server
@@ -143,7 +143,7 @@ class Daemon:
         """Open the store, the updater and the builders (separate from run() for tests)."""
         config = self.config
         for root in (config.feeds_dir, config.posts_dir):
-            _sweep_stale_temp_files(root)
+            sweep_temp_files(root, own_too=True)
         self.store = PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync)
         # Builds run in a thread, on a connection of their own.
         self.build_store = PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync)
@@ -156,7 +156,7 @@ class Daemon:
         self.store.close()
         self.build_store.close()
         for root in (self.config.feeds_dir, self.config.posts_dir):
-            _sweep_stale_temp_files(root)
+            sweep_temp_files(root, own_too=True)
 
     async def _run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -416,38 +416,13 @@ class Daemon:
         )  # fmt: skip
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
-
-
-def _sweep_stale_temp_files(root: Path) -> int:
-    """Remove temporary files left by this process or by dead ones, never a live writer's."""
-    removed = 0
-    if not root.exists():
-        return 0
-    for dirpath, _dirs, filenames in os.walk(root):
-        for name in filenames:
-            if not name.endswith(TEMP_SUFFIX):
-                continue
-            parts = name.split(".")
-            pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
-            if pid is not None and pid != os.getpid() and _alive(pid):
-                continue  # a one-shot `aggregator fetch` or `build` is writing it right now
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(dirpath, name))
-                removed += 1
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """What the config files look like now: the main file and every sources.d/*.yaml."""
+    stamps = []
+    for file in config_files(path):
+        try:
+            stat = file.stat()
+        except OSError:
+            continue
+        stamps.append((str(file), stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)

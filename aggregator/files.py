@@ -115,14 +115,17 @@ def fsync_files(paths: Iterable[Path]) -> None:
         fsync_directory(directory)
 
 
-def writer_alive(name: str) -> bool:
-    """Whether the process that named this temporary file still runs (it may be mid-write)."""
+def writer_alive(name: str, *, own_too: bool = False) -> bool:
+    """Whether the process that named this temporary file still runs (it may be mid-write).
+
+    ``own_too``: count this process's own files as abandoned (its writes have finished).
+    """
     parts = name.rsplit(".", 3)
     if len(parts) != 4 or not parts[1].isdigit():
         return False
     pid = int(parts[1])
     if pid == os.getpid():
-        return True
+        return not own_too
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -132,18 +135,19 @@ def writer_alive(name: str) -> bool:
     return True
 
 
-def sweep_temp_files(root: Path, *, all_writers: bool = False) -> int:
+def sweep_temp_files(root: Path, *, all_writers: bool = False, own_too: bool = False) -> int:
     """Remove temporary files killed processes left under ``root``; return how many.
 
     A temporary file whose writer still runs is left alone (another process may
-    be about to rename it), unless ``all_writers`` is set.
+    be about to rename it), unless ``all_writers`` is set; ``own_too`` also
+    removes this process's own leftovers (for a process that has stopped writing).
     """
     removed = 0
     if not root.exists():
         return 0
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
-            if name.endswith(TEMP_SUFFIX) and (all_writers or not writer_alive(name)):
+            if name.endswith(TEMP_SUFFIX) and (all_writers or not writer_alive(name, own_too=own_too)):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(dirpath, name))
                     removed += 1
