@@ -612,7 +612,7 @@ def test_one_source_never_runs_twice_at_once_in_the_updater(
 
 
 def test_stale_temp_files_are_swept_but_a_live_writers_are_kept(tmp_path: Path) -> None:
-    from aggregator.daemon import _sweep_stale_temp_files
+    from aggregator.files import sweep_temp_files
 
     root = tmp_path / "feeds"
     root.mkdir()
@@ -625,7 +625,8 @@ def test_stale_temp_files_are_swept_but_a_live_writers_are_kept(tmp_path: Path) 
     live = root / f".feed.json.{os.getppid()}.abcd1234.aggtmp"
     for path in (left, mine, live):
         path.write_bytes(b"x")
-    assert _sweep_stale_temp_files(root) == 2
+    assert sweep_temp_files(root) == 1, "a live writer's (and, mid-run, our own) files stay"
+    assert sweep_temp_files(root, own_too=True) == 1, "a stopping daemon's own leftovers go"
     assert [p.name for p in root.iterdir()] == [live.name]
     shutil.rmtree(root)
 
