@@ -126,6 +126,10 @@ def writer_alive(name: str, *, own_too: bool = False) -> bool:
     pid = int(parts[1])
     if pid == os.getpid():
         return not own_too
+    return process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -133,6 +137,36 @@ def writer_alive(name: str, *, own_too: bool = False) -> bool:
     except OSError:
         return True  # it exists, owned by someone else
     return True
+
+
+class WriterMark:
+    """A file per open store under ``<data>/writers/``, removed on a clean close.
+
+    A mark whose process is gone means a writer died mid-run, and only then is the
+    whole posts tree walked for its temporary files: opening a store stays cheap
+    however many posts there are.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / f"{os.getpid()}-{secrets.token_hex(4)}"
+
+    def claim(self) -> bool:
+        """Leave our mark; return whether a dead writer left one (sweep then)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        unclean = False
+        for mark in self.folder.iterdir():
+            pid = mark.name.split("-", 1)[0]
+            if pid.isdigit() and not process_alive(int(pid)):
+                unclean = True
+                with contextlib.suppress(OSError):
+                    mark.unlink()
+        self.path.touch()
+        return unclean
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
 
 
 def sweep_temp_files(root: Path, *, all_writers: bool = False, own_too: bool = False) -> int:

@@ -50,7 +50,14 @@ from typing import Any, NamedTuple
 import yaml
 
 from aggregator.errors import StoreError
-from aggregator.files import TEMP_SUFFIX, fsync_batch, sweep_temp_files, write_atomic_stat, writer_alive
+from aggregator.files import (
+    TEMP_SUFFIX,
+    WriterMark,
+    fsync_batch,
+    sweep_temp_files,
+    write_atomic_stat,
+    writer_alive,
+)
 from aggregator.normalize import MergedEntry, Post, canonical_link, plain_text
 from aggregator.parse import Enclosure
 from aggregator.state import SourceState
@@ -514,11 +521,19 @@ class PostStore:
         except BaseException:
             self.db.close()
             raise
-        # What a killed writer left behind; a live writer's temporary files are kept.
-        sweep_temp_files(posts_dir)
+        # What a killed writer left behind (a live writer's temporary files are kept);
+        # the tree is walked only when a writer's mark says one died mid-run.
+        self._mark = WriterMark(index_path.parent / "writers")
+        try:
+            if self._mark.claim():
+                sweep_temp_files(posts_dir)
+        except OSError as error:
+            self.db.close()
+            raise StoreError(f"cannot open the store at {index_path}: {error}") from error
 
     def close(self) -> None:
         self.db.close()
+        self._mark.release()
 
     def __enter__(self) -> PostStore:
         return self
