@@ -208,7 +208,9 @@ def _entry(entry: Any, feed_base: str, feed_author: str | None = None) -> EntryD
             images.append(media["url"])
     base = (entry.get("content") or [{}])[0].get("base") or summary_detail.get("base") or link or feed_base
     published = _date(entry.get("published_parsed"))
-    updated = _date(entry.get("updated_parsed"))
+    # dict.get: FeedParserDict would answer a missing updated_parsed with
+    # published_parsed (and a DeprecationWarning); only a real update counts.
+    updated = _date(dict.get(entry, "updated_parsed"))
     if updated == published:
         updated = None  # feedparser copies pubDate into updated; that is no update
     return EntryData(
