@@ -148,11 +148,11 @@ def fetch(
     try:
         selected = [config.source_named(name) for name in sources] if sources else list(config.sources)
         if dry_run:
-            with PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync) as store:
+            with config.open_store() as store:
                 previews = asyncio.run(_preview_all(config, store, selected))
             _print_dry_run(previews, as_json)
             return
-        with PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync) as store:
+        with config.open_store() as store:
             # A gone source (HTTP 410) is polled only when named explicitly.
             # The progress bar only on a terminal: a pipe or a log file gets the summary alone.
             show_progress = not as_json and err.is_terminal
@@ -299,7 +299,7 @@ def build() -> None:
     """Rebuild every feed from the posts (picks up posts edited or deleted by hand)."""
     config = _load()
     try:
-        with PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync) as store:
+        with config.open_store() as store:
             store.sync_with_files()
             sweep_temp_files(config.feeds_dir)  # what a killed build left behind
             store.prune(retention_policy(config), utcnow())
@@ -318,7 +318,7 @@ def prune() -> None:
     """Apply the retention limits now (posts and their files), then rebuild the feeds."""
     config = _load()
     try:
-        with PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync) as store:
+        with config.open_store() as store:
             result = store.prune(retention_policy(config), utcnow())
             keys = set(result.touched_keys) | store.pending_feed_keys()
             FeedBuilder(config, store).build(keys)
@@ -333,7 +333,7 @@ def reindex() -> None:
     """Rebuild the index from the post files."""
     config = _load()
     try:
-        with PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync) as store:
+        with config.open_store() as store:
             count = store.reindex()
     except AggregatorError as error:
         raise _fail(str(error)) from None
@@ -347,7 +347,7 @@ def verify() -> None:
 
     config = _load()
     try:
-        with PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync) as store:
+        with config.open_store() as store:
             report = verify_all(config, store)
     except AggregatorError as error:
         raise _fail(str(error)) from None
@@ -373,7 +373,7 @@ def status(
     """Each source's health, failing sources first."""
     config = _load()
     try:
-        with PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync) as store:
+        with config.open_store() as store:
             states = [store.source_state(s.name) for s in config.sources]
     except AggregatorError as error:
         raise _fail(str(error)) from None

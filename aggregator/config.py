@@ -17,7 +17,7 @@ import importlib.util
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -34,6 +34,9 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from aggregator.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aggregator.store import PostStore
 
 DEFAULT_CONFIG = Path("config/aggregator.yaml")
 USER_AGENT = "aggregator/0.1 (+https://github.com/aggregator-project/aggregator)"
@@ -422,6 +425,12 @@ class Config(_Strict):
     @property
     def index_path(self) -> Path:
         return self.data_dir / "index.sqlite3"
+
+    def open_store(self) -> PostStore:
+        """The post store (files + index) this config points at."""
+        from aggregator.store import PostStore
+
+        return PostStore(self.posts_dir, self.index_path, fsync=self.defaults.fsync)
 
     def source_location(self, source: SourceConfig) -> str:
         """An http(s) URL as given, or the absolute path of a local source."""

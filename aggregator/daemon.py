@@ -41,7 +41,6 @@ from aggregator.schedule import ADAPTIVE_WINDOW_SECONDS, SourceScheduler, next_r
 from aggregator.serve import create_app, make_server
 from aggregator.state import SourceState, utcnow
 from aggregator.status_feed import StatusLog, events_between, publish_status
-from aggregator.store import PostStore
 
 log = logging.getLogger("aggregator.daemon")
 
@@ -144,9 +143,9 @@ class Daemon:
         config = self.config
         for root in (config.feeds_dir, config.posts_dir):
             sweep_temp_files(root, own_too=True)
-        self.store = PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync)
+        self.store = config.open_store()
         # Builds run in a thread, on a connection of their own.
-        self.build_store = PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync)
+        self.build_store = config.open_store()
         self.status_log = StatusLog(self.store.db)
         self.updater = Updater(config, self.store)
         self.builder = FeedBuilder(config, self.build_store)
