@@ -302,9 +302,12 @@ def test_serves_feeds_answers_304_logs_each_fetch_and_stops_cleanly(
         )
         assert re.search(r"aggregator_build_seconds_count [1-9]", metrics)
 
-        # The operator's feed says the dead source is failing.
-        status = feedparser.parse(httpx.get(daemon.url("_status/rss.xml")).content)
-        assert [e.title for e in status.entries] == ["dead is failing"]
+        # The operator's feed says the dead source is failing (published by the build after it).
+        def status_titles() -> list[str]:
+            status = feedparser.parse(httpx.get(daemon.url("_status/rss.xml")).content)
+            return [e.title for e in status.entries]
+
+        assert wait_for(status_titles, what="the failure in the operator's feed") == ["dead is failing"]
 
         # One line per fetch: source, outcome, HTTP status, counts, duration; no traceback for
         # an expected network error.

@@ -165,7 +165,7 @@ def test_sigkill_during_builds_then_the_next_build_repairs(tmp_path: Path, ledge
         process = _start(config, "build")
         wait_for(lambda b=before, p=process: _feed_mtimes(site) != b or p.poll() is not None, timeout=60,
                  interval=0.005, what="the build writing feeds")  # fmt: skip
-        time.sleep(rng.uniform(0.0, 0.2))  # a random kill moment once it writes, not a synchronization
+        time.sleep(rng.uniform(0.0, 0.05))  # a random kill moment while it writes, not a synchronization
         kills += _kill(process)
         reported += bool(_check_after_crash(config))
     repaired = run_cli("build", config=config)
