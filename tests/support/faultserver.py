@@ -37,6 +37,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from typing import Self
 from urllib.parse import parse_qsl, urlsplit
 
 REASONS = {
@@ -135,7 +136,33 @@ class Exchange:
 Handler = Callable[[Request, Exchange], Awaitable[None]]
 
 
-class FaultServer:
+class _OnLoopback:
+    """What both servers share: a port on 127.0.0.1, URLs on it, and use as a context manager."""
+
+    port: int
+
+    def start(self) -> str:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + "/" + path.lstrip("/")
+
+
+class FaultServer(_OnLoopback):
     """A threaded asyncio HTTP/1.1 server on 127.0.0.1:0 with fault routes and request records."""
 
     def __init__(self) -> None:
@@ -198,20 +225,6 @@ class FaultServer:
         asyncio.run_coroutine_threadsafe(shutdown(), loop)
         self._thread.join(timeout=10)
         self._loop = None
-
-    def __enter__(self) -> FaultServer:
-        self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def url(self, path: str) -> str:
-        return self.base_url + "/" + path.lstrip("/")
 
     # Routes ----------------------------------------------------------------
 
@@ -548,7 +561,7 @@ BUILTIN_FAULTS: dict[str, Handler | Reply] = {
 }
 
 
-class FaultServerProcess:
+class FaultServerProcess(_OnLoopback):
     """A FaultServer in its own process serving ``feeds`` conditional-GET feeds at /f/{i}.xml.
 
     For benchmarks: a server thread in the test process would compete with the
@@ -577,20 +590,6 @@ class FaultServerProcess:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
-
-    def __enter__(self) -> FaultServerProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def url(self, path: str) -> str:
-        return self.base_url + "/" + path.lstrip("/")
 
 
 def numbered_feed(index: int) -> bytes:
