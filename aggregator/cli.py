@@ -74,7 +74,7 @@ def _setup_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(state.log_level.upper())
-    for noisy in ("httpx", "httpcore", "apscheduler"):
+    for noisy in ("aiohttp", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

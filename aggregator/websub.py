@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from aggregator.config import Config
 
@@ -48,17 +48,19 @@ async def publish(
     if not feed_urls:
         return []
     limit = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(
-        timeout=timeout, headers={"User-Agent": user_agent}, trust_env=False
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout), headers={"User-Agent": user_agent}, trust_env=False
     ) as client:
 
         async def ping(url: str) -> PingResult:
             async with limit:
                 try:
-                    response = await client.post(hub, data={"hub.mode": "publish", "hub.url": url})
-                except httpx.HTTPError as error:
+                    form = {"hub.mode": "publish", "hub.url": url}
+                    async with client.post(hub, data=form, allow_redirects=False) as response:
+                        status = response.status
+                except (aiohttp.ClientError, TimeoutError, ValueError) as error:
                     return PingResult(url, False, f"{type(error).__name__}: {error}")
-            return PingResult(url, response.is_success, str(response.status_code))
+            return PingResult(url, 200 <= status < 300, str(status))
 
         results = await asyncio.gather(*(ping(url) for url in feed_urls))
     failed = [r for r in results if not r.ok]
