@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 import typer
@@ -22,8 +22,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from aggregator import websub
-from aggregator.build import FeedBuilder
 from aggregator.config import DEFAULT_CONFIG, SOURCES_DIR, Config, SourceConfig, load_config, parse_duration
 from aggregator.errors import AggregatorError, StoreError
 from aggregator.fetch import redact_url
@@ -32,6 +30,9 @@ from aggregator.filters import Selection
 from aggregator.pipeline import Updater, UpdateResult, retention_policy
 from aggregator.state import utcnow
 from aggregator.store import PostStore
+
+if TYPE_CHECKING:
+    from aggregator.build import BuildReport, FeedBuilder
 
 app = typer.Typer(
     add_completion=False,
@@ -161,14 +162,33 @@ def fetch(
             )
             # Also feeds an interrupted earlier run changed but never built.
             keys = {key for result in results for key in result.touched_keys} | store.pending_feed_keys()
-            report = FeedBuilder(config, store).build(keys)
-            store.clear_pending_feed_keys(keys)
-            asyncio.run(websub.announce(config, report.written_urls))
+            report: BuildReport | None = None
+            if keys or not (config.feeds_dir / "index.html").exists():
+                report = _builder(config, store).build(keys)
+                store.clear_pending_feed_keys(keys)
+                _announce(config, report.written_urls)
     except AggregatorError as error:
         raise _fail(str(error)) from None
-    _print_fetch_report(results, len(report.rendered), as_json)
+    _print_fetch_report(results, len(report.rendered) if report else 0, as_json)
     failed = sum(1 for r in results if r.outcome in ("error", "gone"))
     raise typer.Exit(1 if failed and failed == len(results) else 0)
+
+
+def _builder(config: Config, store: PostStore) -> FeedBuilder:
+    # Imported when a build is due: feedgen and lxml were a fifth of the start-up of a poll
+    # in which nothing changed.
+    from aggregator.build import FeedBuilder
+
+    return FeedBuilder(config, store)
+
+
+def _announce(config: Config, changed_urls: list[str]) -> None:
+    """Ping the WebSub hub, when one is configured, with the feeds that changed."""
+    if config.build.websub_hub is None or not changed_urls:
+        return
+    from aggregator import websub
+
+    asyncio.run(websub.announce(config, changed_urls))
 
 
 async def _fetch_all(
@@ -303,9 +323,9 @@ def build() -> None:
             store.sync_with_files()
             sweep_temp_files(config.feeds_dir)  # what a killed build left behind
             store.prune(retention_policy(config), utcnow())
-            report = FeedBuilder(config, store).build(None)
+            report = _builder(config, store).build(None)
             store.clear_pending_feed_keys()
-            asyncio.run(websub.announce(config, report.written_urls))
+            _announce(config, report.written_urls)
     except AggregatorError as error:
         raise _fail(str(error)) from None
     typer.echo(
@@ -321,7 +341,7 @@ def prune() -> None:
         with config.open_store() as store:
             result = store.prune(retention_policy(config), utcnow())
             keys = set(result.touched_keys) | store.pending_feed_keys()
-            FeedBuilder(config, store).build(keys)
+            _builder(config, store).build(keys)
             store.clear_pending_feed_keys(keys)
     except AggregatorError as error:
         raise _fail(str(error)) from None

@@ -26,14 +26,15 @@ import hashlib
 import html
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import nh3
 
-from aggregator.parse import Enclosure, EntryData
+from aggregator.parse import Enclosure, EntryData, FeedData
 
 SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 TITLE_FALLBACK_CHARS = 80
@@ -171,6 +172,76 @@ class Post:
     @cached_property
     def summary(self) -> str:
         return plain_text(self.body, limit=SUMMARY_CHARS)
+
+    # The post file and its place, made once. A parser worker makes them beside the parse
+    # (pickling carries a computed property along), so the main process only writes bytes;
+    # a post changed later (``dataclasses.replace``) is a new object and makes its own.
+    @cached_property
+    def file_bytes(self) -> bytes:
+        from aggregator.store import render_post  # the store imports this module
+
+        return render_post(self)
+
+    @cached_property
+    def relpath(self) -> str:
+        from aggregator.store import post_relpath  # the store imports this module
+
+        return str(post_relpath(self))
+
+
+@dataclass(frozen=True)
+class NormalizedFeed:
+    """A fetched document's posts, ready for the store: what a parser worker sends back."""
+
+    title: str
+    version: str
+    posts: tuple[Post, ...]
+    # Ids of posts dated by the first-seen fallback: a known entry keeps its stored first sight.
+    undated: frozenset[str] = frozenset()
+    ttl: float | None = None
+    warning: str | None = None
+
+
+def normalize_feed(
+    feed: FeedData, rules: SourceRules, seen: datetime, *, max_entries: int | None = None
+) -> NormalizedFeed:
+    """Every entry of a parsed feed as a post; within one document the first entry of an id wins.
+
+    ``seen`` is the first-seen date of every entry here; the caller swaps in the
+    stored one for entries it already knows (see ``NormalizedFeed.undated``).
+    """
+    rules = replace(rules, feed_title=feed.title)
+    posts: dict[str, Post] = {}
+    undated: set[str] = set()
+    for entry in feed.entries[:max_entries]:
+        post = normalize(entry, rules, seen)
+        if post.id in posts:
+            continue
+        posts[post.id] = post
+        if moment(entry.published) is None and moment(entry.updated) is None:
+            undated.add(post.id)
+    return NormalizedFeed(
+        title=feed.title,
+        version=feed.version,
+        posts=tuple(posts.values()),
+        undated=frozenset(undated),
+        ttl=feed.ttl,
+        warning=feed.warning,
+    )
+
+
+def with_first_seen(post: Post, first_seen: datetime, *, undated: bool) -> Post:
+    """``post`` as first seen at ``first_seen`` (an undated post takes it as its date too)."""
+    first_seen = first_seen.astimezone(UTC).replace(microsecond=0)
+    if post.first_seen == first_seen:
+        return post
+    return replace(post, first_seen=first_seen, date=first_seen if undated else post.date)
+
+
+def prepared(posts: Sequence[Post]) -> None:
+    """Compute what the store will ask of each post (hash, file, path) now, in this process."""
+    for post in posts:
+        _ = post.content_hash, post.file_bytes, post.relpath
 
 
 def clean_text(value: str) -> str:

@@ -34,12 +34,11 @@ from aggregator.fetch import (
     url_credentials,
 )
 from aggregator.filters import Selection, category_rules, filter_stages, select_posts
-from aggregator.normalize import Post, SourceRules, entry_id, normalize
-from aggregator.parse import FeedData
+from aggregator.normalize import NormalizedFeed, Post, SourceRules, with_first_seen
 from aggregator.state import SourceState, after_failure, after_success, config_fingerprint, utcnow
 from aggregator.store import Limits, Outcome, PostStore, RetentionPolicy, feed_keys_for
 from aggregator.transforms import Transformer, transforms_for
-from aggregator.workers import ParserPool
+from aggregator.workers import ParserPool, PostRecipe
 
 log = logging.getLogger("aggregator.update")
 
@@ -155,8 +154,11 @@ class Updater:
                 self.store.save_source_state(state)
                 return UpdateResult(source.name, state, not_modified=True)
             assert fetched.body is not None
-            feed = await self.parser.parse(fetched.body, fetched.headers, fetched.url)
-            posts = self._normalize(source, feed)
+            # Parsed, normalized and rendered in a worker process.
+            normalized = await self.parser.posts(
+                fetched.body, fetched.headers, fetched.url, self._recipe(source)
+            )
+            posts = self._with_first_seen(source, normalized)
             posts = self._select(source, posts, now).kept  # filters, then category rules
             posts = await self.transformer.apply(
                 posts, transforms_for(self.config, source), trusted=source.trusted
@@ -174,13 +176,13 @@ class Updater:
             # A change held back by the rewrite cap must come again: no validators, no 304.
             capped = any(r.outcome is Outcome.CAPPED for r in saved)
             validators = Validators() if capped else fetched.validators
-            if feed.warning:
-                log.warning("source=%s %s", source.name, feed.warning)
+            if normalized.warning:
+                log.warning("source=%s %s", source.name, normalized.warning)
             state = after_success(
                 state, now=now, interval=interval, http_status=fetched.status, new=new,
                 updated=updated, etag=validators.etag, last_modified=validators.last_modified,
                 permanent_url=fetched.permanent_url, fresh_for=fetched.fresh_for,
-                ttl=feed.ttl, respect_cache=respect_cache,
+                ttl=normalized.ttl, respect_cache=respect_cache,
             )  # fmt: skip
             self.store.save_source_state(state)
             return UpdateResult(source.name, state, new=new, updated=updated, touched_keys=touched)
@@ -226,15 +228,16 @@ class Updater:
         """Fetch, parse and filter one source, saving nothing: what ``fetch --dry-run`` shows."""
         # A blank state: no validators, so the server cannot answer "not modified".
         fetched = await self._fetch(source, SourceState(name=source.name, url=source.url))
-        feed = await self.parser.parse(fetched.body or b"", fetched.headers, fetched.url)
-        return self._select(source, self._normalize(source, feed), utcnow())
+        normalized = await self.parser.posts(
+            fetched.body or b"", fetched.headers, fetched.url, self._recipe(source)
+        )
+        return self._select(source, self._with_first_seen(source, normalized), utcnow())
 
     def _select(self, source: SourceConfig, posts: list[Post], now: datetime) -> Selection:
         stages = filter_stages(self.config, source)
         return select_posts(posts, stages, category_rules(self.config, source), now)
 
-    def _normalize(self, source: SourceConfig, feed: FeedData) -> list[Post]:
-        entries = feed.entries[: self.config.defaults.max_entries]
+    def _recipe(self, source: SourceConfig) -> PostRecipe:
         rules = SourceRules(
             name=source.name,
             categories=source.categories,
@@ -242,16 +245,18 @@ class Updater:
             trusted=source.trusted,
             comments=source.comments,
             escape_braces=self.config.defaults.escape_braces,
-            feed_title=feed.title,
         )
-        ids = [entry_id(entry) for entry in entries]
-        first_seen = self.store.first_seen(source.name, ids)
-        posts: dict[str, Post] = {}
-        for entry, ident in zip(entries, ids, strict=True):
-            if ident in posts:
-                continue  # duplicate id within one fetch: the first wins
-            posts[ident] = normalize(entry, rules, first_seen.get(ident, utcnow()))
-        return list(posts.values())
+        return PostRecipe(rules, seen=utcnow(), max_entries=self.config.defaults.max_entries)
+
+    def _with_first_seen(self, source: SourceConfig, normalized: NormalizedFeed) -> list[Post]:
+        """Entries the store already knows keep the first-seen date recorded then."""
+        known = self.store.first_seen(source.name, [post.id for post in normalized.posts])
+        return [
+            with_first_seen(post, known[post.id], undated=post.id in normalized.undated)
+            if post.id in known
+            else post
+            for post in normalized.posts
+        ]
 
 
 def retention_policy(config: Config) -> RetentionPolicy:

@@ -668,7 +668,7 @@ class PostStore:
                 continue
             seen.add(key)
             if key in pruned:
-                results.append(SaveResult(post, Outcome.PRUNED, self.posts_dir / post_relpath(post)))
+                results.append(SaveResult(post, Outcome.PRUNED, self.posts_dir / post.relpath))
                 continue
             if key in aliased:
                 results.append(SaveResult(post, Outcome.UNCHANGED, self.posts_dir / aliased[key]))
@@ -679,8 +679,8 @@ class PostStore:
                 relpath, previous, to_write = merge
                 outcome, revision = Outcome.MERGED, False
             elif previous is None:
-                relpath = self._free_path(post_relpath(post), post, taken)
-                to_write = replace(post, first_seen=post.first_seen or now)
+                relpath = self._free_path(Path(post.relpath), post, taken)
+                to_write = post if post.first_seen else replace(post, first_seen=now)
                 outcome, revision = Outcome.NEW, True
             else:
                 relpath = previous.path
@@ -701,7 +701,7 @@ class PostStore:
             taken.add(relpath)
             path = self.posts_dir / relpath
             try:
-                stat = write_atomic_stat(path, render_post(to_write), fsync=self.fsync == "file")
+                stat = write_atomic_stat(path, to_write.file_bytes, fsync=self.fsync == "file")
             except OSError as error:
                 raise StoreError(f"cannot write {path}: {error}") from error
             written.append(path)

@@ -1,7 +1,9 @@
 """A pool of worker processes for parsing, bounded in time and memory.
 
 Parsing is CPU-bound (feedparser is pure Python), so it runs in separate
-processes: it neither blocks the event loop nor serializes on one core. Each
+processes: it neither blocks the event loop nor serializes on one core. The
+worker also normalizes the entries and renders the post files (``posts``), so
+the main process is left with the index and the file writes. Each
 worker caps its own address space and handles one document at a time over its
 own pipe, so a parse that overruns its time limit costs exactly one worker:
 that process is killed and replaced, and the parses running in the other
@@ -19,19 +21,31 @@ import signal
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from aggregator.errors import NotAFeed, ParseError
+from aggregator.normalize import NormalizedFeed, SourceRules, normalize_feed, prepared
 from aggregator.parse import FeedData, parse_document
 
 DEFAULT_PARSE_SECONDS = 30.0
 DEFAULT_PARSE_MEMORY = 1024 * 1024**2
 WORKER_START_SECONDS = 60.0
 
-# A worker's reply: ("ok", FeedData) | ("not-a-feed", message, links) | ("error", message)
+# A worker's reply: ("ok", FeedData | NormalizedFeed) | ("not-a-feed", message, links) | ("error", message)
 _Reply = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class PostRecipe:
+    """What a worker needs besides the document to turn its entries into posts."""
+
+    rules: SourceRules
+    seen: datetime  # the first-seen date of entries met for the first time
+    max_entries: int | None = None
 
 
 def _limit_memory(max_bytes: int) -> None:
@@ -39,10 +53,18 @@ def _limit_memory(max_bytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
 
 
-def parse_safely(body: bytes, headers: Mapping[str, str], url: str) -> _Reply:
-    """Run the parser and turn every way it can fail on hostile input into a picklable reply."""
+def parse_safely(
+    body: bytes, headers: Mapping[str, str], url: str, recipe: PostRecipe | None = None
+) -> _Reply:
+    """Parse (and with a recipe, make posts); every way it can fail on hostile input becomes a reply."""
     try:
-        return ("ok", parse_document(body, headers, url))
+        feed = parse_document(body, headers, url)
+        if recipe is None:
+            return ("ok", feed)
+        normalized = normalize_feed(feed, recipe.rules, recipe.seen, max_entries=recipe.max_entries)
+        del feed
+        prepared(normalized.posts)
+        return ("ok", normalized)
     except NotAFeed as error:
         return ("not-a-feed", str(error), error.feed_links)
     except ParseError as error:
@@ -54,11 +76,10 @@ def parse_safely(body: bytes, headers: Mapping[str, str], url: str) -> _Reply:
         return ("error", f"the parser failed on this document: {type(error).__name__}: {error}")
 
 
-def _unwrap(reply: _Reply) -> FeedData:
+def _unwrap(reply: _Reply) -> Any:
     kind = reply[0]
     if kind == "ok":
-        feed: FeedData = reply[1]
-        return feed
+        return reply[1]
     if kind == "not-a-feed":
         raise NotAFeed(reply[1], feed_links=tuple(reply[2]))
     raise ParseError(reply[1])
@@ -112,7 +133,7 @@ class _Worker:
             self.kill()
             raise ParseError("a parser process could not be started")
 
-    def roundtrip(self, job: tuple[bytes, dict[str, str], str]) -> _Reply:
+    def roundtrip(self, job: tuple[bytes, dict[str, str], str, PostRecipe | None]) -> _Reply:
         """Blocking: runs in a thread. A killed worker makes ``recv`` raise EOFError."""
         self.conn.send(job)
         reply: _Reply = self.conn.recv()
@@ -156,7 +177,7 @@ class ParserPool:
         # forkserver: never fork a process that runs threads (the event loop, uvicorn).
         self._context = multiprocessing.get_context("forkserver")
         # The fork server imports the parser once; each worker forked from it starts warm.
-        self._context.set_forkserver_preload(["aggregator.workers"])
+        self._context.set_forkserver_preload(["aggregator.workers", "aggregator.store"])
         self.replaced = 0  # workers killed for overrunning their limits (for tests and metrics)
 
     def _semaphore(self) -> asyncio.Semaphore:
@@ -197,12 +218,25 @@ class ParserPool:
         worker.kill()
 
     async def parse(self, body: bytes, headers: Mapping[str, str], url: str) -> FeedData:
+        feed: FeedData = _unwrap(await self._run(body, headers, url, None))
+        return feed
+
+    async def posts(
+        self, body: bytes, headers: Mapping[str, str], url: str, recipe: PostRecipe
+    ) -> NormalizedFeed:
+        """Parse, normalize and render the post files, all in a worker."""
+        normalized: NormalizedFeed = _unwrap(await self._run(body, headers, url, recipe))
+        return normalized
+
+    async def _run(
+        self, body: bytes, headers: Mapping[str, str], url: str, recipe: PostRecipe | None
+    ) -> _Reply:
         if self.processes == 0:
-            return _unwrap(await asyncio.to_thread(parse_safely, body, headers, url))
+            return await asyncio.to_thread(parse_safely, body, headers, url, recipe)
         loop = asyncio.get_running_loop()
         async with self._semaphore():
             worker = await loop.run_in_executor(self._executor(), self._take_worker)
-            job = (body, dict(headers), url)
+            job = (body, dict(headers), url, recipe)
             try:
                 reply = await asyncio.wait_for(
                     loop.run_in_executor(self._executor(), worker.roundtrip, job), self.seconds
@@ -221,7 +255,7 @@ class ParserPool:
                 raise
             with self._lock:
                 self._idle.append(worker)
-        return _unwrap(reply)
+        return reply
 
     def close(self) -> None:
         with self._lock:

@@ -294,6 +294,10 @@ class CountingParser(ParserPool):
         self.calls += 1
         return await super().parse(body, headers, url)
 
+    async def posts(self, body: bytes, headers: Any, url: str, recipe: Any) -> Any:
+        self.calls += 1
+        return await super().posts(body, headers, url, recipe)
+
 
 def run_counting(config: Config) -> tuple[UpdateResult, int]:
     async def go() -> tuple[UpdateResult, int]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import feedparser
 import frontmatter
 import pytest
-from support.helpers import FIXTURES, run_cli, write_config
+from support.helpers import FIXTURES, run_cli, wait_for, write_config
 from support.servers import AppServer
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed-post.md"
@@ -128,6 +130,36 @@ def test_second_run_writes_nothing_and_a_changed_entry_updates_in_place(
     assert "revised" in post.content
     assert post["date"] == "Mon, 05 Oct 2026 08:00:00 GMT"
     assert "revised" in (site / "feeds" / "all" / "rss.xml").read_text()
+
+
+def _undated_feed(*guids: str) -> str:
+    items = "".join(
+        f"<item><title>{g}</title><guid>{g}</guid><description>{g} body</description></item>" for g in guids
+    )
+    return f'<?xml version="1.0"?><rss version="2.0"><channel><title>U</title>{items}</channel></rss>'
+
+
+def test_an_undated_entry_keeps_its_first_seen_date_when_fetched_again(tmp_path: Path) -> None:
+    """Posts are made in parser workers with 'now' as the date fallback; the store's first sight wins."""
+    feed = tmp_path / "undated.xml"
+    feed.write_text(_undated_feed("u1"))
+    config = write_config(tmp_path, [{"name": "undated", "url": "undated.xml"}])
+    assert run_cli("fetch", config=config).returncode == 0
+    (first_path,) = (tmp_path / "posts").rglob("*.md")
+    first = frontmatter.load(first_path)
+    first_date = parsedate_to_datetime(first["date"])
+    assert first["first_seen"] == first["date"]
+    mtime = first_path.stat().st_mtime_ns
+    # The next fetch must happen in a later second than the first sight, or this proves nothing.
+    wait_for(lambda: datetime.now(UTC).replace(microsecond=0) > first_date, timeout=3, what="a new second")
+
+    feed.write_text(_undated_feed("u1", "u2"))  # changed: fetched and parsed again
+    assert run_cli("fetch", config=config).returncode == 0
+    posts = {post["id"]: (path, post) for path, post in _posts(tmp_path / "posts").items()}
+    assert set(posts) == {"u1", "u2"}
+    assert posts["u1"][1]["date"] == first["date"], "the first sight is kept"
+    assert (tmp_path / "posts" / posts["u1"][0]).stat().st_mtime_ns == mtime, "and the file not rewritten"
+    assert parsedate_to_datetime(posts["u2"][1]["date"]) > first_date
 
 
 def test_reference_post_is_reproduced(tmp_path: Path) -> None:
