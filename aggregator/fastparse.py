@@ -78,8 +78,7 @@ _HARMLESS = {
     "dc_publisher", "created", "dcterms_created", "expirationdate", "subtitle", "tagline",
     "info", "cloud", "media_credit", "media_rating", "media_restriction", "media_license",
     "itunes_block", "itunes_explicit", "itunes_image", "itunes_subtitle", "newlocation",
-    "admin_generatoragent", "admin_errorreportsto", "georss_point", "georss_line",
-    "georss_polygon", "georss_box", "feedburner_browserfriendly",
+    "admin_generatoragent", "admin_errorreportsto", "feedburner_browserfriendly",
 }  # fmt: skip
 _PUBLISHED = {"published", "pubdate", "issued", "dcterms_issued"}
 _UPDATED = {"updated", "modified", "lastbuilddate", "dc_date", "dcterms_modified"}
@@ -101,7 +100,11 @@ _PARSER = etree.XMLParser(
 _FIRST_ELEMENT = re.compile(rb"<\w")
 _XML_DECLARATION = re.compile(rb"<\?xml[^>]*?>")  # feedparser's RE_XML_DECLARATION, on bytes
 _UTF8_DECLARATION = b"<?xml version='1.0' encoding='utf-8'?>"
-_UTF8_DECLARED = re.compile(rb"""\sencoding\s*=\s*["']utf-?8["']""", re.IGNORECASE)
+_PLAIN_UTF8_DECLARATION = re.compile(  # XML 1.0 in UTF-8: lxml reads it as feedparser's rewritten one
+    rb"""<\?xml\s+version\s*=\s*["']1\.0["']\s+encoding\s*=\s*["']utf-?8["']"""
+    rb"""(?:\s+standalone\s*=\s*["'](?:yes|no)["'])?\s*\?>""",
+    re.IGNORECASE,
+)
 # An absolute http(s) URL that urljoin (and feedparser's _urljoin) gives back
 # unchanged whatever the base: lower-case scheme, plain host, no params,
 # query or fragment, no dot segments. Joining costs a fifth of the read.
@@ -148,7 +151,7 @@ def parse(body: bytes, headers: Mapping[str, str]) -> FeedParserDict | None:
             return None  # feedparser's strict parser fails as well, and it reads leniently
     contentloc = result["headers"].get("content-location", "")
     baseuri = make_safe_absolute_uri("", contentloc) or make_safe_absolute_uri(contentloc) or ""
-    reader = _Reader(baseuri, fix_text=_fix_text if _may_have_latin1(data) else None)
+    reader = _Reader(baseuri, data)
     try:
         reader.read(root)
     except Decline:
@@ -183,7 +186,7 @@ def _utf8_shortcut(body: bytes, result: FeedParserDict) -> bytes | None:
         return None
     result.update(verdict)
     declaration = _XML_DECLARATION.match(body, skip)
-    if declaration is None or _UTF8_DECLARED.search(declaration.group()):
+    if declaration is None or _PLAIN_UTF8_DECLARATION.fullmatch(declaration.group()):
         return body  # lxml reads it as UTF-8 as it stands (a UTF-8 BOM included)
     return _UTF8_DECLARATION + body[declaration.end() :]
 
@@ -201,24 +204,21 @@ def _declared_version(root: Any) -> str:
     return ""
 
 
-def _element_name(element: Any) -> str:
-    """feedparser's name for an element: ``title``, ``content_encoded``, ``rdf_rdf``..."""
+def _element_name(element: Any) -> str | None:
+    """feedparser's name for an element (``title``, ``content_encoded``...); None for an unknown namespace."""
     tag = element.tag
     name = _NAME_CACHE.get(tag)
     if name is None:
-        known = _map_name(tag, None)
-        if known is None:  # a namespace feedparser does not know: named by the document's prefix
-            known = _map_name(tag, element.prefix)
-            if known is None:
-                raise Decline(f"element {tag} in an unknown default namespace")
-            return known
+        known = _map_name(tag)
+        if known is None:
+            return None
         if len(_NAME_CACHE) > 4096:
             _NAME_CACHE.clear()
         _NAME_CACHE[tag] = name = known
     return name
 
 
-def _map_name(tag: str, given_prefix: str | None) -> str | None:
+def _map_name(tag: str) -> str | None:
     if tag[0] != "{":
         return tag.lower()
     namespace, local = tag[1:].split("}", 1)
@@ -227,13 +227,9 @@ def _map_name(tag: str, given_prefix: str | None) -> str | None:
         lower = "http://backend.userland.com/rss"
     prefix = _NAMESPACES.get(lower)
     if prefix is None:
-        # feedparser names it by the prefix the document used; a default
-        # namespace it does not know leaves the bare local name (ambiguous).
-        if not given_prefix:
-            return None
-        prefix = given_prefix
+        return None
     local = local.lower()
-    return f"{prefix.lower()}_{local}" if prefix else local
+    return f"{prefix}_{local}" if prefix else local
 
 
 def _attributes(element: Any) -> dict[str, str]:
@@ -311,9 +307,10 @@ class _Reader:
     ``FeedParserDict``'s aliases, so it would store and answer them the same.
     """
 
-    def __init__(self, baseuri: str, fix_text: Callable[[str], str] | None = _fix_text) -> None:
+    def __init__(self, baseuri: str, data: bytes) -> None:
         self.baseuri = baseuri
-        self.fix_text = fix_text
+        self.data = data
+        self.latin1: bool | None = None  # whether _fix_text can change anything, known when needed
         self.basestack: list[str] = []
         self.join_cache: dict[tuple[str, str], str] = {}
         self.depth = 0
@@ -327,6 +324,7 @@ class _Reader:
         self.guidislink = False
         self.title_depth = -1
         self.depth_map: dict[str, int] = {}
+        self.bindings: set[tuple[str | None, str]] | None = None
         handlers: dict[str, Callable[[Any, dict[str, str], str], None]] = {
             "title": self._title,
             "link": self._link,
@@ -350,8 +348,26 @@ class _Reader:
 
     # -- document structure -------------------------------------------------
 
+    def _name(self, element: Any) -> str:
+        name = _element_name(element)
+        if name is not None:
+            return name
+        # A namespace feedparser does not know: it names the element by the
+        # first prefix the document bound to that namespace, and by the bare
+        # local name when there is none (a default namespace). Read only the
+        # unambiguous case: one prefix for the namespace, one namespace for it.
+        tag, prefix = element.tag, element.prefix
+        if not prefix:
+            raise Decline(f"element {tag} in an unknown default namespace")
+        if self.bindings is None:
+            self.bindings = set(element.getroottree().getroot().xpath("//namespace::*"))
+        uri = tag[1:].split("}", 1)[0]
+        if {(p, u) for p, u in self.bindings if p == prefix or u == uri} != {(prefix, uri)}:
+            raise Decline(f"namespace {uri} or prefix {prefix} bound more than once")
+        return f"{prefix.lower()}_{tag.rsplit('}', 1)[1].lower()}"
+
     def read(self, root: Any) -> None:
-        name = _element_name(root)
+        name = self._name(root)
         declared = _declared_version(root)
         if name == "rss" and not declared.startswith("rss"):
             version = _attributes(root).get("version", "")
@@ -398,13 +414,13 @@ class _Reader:
 
     def _rss(self, element: Any, attrs: dict[str, str]) -> None:
         for child in _children(element):
-            if _element_name(child) != "channel":
+            if self._name(child) != "channel":
                 raise Decline(f"{child.tag} outside the channel")
             self._element(child, self._channel)
 
     def _rdf(self, element: Any, attrs: dict[str, str]) -> None:
         for child in _children(element):
-            name = _element_name(child)
+            name = _NAME_CACHE.get(child.tag) or self._name(child)
             if name == "channel":
                 self._element(child, self._channel)
             elif name in ("item", "entry"):
@@ -422,7 +438,7 @@ class _Reader:
     def _feed(self, element: Any, attrs: dict[str, str]) -> None:
         self.infeed = True
         for child in _children(element):
-            name = _element_name(child)
+            name = _NAME_CACHE.get(child.tag) or self._name(child)
             if name in ("item", "entry"):
                 self._element(child, self._item)
             elif name == "image":
@@ -449,7 +465,7 @@ class _Reader:
 
     def _entry_children(self, element: Any) -> None:
         for child in _children(element):
-            name = _element_name(child)
+            name = _NAME_CACHE.get(child.tag) or self._name(child)
             if name == "media_content" or name == "media_group":
                 self._element(child, self._media_container)
             else:
@@ -457,7 +473,7 @@ class _Reader:
 
     def _media_container(self, element: Any, attrs: dict[str, str]) -> None:
         # feedparser reads what is inside media:group / media:content as if it were in the item.
-        if _element_name(element) == "media_content":
+        if self._name(element) == "media_content":
             self._context().setdefault("media_content", []).append(attrs)
         self._entry_children(element)
 
@@ -468,7 +484,7 @@ class _Reader:
         self.inimage = True
         self.title_depth = -1
         for child in _children(element):
-            name = _element_name(child)
+            name = _NAME_CACHE.get(child.tag) or self._name(child)
             if name not in _IMAGE_CHILDREN:
                 raise Decline(f"{child.tag} in an image")
             if name in ("url", "width", "height"):
@@ -491,7 +507,7 @@ class _Reader:
         if (key[0] if isinstance(key, list) else key) in _USED_KEYS or name in _USED_KEYS:
             raise Decline(f"element {element.tag} would be stored as a field we read")
         for child in _children(element):
-            self._dispatch(child, _element_name(child))
+            self._dispatch(child, self._name(child))
 
     def _harmless(self, element: Any, attrs: dict[str, str], name: str) -> None:
         _leaf_text(element)
@@ -530,8 +546,11 @@ class _Reader:
             and _looks_like_html(output)
         ):
             params["type"] = "text/html"
-        if self.fix_text is not None:
-            output = self.fix_text(output)
+        if not output.isascii():
+            if self.latin1 is None:
+                self.latin1 = _may_have_latin1(self.data)
+            if self.latin1:
+                output = _fix_text(output)
         if element == "category":
             return output
         if element == "title" and -1 < self.title_depth <= self.depth:
@@ -655,7 +674,7 @@ class _Reader:
             self._person_part(child, save=False)
 
     def _person_part(self, element: Any, save: bool) -> None:
-        name = _element_name(element)
+        name = self._name(element)
         if name not in _PERSON_CHILDREN:
             raise Decline(f"{element.tag} in a person construct")
         self._enter(_attributes(element))

@@ -149,6 +149,57 @@ def test_declines_what_it_does_not_read_exactly(body: bytes, why: str) -> None:
     assert_same(body, {"content-type": "application/rss+xml"})
 
 
+RSS_ITEM = "<rss version='2.0' {ns}><channel><title>t</title><item>{item}</item></channel></rss>"
+EDGE_CASES = {
+    "a namespace bound to two prefixes": (
+        "xmlns:media='urn:x' xmlns:y='urn:x'",
+        "<title>a</title><y:content url='http://a.example/b.jpg' medium='image'/>",
+        False,
+    ),
+    "media under a wrong namespace URI": (
+        "xmlns:media='http://video.search.yahoo.com/mrss'",
+        "<media:content url='http://a.example/b.jpg' medium='image'/>",
+        True,
+    ),
+    "a title inside an unknown wrapper": ("xmlns:x='urn:x'", "<x:wrap><title>deep</title></x:wrap>", True),
+    "a later title at the same depth": ("", "<title>first</title><title>second</title>", True),
+    "an empty title, then one": ("", "<title> </title><title>second</title>", True),
+    "xml:base that leaks to the next sibling": (
+        "",
+        "<link xml:base='http://b.example/dir/'>rel</link><guid>g</guid><comments>c</comments>",
+        True,
+    ),
+    "a guid before the link": ("", "<guid>http://g.example/1</guid><link>http://l.example/1</link>", True),
+    "content before the description": (
+        "xmlns:content='http://purl.org/rss/1.0/modules/content/'",
+        "<content:encoded>&lt;p&gt;c&lt;/p&gt;</content:encoded><description>d</description>",
+        True,
+    ),
+    "categories with and without domain": (
+        "",
+        "<category domain='d'>a</category><category domain='d'>a</category><category>a</category>"
+        "<category domain='d'></category><category>b</category>",
+        True,
+    ),
+    "an author email without a name": ("", "<author>someone@example.com</author>", True),
+    "media:title is read as the title": (
+        "xmlns:media='http://search.yahoo.com/mrss/'",
+        "<media:group><media:title>m</media:title></media:group>",
+        False,
+    ),
+    "XML 1.1": ("", "<title>a\u2028b\x85c</title>", True),
+}
+
+
+@pytest.mark.parametrize("case", EDGE_CASES)
+def test_edge_cases_read_as_feedparser_reads_them(case: str) -> None:
+    namespaces, item, taken = EDGE_CASES[case]
+    body = RSS_ITEM.format(ns=namespaces, item=item).encode()
+    if case == "XML 1.1":
+        body = b"<?xml version='1.1' encoding='utf-8'?>\n" + body
+    assert assert_same(body, {"content-type": "application/rss+xml"}) == taken
+
+
 def test_a_non_xml_content_type_warns_as_feedparser_does() -> None:
     body = (FIXTURES / "formats" / "rss2.xml").read_bytes()
     fast = parse_document(body, {"content-type": "text/html"}, URL)
