@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.normalize import SourceRules, entry_id, lead_image, normalize, sanitize_html
+from aggregator.normalize import _may_have_unchecked_urls as sanitize_html_filter_needed
 from aggregator.parse import Enclosure, EntryData
 
 SEEN = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
@@ -201,6 +202,18 @@ def test_safe_urls_are_kept_and_relative_ones_made_absolute() -> None:
     assert 'href="mailto:me@example.org"' in cleaned
     assert 'poster="https://example.org/p.jpg"' in cleaned
     assert 'cite="https://example.org/src"' in cleaned
+
+
+def test_relative_urls_are_resolved_when_no_attribute_needs_our_filter() -> None:
+    """Without srcset or cite in the body, ammonia alone resolves and checks every URL."""
+    markup = '<a href="../other">o</a><img src="img/a.png"><video poster="/p.jpg"></video><a href="x:y">z</a>'
+    assert not sanitize_html_filter_needed(markup)
+    cleaned = sanitize_html(markup, BASE)
+    assert 'href="https://example.org/other"' in cleaned
+    assert 'src="https://example.org/blog/img/a.png"' in cleaned
+    assert 'poster="https://example.org/p.jpg"' in cleaned
+    assert "x:y" not in cleaned
+    assert 'href="' not in sanitize_html('<a href="../other">o</a>', "not a base")
 
 
 def test_scripts_styles_frames_forms_and_handlers_are_removed() -> None:
