@@ -83,7 +83,7 @@ FRAGMENT_CACHE_BYTES = 128 * 1024 * 1024
 # each holds its own fragment cache). Incremental builds stay in the calling process.
 PARALLEL_MIN_FEEDS = 64
 MAX_WORKER_PROCESSES = 3
-WORKER_CACHE_BYTES = 48 * 1024 * 1024
+WORKER_CACHE_BYTES = 16 * 1024 * 1024
 # Runs of feeds per process: enough that the processes end together, few enough to keep items local.
 RUNS_PER_PROCESS = 8
 PARENT_CHECK_SECONDS = 0.05
@@ -667,7 +667,11 @@ def _render_json(config: Config, spec: FeedSpec, items: Sequence[bytes]) -> byte
     items = [item for item in items if item]
     if not items:
         return top + b' "items": []\n}\n'
-    return top + b' "items": [\n  ' + b",\n  ".join(items) + b"\n ]\n}\n"
+    joined = [top + b' "items": [\n  ', items[0]]
+    for item in items[1:]:  # one join: the items are most of a feed's bytes
+        joined += (b",\n  ", item)
+    joined.append(b"\n ]\n}\n")
+    return b"".join(joined)
 
 
 class FragmentCache:
@@ -825,12 +829,12 @@ class FeedBuilder:
             return (*((0, part) for part in categories), (1, parts[0]))
         return ((3, key),)
 
-    def _plan(self, spec: FeedSpec, settings: str) -> _Job | None:
+    def _plan(self, spec: FeedSpec, settings: str, root: Path) -> _Job | None:
         """The feed's newest items and signature; None when its files already hold exactly those."""
         refs = self._newest_unique(spec.key, self.config.build.max_items)
         signature = _signature(settings, spec, refs)
         if self.store.feed_signature(spec.key) == signature and all(
-            (self.root / spec.relative_dir / FORMAT_FILES[fmt]).exists() for fmt in self.config.build.formats
+            (root / spec.relative_dir / FORMAT_FILES[fmt]).exists() for fmt in self.config.build.formats
         ):
             return None
         return _Job(spec, tuple(refs), signature)
@@ -857,7 +861,7 @@ class FeedBuilder:
         dispatch: _Dispatch | None = None
         try:
             for key in keys:
-                job = self._plan(self._spec(key), settings)
+                job = self._plan(self._spec(key), settings, here.root)
                 if job is None:
                     report.skipped += 1
                     continue
@@ -867,6 +871,9 @@ class FeedBuilder:
                 elif self.processes > 0 and len(jobs) >= max(self.parallel_min_feeds, 1):
                     runs = (self.processes + 1) * RUNS_PER_PROCESS
                     run_items = len(keys) * self.config.build.max_items / runs
+                    # Each process keeps a small cache of its own: runs are local, and the tree's
+                    # memory stays about what one process with the full cache took.
+                    here = _Renderer(self.config, self.store.indexed_posts, FragmentCache(WORKER_CACHE_BYTES))
                     dispatch = _Dispatch(here, self._worker_setup(), self.processes, run_items)
                     for earlier in jobs:
                         dispatch.add(earlier)
@@ -953,6 +960,7 @@ class _Renderer:
         self.posts = posts
         self.cache = cache
         self.options = ItemOptions.of(config)
+        self.root = config.feeds_dir  # resolved once, not per feed
 
     def render(self, jobs: Iterable[_Job]) -> list[_Built]:
         with _Writer() as writer:
@@ -960,7 +968,7 @@ class _Renderer:
 
     def _render_one(self, job: _Job, writer: _Writer) -> _Built:
         spec, refs = job.spec, job.refs
-        directory = self.config.feeds_dir / spec.relative_dir
+        directory = self.root / spec.relative_dir
         fragments = self._fragments(refs)
         newest = _newest(refs)
         urls = []

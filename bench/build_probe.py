@@ -5,6 +5,12 @@
     python bench/build_probe.py rebuild                                # full build, nothing changed
     python bench/build_probe.py incremental                            # one new post, then build
     python bench/build_probe.py profile                                # cProfile of a full build
+    python bench/build_probe.py cli [--config C] [--repeat N]          # the real `aggregator build`, measured
+
+``cli`` runs ``aggregator --config C build`` as a child after removing the feeds folder
+(``--keep-feeds``: the no-op build instead) and prints wall, CPU of the whole process tree,
+peak RSS (largest process / sampled tree sum, as ``python -m bench`` measures) and the load
+average. Without ``--config`` it writes ``aggregator.yaml`` for the probe's own store.
 
 600 sources, each under one of 500 three-level category paths (10 top, 60 middle), give
 1 + 600 + 500 + 60 + 10 = 1,171 feeds. The store lives in bench/work/build (ignored by git), or
@@ -28,7 +34,7 @@ import time  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 
 from aggregator.build import FeedBuilder  # noqa: E402
-from aggregator.config import Config  # noqa: E402
+from aggregator.config import Config, load_config  # noqa: E402
 from aggregator.normalize import Post  # noqa: E402
 from aggregator.parse import Enclosure  # noqa: E402
 from aggregator.store import PostStore, feed_keys_for  # noqa: E402
@@ -120,13 +126,44 @@ def incremental() -> None:
     )
 
 
+def cli(config_path: Path | None, repeat: int, keep_feeds: bool) -> None:
+    from bench.measure import become_subreaper, run
+
+    if config_path is None:
+        config_path = WORK / "aggregator.yaml"
+        config_path.write_text(
+            "site: {title: Probe, base_url: 'https://feeds.example.org/'}\n"
+            "paths: {posts: posts, feeds: feeds, data: data}\n"
+            "defaults: {fsync: 'off'}\n"
+        )
+    feeds = load_config(config_path).feeds_dir
+    become_subreaper()
+    argv = [str(Path(sys.executable).with_name("aggregator")), "--config", str(config_path), "build"]
+    print("$", " ".join(argv), "" if keep_feeds else f"   (after rm -rf {feeds})")
+    for _ in range(repeat):
+        if not keep_feeds:
+            shutil.rmtree(feeds, ignore_errors=True)
+        load = os.getloadavg()
+        m = run(argv)
+        print(
+            f"wall {m.wall:.2f}s  cpu {m.cpu:.2f}s  peak RSS {m.peak_rss_mb:.0f} MB process / "
+            f"{m.peak_tree_mb:.0f} MB tree  load {load[0]:.2f} -> {os.getloadavg()[0]:.2f}  "
+            f"rc {m.returncode}: {m.stdout.strip() or m.stderr.strip()[-300:]}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["setup", "full", "rebuild", "incremental", "profile"])
+    parser.add_argument("command", choices=["setup", "full", "rebuild", "incremental", "profile", "cli"])
     parser.add_argument("--sources", type=int, default=600)
     parser.add_argument("--per-source", type=int, default=60)
+    parser.add_argument("--config", type=Path, help="cli: the config of the store to build")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--keep-feeds", action="store_true", help="cli: measure the no-op build")
     args = parser.parse_args()
-    if args.command == "setup":
+    if args.command == "cli":
+        cli(args.config, args.repeat, args.keep_feeds)
+    elif args.command == "setup":
         setup(args.sources, args.per_source)
     elif args.command == "full":
         shutil.rmtree(WORK / "feeds", ignore_errors=True)
