@@ -31,6 +31,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import re
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -87,16 +88,6 @@ _CATEGORIES = {"category", "keywords", "dc_subject", "media_category"}
 _IMAGE_CHILDREN = {"title", "link", "url", "width", "height", "description"}
 _PERSON_CHILDREN = {"name", "email", "uri", "url", "homepage"}
 
-_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    load_dtd=False,
-    huge_tree=False,
-    recover=False,
-    remove_comments=True,  # SAX reports no comments either: text around one is one string
-    remove_pis=True,
-    collect_ids=False,
-)
 _FIRST_ELEMENT = re.compile(rb"<\w")
 _XML_DECLARATION = re.compile(rb"<\?xml[^>]*?>")  # feedparser's RE_XML_DECLARATION, on bytes
 _UTF8_DECLARATION = b"<?xml version='1.0' encoding='utf-8'?>"
@@ -112,10 +103,27 @@ _PLAIN_URL = re.compile(
     r"https?://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]+)?(?:/(?:[A-Za-z0-9_~%!$&'()*+,=:@-]|\.(?![./]|$))*)*"
 )
 _NAME_CACHE: dict[str, str] = {}
+_THREAD = threading.local()  # an lxml parser is not to be shared between threads (asyncio.to_thread)
 
 
 class Decline(Exception):
     """The document holds something this module does not read exactly as feedparser would."""
+
+
+def _parser() -> Any:
+    parser = getattr(_THREAD, "parser", None)
+    if parser is None:
+        parser = _THREAD.parser = etree.XMLParser(
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            huge_tree=False,
+            recover=False,
+            remove_comments=True,  # SAX reports no comments either: text around one is one string
+            remove_pis=True,
+            collect_ids=False,
+        )
+    return parser
 
 
 def parse(body: bytes, headers: Mapping[str, str]) -> FeedParserDict | None:
@@ -136,7 +144,7 @@ def parse(body: bytes, headers: Mapping[str, str]) -> FeedParserDict | None:
     if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
         return None  # feedparser rewrites the DOCTYPE (and may call it rss091n): not ours
     try:
-        root = etree.fromstring(data, _PARSER)
+        root = etree.fromstring(data, _parser())
     except etree.LxmlError:
         if data is body or data.startswith(_UTF8_DECLARATION):
             # Perhaps not UTF-8 after all (feedparser then tries other
@@ -144,7 +152,7 @@ def parse(body: bytes, headers: Mapping[str, str]) -> FeedParserDict | None:
             result = FeedParserDict(bozo=False, entries=[], feed=FeedParserDict(), headers=result["headers"])
             data = convert_to_utf8(result["headers"], body, result)
             try:
-                root = etree.fromstring(data, _PARSER)
+                root = etree.fromstring(data, _parser())
             except etree.LxmlError:
                 return None
         else:
