@@ -188,9 +188,11 @@ def _utf8_shortcut(body: bytes, result: FeedParserDict) -> bytes | None:
     verdict = FeedParserDict(result)
     convert_to_utf8(verdict["headers"], body[: newline + 1], verdict)
     try:
-        if codecs.lookup(verdict["encoding"]).name != "utf-8":
-            return None
+        encoding = codecs.lookup(verdict["encoding"]).name
     except LookupError:
+        return None
+    # text/xml without a charset is US-ASCII to feedparser: the same reading when it is.
+    if encoding != "utf-8" and not (encoding == "ascii" and body.isascii()):
         return None
     result.update(verdict)
     declaration = _XML_DECLARATION.match(body, skip)
