@@ -837,8 +837,7 @@ class FeedBuilder:
                 else:
                     report.skipped += 1
             # Only now that every file is on disk: a failed write leaves its feed to be built again.
-            for done in built:
-                self.store.record_feed(done.key, done.signature, done.title, done.count, done.newest)
+            self.store.record_feeds((d.key, d.signature, d.title, d.count, d.newest) for d in built)
             for key in sorted(gone):
                 self._remove(self._spec(key))
                 report.removed.append(key)

@@ -98,6 +98,20 @@ class SaveResult:
     path: Path
 
 
+# (post as given, post as written, relative path, index row before, upstream revision?, stat, outcome)
+_Row = tuple[Post, Post, str, "_Known | None", bool, os.stat_result, Outcome]
+
+
+@dataclass(frozen=True)
+class SaveBatch:
+    """Posts written to files and not yet recorded in the index (see ``PostStore.write_posts``)."""
+
+    results: list[SaveResult]
+    written: list[Path]
+    rows: list[_Row]
+    now: datetime
+
+
 @dataclass(frozen=True)
 class IndexedPost:
     """A post as the feed builder needs it, read from the index."""
@@ -573,6 +587,8 @@ class PostStore:
         self.fsync = fsync
         # Feed keys touched inside the current transaction; recorded as pending when it commits.
         self._pending: set[str] = set()
+        # Paths of files written by batches not yet in the index (see ``write_posts``).
+        self._unindexed: set[str] = set()
         try:
             posts_dir.mkdir(parents=True, exist_ok=True)
             index_path.parent.mkdir(parents=True, exist_ok=True)
@@ -720,13 +736,24 @@ class PostStore:
         source's post already has is folded into that post (its categories
         added) instead of getting a file of its own.
         """
+        batch = self.write_posts(posts, now, merge_by_link=merge_by_link)
+        self.make_durable(batch)
+        return self.commit(batch)
+
+    # ``save`` in three steps, for a caller that makes the files durable off its event loop
+    # (the flush waits on the disk for milliseconds) while other work goes on: write the
+    # files, flush them, then record them in the index. Between the steps another source's
+    # batch may be written; ``_unindexed`` keeps two batches from choosing one file name.
+
+    def write_posts(self, posts: Sequence[Post], now: datetime, *, merge_by_link: bool = False) -> SaveBatch:
+        """Step 1: decide what each post needs and write the files of new and changed ones."""
         now = now.astimezone(UTC).replace(microsecond=0)
         known, pruned, aliased = self._known(posts)
         results: list[SaveResult] = []
         written: list[Path] = []
-        rows: list[tuple[Post, Post, str, _Known | None, bool, os.stat_result, Outcome]] = []
+        rows: list[_Row] = []
         seen: set[tuple[str, str]] = set()
-        taken: set[str] = set()
+        taken = self._unindexed
         for post in posts:
             key = (post.source, post.id)
             if key in seen:
@@ -768,38 +795,55 @@ class PostStore:
             try:
                 stat = write_atomic_stat(path, to_write.file_bytes, fsync=self.fsync == "file")
             except OSError as error:
+                self._unindexed.difference_update([relpath, *(row[2] for row in rows)])
                 raise StoreError(f"cannot write {path}: {error}") from error
             written.append(path)
             rows.append((post, to_write, relpath, previous, revision, stat, outcome))
             results.append(SaveResult(post if outcome is Outcome.MERGED else to_write, outcome, path))
+        return SaveBatch(results, written, rows, now)
+
+    def make_durable(self, batch: SaveBatch) -> None:
+        """Step 2 (may run in another thread): flush the batch's files to disk, per the fsync policy."""
+        written = batch.written
         if self.fsync == "batch" and written:
             try:
                 fsync_batch(written)
             except OSError as error:
                 raise StoreError(f"cannot flush posts to disk under {self.posts_dir}: {error}") from error
-        if rows:
-            with self._transaction():
-                for post, to_write, relpath, previous, revision, stat, outcome in rows:
-                    upstream_hash, upstream_ts = post.content_hash, _ts(post.updated)
-                    if previous is None:
-                        rewrites, last_rewrite = 0, None
-                    elif outcome is Outcome.MERGED:
-                        # Upstream said nothing new about the target: its hash and cap stay.
-                        rewrites, last_rewrite = previous.rewrites, previous.last_rewrite_ts
-                        upstream_hash, upstream_ts = previous.upstream_hash, previous.upstream_updated_ts
-                    else:
-                        rewrites = 0 if revision else previous.rewrites + 1
-                        last_rewrite = now.timestamp()
-                    self._index_post(
-                        to_write,
-                        relpath,
-                        upstream_hash=upstream_hash,
-                        upstream_updated_ts=upstream_ts,
-                        rewrites=rewrites,
-                        last_rewrite_ts=last_rewrite,
-                        replace_feeds=previous is not None,
-                        stat=stat,
-                    )
+
+    def abandon(self, batch: SaveBatch) -> None:
+        """A batch that will not be committed (its flush failed or was cancelled)."""
+        self._unindexed.difference_update(row[2] for row in batch.rows)
+
+    def commit(self, batch: SaveBatch) -> list[SaveResult]:
+        """Step 3: record the batch in the index (after its files are on disk)."""
+        rows, now, results = batch.rows, batch.now, batch.results
+        try:
+            if rows:
+                with self._transaction():
+                    for post, to_write, relpath, previous, revision, stat, outcome in rows:
+                        upstream_hash, upstream_ts = post.content_hash, _ts(post.updated)
+                        if previous is None:
+                            rewrites, last_rewrite = 0, None
+                        elif outcome is Outcome.MERGED:
+                            # Upstream said nothing new about the target: its hash and cap stay.
+                            rewrites, last_rewrite = previous.rewrites, previous.last_rewrite_ts
+                            upstream_hash, upstream_ts = previous.upstream_hash, previous.upstream_updated_ts
+                        else:
+                            rewrites = 0 if revision else previous.rewrites + 1
+                            last_rewrite = now.timestamp()
+                        self._index_post(
+                            to_write,
+                            relpath,
+                            upstream_hash=upstream_hash,
+                            upstream_updated_ts=upstream_ts,
+                            rewrites=rewrites,
+                            last_rewrite_ts=last_rewrite,
+                            replace_feeds=previous is not None,
+                            stat=stat,
+                        )
+        finally:
+            self.abandon(batch)  # committed or failed: its names are the index's business now
         return results
 
     def _merge_target(self, post: Post) -> tuple[str, _Known, Post] | None:
@@ -1194,6 +1238,15 @@ class PostStore:
             "INSERT OR REPLACE INTO feeds VALUES (?,?,?,?,?)",
             (key, signature, title, count, newest.timestamp() if newest else None),
         )
+
+    def record_feeds(self, feeds: Iterable[tuple[str, str, str, int, datetime | None]]) -> None:
+        """record_feed for each (key, signature, title, count, newest), in one transaction
+        (a full build records a thousand feeds: one commit, not a thousand)."""
+        rows = [(k, s, t, c, n.timestamp() if n else None) for k, s, t, c, n in feeds]
+        if not rows:
+            return
+        with self._transaction():
+            self.db.executemany("INSERT OR REPLACE INTO feeds VALUES (?,?,?,?,?)", rows)
 
     def forget_feed(self, key: str) -> None:
         self.db.execute("DELETE FROM feeds WHERE key=?", (key,))
