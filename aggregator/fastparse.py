@@ -13,12 +13,13 @@ cannot read strictly (feedparser reads it leniently and warns), a DOCTYPE,
 an encoding feedparser could not decide, an unknown root, xhtml or base64
 content, elements feedparser would turn into a field we use but this module
 does not handle (``itunes:summary``, ``media:title``, ``media:description``,
-``textinput``, ``source`` in Atom, ...), or any element with children where a
-leaf is expected.
+``textinput``, ``source`` in Atom, ...), an unknown namespace bound to more
+than one prefix, or any element with children where a leaf is expected.
 
-Faithfulness is by construction: the bytes are decoded by feedparser's own
-``convert_to_utf8`` (so the encoding, and the bozo flag for a non-XML content
-type, are feedparser's), dates go through feedparser's date parser, and the
+Faithfulness is by construction: the encoding is decided by feedparser's own
+``convert_to_utf8`` (so it, and the bozo flag for a non-XML content type, are
+feedparser's; see ``_utf8_shortcut``), lxml reads the UTF-8 bytes feedparser's
+SAX parser would get, dates go through feedparser's date parser, and the
 state feedparser keeps while it reads (the xml:base stack with its quirks,
 the title depth, the depth map that decides which duplicate element wins,
 author details, the guid-as-link rule, tag deduplication) is replayed in

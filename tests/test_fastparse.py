@@ -623,7 +623,7 @@ def test_generated_documents_mostly_take_the_fast_path() -> None:
 # -- the shortcuts inside the fast path ------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.from_regex(fastparse._PLAIN_URL, fullmatch=True), BASES)
 def test_plain_urls_are_what_urljoin_gives_back(url: str, base: str) -> None:
     from feedparser.urls import _urljoin
