@@ -36,7 +36,7 @@ from aggregator.fetch import (
 from aggregator.filters import Selection, category_rules, filter_stages, select_posts
 from aggregator.normalize import NormalizedFeed, Post, SourceRules, with_first_seen
 from aggregator.state import SourceState, after_failure, after_success, config_fingerprint, utcnow
-from aggregator.store import Limits, Outcome, PostStore, RetentionPolicy, feed_keys_for
+from aggregator.store import Limits, Outcome, PostStore, RetentionPolicy, SaveResult, feed_keys_for
 from aggregator.transforms import Transformer, transforms_for
 from aggregator.workers import ParserPool, PostRecipe
 
@@ -163,7 +163,7 @@ class Updater:
             posts = await self.transformer.apply(
                 posts, transforms_for(self.config, source), trusted=source.trusted
             )
-            saved = self.store.save(posts, now, merge_by_link=self.config.defaults.merge_by_link)
+            saved = await self._save(posts, now)
             pruned = self.store.prune(retention_policy(self.config), now, sources=[source.name])
             new = sum(1 for r in saved if r.outcome is Outcome.NEW)
             updated = sum(1 for r in saved if r.outcome is Outcome.UPDATED)
@@ -236,6 +236,16 @@ class Updater:
     def _select(self, source: SourceConfig, posts: list[Post], now: datetime) -> Selection:
         stages = filter_stages(self.config, source)
         return select_posts(posts, stages, category_rules(self.config, source), now)
+
+    async def _save(self, posts: list[Post], now: datetime) -> list[SaveResult]:
+        """Write, flush, index: the flush waits on the disk in a thread while other sources go on."""
+        batch = self.store.write_posts(posts, now, merge_by_link=self.config.defaults.merge_by_link)
+        try:
+            await asyncio.to_thread(self.store.make_durable, batch)
+        except BaseException:
+            self.store.abandon(batch)
+            raise
+        return self.store.commit(batch)
 
     def _recipe(self, source: SourceConfig) -> PostRecipe:
         rules = SourceRules(
