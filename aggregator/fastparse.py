@@ -12,8 +12,8 @@ feedparser does, and the caller falls back to feedparser: a document lxml
 cannot read strictly (feedparser reads it leniently and warns), a DOCTYPE,
 an encoding feedparser could not decide, an unknown root, xhtml or base64
 content, elements feedparser would turn into a field we use but this module
-does not handle (``itunes:summary``, ``media:title``, ``media:description``,
-``textinput``, ``source`` in Atom, ...), an unknown namespace bound to more
+does not handle (``textinput``, ``source`` in Atom, ``media:keywords``,
+``itunes:category``, ...), an unknown namespace bound to more
 than one prefix, or any element with children where a leaf is expected.
 
 Faithfulness is by construction: the encoding is decided by feedparser's own
@@ -343,6 +343,9 @@ class _Reader:
             "guid": self._guid,
             "description": self._summary,
             "summary": self._summary,
+            "itunes_summary": self._summary,
+            "media_description": self._summary,
+            "media_title": self._media_title,
             "content": self._content,
             "content_encoded": self._content,
             "contributor": self._contributor,
@@ -608,12 +611,17 @@ class _Reader:
         if value:
             self.title_depth = self.depth
 
+    def _media_title(self, element: Any, attrs: dict[str, str], name: str) -> None:
+        title_depth = self.title_depth
+        self._title(element, attrs, name)
+        self.title_depth = title_depth
+
     def _summary(self, element: Any, attrs: dict[str, str], name: str) -> None:
         if "summary" in self._context() and not self.has_content:
-            raise Decline("a second description (feedparser reads it as content)")
-        if self.inimage:
+            self._content(element, attrs, "content")  # a second summary is read as content
+        elif self.inimage:
             _leaf_text(element)  # stored in the image only
-        elif name == "description":
+        elif name in ("description", "media_description"):
             params = self._content_params(attrs, "text/html")
             self._pop("description", _leaf_text(element), self.infeed or self.inentry, params)
         else:

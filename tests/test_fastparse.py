@@ -46,6 +46,8 @@ COMMON = [
     "fixtures/fastparse/blogger-atom.xml",
     "fixtures/fastparse/podcast.xml",
     "fixtures/fastparse/latin1.xml",
+    "fixtures/fastparse/youtube-atom.xml",
+    "fixtures/fastparse/podcast-itunes.xml",
     "golden/feeds/all/rss.xml",
     "golden/feeds/all/atom.xml",
 ]
@@ -122,13 +124,8 @@ def test_the_corpus_sample_covers_every_flavour() -> None:
         (b"<opml version='2.0'><body/></opml>", "root"),
         (
             b"<rss version='2.0' xmlns:itunes='http://www.itunes.com/dtds/podcast-1.0.dtd'><channel>"
-            b"<item><itunes:summary>s</itunes:summary></item></channel></rss>",
-            "itunes:summary is read as the summary",
-        ),
-        (
-            b"<rss version='2.0'><channel><item><description>a</description>"
-            b"<description>b</description></item></channel></rss>",
-            "a second description becomes content",
+            b"<item><itunes:category text='c'/></item></channel></rss>",
+            "itunes:category is read as a tag",
         ),
         (
             b"<rss version='2.0'><channel><item><title>a <b>b</b></title></item></channel></rss>",
@@ -184,8 +181,18 @@ EDGE_CASES = {
     "an author email without a name": ("", "<author>someone@example.com</author>", True),
     "media:title is read as the title": (
         "xmlns:media='http://search.yahoo.com/mrss/'",
-        "<media:group><media:title>m</media:title></media:group>",
-        False,
+        "<media:group><media:title>m</media:title></media:group><title>t</title>",
+        True,
+    ),
+    "a second description is read as content": (
+        "",
+        "<description>a</description><description>b</description>",
+        True,
+    ),
+    "itunes:summary after a description": (
+        "xmlns:itunes='http://www.itunes.com/dtds/podcast-1.0.dtd'",
+        "<description>&lt;p&gt;d&lt;/p&gt;</description><itunes:summary>s &amp;amp; t</itunes:summary>",
+        True,
     ),
     "XML 1.1": ("", "<title>a\u2028b\x85c</title>", True),
 }
@@ -392,7 +399,7 @@ def rss_item(draw: Any, version: str) -> str:
                 [
                     "title", "title", "link", "guid", "description", "content", "pubdate", "dcdate",
                     "creator", "author", "category", "enclosure", "thumbnail", "mediacontent", "comments",
-                    "source", "unknown", "atomlink", "empty",
+                    "source", "unknown", "atomlink", "empty", "itunes", "mediatext",
                 ]
             )
         )  # fmt: skip
@@ -442,6 +449,12 @@ def rss_item(draw: Any, version: str) -> str:
             parts.append(f'<source url="https://src.example.com/">{draw(xml_text())}</source>')
         elif kind == "unknown":
             parts.append(f"<x:thing>{draw(xml_text())}</x:thing>")
+        elif kind == "itunes":
+            parts.append(f"<itunes:summary>{draw(xml_text())}</itunes:summary>")
+        elif kind == "mediatext":
+            element = draw(st.sampled_from(["media:title", "media:description"]))
+            inner = f"<{element}>{draw(xml_text())}</{element}>"
+            parts.append(f"<media:group>{inner}</media:group>" if draw(st.booleans()) else inner)
         elif kind == "atomlink":
             rel = draw(st.sampled_from(["self", "alternate", "enclosure"]))
             parts.append(f'<atom:link rel="{rel}" href="{attr(draw(URLS))}"/>')
@@ -455,7 +468,8 @@ NAMESPACES = (
     'xmlns:content="http://purl.org/rss/1.0/modules/content/" '
     'xmlns:dc="http://purl.org/dc/elements/1.1/" '
     'xmlns:media="http://search.yahoo.com/mrss/" '
-    'xmlns:atom="http://www.w3.org/2005/Atom" xmlns:x="urn:example:x"'
+    'xmlns:atom="http://www.w3.org/2005/Atom" xmlns:x="urn:example:x" '
+    'xmlns:itunes="http://www.itunes.com/dtds/podcast-1.0.dtd"'
 )
 
 
@@ -543,8 +557,14 @@ def atom_entry(draw: Any) -> str:
         elif kind == "category":
             label = draw(st.sampled_from(["", ' label="Label"']))
             parts.append(f'<category term="{attr(draw(raw_text()))}"{label}/>')
-        else:
+        elif draw(st.booleans()):
             parts.append(f'<media:thumbnail url="{attr(draw(URLS))}"/>')
+        else:
+            title, description = draw(xml_text()), draw(xml_text())
+            parts.append(
+                f"<media:group><media:title>{title}</media:title>"
+                f"<media:description>{description}</media:description></media:group>"
+            )
     return f"<entry{maybe_base(draw)}>" + "\n".join(parts) + "</entry>"
 
 
