@@ -13,7 +13,7 @@ cannot read strictly (feedparser reads it leniently and warns), a DOCTYPE,
 an encoding feedparser could not decide, an unknown root, xhtml or base64
 content, elements feedparser would turn into a field we use but this module
 does not handle (``textinput``, ``source`` in Atom, ``media:keywords``,
-``itunes:category``, ...), an unknown namespace bound to more
+``itunes:keywords``, ...), an unknown namespace bound to more
 than one prefix, or any element with children where a leaf is expected.
 
 Faithfulness is by construction: the encoding is decided by feedparser's own
@@ -346,6 +346,10 @@ class _Reader:
             "itunes_summary": self._summary,
             "media_description": self._summary,
             "media_title": self._media_title,
+            "dc_title": self._title,
+            "dc_description": self._summary,
+            "itunes_owner": self._itunes_owner,
+            "itunes_category": self._itunes_category,
             "content": self._content,
             "content_encoded": self._content,
             "contributor": self._contributor,
@@ -621,7 +625,7 @@ class _Reader:
             self._content(element, attrs, "content")  # a second summary is read as content
         elif self.inimage:
             _leaf_text(element)  # stored in the image only
-        elif name in ("description", "media_description"):
+        elif name in ("description", "media_description", "dc_description"):
             params = self._content_params(attrs, "text/html")
             self._pop("description", _leaf_text(element), self.infeed or self.inentry, params)
         else:
@@ -706,9 +710,21 @@ class _Reader:
             self._save_author(key, value)
         self._leave()
 
-    def _save_author(self, key: str, value: str) -> None:
+    def _itunes_owner(self, element: Any, attrs: dict[str, str], name: str) -> None:
+        # The owner's name and e-mail are saved as the publisher's, and (feedparser's
+        # quirk) into the last author's details as well.
+        for child in _children(element):
+            part = self._name(child)
+            if part not in ("itunes_name", "itunes_email", "name", "email"):
+                raise Decline(f"{child.tag} in itunes:owner")
+            self._enter(_attributes(child))
+            key = part.removeprefix("itunes_")
+            self._save_author(key, self._pop(key, _leaf_text(child), expecting_text=False), "publisher")
+            self._leave()
+
+    def _save_author(self, key: str, value: str, prefix: str = "author") -> None:
         context = self._context()
-        context.setdefault("author_detail", {})[key] = value
+        context.setdefault(prefix + "_detail", {})[key] = value
         self._sync_author_detail()
         context.setdefault("authors", [{}])
         context["authors"][-1][key] = value
@@ -751,7 +767,19 @@ class _Reader:
         if name == "media_category":
             attrs.setdefault("scheme", "http://search.yahoo.com/mrss/category_schema")
         self._add_tag(attrs.get("term"), attrs.get("scheme", attrs.get("domain")), attrs.get("label"))
-        value = self._pop("category", _leaf_text(element))
+        self._end_category(self._pop("category", _leaf_text(element)))
+
+    def _itunes_category(self, element: Any, attrs: dict[str, str], name: str) -> None:
+        self._add_tag(attrs.get("text"), "http://www.itunes.com/", None)
+        own_text = element.text or ""
+        for child in _children(element):  # subcategories
+            if self._name(child) != "itunes_category":
+                raise Decline(f"{child.tag} in itunes:category")
+            self._dispatch(child, "itunes_category")
+            own_text += child.tail or ""
+        self._end_category(self._pop("category", own_text))
+
+    def _end_category(self, value: str) -> None:
         if not value:
             return
         tags = self._context()["tags"]

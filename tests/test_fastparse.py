@@ -124,8 +124,8 @@ def test_the_corpus_sample_covers_every_flavour() -> None:
         (b"<opml version='2.0'><body/></opml>", "root"),
         (
             b"<rss version='2.0' xmlns:itunes='http://www.itunes.com/dtds/podcast-1.0.dtd'><channel>"
-            b"<item><itunes:category text='c'/></item></channel></rss>",
-            "itunes:category is read as a tag",
+            b"<item><itunes:keywords>a, b</itunes:keywords></item></channel></rss>",
+            "itunes:keywords are read as tags",
         ),
         (
             b"<rss version='2.0'><channel><item><title>a <b>b</b></title></item></channel></rss>",
@@ -399,7 +399,7 @@ def rss_item(draw: Any, version: str) -> str:
                 [
                     "title", "title", "link", "guid", "description", "content", "pubdate", "dcdate",
                     "creator", "author", "category", "enclosure", "thumbnail", "mediacontent", "comments",
-                    "source", "unknown", "atomlink", "empty", "itunes", "mediatext",
+                    "source", "unknown", "atomlink", "empty", "itunes", "mediatext", "dc",
                 ]
             )
         )  # fmt: skip
@@ -450,7 +450,20 @@ def rss_item(draw: Any, version: str) -> str:
         elif kind == "unknown":
             parts.append(f"<x:thing>{draw(xml_text())}</x:thing>")
         elif kind == "itunes":
-            parts.append(f"<itunes:summary>{draw(xml_text())}</itunes:summary>")
+            choice = draw(st.sampled_from(["summary", "category", "owner"]))
+            if choice == "summary":
+                parts.append(f"<itunes:summary>{draw(xml_text())}</itunes:summary>")
+            elif choice == "category":
+                inner = f'<itunes:category text="{attr(draw(raw_text()))}"/>' if draw(st.booleans()) else ""
+                parts.append(f'<itunes:category text="{attr(draw(raw_text()))}">{inner}</itunes:category>')
+            else:
+                parts.append(
+                    f"<itunes:owner><itunes:name>{draw(xml_text())}</itunes:name>"
+                    "<itunes:email>o@example.com</itunes:email></itunes:owner>"
+                )
+        elif kind == "dc":
+            element = draw(st.sampled_from(["dc:title", "dc:description", "dc:subject"]))
+            parts.append(f"<{element}>{draw(xml_text())}</{element}>")
         elif kind == "mediatext":
             element = draw(st.sampled_from(["media:title", "media:description"]))
             inner = f"<{element}>{draw(xml_text())}</{element}>"
