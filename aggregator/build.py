@@ -1181,18 +1181,30 @@ class _Dispatch:
         """One feeder thread per worker process: one run in flight at a time."""
         while (run := self._take(front=True)) is not None:
             try:
-                built = self.pool.submit(_worker_render, run).result()
-            except BrokenProcessPool:
-                log.warning("a feed-building process died; the builder renders its share")
-                with self._ready:
-                    self.runs.appendleft(run)
+                future = self.pool.submit(_worker_render, run)  # starts the process the first time
+            except (BrokenProcessPool, OSError) as error:
+                self._give_back(run, error)  # no process could be started
                 return
-            except BaseException as error:  # raised by the builder's thread, in finish()
-                with self._ready:
-                    self.failures.append(error)
-                    self._stop = True
+            try:
+                built = future.result()
+            except BrokenProcessPool as error:
+                self._give_back(run, error)  # the process died
+                return
+            except BaseException as error:  # the worker's own failure, e.g. a file it could not write
+                self._fail(error)
                 return
             self._done(built)
+
+    def _give_back(self, run: tuple[_Job, ...], error: BaseException) -> None:
+        log.warning("a feed-building process failed (%s); the builder renders its share", error)
+        with self._ready:
+            self.runs.appendleft(run)
+
+    def _fail(self, error: BaseException) -> None:
+        """Stop the build; the builder's thread raises ``error`` in finish()."""
+        with self._ready:
+            self.failures.append(error)
+            self._stop = True
 
 
 # The worker process's own renderer, made once by _worker_start.

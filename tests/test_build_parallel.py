@@ -94,7 +94,7 @@ def test_when_the_workers_die_this_process_renders_their_share(
             report = builder.build()
         assert site.files() == files_alone
         assert report.rendered == alone.rendered
-        assert "feed-building process died" in caplog.text
+        assert "feed-building process failed" in caplog.text
     finally:
         site.store.close()
 
