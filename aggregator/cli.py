@@ -208,7 +208,8 @@ async def _fetch_all(
                 bar.advance(task)
                 return result
 
-            return list(await asyncio.gather(*(one(s) for s in sources)))  # type: ignore[arg-type]
+            with store.deferred_states():
+                return list(await asyncio.gather(*(one(s) for s in sources)))  # type: ignore[arg-type]
     finally:
         await updater.aclose()
 

@@ -13,6 +13,7 @@ mid-update makes the next run fetch again rather than skip entries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -95,6 +96,7 @@ class Updater:
         self.parser = parser or ParserPool()
         self.transformer = Transformer(config)
         self._running: set[str] = set()
+        self._merge_turn = asyncio.Lock()
 
     async def aclose(self) -> None:
         await self.fetcher.aclose()
@@ -113,7 +115,8 @@ class Updater:
             async with slots:
                 return await self.update(source, force=force)
 
-        return list(await asyncio.gather(*(bounded(s) for s in sources)))
+        with self.store.deferred_states():
+            return list(await asyncio.gather(*(bounded(s) for s in sources)))
 
     async def update(self, source: SourceConfig, *, force: bool = False) -> UpdateResult:
         """One source through the whole flow; never raises for the source's own faults."""
@@ -238,14 +241,20 @@ class Updater:
         return select_posts(posts, stages, category_rules(self.config, source), now)
 
     async def _save(self, posts: list[Post], now: datetime) -> list[SaveResult]:
-        """Write, flush, index: the flush waits on the disk in a thread while other sources go on."""
-        batch = self.store.write_posts(posts, now, merge_by_link=self.config.defaults.merge_by_link)
-        try:
-            await asyncio.to_thread(self.store.make_durable, batch)
-        except BaseException:
-            self.store.abandon(batch)
-            raise
-        return self.store.commit(batch)
+        """Write, flush, index: the flush waits on the disk in a thread while other sources go on.
+
+        Merging by link decides from the index which post holds an article, so with it
+        on, saves take turns: another source's batch must be in the index first.
+        """
+        merge_by_link = self.config.defaults.merge_by_link
+        async with self._merge_turn if merge_by_link else contextlib.nullcontext():
+            batch = self.store.write_posts(posts, now, merge_by_link=merge_by_link)
+            try:
+                await asyncio.to_thread(self.store.make_durable, batch)
+            except BaseException:
+                self.store.abandon(batch)
+                raise
+            return self.store.commit(batch)
 
     def _recipe(self, source: SourceConfig) -> PostRecipe:
         rules = SourceRules(

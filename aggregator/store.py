@@ -67,6 +67,8 @@ log = logging.getLogger("aggregator.store")
 
 SCHEMA_VERSION = 4
 MAX_FILENAME_BYTES = 255
+# Source states written together while a batch of polls runs (see ``deferred_states``).
+STATE_BATCH = 200
 SLUG_BYTES = 80
 # An entry whose content changes on every fetch while its own updated date
 # stays put (a counter, a rotating ad) is rewritten FREE_REWRITES times, then
@@ -589,6 +591,8 @@ class PostStore:
         self._pending: set[str] = set()
         # Paths of files written by batches not yet in the index (see ``write_posts``).
         self._unindexed: set[str] = set()
+        # Source states saved but not yet written, while ``deferred_states`` is active.
+        self._deferred: dict[str, SourceState] | None = None
         try:
             posts_dir.mkdir(parents=True, exist_ok=True)
             index_path.parent.mkdir(parents=True, exist_ok=True)
@@ -1214,17 +1218,51 @@ class PostStore:
     # Source state ----------------------------------------------------------
 
     def source_state(self, name: str) -> SourceState:
+        if self._deferred and name in self._deferred:
+            return self._deferred[name]
         row = self.db.execute("SELECT state FROM sources WHERE name=?", (name,)).fetchone()
         return SourceState.from_json(json.loads(row[0])) if row else SourceState(name=name)
 
     def all_source_states(self) -> list[SourceState]:
-        return [SourceState.from_json(json.loads(r[0])) for r in self.db.execute("SELECT state FROM sources")]
+        rows = self.db.execute("SELECT state FROM sources")
+        states = {state.name: state for state in (SourceState.from_json(json.loads(r[0])) for r in rows)}
+        return list({**states, **(self._deferred or {})}.values())
 
     def save_source_state(self, state: SourceState) -> None:
+        if self._deferred is None:
+            self._write_states([state])
+            return
+        self._deferred[state.name] = state
+        if len(self._deferred) >= STATE_BATCH:
+            self._flush_deferred()
+
+    @contextlib.contextmanager
+    def deferred_states(self) -> Iterator[None]:
+        """Within it, source states are written a group at a time rather than one commit each.
+
+        A not-modified poll changes nothing but its state, and a thousand polls
+        were a thousand commits (a sixth of such a cycle). Should the process die
+        first, the states not written are those of polls that simply run again.
+        """
+        self._deferred = {}
+        try:
+            yield
+        finally:
+            try:
+                self._flush_deferred()
+            finally:
+                self._deferred = None
+
+    def _flush_deferred(self) -> None:
+        if self._deferred:
+            states, self._deferred = list(self._deferred.values()), {}
+            self._write_states(states)
+
+    def _write_states(self, states: Sequence[SourceState]) -> None:
         with self._transaction():
-            self.db.execute(
+            self.db.executemany(
                 "INSERT OR REPLACE INTO sources VALUES (?, ?)",
-                (state.name, json.dumps(state.to_json(), ensure_ascii=False)),
+                [(state.name, json.dumps(state.to_json(), ensure_ascii=False)) for state in states],
             )
 
     # Published feeds -------------------------------------------------------

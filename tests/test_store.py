@@ -18,11 +18,13 @@ from aggregator.errors import StoreError
 from aggregator.files import TEMP_SUFFIX, sweep_temp_files
 from aggregator.normalize import Post, SourceRules, clean_text, normalize
 from aggregator.parse import Enclosure, EntryData
+from aggregator.state import SourceState
 from aggregator.store import (
     _MIGRATIONS,
     FREE_REWRITES,
     REWRITE_MIN_GAP,
     SCHEMA_VERSION,
+    STATE_BATCH,
     Limits,
     Outcome,
     PostStore,
@@ -586,3 +588,35 @@ def test_every_fsync_policy_writes_the_same_posts(tmp_path: Path, policy: str) -
         assert [r.outcome for r in results] == [Outcome.NEW] * 3
         assert all(read_post(r.path) == r.post for r in results)
         assert store.verify() == []
+
+
+# Source states --------------------------------------------------------------
+
+
+def _persisted_states(store: PostStore) -> dict[str, str]:
+    """What another process reading the index would see."""
+    with sqlite3.connect(store.index_path) as other:
+        return dict(other.execute("SELECT name, state FROM sources"))
+
+
+def test_deferred_states_are_read_back_at_once_and_written_in_groups(store: PostStore) -> None:
+    with store.deferred_states():
+        for i in range(STATE_BATCH - 1):
+            store.save_source_state(SourceState(name=f"s{i}", etag=f'"{i}"'))
+        assert _persisted_states(store) == {}, "nothing written yet: one group at the end"
+        assert store.source_state("s7").etag == '"7"'
+        assert len(store.all_source_states()) == STATE_BATCH - 1
+        store.save_source_state(SourceState(name="last"))
+        assert len(_persisted_states(store)) == STATE_BATCH, "a full group is written at once"
+        store.save_source_state(SourceState(name="s7", etag='"newer"'))
+    assert len(_persisted_states(store)) == STATE_BATCH
+    assert store.source_state("s7").etag == '"newer"'
+
+
+def test_deferred_states_are_written_even_when_the_batch_fails(store: PostStore) -> None:
+    with pytest.raises(RuntimeError), store.deferred_states():
+        store.save_source_state(SourceState(name="kept", etag='"k"'))
+        raise RuntimeError("a poll went wrong")
+    assert set(_persisted_states(store)) == {"kept"}
+    store.save_source_state(SourceState(name="direct"))
+    assert set(_persisted_states(store)) == {"kept", "direct"}, "outside a batch: written at once"
