@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
 import json
 import logging
 import sys
@@ -584,4 +585,18 @@ def export_opml(
 
 
 def main() -> None:
+    _run_as_package_main()
     app(prog_name="aggregator")
+
+
+def _run_as_package_main() -> None:
+    """Name the main module as ``python -m aggregator`` would, so worker processes skip it.
+
+    multiprocessing starts each parser or build process by running the parent's
+    main script again when it knows it only by path (the ``aggregator`` console
+    script: the whole command line imported anew, a third of a second per
+    process); a main module named ``aggregator.__main__`` it leaves alone.
+    """
+    main_module = sys.modules.get("__main__")
+    if main_module is not None and getattr(main_module, "__spec__", None) is None:
+        main_module.__spec__ = importlib.machinery.ModuleSpec("aggregator.__main__", None)

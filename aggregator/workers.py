@@ -176,7 +176,8 @@ class ParserPool:
         self._threads: ThreadPoolExecutor | None = None
         # forkserver: never fork a process that runs threads (the event loop, uvicorn).
         self._context = multiprocessing.get_context("forkserver")
-        # The fork server imports the parser once; each worker forked from it starts warm.
+        # The fork server imports the parser once; each worker forked from it starts warm
+        # (see also cli._run_as_package_main).
         self._context.set_forkserver_preload(["aggregator.workers", "aggregator.store"])
         self.replaced = 0  # workers killed for overrunning their limits (for tests and metrics)
 
