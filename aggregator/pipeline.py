@@ -268,12 +268,16 @@ class Updater:
         return PostRecipe(rules, seen=utcnow(), max_entries=self.config.defaults.max_entries)
 
     def _with_first_seen(self, source: SourceConfig, normalized: NormalizedFeed) -> list[Post]:
-        """Entries the store already knows keep the first-seen date recorded then."""
-        known = self.store.first_seen(source.name, [post.id for post in normalized.posts])
+        """An undated entry the store already knows keeps the date it was first seen.
+
+        A dated post is left as the worker made it (its cached hash and file stay
+        valid): only its first-seen mark differs, and the store keeps the recorded
+        one whenever it rewrites a known post.
+        """
+        undated = [post.id for post in normalized.posts if post.id in normalized.undated]
+        known = self.store.first_seen(source.name, undated) if undated else {}
         return [
-            with_first_seen(post, known[post.id], undated=post.id in normalized.undated)
-            if post.id in known
-            else post
+            with_first_seen(post, known[post.id], undated=True) if post.id in known else post
             for post in normalized.posts
         ]
 
