@@ -25,9 +25,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
-import feedparser
-
-from aggregator import fastparse
 from aggregator.errors import NotAFeed, ParseError
 
 # A DTD internal subset declaring entities is the vehicle of entity-expansion
@@ -106,6 +103,12 @@ def parse_document(body: bytes, headers: Mapping[str, str], url: str, *, fast_pa
     safe_body = body
     if re.search(rb"<!ENTITY", body, re.IGNORECASE):
         safe_body = _ENTITY_DECLARATION.sub(b"", _INTERNAL_SUBSET.sub(b"", body, count=1))
+    # Imported here: the main process uses this module's types but parses only in workers,
+    # which import both at start-up (aggregator.workers preloads them).
+    import feedparser
+
+    from aggregator import fastparse
+
     response_headers = {k.lower(): v for k, v in headers.items()}
     # The lxml fast path answers feedparser's result for plain RSS/Atom, or None.
     parsed = fastparse.parse(safe_body, response_headers) if fast_path else None

@@ -178,7 +178,9 @@ class ParserPool:
         self._context = multiprocessing.get_context("forkserver")
         # The fork server imports the parser once; each worker forked from it starts warm
         # (see also cli._run_as_package_main).
-        self._context.set_forkserver_preload(["aggregator.workers", "aggregator.store"])
+        self._context.set_forkserver_preload(
+            ["aggregator.workers", "aggregator.store", "aggregator.fastparse", "feedparser"]
+        )
         self.replaced = 0  # workers killed for overrunning their limits (for tests and metrics)
 
     def _semaphore(self) -> asyncio.Semaphore:
