@@ -60,8 +60,7 @@ from aggregator import __version__
 from aggregator.config import Config
 from aggregator.errors import BuildError
 from aggregator.files import write_atomic
-from aggregator.normalize import _TAG as _TAG_TEXT
-from aggregator.normalize import SUMMARY_CHARS, _no_markup, _without_blocks, clean_text, plain_text
+from aggregator.normalize import clean_text, summary_of
 from aggregator.store import ALL_KEY, FeedRef, IndexedPost, IndexReader, PostStore, slugify, split_key
 
 log = logging.getLogger("aggregator.build")
@@ -538,38 +537,6 @@ def _dump_json(value: object) -> str:
 
 
 _JSON = json.JSONEncoder(ensure_ascii=False)
-
-
-def summary_of(markup: str, limit: int = SUMMARY_CHARS) -> str:
-    """``plain_text(markup, limit=limit)``, reading only as much of the markup as the summary needs.
-
-    Bodies run to megabytes and a summary is 280 characters: the text of a
-    growing prefix (cut before an unfinished tag) is used once it runs well
-    past the limit, so the end of the prefix cannot reach the summary.
-    """
-    size = limit * 2  # enough for nine bodies in ten; the rest take a second, longer prefix
-    while size < len(markup):
-        head = markup[:size]
-        if head.rfind("<") > head.rfind(">"):
-            head = head[: head.rfind("<")]
-        text = _plain_text(head)
-        if len(text) >= limit + _SUMMARY_MARGIN:
-            return text[: limit - 1].rstrip() + "…"  # as plain_text cuts
-        size *= 2
-    return plain_text(markup, limit=limit)
-
-
-def _plain_text(markup: str) -> str:
-    """``plain_text(markup)``, with the whitespace collapsed by ``str.split`` (a third of its time
-    went to the ``\\s+`` substitution). Both use Python's own notion of whitespace
-    (``Py_UNICODE_ISSPACE``), so the text is the same (a property test holds this)."""
-    text = _without_blocks(markup)
-    text = html.unescape(_TAG_TEXT.sub(" ", text)).replace("&#123;", "{").replace("&#125;", "}")
-    return clean_text(" ".join(_no_markup(text).split()))
-
-
-# More than the longest HTML entity name, so a cut entity never reaches the summary.
-_SUMMARY_MARGIN = 64
 
 
 def truncate_html(markup: str, limit: int) -> str:

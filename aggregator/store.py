@@ -921,7 +921,7 @@ class PostStore:
                 post.headimg,
                 json.dumps([[e.url, e.type, e.length] for e in post.enclosures]),
                 post.body,
-                "",  # the summary is made when a feed needs it (most posts never are in one)
+                post.summary,  # made in the parser worker (see normalize.prepared)
                 post.content_hash,
                 rewrites,
                 last_rewrite_ts,

@@ -455,8 +455,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-parse", action="store_true")
     parser.add_argument(
         "--parse-modes",
-        default="feedparser,feedparser-fast",
-        help="parse-only variants: feedparser, feedparser-fast, ours (comma-separated)",
+        default="feedparser,feedparser-fast,lxml-fast",
+        help="parse-only variants, comma-separated: feedparser, feedparser-fast, lxml-fast, ours, "
+        "ours-feedparser",
     )
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--work", type=Path, default=ROOT / "work")

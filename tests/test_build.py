@@ -635,8 +635,7 @@ _html_pieces = st.sampled_from(
 def test_summaries_from_the_start_of_a_body_equal_summaries_of_the_whole(
     pieces: list[str], limit: int
 ) -> None:
-    from aggregator.build import summary_of
-    from aggregator.normalize import plain_text
+    from aggregator.normalize import plain_text, summary_of
 
     markup = "".join(pieces)
     assert summary_of(markup, limit) == plain_text(markup, limit=limit)

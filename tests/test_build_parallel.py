@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from support.helpers import wait_for, write_config
 from test_build import START, Site, make_post
 
-from aggregator.build import PARALLEL_MIN_FEEDS, BuildReport, FeedBuilder, _plain_text, _WorkerSetup
+from aggregator.build import PARALLEL_MIN_FEEDS, BuildReport, FeedBuilder, _WorkerSetup
 from aggregator.config import load_config
-from aggregator.normalize import Post, plain_text
+from aggregator.normalize import Post, _plain_text, plain_text
 from aggregator.store import PostStore
 
 REPO = Path(__file__).resolve().parents[1]

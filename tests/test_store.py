@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from aggregator.errors import StoreError
 from aggregator.files import TEMP_SUFFIX, sweep_temp_files
-from aggregator.normalize import Post, SourceRules, clean_text, normalize
+from aggregator.normalize import Post, SourceRules, clean_text, normalize, plain_text, summary_of
 from aggregator.parse import Enclosure, EntryData
 from aggregator.state import SourceState
 from aggregator.store import (
@@ -620,3 +620,12 @@ def test_deferred_states_are_written_even_when_the_batch_fails(store: PostStore)
     assert set(_persisted_states(store)) == {"kept"}
     store.save_source_state(SourceState(name="direct"))
     assert set(_persisted_states(store)) == {"kept", "direct"}, "outside a batch: written at once"
+
+
+def test_the_summary_is_stored_with_the_post(store: PostStore) -> None:
+    """Made once beside the parse, so a build reads it instead of converting every body."""
+    body = "<p>" + "word " * 200 + "</p>"
+    store.save([make_post(body=body)], NOW)
+    (summary,) = store.db.execute("SELECT summary FROM posts").fetchone()
+    assert summary == summary_of(body) == plain_text(body, limit=280)
+    assert summary.endswith("…") and len(summary) == 280
