@@ -593,6 +593,7 @@ class PostStore:
         self._unindexed: set[str] = set()
         # Source states saved but not yet written, while ``deferred_states`` is active.
         self._deferred: dict[str, SourceState] | None = None
+        self._read_ahead: dict[str, SourceState] = {}  # states as the batch began
         try:
             posts_dir.mkdir(parents=True, exist_ok=True)
             index_path.parent.mkdir(parents=True, exist_ok=True)
@@ -1218,8 +1219,10 @@ class PostStore:
     # Source state ----------------------------------------------------------
 
     def source_state(self, name: str) -> SourceState:
-        if self._deferred and name in self._deferred:
+        if self._deferred is not None and name in self._deferred:
             return self._deferred[name]
+        if name in self._read_ahead:
+            return self._read_ahead[name]
         row = self.db.execute("SELECT state FROM sources WHERE name=?", (name,)).fetchone()
         return SourceState.from_json(json.loads(row[0])) if row else SourceState(name=name)
 
@@ -1245,9 +1248,12 @@ class PostStore:
         first, the states not written are those of polls that simply run again.
         """
         self._deferred = {}
+        # The batch reads every source's state: one query, not one per source.
+        self._read_ahead = {state.name: state for state in self.all_source_states()}
         try:
             yield
         finally:
+            self._read_ahead = {}
             try:
                 self._flush_deferred()
             finally:
@@ -1259,6 +1265,8 @@ class PostStore:
             self._write_states(states)
 
     def _write_states(self, states: Sequence[SourceState]) -> None:
+        for state in states:
+            self._read_ahead.pop(state.name, None)  # the index has the newer one now
         with self._transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO sources VALUES (?, ?)",

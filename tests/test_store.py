@@ -608,6 +608,7 @@ def test_deferred_states_are_read_back_at_once_and_written_in_groups(store: Post
         assert len(store.all_source_states()) == STATE_BATCH - 1
         store.save_source_state(SourceState(name="last"))
         assert len(_persisted_states(store)) == STATE_BATCH, "a full group is written at once"
+        assert store.source_state("s7").etag == '"7"', "read back from the index after the group"
         store.save_source_state(SourceState(name="s7", etag='"newer"'))
     assert len(_persisted_states(store)) == STATE_BATCH
     assert store.source_state("s7").etag == '"newer"'
@@ -629,3 +630,14 @@ def test_the_summary_is_stored_with_the_post(store: PostStore) -> None:
     (summary,) = store.db.execute("SELECT summary FROM posts").fetchone()
     assert summary == summary_of(body) == plain_text(body, limit=280)
     assert summary.endswith("…") and len(summary) == 280
+
+
+def test_a_state_written_during_a_batch_is_read_back_new(store: PostStore) -> None:
+    store.save_source_state(SourceState(name="pre", etag='"old"'))
+    with store.deferred_states():
+        assert store.source_state("pre").etag == '"old"'
+        store.save_source_state(SourceState(name="pre", etag='"new"'))
+        for i in range(STATE_BATCH):  # the group with "pre" in it is written
+            store.save_source_state(SourceState(name=f"s{i}"))
+        assert store.source_state("pre").etag == '"new"'
+    assert store.source_state("pre").etag == '"new"'
