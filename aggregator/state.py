@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aggregator.errors import AggregatorError, RateLimited, SourceGone
-from aggregator.fetch import redact_url
 
 BACKOFF_BASE_SECONDS = 60.0
 # A server's freshness hint lengthens the interval at most to this.
@@ -59,6 +58,9 @@ class SourceState:
 
     def public_json(self) -> dict[str, Any]:
         """For status output: credentials stripped from URLs."""
+        # Imported here: the parser processes load this module and need no HTTP client.
+        from aggregator.fetch import redact_url
+
         data = self.to_json()
         for key in ("url", "permanent_url"):
             if data[key]:

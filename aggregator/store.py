@@ -104,6 +104,14 @@ class SaveResult:
 _Row = tuple[Post, Post, str, "_Known | None", bool, os.stat_result, Outcome]
 
 
+@dataclass
+class _HeldRows:
+    """Index rows of new posts, inserted together when their transaction ends."""
+
+    posts: list[tuple[Any, ...]]
+    feeds: list[tuple[str, str, str, float]]
+
+
 @dataclass(frozen=True)
 class SaveBatch:
     """Posts written to files and not yet recorded in the index (see ``PostStore.write_posts``)."""
@@ -825,6 +833,8 @@ class PostStore:
         rows, now, results = batch.rows, batch.now, batch.results
         try:
             if rows:
+                # New posts' rows are inserted together at the end: one call instead of two a post.
+                held = _HeldRows([], [])
                 with self._transaction():
                     for post, to_write, relpath, previous, revision, stat, outcome in rows:
                         upstream_hash, upstream_ts = post.content_hash, _ts(post.updated)
@@ -846,7 +856,9 @@ class PostStore:
                             last_rewrite_ts=last_rewrite,
                             replace_feeds=previous is not None,
                             stat=stat,
+                            held=held,
                         )
+                    self._write_held(held)
         finally:
             self.abandon(batch)  # committed or failed: its names are the index's business now
         return results
@@ -898,46 +910,51 @@ class PostStore:
         last_rewrite_ts: float | None = None,
         replace_feeds: bool = True,
         stat: os.stat_result | None = None,
+        held: _HeldRows | None = None,
     ) -> None:
+        """Record one post; a new plain post's rows go to ``held`` (written together) when given."""
         try:
             stat = stat or os.stat(self.posts_dir / relpath)
             mtime_ns, size = stat.st_mtime_ns, stat.st_size
         except OSError:
             mtime_ns, size = 0, 0
         first_seen = post.first_seen or post.date
-        self.db.execute(
-            f"INSERT OR REPLACE INTO posts ({_ROW_COLUMNS}) VALUES ({_ROW_MARKS})",
-            (
-                post.source,
-                post.id,
-                relpath,
-                post.title,
-                post.link,
-                post.author,
-                post.date.timestamp(),
-                _ts(post.updated),
-                first_seen.timestamp(),
-                json.dumps(_all_categories(post), ensure_ascii=False),
-                json.dumps(post.tags, ensure_ascii=False),
-                post.headimg,
-                json.dumps([[e.url, e.type, e.length] for e in post.enclosures]),
-                post.body,
-                post.summary,  # made in the parser worker (see normalize.prepared)
-                post.content_hash,
-                rewrites,
-                last_rewrite_ts,
-                mtime_ns,
-                size,
-                upstream_hash,
-                upstream_updated_ts,
-                canonical_link(post.link),
-                json.dumps([[m.source, m.id, list(m.categories)] for m in post.merged], ensure_ascii=False),
-            ),
+        row = (
+            post.source,
+            post.id,
+            relpath,
+            post.title,
+            post.link,
+            post.author,
+            post.date.timestamp(),
+            _ts(post.updated),
+            first_seen.timestamp(),
+            json.dumps(_all_categories(post), ensure_ascii=False),
+            json.dumps(post.tags, ensure_ascii=False),
+            post.headimg,
+            json.dumps([[e.url, e.type, e.length] for e in post.enclosures]),
+            post.body,
+            post.summary,  # made in the parser worker (see normalize.prepared)
+            post.content_hash,
+            rewrites,
+            last_rewrite_ts,
+            mtime_ns,
+            size,
+            upstream_hash,
+            upstream_updated_ts,
+            canonical_link(post.link),
+            json.dumps([[m.source, m.id, list(m.categories)] for m in post.merged], ensure_ascii=False),
         )
         keys = feed_keys_for(post.source, post.categories)
         for other in post.merged:
             keys += [key for key in feed_keys_for(other.source, other.categories) if key not in keys]
         self._pending.update(keys)
+        feed_rows = [(key, post.source, post.id, post.date.timestamp()) for key in keys]
+        if held is not None and not replace_feeds and not post.merged:
+            held.posts.append(row)
+            held.feeds += feed_rows
+            return
+        self.db.execute(f"INSERT OR REPLACE INTO posts ({_ROW_COLUMNS}) VALUES ({_ROW_MARKS})", row)
         if replace_feeds:
             self._pending.update(self._forget_feeds(post.source, post.id))
         if post.merged or replace_feeds:
@@ -948,10 +965,13 @@ class PostStore:
                 "INSERT OR REPLACE INTO aliases VALUES (?,?,?,?)",
                 [(m.source, m.id, post.source, post.id) for m in post.merged],
             )
+        self.db.executemany("INSERT OR REPLACE INTO post_feeds VALUES (?,?,?,?)", feed_rows)
+
+    def _write_held(self, held: _HeldRows) -> None:
         self.db.executemany(
-            "INSERT OR REPLACE INTO post_feeds VALUES (?,?,?,?)",
-            [(key, post.source, post.id, post.date.timestamp()) for key in keys],
+            f"INSERT OR REPLACE INTO posts ({_ROW_COLUMNS}) VALUES ({_ROW_MARKS})", held.posts
         )
+        self.db.executemany("INSERT OR REPLACE INTO post_feeds VALUES (?,?,?,?)", held.feeds)
 
     def _forget(self, source: str, entry_id: str) -> set[str]:
         self.db.execute("DELETE FROM posts WHERE source=? AND entry_id=?", (source, entry_id))
