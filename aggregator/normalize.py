@@ -364,6 +364,12 @@ def safe_url(url: str | None, base: str = "") -> str | None:
     if not url:
         return None
     url = clean_text(url).strip()
+    if _PLAIN_WEB_URL.fullmatch(url) and not _EMPTY_URL_PART.search(url):
+        return url  # what the general path gives for it, without parsing it twice
+    return _joined_if_safe(url, base)
+
+
+def _joined_if_safe(url: str, base: str) -> str | None:
     try:
         absolute = urljoin(base, url) if base else url
         scheme = urlsplit(absolute).scheme.lower()
@@ -372,6 +378,13 @@ def safe_url(url: str | None, base: str = "") -> str | None:
     if scheme not in SAFE_SCHEMES:
         return None
     return absolute
+
+
+# An absolute web URL that joining and splitting leave as it is: a host after "//", printable
+# ASCII, no brackets (IPv6 hosts can be malformed) and no ";" parameters; _EMPTY_URL_PART
+# finds the empty query or fragment that ``urljoin`` would drop.
+_PLAIN_WEB_URL = re.compile(r"https?://[^/?#\[\];\s][^\[\];\s\x7f-\U0010ffff]*")
+_EMPTY_URL_PART = re.compile(r"\?(?:#|\Z)|#\Z")
 
 
 def sanitize_html(markup: str, base: str) -> str:
@@ -464,7 +477,7 @@ def lead_image(entry: EntryData, body: str) -> str | None:
         candidates.append(html.unescape(next(g for g in match.groups() if g is not None)))
     for candidate in candidates:
         url = safe_url(candidate, entry.base)
-        if url and urlsplit(url).scheme in ("http", "https"):
+        if url and url[:6].lower().startswith(("http:", "https:")):
             return url
     return None
 

@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.normalize import SourceRules, entry_id, lead_image, normalize, sanitize_html
+from aggregator.normalize import (
+    SourceRules,
+    _joined_if_safe,
+    clean_text,
+    entry_id,
+    lead_image,
+    normalize,
+    safe_url,
+    sanitize_html,
+)
 from aggregator.normalize import _may_have_unchecked_urls as sanitize_html_filter_needed
 from aggregator.parse import Enclosure, EntryData
 
@@ -305,3 +314,19 @@ def test_no_hexo_marker_in_any_body(content: str) -> None:
 def test_escaping_can_be_switched_off() -> None:
     post = normalize(entry(content="<p>{{ x }}</p>"), replace(RULES, escape_braces=False), SEEN)
     assert post.body == "<p>{{ x }}</p>"
+
+
+URL_TEXT = st.text(alphabet=st.sampled_from(list("abcXYZ019-._~:/?#[]@!$&'()*+,;=% \tù")), max_size=30)
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    st.one_of(
+        URL_TEXT.map(lambda rest: "http://" + rest), URL_TEXT.map(lambda rest: "https://" + rest), URL_TEXT
+    ),
+    st.sampled_from(["", "https://example.org/blog/post.html", "http://example.org/a/", "https://x.org"]),
+)
+def test_the_quick_url_path_gives_what_joining_gives(url: str, base: str) -> None:
+    """safe_url skips urljoin for plain absolute web URLs; the answer must not change."""
+    general = _joined_if_safe(clean_text(url).strip(), base) if url else None
+    assert safe_url(url, base) == general
