@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.machinery
 import json
 import logging
@@ -18,10 +19,6 @@ from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
 from aggregator.config import DEFAULT_CONFIG, SOURCES_DIR, Config, SourceConfig, load_config, parse_duration
 from aggregator.errors import AggregatorError, StoreError
@@ -33,6 +30,8 @@ from aggregator.state import utcnow
 from aggregator.store import PostStore
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from aggregator.build import BuildReport, FeedBuilder
 
 app = typer.Typer(
@@ -40,7 +39,17 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Poll RSS/Atom/JSON feeds, keep every entry as a Markdown post, republish per-category feeds.",
 )
-err = Console(stderr=True)
+
+
+@functools.cache
+def _stderr() -> Console:
+    # rich is imported where something is drawn: a poll from cron (JSON or plain lines)
+    # never needs it, and it was a twentieth of such a run's start-up.
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 EXIT_USER_ERROR = 2
 
 
@@ -81,7 +90,7 @@ def _setup_logging() -> None:
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"aggregator: {message}", markup=False, highlight=False, soft_wrap=True)
+    _stderr().print(f"aggregator: {message}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_USER_ERROR)
 
 
@@ -157,7 +166,7 @@ def fetch(
         with config.open_store() as store:
             # A gone source (HTTP 410) is polled only when named explicitly.
             # The progress bar only on a terminal: a pipe or a log file gets the summary alone.
-            show_progress = not as_json and err.is_terminal
+            show_progress = not as_json and sys.stderr.isatty()
             results = asyncio.run(
                 _fetch_all(config, store, selected, force=bool(sources), progress=show_progress)
             )
@@ -199,8 +208,10 @@ async def _fetch_all(
     try:
         if not progress:
             return await updater.update_many(sources, force=force)  # type: ignore[arg-type]
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         with Progress(
-            TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+            TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=_stderr()
         ) as bar:
             task = bar.add_task("fetch", total=len(sources))
 
@@ -257,6 +268,10 @@ def _print_dry_run(previews: list[tuple[SourceConfig, Selection | AggregatorErro
         ]
         typer.echo(json.dumps({"dry_run": True, "sources": report}, ensure_ascii=False, indent=1))
         return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     out = Console(width=max(Console().width, 160))
     for source, outcome in previews:
         if isinstance(outcome, AggregatorError):
@@ -301,6 +316,9 @@ def _print_fetch_report(results: list[UpdateResult], feeds_built: int, as_json: 
             )
         )
         return
+    from rich.console import Console
+    from rich.table import Table
+
     out = Console()
     table = Table(title="fetch")
     for column in ("source", "outcome", "new", "updated", "detail"):
@@ -376,7 +394,7 @@ def verify() -> None:
     for problem in report.problems:
         typer.echo(problem)
     if report.problems:
-        err.print(
+        _stderr().print(
             f"aggregator: inconsistent: {len(report.problems)} problems "
             "(`aggregator build` or the next run repairs the feeds; `aggregator reindex` the index)",
             markup=False, highlight=False, soft_wrap=True,
@@ -404,6 +422,9 @@ def status(
     if as_json:
         typer.echo(json.dumps([s.public_json() for s in states], ensure_ascii=False, indent=1))
     else:
+        from rich.console import Console
+        from rich.table import Table
+
         table = Table(title="sources")
         for column in (
             "source",
