@@ -1,7 +1,8 @@
 """The update flow, one source at a time::
 
-    state from the index | fetch (conditional) | parse (worker process)
-        | normalize | filter and categorize | transform | save posts | save state
+    state from the index | fetch (conditional)
+        | parse, normalize, render the post files (one worker process)
+        | filter and categorize | transform | save posts (write, flush, index) | save state
         | -> feed keys to rebuild
 
 ``Updater`` only sequences the stages. A failing source becomes an

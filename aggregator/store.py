@@ -24,6 +24,9 @@ process alone never loses a renamed file):
 - ``off``: no fsync; the OS writes back when it likes (fastest; a power loss
   may lose the last seconds of posts, which the next fetch writes again).
 
+Saving runs in three steps (``write_posts``, ``make_durable``, ``commit``) so
+that a caller on an event loop can flush in a thread; ``save`` runs all three.
+
 The index (WAL mode) also holds each source's polling state, the entries
 retention pruned (so they are not fetched back), and what each published feed
 was built from, so feeds are built without reading post files. It records its
