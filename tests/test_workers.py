@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support.faultserver import HTML_WITH_FEED_LINKS, SAMPLE_RSS
@@ -98,3 +102,21 @@ def test_close_ends_every_worker(pool: ParserPool) -> None:
     assert processes and all(p.is_alive() for p in processes)
     pool.close()
     assert not any(p.is_alive() for p in processes)
+
+
+def test_worker_processes_do_not_rerun_the_console_script(tmp_path: Path) -> None:
+    """multiprocessing re-runs a main script known by path in each child; named, it is left alone."""
+    script = tmp_path / "launcher.py"
+    script.write_text(
+        "import json, multiprocessing.spawn as spawn\n"
+        "from aggregator import cli\n"
+        "before = spawn.get_preparation_data('x')\n"
+        "cli._run_as_package_main()\n"
+        "after = spawn.get_preparation_data('x')\n"
+        "keys = ('init_main_from_path', 'init_main_from_name')\n"
+        "print(json.dumps([{k: d.get(k) for k in keys} for d in (before, after)]))\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+    before, after = json.loads(result.stdout)
+    assert before["init_main_from_path"] == str(script), "as the console script would be"
+    assert after == {"init_main_from_path": None, "init_main_from_name": "aggregator.__main__"}
