@@ -388,7 +388,7 @@ class Daemon:
         old_sources = {s.name: s for s in old.sources}
         new_sources = {s.name: s for s in new.sources}
         self.config = new
-        self.updater.config = new
+        self.updater.reconfigure(new)
         self.builder.config = new
         for name in old_sources.keys() - new_sources.keys():
             self.scheduler.remove(name)

@@ -82,27 +82,47 @@ class Updater:
     def __init__(self, config: Config, store: PostStore, *, parser: ParserPool | None = None) -> None:
         self.config = config
         self.store = store
-        defaults = config.defaults
-        self.fetcher = Fetcher(
-            defaults.user_agent,
-            FetchLimits(
-                connect_timeout=min(defaults.timeout, 10.0),
-                read_timeout=defaults.timeout,
-                deadline=defaults.deadline,
-                max_body=defaults.max_body,
-                concurrency=defaults.concurrency,
-                per_host=defaults.per_host,
-            ),
-        )
+        self.fetcher = Fetcher(config.defaults.user_agent, fetch_limits(config))
         self.parser = parser or ParserPool()
         self.transformer = Transformer(config)
         self._running: set[str] = set()
         self._merge_turn = asyncio.Lock()
+        # Fetchers replaced by a reload, closed once no fetch can still be using them.
+        self._retired: set[Fetcher] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
-        await self.fetcher.aclose()
+        for task in list(self._closing):
+            task.cancel()
+        for fetcher in [self.fetcher, *self._retired]:
+            await fetcher.aclose()
+        self._retired.clear()
         await self.transformer.aclose()
         self.parser.close()
+
+    def reconfigure(self, config: Config) -> None:
+        """Use ``config`` from the next poll on (a reload).
+
+        A change to the user agent, timeouts, size cap or concurrency takes a new
+        fetcher; the old one serves the fetches already under way and is closed
+        once the fetch deadline has passed, when none of them can still run.
+        """
+        old_limits = self.fetcher.limits
+        self.config = config
+        limits = fetch_limits(config)
+        if limits == old_limits and config.defaults.user_agent == self.fetcher.user_agent:
+            return
+        retired, self.fetcher = self.fetcher, Fetcher(config.defaults.user_agent, limits)
+        self._retired.add(retired)
+        task = asyncio.get_running_loop().create_task(self._close_later(retired, old_limits.deadline + 1))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        log.info("fetch settings changed: polls from now on use them")
+
+    async def _close_later(self, fetcher: Fetcher, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._retired.discard(fetcher)
+        await fetcher.aclose()
 
     async def update_many(
         self, sources: Sequence[SourceConfig], *, force: bool = False
@@ -281,6 +301,19 @@ class Updater:
             with_first_seen(post, known[post.id], undated=True) if post.id in known else post
             for post in normalized.posts
         ]
+
+
+def fetch_limits(config: Config) -> FetchLimits:
+    """The config's fetch settings as the fetcher's limits."""
+    defaults = config.defaults
+    return FetchLimits(
+        connect_timeout=min(defaults.timeout, 10.0),
+        read_timeout=defaults.timeout,
+        deadline=defaults.deadline,
+        max_body=defaults.max_body,
+        concurrency=defaults.concurrency,
+        per_host=defaults.per_host,
+    )
 
 
 def retention_policy(config: Config) -> RetentionPolicy:

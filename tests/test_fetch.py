@@ -13,6 +13,7 @@ import logging
 import time
 import tracemalloc
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -529,3 +530,32 @@ def test_warm_cycle_of_1000_not_modified_sources(tmp_path: Path) -> None:
     assert wall <= max(1.5, 3.0 * floor[0]), (
         f"{wall:.2f}s wall, {cpu:.2f}s CPU ({bare}): something serializes"
     )
+
+
+def test_a_reload_with_new_fetch_settings_takes_a_new_fetcher(tmp_path: Path, server: FaultServer) -> None:
+    """User agent, timeouts, caps and limits apply from the next poll after a reload, no restart."""
+    server.feed("/f.xml", SAMPLE_RSS)
+    source = [{"name": "f", "url": server.url("/f.xml")}]
+    first = load_config(write_config(tmp_path / "a", source, defaults={"user_agent": "first-agent/1"}))
+    second = load_config(write_config(tmp_path / "b", source, defaults={"user_agent": "second-agent/2"}))
+
+    async def go() -> list[str]:
+        with PostStore(first.posts_dir, first.index_path, fsync="off") as store:
+            updater = Updater(first, store, parser=ParserPool(0))
+            try:
+                await updater.update(first.sources[0], force=True)
+                agents = [server.last_headers("/f.xml")["user-agent"]]
+                unchanged = updater.fetcher
+                updater.reconfigure(first)
+                assert updater.fetcher is unchanged, "the same settings keep the fetcher"
+                updater.reconfigure(second)
+                assert updater.fetcher is not unchanged and unchanged in updater._retired
+                store.save_source_state(replace(store.source_state("f"), etag=None, last_modified=None))
+                await updater.update(second.sources[0], force=True)
+                agents.append(server.last_headers("/f.xml")["user-agent"])
+            finally:
+                await updater.aclose()
+            assert not updater._retired, "closing the updater closes the fetcher it retired"
+            return agents
+
+    assert asyncio.run(go()) == ["first-agent/1", "second-agent/2"]
