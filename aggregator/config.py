@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 from aggregator.errors import ConfigError
+from aggregator.store import slugify
 
 if TYPE_CHECKING:
     from aggregator.store import PostStore
@@ -406,10 +407,13 @@ class Config(_Strict):
         seen_names: dict[str, int] = {}
         seen_urls: dict[str, int] = {}
         for index, source in enumerate(self.sources):
-            for key, seen in ((source.name.casefold(), seen_names), (source.url, seen_urls)):
+            for key, seen in ((source_folder(source.name), seen_names), (source.url, seen_urls)):
                 if key in seen:
                     what = "name" if seen is seen_names else "url"
-                    raise ValueError(f"sources[{index}].{what}: duplicate of sources[{seen[key]}].{what}")
+                    first = self.sources[seen[key]]
+                    note = _same_folder(first.name, source.name) if what == "name" else ""
+                    where = f"sources[{seen[key]}].{what}{note}"
+                    raise ValueError(f"sources[{index}].{what}: duplicate of {where}")
                 seen[key] = index
         return self
 
@@ -668,8 +672,20 @@ def _apply_category_defaults(data: dict[str, Any], places: _Places) -> None:
                 source[key] = value
 
 
+def source_folder(name: str) -> str:
+    """The folder a source's posts and feed go to: two names that make the same one would collide."""
+    return slugify(name.strip())
+
+
+def _same_folder(first: str, second: str) -> str:
+    """For two names that differ beyond case yet make the same folder: say which folder."""
+    if first.strip().casefold() == second.strip().casefold():
+        return ""
+    return f" (both make the folder {source_folder(second)!r})"
+
+
 def _check_unique_sources(data: dict[str, Any], places: _Places) -> None:
-    """Names (case-insensitively) and URLs are unique across all files; both places are named."""
+    """Names (as folders: case, spacing and punctuation aside) and URLs are unique across all files."""
     sources = data.get("sources")
     if not isinstance(sources, list):
         return
@@ -679,10 +695,12 @@ def _check_unique_sources(data: dict[str, Any], places: _Places) -> None:
             value = source.get(key) if isinstance(source, dict) else None
             if not isinstance(value, str) or not value.strip():
                 continue
-            folded = value.strip().casefold() if key == "name" else value.strip()
+            folded = source_folder(value) if key == "name" else value.strip()
             if folded in seen:
                 first_where, first_path = places.locate(["sources", seen[folded], key])
-                raise places.fail(["sources", index, key], f"duplicate of {first_path} at {first_where}")
+                note = _same_folder(sources[seen[folded]][key], value) if key == "name" else ""
+                where = f"{first_path} at {first_where}{note}"
+                raise places.fail(["sources", index, key], f"duplicate of {where}")
             seen[folded] = index
 
 

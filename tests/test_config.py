@@ -34,6 +34,15 @@ sources:
             ":7: sources[1].name: duplicate of sources[0].name",
         ),
         (
+            VALID_HEAD + "  - name: ' One!'\n    url: https://other.example.org/\n",
+            ":7: sources[1].name: duplicate of sources[0].name at",  # the same feed folder
+        ),
+        (
+            VALID_HEAD.replace("one\n", "新浪财经－国內\n")
+            + "  - name: 新浪财经-国內\n    url: https://x.example.org/\n",
+            "(both make the folder '新浪财经-国內')",
+        ),
+        (
             VALID_HEAD + "  - name: two\n    url: https://one.example.org/feed.xml\n",
             ":8: sources[1].url: duplicate of sources[0].url",
         ),
