@@ -62,7 +62,7 @@ from aggregator.files import (
     write_atomic_stat,
     writer_alive,
 )
-from aggregator.normalize import MergedEntry, Post, canonical_link, plain_text
+from aggregator.normalize import MergedEntry, Post, canonical_link, summary_of
 from aggregator.parse import Enclosure
 from aggregator.state import SourceState
 
@@ -1431,7 +1431,7 @@ def _indexed(row: Sequence[Any], *, summarize: bool = True) -> IndexedPost:
     (source, entry_id, path, title, link, author, date_ts, updated_ts, categories, tags,
      headimg, enclosures, body, summary, content_hash) = row  # fmt: skip
     if summarize and not summary:
-        summary = plain_text(body, limit=280)
+        summary = summary_of(body)  # as the stored summaries are made
     return IndexedPost(
         source=source,
         id=entry_id,
