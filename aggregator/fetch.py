@@ -27,6 +27,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -34,8 +35,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
-
-import aiohttp
 
 from aggregator.errors import (
     FetchError,
@@ -46,6 +45,10 @@ from aggregator.errors import (
     SourceGone,
     TooLarge,
 )
+from aggregator.tls import ClientTLS, ca_bundle_deferred
+
+with ca_bundle_deferred():  # see aggregator.tls: the CA bundle is loaded when https is first used
+    import aiohttp
 
 ACCEPT = (
     "application/rss+xml, application/atom+xml, application/feed+json, "
@@ -273,11 +276,18 @@ class Fetcher:
     """Owns the HTTP session and the concurrency limits; close it when done."""
 
     def __init__(
-        self, user_agent: str, limits: FetchLimits = FetchLimits(), *, resolver: Resolver = system_resolver
+        self,
+        user_agent: str,
+        limits: FetchLimits = FetchLimits(),
+        *,
+        resolver: Resolver = system_resolver,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.user_agent = user_agent
         self.limits = limits
         self.resolver = resolver
+        # The system's CAs unless told otherwise; loaded at the first https request.
+        self.tls = ClientTLS(tls_context)
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
         # Socket timeouts: connect, and the longest silence while reading. The
@@ -309,6 +319,11 @@ class Fetcher:
             )
             self._session_loop = loop
         return self._session
+
+    async def _tls_context(self) -> ssl.SSLContext:
+        ready = self.tls.ready
+        # The first one loads the CA bundle: in a thread, off the event loop.
+        return ready if ready is not None else await asyncio.to_thread(self.tls.context)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -407,9 +422,12 @@ class Fetcher:
             headers["If-None-Match"] = request.validators.etag
         if request.validators.last_modified:
             headers["If-Modified-Since"] = request.validators.last_modified
+        tls: ssl.SSLContext | bool = True  # True: plain http, no TLS at all
+        if url.startswith("https:") or (request.proxy or "").startswith("https:"):
+            tls = await self._tls_context()
         now = datetime.now(UTC)
         async with self._client().get(
-            url, headers=headers, proxy=request.proxy, allow_redirects=False
+            url, headers=headers, proxy=request.proxy, allow_redirects=False, ssl=tls
         ) as response:
             status = response.status
             response_headers = _joined(response.headers)

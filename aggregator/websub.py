@@ -17,9 +17,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiohttp
-
 from aggregator.config import Config
+from aggregator.tls import ClientTLS, ca_bundle_deferred
+
+with ca_bundle_deferred():  # see aggregator.tls
+    import aiohttp
 
 log = logging.getLogger("aggregator.websub")
 
@@ -48,6 +50,7 @@ async def publish(
     if not feed_urls:
         return []
     limit = asyncio.Semaphore(concurrency)
+    tls = await asyncio.to_thread(ClientTLS().context) if hub.startswith("https:") else True
     async with aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=timeout), headers={"User-Agent": user_agent}, trust_env=False
     ) as client:
@@ -56,7 +59,7 @@ async def publish(
             async with limit:
                 try:
                     form = {"hub.mode": "publish", "hub.url": url}
-                    async with client.post(hub, data=form, allow_redirects=False) as response:
+                    async with client.post(hub, data=form, allow_redirects=False, ssl=tls) as response:
                         status = response.status
                 except (aiohttp.ClientError, TimeoutError, ValueError) as error:
                     return PingResult(url, False, f"{type(error).__name__}: {error}")
