@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import hashlib
 import json
 import logging
@@ -165,8 +166,8 @@ class RetentionPolicy:
     overall: Limits = Limits()
     per_source: Mapping[str, Limits] = field(default_factory=dict)
 
-    @property
-    def active(self) -> bool:
+    @functools.cached_property
+    def active(self) -> bool:  # asked on every update; per_source can hold every source
         return self.overall.active or any(limits.active for limits in self.per_source.values())
 
 

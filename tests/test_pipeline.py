@@ -206,3 +206,41 @@ def test_a_dead_source_does_not_stop_the_others(
     assert "source=missing outcome=error status=404" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(list((tmp_path / "site" / "posts").rglob("*.md"))) == 2
+
+
+def test_retention_follows_a_reloaded_config(tmp_path: Path) -> None:
+    """The updater makes the retention policy once per config, and a reload's limits apply at once."""
+    import asyncio
+
+    from aggregator.config import load_config
+    from aggregator.pipeline import Updater
+
+    def local_feed(count: int) -> None:
+        items = "".join(
+            f"<item><guid>https://local.example.org/{n}</guid><title>Post {n}</title>"
+            f"<pubDate>Mon, {n + 1:02d} Mar 2026 10:00:00 GMT</pubDate></item>"
+            for n in range(count)
+        )
+        feed = f"<rss version='2.0'><channel><title>L</title>{items}</channel></rss>"
+        (tmp_path / "local.xml").write_text(feed)
+
+    def configured(max_posts: int) -> Path:
+        source = {"name": "local", "url": "local.xml", "retention": {"max_posts": max_posts}}
+        return write_config(tmp_path, [source, {"name": "other", "url": "other.xml"}])
+
+    async def fetch_twice() -> None:
+        config = load_config(configured(3))
+        with config.open_store() as store:
+            updater = Updater(config, store)
+            try:
+                local_feed(5)
+                await updater.update(config.source_named("local"))
+                assert len(list((tmp_path / "posts").rglob("*.md"))) == 3
+                updater.reconfigure(load_config(configured(2)))
+                local_feed(6)  # changed, so it is parsed and saved again
+                await updater.update(updater.config.source_named("local"))
+                assert sorted(p.name.split("-")[1] for p in (tmp_path / "posts").rglob("*.md")) == ["4", "5"]
+            finally:
+                await updater.aclose()
+
+    asyncio.run(fetch_twice())
