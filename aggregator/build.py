@@ -190,6 +190,16 @@ class FeedItem:
     image: str | None
     enclosures: tuple[tuple[str, str, int], ...]  # (url, media type, length)
 
+    # The dates as Atom writes them, made once for Atom and JSON (isoformat was a twentieth of an item).
+
+    @functools.cached_property
+    def published_iso(self) -> str:
+        return self.published.isoformat()
+
+    @functools.cached_property
+    def updated_iso(self) -> str:
+        return self.published_iso if self.updated is self.published else self.updated.isoformat()
+
     @classmethod
     def of(cls, post: IndexedPost, options: ItemOptions) -> FeedItem:
         return _item_and_content(post, options)[0]
@@ -452,8 +462,8 @@ def _json_text(item: FeedItem, content: bytes | None = None) -> bytes:
     parts.append(f'"summary": {string(item.summary)}')
     if item.image:
         parts.append(f'"image": {string(item.image)}')
-    parts.append(f'"date_published": "{_iso(item.published)}"')
-    parts.append(f'"date_modified": "{_iso(item.updated)}"')
+    parts.append(f'"date_published": "{_iso(item.published, item.published_iso)}"')
+    parts.append(f'"date_modified": "{_iso(item.updated, item.updated_iso)}"')
     parts.append(f'"authors": [{{"name": {string(item.author)}}}]')
     if item.terms:
         parts.append(_json_tags(item.terms))
@@ -563,7 +573,7 @@ def _atom_entry(item: FeedItem, content: bytes | None) -> bytes:
         "  <entry>",
         f"    <id>{_text(item.atom_id)}</id>",
         f"    <title>{_text(item.title)}</title>",
-        f"    <updated>{item.updated.isoformat()}</updated>",
+        f"    <updated>{item.updated_iso}</updated>",
         "    <author>",
         f"      <name>{_text(item.author)}</name>",
         "    </author>",
@@ -579,7 +589,7 @@ def _atom_entry(item: FeedItem, content: bytes | None) -> bytes:
     lines.append(f"    <summary>{_text(item.summary)}</summary>")
     if item.terms:
         lines.append(_atom_categories(item.terms))
-    lines.append(f"    <published>{item.published.isoformat()}</published>")
+    lines.append(f"    <published>{item.published_iso}</published>")
     lines += [
         f'    <link rel="enclosure" href="{_attr(url)}" type="{_attr(kind)}" length="{length}"/>'
         for url, kind, length in item.enclosures
@@ -694,12 +704,13 @@ _VOID = frozenset(
 
 
 def _image_type(url: str) -> str:
-    lowered = url.lower().split("?")[0]
-    for suffix, kind in ((".png", "image/png"), (".gif", "image/gif"), (".webp", "image/webp"),
-                         (".svg", "image/svg+xml"), (".avif", "image/avif")):  # fmt: skip
-        if lowered.endswith(suffix):
-            return kind
-    return "image/jpeg"
+    """The media type its name's suffix says (every suffix known holds just its leading dot)."""
+    lowered = url.lower().partition("?")[0]
+    return _IMAGE_TYPES.get(lowered[lowered.rfind(".") :], "image/jpeg")
+
+
+_IMAGE_TYPES = {".png": "image/png", ".gif": "image/gif", ".webp": "image/webp", ".svg": "image/svg+xml",
+                ".avif": "image/avif"}  # fmt: skip
 
 
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`]*")
@@ -715,9 +726,10 @@ def _tag_uri(item: IndexedPost) -> str:
     return f"urn:aggregator:{digest}"
 
 
-def _iso(moment: datetime) -> str:
-    if moment.tzinfo is UTC:  # every stored date: isoformat ends in "+00:00"
-        return moment.isoformat()[:-6] + "Z"
+def _iso(moment: datetime, isoformat: str | None = None) -> str:
+    """The moment in UTC, ISO 8601 with a Z; ``isoformat``: ``moment.isoformat()``, when known."""
+    if moment.tzinfo is UTC:  # every stored date: the isoformat ends in "+00:00"
+        return (isoformat or moment.isoformat())[:-6] + "Z"
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 

@@ -410,7 +410,28 @@ def test_fast_cleaning_and_escaping_match_the_plain_functions(text: str) -> None
 @settings(max_examples=100, deadline=None)
 @given(moment=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3, minutes=-30))])))
 def test_iso_dates_are_utc_with_a_z(moment: datetime) -> None:
-    assert build._iso(moment) == moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    expected = moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    assert build._iso(moment) == build._iso(moment, moment.isoformat()) == expected
+
+
+def _image_type_as_it_was(url: str) -> str:
+    lowered = url.lower().split("?")[0]
+    for suffix, kind in ((".png", "image/png"), (".gif", "image/gif"), (".webp", "image/webp"),
+                         (".svg", "image/svg+xml"), (".avif", "image/avif")):  # fmt: skip
+        if lowered.endswith(suffix):
+            return kind
+    return "image/jpeg"
+
+
+@given(
+    url=st.lists(
+        st.one_of(
+            st.sampled_from([".png", ".PNG", ".gif", ".webp", ".svg", ".avif", "?", ".", "png"]), _HOSTILE
+        )
+    ).map("".join)
+)
+def test_image_types_by_suffix(url: str) -> None:
+    assert build._image_type(url) == _image_type_as_it_was(url)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -421,13 +442,14 @@ def test_iso_dates_are_utc_with_a_z(moment: datetime) -> None:
     title=_HOSTILE,
     terms=st.lists(_HOSTILE, max_size=3),
     cap=st.one_of(st.none(), st.integers(1, 200)),
+    later=st.one_of(st.none(), st.timedeltas(timedelta(seconds=-5), timedelta(days=3))),
 )
 def test_hostile_items_still_render_as_feedgen_and_json_dumps_write_them(
-    body: str, title: str, terms: list[str], cap: int | None
+    body: str, title: str, terms: list[str], cap: int | None, later: timedelta | None
 ) -> None:
-    post = replace(
-        _indexed(make_post("src", 1, ())), body=body, title=title, categories=tuple(terms), summary=""
-    )
+    post = _indexed(make_post("src", 1, ()))
+    updated = None if later is None else post.date + later
+    post = replace(post, body=body, title=title, categories=tuple(terms), summary="", updated=updated)
     options = ItemOptions(full_content=True, max_content_chars=cap)
     assert render_fragments([post], options) == render_fragments_with_feedgen([post], options)
 
