@@ -189,16 +189,14 @@ class FeedItem:
     terms: tuple[str, ...]
     image: str | None
     enclosures: tuple[tuple[str, str, int], ...]  # (url, media type, length)
+    # The dates' isoformat(), as Atom writes them, made once for Atom and JSON (a twentieth of an item).
+    published_iso: str = field(default="", compare=False, repr=False)
+    updated_iso: str = field(default="", compare=False, repr=False)
 
-    # The dates as Atom writes them, made once for Atom and JSON (isoformat was a twentieth of an item).
-
-    @functools.cached_property
-    def published_iso(self) -> str:
-        return self.published.isoformat()
-
-    @functools.cached_property
-    def updated_iso(self) -> str:
-        return self.published_iso if self.updated is self.published else self.updated.isoformat()
+    def __post_init__(self) -> None:
+        """Made here when constructed (``_item_and_content`` sets every field itself)."""
+        object.__setattr__(self, "published_iso", self.published.isoformat())
+        object.__setattr__(self, "updated_iso", self.updated.isoformat())
 
     @classmethod
     def of(cls, post: IndexedPost, options: ItemOptions) -> FeedItem:
@@ -224,6 +222,9 @@ def _item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem
     )
     if not enclosures and image:
         enclosures = ((image, _image_type(image), 0),)
+    published = post.date
+    updated = post.updated if post.updated and post.updated > published else published
+    published_iso = published.isoformat()
     # FeedItem(...), set in one __dict__ update: the frozen dataclass's __init__ sets each field with
     # object.__setattr__, a twentieth of an item's rendering.
     item: FeedItem = object.__new__(FeedItem)
@@ -234,13 +235,15 @@ def _item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem
         title=title,
         link=link,
         author=_clean(post.author) or _clean(post.source),
-        published=post.date,
-        updated=post.updated if post.updated and post.updated > post.date else post.date,
+        published=published,
+        updated=updated,
         summary=(_clean(post.summary) if post.summary else summary_of(post.body)) or title,
         content=content,
         terms=_item_terms(post.categories, post.tags),
         image=image,
         enclosures=enclosures,
+        published_iso=published_iso,
+        updated_iso=published_iso if updated is published else updated.isoformat(),
     )
     return item, data
 
