@@ -358,11 +358,14 @@ class Fetcher:
                     f"no complete response within the {self.limits.deadline:g}s deadline",
                     url=redact_url(request.url),
                 ) from error
-            except (aiohttp.InvalidURL, ValueError) as error:
-                # A hostile Location header (or config URL) that no URL parser accepts.
+            except aiohttp.InvalidURL as error:
                 raise FetchError(f"invalid URL: {error}", url=redact_url(request.url)) from error
+            # Before ValueError: a failed certificate check is a ValueError too (ssl's own class).
             except (aiohttp.ClientError, OSError) as error:
                 raise FetchError(_describe_transport_error(error), url=redact_url(request.url)) from error
+            except ValueError as error:
+                # A hostile Location header (or config URL) that no URL parser accepts.
+                raise FetchError(f"invalid URL: {error}", url=redact_url(request.url)) from error
         return _with_elapsed(result, time.monotonic() - started)
 
     async def _fetch_following(self, request: FetchRequest) -> FetchResult:
@@ -502,6 +505,11 @@ def _raise_for_status(status: int, headers: Mapping[str, str], url: str, now: da
 
 def _describe_transport_error(error: BaseException) -> str:
     """One line naming what went wrong on the wire, in the words an operator searches for."""
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        reason = getattr(error.certificate_error, "verify_message", "") or _cause(error.certificate_error)
+        return f"TLS certificate not trusted: {reason} ({error.host}:{error.port})"
+    if isinstance(error, aiohttp.ClientSSLError):
+        return f"TLS handshake failed: {_cause(error)}"
     if isinstance(error, aiohttp.ClientConnectorError):
         return f"cannot connect: {error.os_error.strerror or error.os_error} ({error.host}:{error.port})"
     if isinstance(error, aiohttp.ServerDisconnectedError):
