@@ -53,6 +53,8 @@ METHOD = """## How each number is measured
   worker processes orphaned at exit are reaped and counted too). Peak RSS: the largest single
   process (`ru_maxrss` from `wait4`) / the largest sum over the process tree sampled from `/proc`
   every 50 ms (shared pages counted in every process, so the tree figure overstates a little).
+- Before each step the driver calls sync(2), untimed: a step starts with the previous one's writes
+  on disk, not with the kernel flushing them beside it (after the cold run, ~1.7 GB).
 - The package's bytecode is compiled first, as pip does when it installs a package (this machine
   sets PYTHONDONTWRITEBYTECODE, which otherwise makes every step recompile it).
 - The corpus server (`bench/server.py`, uvicorn, one process) runs beside the steps; its CPU is in

@@ -96,6 +96,9 @@ def run(
     cwd: Path | None = None,
 ) -> Measurement:
     """Run ``argv`` to completion; ``keep`` names our long-lived children (servers) not to reap."""
+    # The previous step's writes (a cold run leaves ~1.7 GB dirty) flushed first, so that the
+    # kernel's writeback does not share the cores with the step measured.
+    os.sync()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd)
