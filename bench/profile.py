@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from bench.__main__ import AGGREGATOR, REPO, ROOT, Server, fresh_store, write_config
+from bench.__main__ import AGGREGATOR, REPO, ROOT, Server, empty_trash, fresh_store, set_aside, write_config
 from bench.corpus import CorpusSpec, ensure_corpus
 
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
@@ -109,10 +108,11 @@ def main(argv: list[str]) -> None:
         if "warm" in steps:
             reports.append(record("warm", [*base, "fetch", "--json"], out_dir, args.rate))
         if "build" in steps:
-            shutil.rmtree(run_dir / "feeds", ignore_errors=True)
+            set_aside(run_dir / "feeds")
             reports.append(record("build", [*base, "build"], out_dir, args.rate))
     finally:
         server.stop()
+        empty_trash(args.work)
     for report in reports:
         text = summarize(report, args.top)
         (out_dir / f"{report.stem}.summary.txt").write_text(text + "\n")
