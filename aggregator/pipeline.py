@@ -38,7 +38,15 @@ from aggregator.fetch import (
 from aggregator.filters import Selection, category_rules, filter_stages, select_posts
 from aggregator.normalize import NormalizedFeed, Post, SourceRules, with_first_seen
 from aggregator.state import SourceState, after_failure, after_success, config_fingerprint, utcnow
-from aggregator.store import Limits, Outcome, PostStore, RetentionPolicy, SaveResult, feed_keys_for
+from aggregator.store import (
+    Limits,
+    Outcome,
+    PostStore,
+    RetentionPolicy,
+    SaveBatch,
+    SaveResult,
+    feed_keys_for,
+)
 from aggregator.transforms import Transformer, transforms_for
 from aggregator.workers import ParserPool, PostRecipe
 
@@ -264,20 +272,25 @@ class Updater:
         return select_posts(posts, stages, category_rules(self.config, source), now)
 
     async def _save(self, posts: list[Post], now: datetime) -> list[SaveResult]:
-        """Write, flush, index: the flush waits on the disk in a thread while other sources go on.
+        """Decide, write and flush, index: the files are written and flushed in a thread (both wait
+        on the disk) while the event loop goes on with other sources.
 
         Merging by link decides from the index which post holds an article, so with it
         on, saves take turns: another source's batch must be in the index first.
         """
         merge_by_link = self.config.defaults.merge_by_link
         async with self._merge_turn if merge_by_link else contextlib.nullcontext():
-            batch = self.store.write_posts(posts, now, merge_by_link=merge_by_link)
+            batch = self.store.plan_posts(posts, now, merge_by_link=merge_by_link)
             try:
-                await asyncio.to_thread(self.store.make_durable, batch)
+                await asyncio.to_thread(self._write_and_flush, batch)
             except BaseException:
                 self.store.abandon(batch)
                 raise
             return self.store.commit(batch)
+
+    def _write_and_flush(self, batch: SaveBatch) -> None:
+        self.store.write_files(batch)
+        self.store.make_durable(batch)
 
     def _retention(self) -> RetentionPolicy:
         # Made once per config: it lists every source, and making it per update cost

@@ -24,8 +24,9 @@ process alone never loses a renamed file):
 - ``off``: no fsync; the OS writes back when it likes (fastest; a power loss
   may lose the last seconds of posts, which the next fetch writes again).
 
-Saving runs in three steps (``write_posts``, ``make_durable``, ``commit``) so
-that a caller on an event loop can flush in a thread; ``save`` runs all three.
+Saving runs in steps (``plan_posts``, ``write_files``, ``make_durable``,
+``commit``) so that a caller on an event loop can write and flush the files
+in a thread; ``save`` runs them all.
 
 The index (WAL mode) also holds each source's polling state, the entries
 retention pruned (so they are not fetched back), and what each published feed
@@ -104,8 +105,8 @@ class SaveResult:
     path: Path
 
 
-# (post as given, post as written, relative path, index row before, upstream revision?, stat, outcome)
-_Row = tuple[Post, Post, str, "_Known | None", bool, os.stat_result, Outcome]
+# (post as given, post as written, relative path, index row before, upstream revision?, outcome)
+_Row = tuple[Post, Post, str, "_Known | None", bool, Outcome]
 
 
 @dataclass
@@ -116,14 +117,15 @@ class _HeldRows:
     feeds: list[tuple[str, str, str, float]]
 
 
-@dataclass(frozen=True)
+@dataclass
 class SaveBatch:
-    """Posts written to files and not yet recorded in the index (see ``PostStore.write_posts``)."""
+    """Posts decided on, then written to files, not yet recorded in the index (see ``PostStore.save``)."""
 
     results: list[SaveResult]
-    written: list[Path]
-    rows: list[_Row]
+    rows: list[_Row]  # the posts to write, in order
     now: datetime
+    written: list[Path] = field(default_factory=list)  # filled by write_files, one a row
+    stats: list[os.stat_result] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -601,7 +603,7 @@ class PostStore:
         self.fsync = fsync
         # Feed keys touched inside the current transaction; recorded as pending when it commits.
         self._pending: set[str] = set()
-        # Paths of files written by batches not yet in the index (see ``write_posts``).
+        # Paths chosen by batches not yet in the index (see ``plan_posts``).
         self._unindexed: set[str] = set()
         # Source states saved but not yet written, while ``deferred_states`` is active.
         self._deferred: dict[str, SourceState] | None = None
@@ -753,21 +755,25 @@ class PostStore:
         source's post already has is folded into that post (its categories
         added) instead of getting a file of its own.
         """
-        batch = self.write_posts(posts, now, merge_by_link=merge_by_link)
-        self.make_durable(batch)
+        batch = self.plan_posts(posts, now, merge_by_link=merge_by_link)
+        try:
+            self.write_files(batch)
+            self.make_durable(batch)
+        except BaseException:
+            self.abandon(batch)
+            raise
         return self.commit(batch)
 
-    # ``save`` in three steps, for a caller that makes the files durable off its event loop
-    # (the flush waits on the disk for milliseconds) while other work goes on: write the
-    # files, flush them, then record them in the index. Between the steps another source's
-    # batch may be written; ``_unindexed`` keeps two batches from choosing one file name.
+    # ``save`` in steps, for a caller that writes and flushes the files off its event loop
+    # (creating files and flushing them wait on the disk) while other work goes on: decide,
+    # write the files, flush them, then record them in the index. Between the steps another
+    # source's batch may be planned; ``_unindexed`` keeps two batches from choosing one name.
 
-    def write_posts(self, posts: Sequence[Post], now: datetime, *, merge_by_link: bool = False) -> SaveBatch:
-        """Step 1: decide what each post needs and write the files of new and changed ones."""
+    def plan_posts(self, posts: Sequence[Post], now: datetime, *, merge_by_link: bool = False) -> SaveBatch:
+        """Step 1: decide what each post needs, and the file name of each new one."""
         now = now.astimezone(UTC).replace(microsecond=0)
         known, pruned, aliased = self._known(posts)
         results: list[SaveResult] = []
-        written: list[Path] = []
         rows: list[_Row] = []
         seen: set[tuple[str, str]] = set()
         taken = self._unindexed
@@ -808,19 +814,34 @@ class PostStore:
                 )
                 outcome = Outcome.UPDATED
             taken.add(relpath)
+            rows.append((post, to_write, relpath, previous, revision, outcome))
+            path = self.posts_dir / relpath
+            results.append(SaveResult(post if outcome is Outcome.MERGED else to_write, outcome, path))
+        return SaveBatch(results, rows, now)
+
+    def write_files(self, batch: SaveBatch) -> None:
+        """Step 2 (may run in another thread: it touches only the batch and its files)."""
+        for _post, to_write, relpath, *_ in batch.rows:
             path = self.posts_dir / relpath
             try:
                 stat = write_atomic_stat(path, to_write.file_bytes, fsync=self.fsync == "file")
             except OSError as error:
-                self._unindexed.difference_update([relpath, *(row[2] for row in rows)])
                 raise StoreError(f"cannot write {path}: {error}") from error
-            written.append(path)
-            rows.append((post, to_write, relpath, previous, revision, stat, outcome))
-            results.append(SaveResult(post if outcome is Outcome.MERGED else to_write, outcome, path))
-        return SaveBatch(results, written, rows, now)
+            batch.written.append(path)
+            batch.stats.append(stat)
+
+    def write_posts(self, posts: Sequence[Post], now: datetime, *, merge_by_link: bool = False) -> SaveBatch:
+        """Steps 1 and 2 together."""
+        batch = self.plan_posts(posts, now, merge_by_link=merge_by_link)
+        try:
+            self.write_files(batch)
+        except BaseException:
+            self.abandon(batch)
+            raise
+        return batch
 
     def make_durable(self, batch: SaveBatch) -> None:
-        """Step 2 (may run in another thread): flush the batch's files to disk, per the fsync policy."""
+        """Step 3 (may run in another thread): flush the batch's files to disk, per the fsync policy."""
         written = batch.written
         if self.fsync == "batch" and written:
             try:
@@ -833,14 +854,18 @@ class PostStore:
         self._unindexed.difference_update(row[2] for row in batch.rows)
 
     def commit(self, batch: SaveBatch) -> list[SaveResult]:
-        """Step 3: record the batch in the index (after its files are on disk)."""
+        """Step 4: record the batch in the index (after its files are on disk)."""
         rows, now, results = batch.rows, batch.now, batch.results
+        if len(batch.stats) != len(rows):
+            raise StoreError("a batch whose files were not all written cannot be committed")
         try:
             if rows:
                 # New posts' rows are inserted together at the end: one call instead of two a post.
                 held = _HeldRows([], [])
                 with self._transaction():
-                    for post, to_write, relpath, previous, revision, stat, outcome in rows:
+                    for (post, to_write, relpath, previous, revision, outcome), stat in zip(
+                        rows, batch.stats, strict=True
+                    ):
                         upstream_hash, upstream_ts = post.content_hash, _ts(post.updated)
                         if previous is None:
                             rewrites, last_rewrite = 0, None
