@@ -19,6 +19,7 @@ import functools
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -51,6 +52,8 @@ from aggregator.transforms import Transformer, transforms_for
 from aggregator.workers import ParserPool, PostRecipe
 
 log = logging.getLogger("aggregator.update")
+
+WRITER_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ class Updater:
         self._merge_turn = asyncio.Lock()
         self._retention_policy = RetentionPolicy()
         self._retention_of: Config | None = None
+        # Post files are written and flushed here, off the event loop. Two threads: the disk
+        # serializes them anyway, and a fixed pool keeps the daemon's thread count flat.
+        self._writers = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="post-writer")
         # Fetchers replaced by a reload, closed once no fetch can still be using them.
         self._retired: set[Fetcher] = set()
         self._closing: set[asyncio.Task[None]] = set()
@@ -109,6 +115,8 @@ class Updater:
         self._retired.clear()
         await self.transformer.aclose()
         self.parser.close()
+        # Waits for a write under way (its batch is then abandoned by its own task).
+        await asyncio.get_running_loop().run_in_executor(None, self._writers.shutdown)
 
     def reconfigure(self, config: Config) -> None:
         """Use ``config`` from the next poll on (a reload).
@@ -282,7 +290,7 @@ class Updater:
         async with self._merge_turn if merge_by_link else contextlib.nullcontext():
             batch = self.store.plan_posts(posts, now, merge_by_link=merge_by_link)
             try:
-                await asyncio.to_thread(self._write_and_flush, batch)
+                await asyncio.get_running_loop().run_in_executor(self._writers, self._write_and_flush, batch)
             except BaseException:
                 self.store.abandon(batch)
                 raise
