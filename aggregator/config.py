@@ -14,6 +14,7 @@ depend on the working directory.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import re
 from collections.abc import Sequence
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG = Path("config/aggregator.yaml")
 USER_AGENT = "aggregator/0.1 (+https://github.com/aggregator-project/aggregator)"
+# An unknown source name lists the configured ones up to this many.
+MAX_NAMES_LISTED = 20
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -466,8 +469,15 @@ class Config(_Strict):
         for source in self.sources:
             if source.name == name:
                 return source
-        known = ", ".join(s.name for s in self.sources) or "none"
-        raise ConfigError(f"no source named {name!r} (configured: {known})")
+        names = [s.name for s in self.sources]
+        close = difflib.get_close_matches(name, names, n=3)
+        if close:
+            hint = "did you mean " + " or ".join(repr(n) for n in close) + "?"
+        elif len(names) <= MAX_NAMES_LISTED:
+            hint = "configured: " + (", ".join(names) or "none")
+        else:  # a thousand names would drown the message
+            hint = f"{len(names)} configured; `aggregator status` lists them"
+        raise ConfigError(f"no source named {name!r} ({hint})")
 
 
 _NULLS = {"", "~", "null", "Null", "NULL"}

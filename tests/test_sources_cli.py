@@ -220,3 +220,18 @@ def test_add_on_a_terminal_asks_which_feed(tmp_path: Path, feed_dir: Path, feed_
     text = _on_terminal(["--config", str(config), "add", feed_server.url("blog.html")], answer=b"2\n")
     assert "Which one" in text
     assert load_config(config).sources[-1].url == feed_server.url("feeds/atom.xml")
+
+
+def test_an_unknown_source_name_gets_a_suggestion_or_a_short_list(tmp_path: Path) -> None:
+    from support.helpers import write_config
+
+    sources = [{"name": f"blog-{n:03d}", "url": f"blog-{n}.xml"} for n in range(39)]
+    config = write_config(tmp_path, [*sources, {"name": "hacker-news", "url": "hn.xml"}])
+    near = run_cli("fetch", "hackernews", config=config)
+    assert near.returncode == 2
+    assert near.stderr.strip() == "aggregator: no source named 'hackernews' (did you mean 'hacker-news'?)"
+    far = run_cli("fetch", "zzz", config=config)
+    expected = "aggregator: no source named 'zzz' (40 configured; `aggregator status` lists them)"
+    assert far.stderr.strip() == expected
+    few = write_config(tmp_path, [{"name": "one", "url": "one.xml"}, {"name": "two", "url": "two.xml"}])
+    assert "(configured: one, two)" in run_cli("fetch", "zzz", config=few).stderr
