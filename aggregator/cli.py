@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import importlib.machinery
 import json
 import logging
@@ -295,26 +296,25 @@ def _print_dry_run(previews: list[tuple[SourceConfig, Selection | AggregatorErro
 
 def _print_fetch_report(results: list[UpdateResult], feeds_built: int, as_json: bool) -> None:
     if as_json:
-        typer.echo(
-            json.dumps(
+        # One source a line, each dumped by json's C encoder (indent= runs the pure-Python one,
+        # 15 ms for 1,000 sources).
+        sources = ",\n".join(
+            " "
+            + json.dumps(
                 {
-                    "sources": [
-                        {
-                            "name": r.source,
-                            "outcome": r.outcome,
-                            "new": r.new,
-                            "updated": r.updated,
-                            "error": str(r.error) if r.error else None,
-                            "duration": round(r.duration, 3),
-                        }
-                        for r in results
-                    ],
-                    "feeds_built": feeds_built,
+                    "name": r.source,
+                    "outcome": r.outcome,
+                    "new": r.new,
+                    "updated": r.updated,
+                    "error": str(r.error) if r.error else None,
+                    "duration": round(r.duration, 3),
                 },
                 ensure_ascii=False,
-                indent=1,
             )
+            for r in results
         )
+        listed = f"[\n{sources}\n]" if sources else "[]"
+        typer.echo(f'{{"sources": {listed}, "feeds_built": {feeds_built}}}')
         return
     from rich.console import Console
     from rich.table import Table
@@ -607,7 +607,13 @@ def export_opml(
 
 def main() -> None:
     _run_as_package_main()
-    app(prog_name="aggregator")
+    try:
+        app(prog_name="aggregator")
+    finally:
+        # The command is done (files written, the store closed): let the interpreter's exit skip
+        # a last garbage collection over every object left, 80-100 ms of a one-second poll in
+        # which nothing changed. Reference counting still frees what it can.
+        gc.freeze()
 
 
 def _run_as_package_main() -> None:
