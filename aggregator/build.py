@@ -288,20 +288,11 @@ def _clean_encoded(text: str) -> tuple[str, bytes]:
 
 
 # Terms of posts already seen, by their (categories, tags): the lists repeat across posts.
-_TERMS: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
-_TERMS_MAX = 4096
-
-
+@functools.lru_cache(maxsize=4096)
 def _item_terms(categories: tuple[str, ...], tags: tuple[str, ...]) -> tuple[str, ...]:
     """The categories, then the tags, cleaned, without blank ones or repeats (first kept)."""
-    key = (categories, tags)
-    terms = _TERMS.get(key)
-    if terms is None:
-        if len(_TERMS) >= _TERMS_MAX:
-            _TERMS.clear()  # a bound for the daemon; the common lists come back at once
-        cleaned = (_clean(term) for term in (*categories, *tags))
-        terms = _TERMS[key] = tuple(dict.fromkeys(term for term in cleaned if term.strip()))
-    return terms
+    cleaned = (_clean(term) for term in (*categories, *tags))
+    return tuple(dict.fromkeys(term for term in cleaned if term.strip()))
 
 
 @dataclass(frozen=True)

@@ -830,16 +830,6 @@ class PostStore:
             batch.written.append(path)
             batch.stats.append(stat)
 
-    def write_posts(self, posts: Sequence[Post], now: datetime, *, merge_by_link: bool = False) -> SaveBatch:
-        """Steps 1 and 2 together."""
-        batch = self.plan_posts(posts, now, merge_by_link=merge_by_link)
-        try:
-            self.write_files(batch)
-        except BaseException:
-            self.abandon(batch)
-            raise
-        return batch
-
     def make_durable(self, batch: SaveBatch) -> None:
         """Step 3 (may run in another thread): flush the batch's files to disk, per the fsync policy."""
         written = batch.written
@@ -1493,17 +1483,9 @@ def _indexed_unsummarized(row: Sequence[Any]) -> IndexedPost:
 
 
 # Term lists (JSON text) already parsed, for _indexed: a few hundred distinct ones serve 50,000 posts.
-_TERMS: dict[str, tuple[str, ...]] = {}
-_TERMS_MAX = 4096
-
-
+@functools.lru_cache(maxsize=4096)
 def _terms(data: str) -> tuple[str, ...]:
-    terms = _TERMS.get(data)
-    if terms is None:
-        if len(_TERMS) >= _TERMS_MAX:
-            _TERMS.clear()  # a bound for the daemon, not an LRU: the common lists come back at once
-        terms = _TERMS[data] = tuple(json.loads(data))
-    return terms
+    return tuple(json.loads(data))
 
 
 def _enclosures(data: str) -> tuple[Enclosure, ...]:
