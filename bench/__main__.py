@@ -8,7 +8,8 @@ Steps, each a measured child process (see ``bench.measure``): a cold
 ``aggregator fetch`` into an empty store, a warm one (every source answers 304),
 one where 1% of the feeds gained an entry, a full ``aggregator build`` (feeds
 folder removed first), a no-op build; ``reader`` cold and warm on the same
-URLs; feedparser alone over the same bytes; then a store of ``--big-posts``
+URLs; feedparser alone over the same bytes; the floor (``bench.floor``: the
+cold cycle's work inside C libraries and the kernel, redone alone); then a store of ``--big-posts``
 posts made by a cold fetch of a larger corpus (same generator, more entries a
 feed), one new post into it with the incremental build timed, and the daemon's
 idle memory on that store. Everything lives in ``bench/work`` (git-ignored).
@@ -76,6 +77,12 @@ METHOD = """## How each number is measured
   entry; `bench/incremental.py` updates that source and then builds only the feeds it touched, timing
   the build in-process (what the daemon does after such a poll). Daemon idle: `aggregator run` on that
   store, read once `/healthz` answers (start-up sync and build done) and VmRSS has stopped moving.
+- Floor: `bench/floor.py`, in one process, redoes only the cold cycle's work that runs inside C
+  libraries and the kernel, on the cold run's own bytes: lxml building every document's tree, nh3
+  sanitizing every entry (our allowlist and URL rewriting), writing every post file and every feed
+  file again atomically, and inserting every index row again (a transaction a source). No Python of
+  ours can make a cold cycle cost less CPU than this sum; half of it is the least wall time on two
+  cores kept fully busy.
 - `python -m bench profile` records py-spy profiles of the cold, warm and build steps.
 """
 
@@ -391,6 +398,15 @@ def run_all(args: argparse.Namespace) -> list[Row]:
                 ratio = f"{mode} {m.wall / cold.m.wall:.2f}x"  # type: ignore[union-attr]
                 cold.ratios["parse-only"] = "; ".join(filter(None, [cold.ratios.get("parse-only"), ratio]))
 
+        if not args.skip_floor:
+            log("floor: the C libraries' and the kernel's share of the cold cycle, alone")
+            m, floor = python_step("bench.floor", str(run_dir), str(corpus.directory), keep=keep)
+            parts = " + ".join(f"{name} {seconds:.1f}" for name, seconds in floor["parts"].items())
+            rows.append(Row("floor: the cold cycle's work in C libraries and the kernel, alone", m, n,
+                            floor["entries"],
+                            note=f"CPU s: {parts} = {floor['total']:.1f}; on 2 cores at best "
+                            f"{floor['total'] / 2:.1f} s wall (see bench/floor.py)"))  # fmt: skip
+
         assert cold.m is not None
         cold_rss.note = (
             f"largest process {cold.m.peak_rss_mb:.0f} MB; "
@@ -514,6 +530,7 @@ def main(argv: list[str] | None = None) -> None:
         "ours-feedparser",
     )
     parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--skip-floor", action="store_true")
     parser.add_argument("--work", type=Path, default=ROOT / "work")
     parser.add_argument("--output", type=Path, default=ROOT / "results.md")
     args = parser.parse_args(argv)
