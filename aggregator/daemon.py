@@ -38,7 +38,7 @@ from aggregator.errors import AggregatorError, ConfigError
 from aggregator.files import sweep_temp_files
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
 from aggregator.schedule import ADAPTIVE_WINDOW_SECONDS, SourceScheduler, next_run, timing_for
-from aggregator.serve import create_app, make_server
+from aggregator.serve import create_app, listen, make_server
 from aggregator.state import SourceState, utcnow
 from aggregator.status_feed import StatusLog, events_between, publish_status
 
@@ -128,6 +128,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._last_build: float | None = None
         self._builds = 0
+        self._starting = True  # until the start-up sync and build are done and the scheduler runs
         self._config_stamp = _stamp(config_path)
         self.scheduler = SourceScheduler(self._run_source, rng=self.rng)
 
@@ -163,19 +164,24 @@ class Daemon:
             loop.add_signal_handler(signum, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         config = self.config
+        # Serving starts before the start-up sync and build, which take seconds on a large
+        # store: the feeds on disk are whole (every file is written atomically), so readers
+        # get them rather than a closed port, and /healthz says "starting" (503) meanwhile.
+        sock = listen(config.server.host, config.server.port)
         self.open()
+        app = create_app(config.feeds_dir, health=self.health, registry=self.metrics.registry)
+        server = make_server(app, config.server.host, config.server.port)
+        server_task = asyncio.create_task(server.serve(sockets=[sock]))
         await asyncio.to_thread(self.build_store.sync_with_files)
         await self._build(None)
         await self._build_pending()  # the operator's feed
         self._schedule_all(config.sources)
         self.scheduler.start()
-        app = create_app(config.feeds_dir, health=self.health, registry=self.metrics.registry)
-        server = make_server(app, config.server.host, config.server.port)
-        server_task = asyncio.create_task(server.serve())
+        self._starting = False
         watcher = asyncio.create_task(self._watch_config())
         log.info(
             "daemon started: %d sources, serving %s on http://%s:%d/",
-            len(config.sources), config.feeds_dir, config.server.host, config.server.port,
+            len(config.sources), config.feeds_dir, config.server.host, sock.getsockname()[1],
         )  # fmt: skip
         stop_wait = asyncio.create_task(self._stopping.wait())
         done, _ = await asyncio.wait({stop_wait, server_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -348,6 +354,7 @@ class Daemon:
         late = max(((now - due).total_seconds() for due in dues if due is not None), default=0.0)
         return {
             "ok": alive and late < HEALTH_LATE_SECONDS,
+            "starting": self._starting,
             "scheduler": "running" if alive else "stopped",
             "most_late_seconds": round(max(late, 0.0), 1),
             "last_build": self._last_build,

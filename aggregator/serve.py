@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import mimetypes
 import os
+import socket
 from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
@@ -31,6 +32,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Scope
+
+from aggregator.errors import AggregatorError
 
 MEDIA_TYPES = {
     "rss.xml": "application/rss+xml; charset=utf-8",
@@ -110,6 +113,19 @@ class QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Any:
         yield
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound now: a port in use is a clear error before any work starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise AggregatorError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return sock
 
 
 def make_server(app: Starlette, host: str, port: int) -> QuietServer:

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -479,6 +480,17 @@ def test_second_daemon_refused_and_a_one_shot_fetch_is_safe(
     assert any(json.loads(line)["message"].startswith("source=s0 outcome=") for line in lines)
 
 
+def test_a_port_in_use_stops_the_daemon_before_any_work(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path / "site", [], server={"port": port})
+        result = run_cli("run", config=config, timeout=60)
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "site" / "feeds" / "index.html").exists()  # no start-up build was made
+
+
 # Its parts, in-process -------------------------------------------------------------------------
 
 
@@ -748,6 +760,59 @@ def test_reload_reschedules_a_changed_source_and_keeps_the_rest(tmp_path: Path, 
     assert "2:00:00" in trigger
     # a's config changed: it is polled again soon, then every two hours.
     assert after["a"] < before["a"] - timedelta(minutes=55)
+
+
+def test_the_feeds_on_disk_are_served_while_the_start_up_build_runs(tmp_path: Path) -> None:
+    config_path = site_config(tmp_path / "site", [])
+    feeds = tmp_path / "site" / "feeds"
+    feeds.mkdir(parents=True)
+    (feeds / "index.html").write_text("the index of the last run")
+    port = load_config(config_path).server.port
+
+    def get(path: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{port}/{path}", timeout=5)
+
+    async def until(check: Any, what: str) -> Any:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                found = await asyncio.to_thread(check)
+            except httpx.TransportError:
+                found = None
+            if found:
+                return found
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def scenario() -> tuple[str, dict[str, Any], str, dict[str, Any], int]:
+        daemon = Daemon(config_path, load_config(config_path))
+        gate = asyncio.Event()
+        real_build = daemon._build
+
+        async def held_build(keys: Any) -> None:
+            await gate.wait()  # the start-up build takes as long as the test says
+            await real_build(keys)
+
+        daemon._build = held_build  # type: ignore[method-assign]
+        running = asyncio.create_task(daemon.run())
+        try:
+            during = await until(lambda: (r := get("")).status_code == 200 and r.text, "serving")
+            starting = (await asyncio.to_thread(get, "healthz")).json()
+            gate.set()
+            ready = await until(lambda: (r := get("healthz")).status_code == 200 and r.json(), "healthy")
+            after = (await asyncio.to_thread(get, "")).text
+        finally:
+            gate.set()
+            daemon._stopping.set()
+            code = await asyncio.wait_for(running, 30)
+        return during, starting, after, ready, code
+
+    during, starting, after, ready, code = asyncio.run(scenario())
+    assert during == "the index of the last run"
+    assert starting["starting"] is True and starting["ok"] is False
+    assert ready["starting"] is False and ready["ok"] is True and ready["builds"] >= 1
+    assert after != during and "Test site" in after  # the start-up build's own index replaced it
+    assert code == 0
 
 
 def test_healthz_fails_when_the_scheduler_stops_firing(tmp_path: Path, feed_dir: Path) -> None:
