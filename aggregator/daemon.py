@@ -168,7 +168,11 @@ class Daemon:
         # store: the feeds on disk are whole (every file is written atomically), so readers
         # get them rather than a closed port, and /healthz says "starting" (503) meanwhile.
         sock = listen(config.server.host, config.server.port)
-        self.open()
+        try:
+            self.open()
+        except BaseException:
+            sock.close()
+            raise
         app = create_app(config.feeds_dir, health=self.health, registry=self.metrics.registry)
         server = make_server(app, config.server.host, config.server.port)
         server_task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -19,6 +19,7 @@ Half the sum is the least wall time on two cores with both always busy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -103,14 +104,13 @@ def main() -> None:
 
 def _index(source_index: Path, target_dir: Path) -> float:
     """Insert the cold run's rows again, a transaction per source; the CPU seconds it took."""
-    with sqlite3.connect(f"file:{source_index}?mode=ro", uri=True) as old:
+    with contextlib.closing(sqlite3.connect(f"file:{source_index}?mode=ro", uri=True)) as old:
         posts: dict[str, list[tuple[object, ...]]] = {}
         for row in old.execute("SELECT * FROM posts"):
             posts.setdefault(row[0], []).append(row)
         feeds: dict[str, list[tuple[object, ...]]] = {}
         for row in old.execute("SELECT * FROM post_feeds"):
             feeds.setdefault(row[1], []).append(row)
-    old.close()
     PostStore(target_dir / "posts", target_dir / "index.sqlite3").close()  # our schema, empty
     db = sqlite3.connect(target_dir / "index.sqlite3", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
