@@ -76,7 +76,8 @@ METHOD = """## How each number is measured
   `--big-posts` posts (one `aggregator fetch`, shown as its own row). Incremental: one feed gains one
   entry; `bench/incremental.py` updates that source and then builds only the feeds it touched, timing
   the build in-process (what the daemon does after such a poll). Daemon idle: `aggregator run` on that
-  store, read once `/healthz` answers (start-up sync and build done) and VmRSS has stopped moving.
+  store, read once `/healthz` answers 200 (start-up sync and build done; the feeds are served from the
+  start) and VmRSS has stopped moving.
 - Floor: `bench/floor.py`, in one process, redoes only the cold cycle's work that runs inside C
   libraries and the kernel, on the cold run's own bytes: lxml building every document's tree, nh3
   sanitizing every entry (our allowlist and URL rewriting), writing every post file and every feed
@@ -242,7 +243,7 @@ def loadavg() -> str:
 
 
 def daemon_idle(config: Path, port: int, keep: list[int]) -> tuple[float, float, float]:
-    """Start ``aggregator run``, wait until it serves (start-up build done) and its memory settles."""
+    """Start ``aggregator run``, wait until it is ready (start-up build done) and its memory settles."""
     proc = subprocess.Popen(
         [AGGREGATOR, "-c", str(config), "--log-level", "warning", "run"],
         cwd=REPO,
@@ -475,7 +476,7 @@ def big_store(
     rows.append(Row(f"daemon idle, {n} sources, {inc['posts_before'] + 2} posts", None,
                     goal="<= 150 MB", passed=tree_mb <= 150,
                     note=f"VmRSS {main_mb:.0f} MB main process, {tree_mb:.0f} MB with children; "
-                    f"serving after {ready:.1f}s (start-up sync and build)"))  # fmt: skip
+                    f"ready after {ready:.1f}s (start-up sync and build)"))  # fmt: skip
     return rows
 
 
