@@ -14,9 +14,8 @@ import pytest
 from support.helpers import FIXTURES, run_cli, wait_for, write_config
 from support.servers import AppServer
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed-post.md"
-if not REFERENCE.exists():  # CI lays shared/ beside the clone
-    REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "seed-post.md"
+# The project's copy of the reference post that fixes the post format (a user's clone has nothing beside it).
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference" / "seed-post.md"
 
 
 def _posts(root: Path) -> dict[str, frontmatter.Post]:
