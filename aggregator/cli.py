@@ -130,6 +130,12 @@ def main_options(
 def check() -> None:
     """Validate the config and print what it configures."""
     config = _load()
+    from aggregator.transforms import check_dependencies
+
+    try:
+        check_dependencies(config)
+    except AggregatorError as error:
+        raise _fail(str(error)) from None
     typer.echo(f"{state.config_path}: ok, {len(config.sources)} sources")
 
 

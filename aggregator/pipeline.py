@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from aggregator.config import Config, SourceConfig
-from aggregator.errors import AggregatorError, RateLimited, SourceGone, StoreError
+from aggregator.errors import AggregatorError, MissingDependency, RateLimited, SourceGone, StoreError
 from aggregator.fetch import (
     Fetcher,
     FetchLimits,
@@ -228,8 +228,8 @@ class Updater:
             )  # fmt: skip
             self.store.save_source_state(state)
             return UpdateResult(source.name, state, new=new, updated=updated, touched_keys=touched)
-        except StoreError:
-            raise
+        except (StoreError, MissingDependency):
+            raise  # not the source's fault: every source would fail the same way
         except AggregatorError as error:
             state = after_failure(
                 state,

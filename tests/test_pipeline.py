@@ -225,14 +225,14 @@ def test_retention_follows_a_reloaded_config(tmp_path: Path) -> None:
 
     def configured(max_posts: int) -> Path:
         source = {"name": "local", "url": "local.xml", "retention": {"max_posts": max_posts}}
-        return write_config(tmp_path, [source, {"name": "other", "url": "other.xml"}])
+        return write_config(tmp_path, [source, {"name": "other", "url": "file:///nonexistent/other.xml"}])
 
     async def fetch_twice() -> None:
+        local_feed(5)
         config = load_config(configured(3))
         with config.open_store() as store:
             updater = Updater(config, store)
             try:
-                local_feed(5)
                 await updater.update(config.source_named("local"))
                 assert len(list((tmp_path / "posts").rglob("*.md"))) == 3
                 updater.reconfigure(load_config(configured(2)))

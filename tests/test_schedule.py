@@ -132,9 +132,9 @@ def test_timing_from_the_config(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,
         [
-            {"name": "a", "url": "a.xml"},
-            {"name": "b", "url": "b.xml", "interval": "5m", "adaptive": "false"},
-            {"name": "c", "url": "c.xml", "cron": "*/10 * * * *"},
+            {"name": "a", "url": "https://a.example.org/feed"},
+            {"name": "b", "url": "https://b.example.org/feed", "interval": "5m", "adaptive": "false"},
+            {"name": "c", "url": "https://c.example.org/feed", "cron": "*/10 * * * *"},
         ],
         defaults={"interval": "30m", "adaptive": "true", "min_interval": "2m", "max_interval": "2h"},
     )
