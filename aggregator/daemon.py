@@ -22,10 +22,9 @@ import contextlib
 import fcntl
 import logging
 import os
-import random
 import signal
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,7 +36,7 @@ from aggregator.config import Config, SourceConfig, config_files, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.files import sweep_temp_files
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
-from aggregator.schedule import ADAPTIVE_WINDOW_SECONDS, SourceScheduler, next_run, timing_for
+from aggregator.schedule import SourceScheduler, planned_poll, timing_for
 from aggregator.serve import create_app, listen, make_server
 from aggregator.state import SourceState, utcnow
 from aggregator.status_feed import StatusLog, events_between, publish_status
@@ -119,7 +118,6 @@ class Daemon:
         self.config = config
         self.metrics = Metrics()
         self.lock = DaemonLock(config.data_dir)
-        self.rng = random.Random()
         self._dirty: set[str] = set()
         self._status_dirty = True
         self._build_task: asyncio.Task[None] | None = None
@@ -130,7 +128,7 @@ class Daemon:
         self._builds = 0
         self._starting = True  # until the start-up sync and build are done and the scheduler runs
         self._config_stamp = _stamp(config_path)
-        self.scheduler = SourceScheduler(self._run_source, rng=self.rng)
+        self.scheduler = SourceScheduler(self._run_source)
 
     async def run(self) -> int:
         self.lock.acquire()
@@ -237,19 +235,15 @@ class Daemon:
             self.metrics.source_state(state)
             self.scheduler.add(source.name, timing_for(self.config, source), self._next_run(source, state))
 
-    def _next_run(self, source: SourceConfig, state: SourceState) -> Any:
-        timing = timing_for(self.config, source)
-        now = utcnow()
-        recent = self._recent_entries(source.name, now.timestamp()) if timing.adaptive else 0
-        fresh = state.config_hash != source_fingerprint(source)
-        return next_run(timing, state, now, self.rng, recent_entries=recent, fresh=fresh)
-
-    def _recent_entries(self, source: str, now_ts: float) -> int:
-        row = self.store.db.execute(
-            "SELECT COUNT(*) FROM posts WHERE source=? AND date_ts > ? AND date_ts <= ?",
-            (source, now_ts - ADAPTIVE_WINDOW_SECONDS, now_ts),
-        ).fetchone()
-        return int(row[0])
+    def _next_run(self, source: SourceConfig, state: SourceState) -> datetime | None:
+        """The same decision ``aggregator status`` shows (``schedule.planned_poll``)."""
+        plan = planned_poll(
+            self.config, source, state, utcnow(), fingerprint=source_fingerprint(source), entries=self.store
+        )
+        log.debug(
+            "source=%s next poll %s: %s", source.name, plan.at.isoformat() if plan.at else "-", plan.reason
+        )
+        return plan.at
 
     async def _run_source(self, name: str) -> None:
         if self._stopping.is_set():

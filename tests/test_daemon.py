@@ -34,6 +34,7 @@ from support.servers import AppServer
 from aggregator.config import load_config
 from aggregator.daemon import Daemon
 from aggregator.pipeline import Updater
+from aggregator.schedule import phase_of
 from aggregator.state import SourceState, utcnow
 from aggregator.status_feed import StatusLog, events_between, publish_status
 from aggregator.workers import ParserPool
@@ -494,6 +495,12 @@ def test_a_port_in_use_stops_the_daemon_before_any_work(tmp_path: Path) -> None:
 # Its parts, in-process -------------------------------------------------------------------------
 
 
+def _on_phase(due: Any, period: float, name: str) -> bool:
+    """Is ``due`` one of the source's own slots (``phase_of(name)`` of the way into a period)?"""
+    offset = (due.timestamp() - phase_of(name) * period) % period
+    return bool(min(offset, period - offset) < 1e-3)
+
+
 def _daemon(config_path: Path) -> Daemon:
     config = load_config(config_path)
     daemon = Daemon(config_path, config)
@@ -684,10 +691,13 @@ def test_adaptive_polling_uses_the_recent_entry_rate(tmp_path: Path, feed_dir: P
     busy, busy_state = due["busy"]
     quiet, quiet_state = due["quiet"]
     cron, _ = due["cron"]
-    # 200 entries a week: every 3024 s (plus up to 5% jitter), not the configured 30 minutes.
+    # 200 entries a week: on its slots every 3024 s, not the configured 30 minutes (the first
+    # gap after a first poll is between half an interval and one and a half).
     gap = (busy - busy_state.last_attempt).total_seconds()
-    assert 604800 / 200 <= gap <= 604800 / 200 * 1.05 + 1
-    assert (quiet - quiet_state.last_attempt).total_seconds() >= 86400
+    assert 604800 / 200 * 0.5 < gap <= 604800 / 200 * 1.5
+    assert _on_phase(busy, 604800 / 200, "busy")
+    assert (quiet - quiet_state.last_attempt).total_seconds() > 86400 * 0.5
+    assert _on_phase(quiet, 86400, "quiet")
     assert (cron.hour, cron.minute, cron.second) == (3, 0, 0) and cron > now
 
 
@@ -728,7 +738,8 @@ def test_each_run_moves_its_job_to_the_backoff_or_retry_after_time(tmp_path: Pat
     assert broken >= broken_state.next_due
     fine, fine_state = due["fine"]
     assert fine_state.error_streak == 0
-    assert timedelta(seconds=60) <= fine - fine_state.last_attempt <= timedelta(seconds=63)
+    assert timedelta(seconds=30) < fine - fine_state.last_attempt <= timedelta(seconds=90)
+    assert _on_phase(fine, 60, "fine")  # its own slot in the minute, not "60 s after this poll"
 
 
 def test_reload_reschedules_a_changed_source_and_keeps_the_rest(tmp_path: Path, feed_dir: Path) -> None:
@@ -737,7 +748,7 @@ def test_reload_reschedules_a_changed_source_and_keeps_the_rest(tmp_path: Path, 
     sources = [{"name": n, "url": str(feed_dir / f"{n}.xml"), "interval": "1h"} for n in ("a", "b")]
     config = write_config(tmp_path / "site", sources)
 
-    async def scenario() -> tuple[dict[str, Any], dict[str, Any], str]:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], str, Any]:
         daemon = _daemon(config)
         daemon._schedule_all(daemon.config.sources)
         daemon.scheduler.start()
@@ -747,19 +758,21 @@ def test_reload_reschedules_a_changed_source_and_keeps_the_rest(tmp_path: Path, 
             before = daemon.scheduler.due_times()
             sources[0]["interval"] = "2h"
             write_config(tmp_path / "site", sources)
+            reloaded = utcnow()
             await daemon.reload()
             after = daemon.scheduler.due_times()
             trigger = str(daemon.scheduler.scheduler.get_job("a").trigger)
         finally:
             daemon.scheduler.shutdown()
             await daemon.close()
-        return before, after, trigger
+        return before, after, trigger, reloaded
 
-    before, after, trigger = asyncio.run(scenario())
+    before, after, trigger, reloaded = asyncio.run(scenario())
     assert after["b"] == before["b"]  # untouched
     assert "2:00:00" in trigger
-    # a's config changed: it is polled again soon, then every two hours.
-    assert after["a"] < before["a"] - timedelta(minutes=55)
+    # a's config changed: it is polled again soon (within the start spread), then every two hours.
+    assert before["a"] > reloaded + timedelta(minutes=29)
+    assert after["a"] <= reloaded + timedelta(seconds=11)
 
 
 def test_the_feeds_on_disk_are_served_while_the_start_up_build_runs(tmp_path: Path) -> None:
