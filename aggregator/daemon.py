@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -36,7 +37,7 @@ from aggregator.config import Config, SourceConfig, config_files, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.files import sweep_temp_files
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
-from aggregator.schedule import SourceScheduler, planned_poll, timing_for
+from aggregator.schedule import SourceScheduler, format_seconds, planned_poll, timing_for
 from aggregator.serve import create_app, listen, make_server
 from aggregator.state import SourceState, utcnow
 from aggregator.status_feed import StatusLog, events_between, publish_status
@@ -48,6 +49,45 @@ STOP_DEADLINE_SECONDS = 10.0
 CONFIG_POLL_SECONDS = 1.0
 # A job this far past its due time means the scheduler has stopped firing: /healthz says 503.
 HEALTH_LATE_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class PollTally:
+    """The polls since the last summary line, by outcome: one INFO line stands for all of them."""
+
+    polls: int = 0
+    ok: int = 0
+    not_modified: int = 0
+    failed: int = 0
+    rate_limited: int = 0
+    gone: int = 0
+    new: int = 0
+    updated: int = 0
+
+    def add(self, result: UpdateResult) -> PollTally:
+        if result.skipped:
+            return self  # not polled
+        counter = {
+            "ok": "ok",
+            "not-modified": "not_modified",
+            "error": "failed",
+            "rate-limited": "rate_limited",
+            "gone": "gone",
+        }[result.outcome]
+        return replace(
+            self,
+            polls=self.polls + 1,
+            new=self.new + result.new,
+            updated=self.updated + result.updated,
+            **{counter: getattr(self, counter) + 1},
+        )
+
+    def line(self, seconds: float) -> str:
+        return (
+            f"polls in the last {format_seconds(seconds)}: polls={self.polls} ok={self.ok} "
+            f"not_modified={self.not_modified} failed={self.failed} rate_limited={self.rate_limited} "
+            f"gone={self.gone} new={self.new} updated={self.updated}"
+        )
 
 
 class DaemonLock:
@@ -118,6 +158,8 @@ class Daemon:
         self.config = config
         self.metrics = Metrics()
         self.lock = DaemonLock(config.data_dir)
+        self._tally = PollTally()
+        self._tally_since = time.monotonic()
         self._dirty: set[str] = set()
         self._status_dirty = True
         self._build_task: asyncio.Task[None] | None = None
@@ -181,6 +223,8 @@ class Daemon:
         self.scheduler.start()
         self._starting = False
         watcher = asyncio.create_task(self._watch_config())
+        summaries = asyncio.create_task(self._summarize())
+        self._background.add(summaries)
         log.info(
             "daemon started: %d sources, serving %s on http://%s:%d/",
             len(config.sources), config.feeds_dir, config.server.host, sock.getsockname()[1],
@@ -224,6 +268,7 @@ class Daemon:
             await server_task
         for task in list(self._background):
             task.cancel()
+        self._log_summary()
         await self.close()
 
     # Scheduling ------------------------------------------------------------
@@ -278,6 +323,7 @@ class Daemon:
             self.scheduler.reschedule(name, self._next_run(self.config.source_named(name), result.state))
 
     def _account(self, source: SourceConfig, before: SourceState, result: UpdateResult) -> None:
+        self._tally = self._tally.add(result)
         self.metrics.fetches.labels(result.outcome).inc()
         self.metrics.fetch_seconds.observe(result.duration)
         self.metrics.entries.labels("new").inc(result.new)
@@ -295,6 +341,22 @@ class Daemon:
         if result.touched_keys:
             self._dirty.update(result.touched_keys)
             self._schedule_build()
+
+    async def _summarize(self) -> None:
+        """Every ``logging.summary_interval``, one INFO line for the polls since the last one."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.config.logging.summary_interval)
+            if not self._stopping.is_set():
+                self._log_summary()
+
+    def _log_summary(self) -> None:
+        """Log the polls tallied since the last summary (nothing when there were none)."""
+        now = time.monotonic()
+        tally, self._tally = self._tally, PollTally()
+        since, self._tally_since = self._tally_since, now
+        if tally.polls:
+            log.info(tally.line(now - since))
 
     # Builds ----------------------------------------------------------------
 

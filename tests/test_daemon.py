@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -226,11 +227,16 @@ def start(daemons: list[DaemonProcess], config: Path, *options: str) -> DaemonPr
 
 
 def site_config(directory: Path, sources: list[dict[str, Any]], **sections: Any) -> Path:
+    """A daemon's config on a free port; logging at debug (one line per poll) unless given."""
     port = free_port()
     return write_config(
         directory,
         sources,
-        **{"site": {"title": "Test site", "base_url": f"http://127.0.0.1:{port}/"}, "server": {"port": port}}
+        **{
+            "site": {"title": "Test site", "base_url": f"http://127.0.0.1:{port}/"},
+            "server": {"port": port},
+            "logging": {"level": "debug"},
+        }
         | sections,
     )
 
@@ -479,6 +485,81 @@ def test_second_daemon_refused_and_a_one_shot_fetch_is_safe(
     lines = daemon.log().splitlines()
     assert lines and all(json.loads(line)["message"] for line in lines)
     assert any(json.loads(line)["message"].startswith("source=s0 outcome=") for line in lines)
+
+
+SUMMARY_LINE = re.compile(
+    r"polls in the last \S+: polls=(?P<polls>\d+) ok=(?P<ok>\d+) not_modified=(?P<not_modified>\d+) "
+    r"failed=(?P<failed>\d+) rate_limited=\d+ gone=\d+ new=(?P<new>\d+) updated=\d+"
+)
+
+
+def test_at_info_the_daemon_logs_a_summary_and_failures_not_a_line_per_poll(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], daemons: list[DaemonProcess]
+) -> None:
+    """Issue 15, defect 13: per-poll lines are DEBUG; INFO has a periodic summary and each failure."""
+    app, server = host
+    (feed_dir / "busy.xml").write_bytes(rss("busy", 2))
+    dead = f"http://127.0.0.1:{free_port()}/feed.xml"  # nothing listens there
+    config = site_config(
+        tmp_path / "site",
+        [{"name": "busy", "url": server.url("busy.xml"), "interval": "1s"}, {"name": "dead", "url": dead}],
+        logging={"level": "info", "summary_interval": "1s"},
+    )
+    daemon = start(daemons, config)
+    daemon.wait_healthy()
+    wait_for(lambda: app.count("/busy.xml") >= 4, what="busy polled four times")
+    wait_for(
+        lambda: sum(int(m["polls"]) for m in SUMMARY_LINE.finditer(daemon.log())) >= 4, what="summary lines"
+    )
+    assert daemon.stop() == 0
+    log = daemon.log()
+    assert daemon.fetch_lines("busy") == [], "no line per successful poll at INFO"
+    summaries = [m.groupdict() for m in SUMMARY_LINE.finditer(log)]
+    assert sum(int(m["new"]) for m in summaries) == 2
+    assert sum(int(m["failed"]) for m in summaries) == 1
+    assert sum(int(m["ok"]) + int(m["not_modified"]) + int(m["failed"]) for m in summaries) == sum(
+        int(m["polls"]) for m in summaries
+    )
+    # The summaries count every poll the server saw (and the failed one).
+    assert sum(int(m["polls"]) for m in summaries) == app.count("/busy.xml") + 1
+    # Each failure stays: the failed poll (WARNING) and the health event.
+    (failed,) = daemon.fetch_lines("dead")
+    assert failed["outcome"] == "error" and "WARNING" in log
+    assert "source=dead health: failing: cannot connect" in log
+
+
+def test_health_changes_are_info_lines_and_polls_are_debug(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    _app, server = host
+    config = write_config(tmp_path / "site", [{"name": "flaky", "url": server.url("flaky.xml")}])
+
+    async def scenario() -> None:
+        daemon = _daemon(config)
+        try:
+            await daemon._run_source("flaky")  # 404: failing
+            (feed_dir / "flaky.xml").write_bytes(rss("flaky", 3))
+            await daemon._run_source("flaky")  # 200: recovered, 3 new posts
+            await daemon._run_source("flaky")  # 304
+            daemon._log_summary()
+            daemon._log_summary()  # nothing polled since: no line
+        finally:
+            await daemon.close()
+
+    with caplog.at_level(logging.DEBUG, logger="aggregator"):
+        asyncio.run(scenario())
+    loud = [(r.levelno, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    polls = [r for r in caplog.records if r.getMessage().startswith("source=flaky outcome=")]
+    assert [(r.levelno, r.getMessage().split()[1]) for r in polls] == [
+        (logging.WARNING, "outcome=error"),
+        (logging.DEBUG, "outcome=ok"),
+        (logging.DEBUG, "outcome=not-modified"),
+    ]
+    health = [message for level, message in loud if " health: " in message]
+    assert [m.split(": ")[1] for m in health] == ["failing", "recovered"]
+    summaries = [message for _level, message in loud if message.startswith("polls in the last")]
+    assert len(summaries) == 1
+    assert "polls=3 ok=1 not_modified=1 failed=1 rate_limited=0 gone=0 new=3 updated=0" in summaries[0]
 
 
 def test_a_port_in_use_stops_the_daemon_before_any_work(tmp_path: Path) -> None:
