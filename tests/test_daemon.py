@@ -69,6 +69,7 @@ class FeedHost:
         self.counts: Counter[str] = Counter()
         self.active: Counter[str] = Counter()
         self.most: Counter[str] = Counter()
+        self.times: list[float] = []  # time.monotonic() of every request, in arrival order
         self.slow: dict[str, float] = {}  # path -> seconds to spread the body over
         self.halt = threading.Event()  # ends slow bodies early, so the server can stop
 
@@ -80,6 +81,7 @@ class FeedHost:
             self.counts[path] += 1
             self.active[path] += 1
             self.most[path] = max(self.most[path], self.active[path])
+            self.times.append(time.monotonic())
         try:
             if not (self.directory / path.lstrip("/")).is_file():
                 await send({"type": "http.response.start", "status": 404, "headers": []})
@@ -359,6 +361,37 @@ def test_restart_keeps_due_times_and_picks_up_new_sources(
     # ... while a and b keep the due times persisted by the first daemon: no burst.
     assert (app.count("/a.xml"), app.count("/b.xml")) == (1, 1)
     assert second.stop() == 0
+
+
+@pytest.mark.slow
+def test_after_a_cold_fetch_the_daemon_spreads_the_polls_over_the_interval(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], daemons: list[DaemonProcess]
+) -> None:
+    """Issue 15, defect 12, end to end: a one-shot fetch of every source, then the daemon."""
+    app, server = host
+    interval, count = 6, 60
+    sources = []
+    for i in range(count):
+        (feed_dir / f"f{i}.xml").write_bytes(rss(f"f{i}", 1))
+        sources.append({"name": f"feed-{i}", "url": server.url(f"f{i}.xml"), "interval": f"{interval}s"})
+    config = site_config(tmp_path / "site", sources, logging={"level": "info"})
+    assert run_cli("fetch", config=config).returncode == 0  # every source polled at once
+    daemon = start(daemons, config)
+    daemon.wait_healthy()
+    ready = time.monotonic()
+    wait_for(lambda: time.monotonic() > ready + 3 * interval, timeout=5 * interval, what="three intervals")
+    assert daemon.stop() == 0
+    with app.lock:
+        times = list(app.times)
+    # From the second interval on: two polls per source, one second at a time.
+    per_second = Counter(
+        int(t - ready - interval) for t in times if ready + interval <= t < ready + 3 * interval
+    )
+    counts = [per_second.get(second, 0) for second in range(2 * interval)]
+    mean = count / interval
+    print(f"polls per second over two intervals after a cold fetch: {counts}")
+    assert sum(counts) == pytest.approx(2 * count, abs=count // 4), counts
+    assert max(counts) <= 3 * mean and min(counts) >= mean / 3, f"bunched: {counts} (mean {mean:.0f}/s)"
 
 
 @pytest.mark.slow
