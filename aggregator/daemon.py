@@ -9,10 +9,11 @@ publishes what they stored, the parser processes are shut down, and the exit
 code is 0. SIGHUP, or a change to the config file, reloads the sources without
 a restart; an invalid config is reported and the running one kept.
 
-After each run the source's job is moved to the time ``schedule.next_run``
+After each run the source's job is moved to the time ``schedule.planned_poll``
 decides; feeds touched by new posts are rebuilt once per short window
 (``BUILD_DEBOUNCE_SECONDS``), together with the operator's feed when a
-source's health changed.
+source's health changed. Each poll's own log line is DEBUG; at INFO the daemon
+sums its polls up every ``logging.summary_interval`` (:class:`PollTally`).
 """
 
 from __future__ import annotations
