@@ -157,6 +157,7 @@ class DefaultsConfig(_Strict):
 class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"  # --log-level overrides it
     format: Literal["text", "json"] = "text"  # json: one JSON object per line (--json-logs)
+    summary_interval: Duration = 60.0  # the daemon's INFO line summing up the polls since the last one
 
 
 class ServerConfig(_Strict):
