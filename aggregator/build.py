@@ -367,7 +367,9 @@ def _fill_rss(entry: FeedEntry, item: FeedItem) -> None:
     entry.published(item.published)
     entry.updated(item.updated)
     entry.pubDate(item.published)
-    entry.description(item.summary, isSummary=True)  # not also Atom content (feedgen's default)
+    # RSS 2.0 reads <description> as HTML: the plain-text summary is escaped as HTML first, so
+    # "a < b" or "they <3 it" reach a reader as text (Atom's <summary> is text: see _switch_to_atom).
+    entry.description(_summary_html(item.summary), isSummary=True)  # isSummary: not Atom content
     if item.content is not None:
         # Escaped text, not CDATA: `]]>` in a body cannot end anything.
         entry.content(item.content, type="html")
@@ -385,6 +387,7 @@ def _fill_rss(entry: FeedEntry, item: FeedItem) -> None:
 def _switch_to_atom(entry: FeedEntry, item: FeedItem) -> None:
     """Atom's id, and links without the enclosure feedgen would turn into a second alternate."""
     entry.id(item.atom_id)
+    entry.summary(item.summary)  # text, not the HTML that description() left for RSS
     entry.link([{"href": item.link, "rel": "alternate"}] if item.link else [], replace=True)
     if item.content is None and not item.link:
         entry.content(item.summary, type="text")  # RFC 4287 4.1.2: content or an alternate link
@@ -507,6 +510,11 @@ def _json_string(value: str) -> str:
     return f'"{value}"'
 
 
+def _summary_html(summary: str) -> str:
+    """The plain-text summary as the HTML that RSS's <description> holds (RSS 2.0: entity-encoded HTML)."""
+    return html.escape(summary, quote=False)
+
+
 def _text(value: str) -> str:
     """Character data escaped as libxml2 writes it.
 
@@ -535,7 +543,7 @@ def _rss_item(item: FeedItem, content: bytes | None) -> bytes:
     lines = ["    <item>", f"      <title>{_text(item.title)}</title>"]
     if item.link:
         lines.append(f"      <link>{_text(item.link)}</link>")
-    lines.append(f"      <description>{_text(item.summary)}</description>")
+    lines.append(f"      <description>{_text(_summary_html(item.summary))}</description>")
     head = ""
     if content is not None:  # spliced in as bytes below
         lines.append("      <content:encoded>")
