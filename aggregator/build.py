@@ -62,6 +62,7 @@ from aggregator.errors import BuildError
 from aggregator.files import write_atomic
 from aggregator.normalize import clean_text, summary_of
 from aggregator.store import ALL_KEY, FeedRef, IndexedPost, IndexReader, PostStore, slugify, split_key
+from aggregator.uris import atom_id, own_id, uri_from_iri
 
 log = logging.getLogger("aggregator.build")
 
@@ -205,8 +206,9 @@ class FeedItem:
 
 def _item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem, bytes | None]:
     """``FeedItem.of(post, options)``, and its content in UTF-8 (made on the way, for the templates)."""
-    link = _clean(post.link)
-    item_id = _clean(post.id) or _tag_uri(post)
+    # Links as URIs (spaces, non-ASCII paths): RSS and JSON Feed want URLs, and so do strict readers.
+    link = _url(post.link)
+    item_id = _clean(post.id) or own_id(post.source, post.id)
     content = data = None
     if options.full_content and post.body:
         content, data = _clean_encoded(post.body)
@@ -215,10 +217,10 @@ def _item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem
         elif options.max_content_chars is not None and len(content) > options.max_content_chars:
             content = truncate_html(content, options.max_content_chars)
             data = content.encode()
-    image = _clean(post.headimg) if post.headimg else None
+    image = _url(post.headimg) if post.headimg else None
     title = _clean(post.title) or "(untitled)"
     enclosures = tuple(
-        (_clean(e.url), _clean(e.type) or "application/octet-stream", e.length) for e in post.enclosures
+        (_url(e.url), _clean(e.type) or "application/octet-stream", e.length) for e in post.enclosures
     )
     if not enclosures and image:
         enclosures = ((image, _image_type(image), 0),)
@@ -230,7 +232,8 @@ def _item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem
     item: FeedItem = object.__new__(FeedItem)
     item.__dict__.update(
         id=item_id,
-        atom_id=item_id if _is_uri(item_id) else _tag_uri(post),
+        atom_id=atom_id(post.source, post.id),
+        # A guid that is a permalink must be a URL as it stands (the link is one).
         permalink=item_id == link and item_id.startswith(("http://", "https://")),
         title=title,
         link=link,
@@ -246,6 +249,11 @@ def _item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem
         updated_iso=published_iso if updated is published else updated.isoformat(),
     )
     return item, data
+
+
+def _url(value: str) -> str:
+    """A link cleaned and mapped to a URI; almost every link is one already (``uri_from_iri``'s fast exit)."""
+    return uri_from_iri(_clean(value))
 
 
 def _clean(value: str) -> str:
@@ -512,7 +520,9 @@ def _json_string(value: str) -> str:
 
 def _summary_html(summary: str) -> str:
     """The plain-text summary as the HTML that RSS's <description> holds (RSS 2.0: entity-encoded HTML)."""
-    return html.escape(summary, quote=False)
+    if "&" in summary or "<" in summary or ">" in summary:  # as in _text: most summaries need nothing
+        return html.escape(summary, quote=False)
+    return summary
 
 
 def _text(value: str) -> str:
@@ -713,19 +723,6 @@ def _image_type(url: str) -> str:
 
 _IMAGE_TYPES = {".png": "image/png", ".gif": "image/gif", ".webp": "image/webp", ".svg": "image/svg+xml",
                 ".avif": "image/avif"}  # fmt: skip
-
-
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`]*")
-
-
-def _is_uri(value: str) -> bool:
-    """Looks like a URI (RFC 3986 scheme, nothing that is never allowed in one): a valid Atom id."""
-    return _URI.fullmatch(value) is not None
-
-
-def _tag_uri(item: IndexedPost) -> str:
-    digest = hashlib.sha256(f"{item.source}\x00{item.id}".encode()).hexdigest()[:32]
-    return f"urn:aggregator:{digest}"
 
 
 def _iso(moment: datetime, isoformat: str | None = None) -> str:
