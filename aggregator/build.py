@@ -56,13 +56,13 @@ from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedEntry, FeedGenerator
 from lxml import etree
 
+import aggregator.uris as uris
 from aggregator import __version__
 from aggregator.config import Config
 from aggregator.errors import BuildError
 from aggregator.files import write_atomic
 from aggregator.normalize import clean_text, summary_of
 from aggregator.store import ALL_KEY, FeedRef, IndexedPost, IndexReader, PostStore, slugify, split_key
-from aggregator.uris import atom_id, own_id, uri_from_iri
 
 log = logging.getLogger("aggregator.build")
 
@@ -208,7 +208,7 @@ def _item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem
     """``FeedItem.of(post, options)``, and its content in UTF-8 (made on the way, for the templates)."""
     # Links as URIs (spaces, non-ASCII paths): RSS and JSON Feed want URLs, and so do strict readers.
     link = _url(post.link)
-    item_id = _clean(post.id) or own_id(post.source, post.id)
+    item_id = _clean(post.id) or uris.own_id(post.source, post.id)
     content = data = None
     if options.full_content and post.body:
         content, data = _clean_encoded(post.body)
@@ -232,7 +232,7 @@ def _item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem
     item: FeedItem = object.__new__(FeedItem)
     item.__dict__.update(
         id=item_id,
-        atom_id=atom_id(post.source, post.id),
+        atom_id=uris.atom_id(post.source, post.id),
         # A guid that is a permalink must be a URL as it stands (the link is one).
         permalink=item_id == link and item_id.startswith(("http://", "https://")),
         title=title,
@@ -253,7 +253,7 @@ def _item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem
 
 def _url(value: str) -> str:
     """A link cleaned and mapped to a URI; almost every link is one already (``uri_from_iri``'s fast exit)."""
-    return uri_from_iri(_clean(value))
+    return uris.uri_from_iri(_clean(value))
 
 
 def _clean(value: str) -> str:
