@@ -56,6 +56,7 @@ from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedEntry, FeedGenerator
 from lxml import etree
 
+import aggregator.uris as uris
 from aggregator import __version__
 from aggregator.config import Config
 from aggregator.errors import BuildError
@@ -205,8 +206,9 @@ class FeedItem:
 
 def _item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem, bytes | None]:
     """``FeedItem.of(post, options)``, and its content in UTF-8 (made on the way, for the templates)."""
-    link = _clean(post.link)
-    item_id = _clean(post.id) or _tag_uri(post)
+    # Links as URIs (spaces, non-ASCII paths): RSS and JSON Feed want URLs, and so do strict readers.
+    link = _url(post.link)
+    item_id = _clean(post.id) or uris.own_id(post.source, post.id)
     content = data = None
     if options.full_content and post.body:
         content, data = _clean_encoded(post.body)
@@ -215,10 +217,10 @@ def _item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem
         elif options.max_content_chars is not None and len(content) > options.max_content_chars:
             content = truncate_html(content, options.max_content_chars)
             data = content.encode()
-    image = _clean(post.headimg) if post.headimg else None
+    image = _url(post.headimg) if post.headimg else None
     title = _clean(post.title) or "(untitled)"
     enclosures = tuple(
-        (_clean(e.url), _clean(e.type) or "application/octet-stream", e.length) for e in post.enclosures
+        (_url(e.url), _clean(e.type) or "application/octet-stream", e.length) for e in post.enclosures
     )
     if not enclosures and image:
         enclosures = ((image, _image_type(image), 0),)
@@ -230,7 +232,8 @@ def _item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem
     item: FeedItem = object.__new__(FeedItem)
     item.__dict__.update(
         id=item_id,
-        atom_id=item_id if _is_uri(item_id) else _tag_uri(post),
+        atom_id=uris.atom_id(post.source, post.id),
+        # A guid that is a permalink must be a URL as it stands (the link is one).
         permalink=item_id == link and item_id.startswith(("http://", "https://")),
         title=title,
         link=link,
@@ -246,6 +249,11 @@ def _item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem
         updated_iso=published_iso if updated is published else updated.isoformat(),
     )
     return item, data
+
+
+def _url(value: str) -> str:
+    """A link cleaned and mapped to a URI; almost every link is one already (``uri_from_iri``'s fast exit)."""
+    return uris.uri_from_iri(_clean(value))
 
 
 def _clean(value: str) -> str:
@@ -367,7 +375,9 @@ def _fill_rss(entry: FeedEntry, item: FeedItem) -> None:
     entry.published(item.published)
     entry.updated(item.updated)
     entry.pubDate(item.published)
-    entry.description(item.summary, isSummary=True)  # not also Atom content (feedgen's default)
+    # RSS 2.0 reads <description> as HTML: the plain-text summary is escaped as HTML first, so
+    # "a < b" or "they <3 it" reach a reader as text (Atom's <summary> is text: see _switch_to_atom).
+    entry.description(_summary_html(item.summary), isSummary=True)  # isSummary: not Atom content
     if item.content is not None:
         # Escaped text, not CDATA: `]]>` in a body cannot end anything.
         entry.content(item.content, type="html")
@@ -385,6 +395,7 @@ def _fill_rss(entry: FeedEntry, item: FeedItem) -> None:
 def _switch_to_atom(entry: FeedEntry, item: FeedItem) -> None:
     """Atom's id, and links without the enclosure feedgen would turn into a second alternate."""
     entry.id(item.atom_id)
+    entry.summary(item.summary)  # text, not the HTML that description() left for RSS
     entry.link([{"href": item.link, "rel": "alternate"}] if item.link else [], replace=True)
     if item.content is None and not item.link:
         entry.content(item.summary, type="text")  # RFC 4287 4.1.2: content or an alternate link
@@ -507,6 +518,13 @@ def _json_string(value: str) -> str:
     return f'"{value}"'
 
 
+def _summary_html(summary: str) -> str:
+    """The plain-text summary as the HTML that RSS's <description> holds (RSS 2.0: entity-encoded HTML)."""
+    if "&" in summary or "<" in summary or ">" in summary:  # as in _text: most summaries need nothing
+        return html.escape(summary, quote=False)
+    return summary
+
+
 def _text(value: str) -> str:
     """Character data escaped as libxml2 writes it.
 
@@ -535,7 +553,7 @@ def _rss_item(item: FeedItem, content: bytes | None) -> bytes:
     lines = ["    <item>", f"      <title>{_text(item.title)}</title>"]
     if item.link:
         lines.append(f"      <link>{_text(item.link)}</link>")
-    lines.append(f"      <description>{_text(item.summary)}</description>")
+    lines.append(f"      <description>{_text(_summary_html(item.summary))}</description>")
     head = ""
     if content is not None:  # spliced in as bytes below
         lines.append("      <content:encoded>")
@@ -705,19 +723,6 @@ def _image_type(url: str) -> str:
 
 _IMAGE_TYPES = {".png": "image/png", ".gif": "image/gif", ".webp": "image/webp", ".svg": "image/svg+xml",
                 ".avif": "image/avif"}  # fmt: skip
-
-
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`]*")
-
-
-def _is_uri(value: str) -> bool:
-    """Looks like a URI (RFC 3986 scheme, nothing that is never allowed in one): a valid Atom id."""
-    return _URI.fullmatch(value) is not None
-
-
-def _tag_uri(item: IndexedPost) -> str:
-    digest = hashlib.sha256(f"{item.source}\x00{item.id}".encode()).hexdigest()[:32]
-    return f"urn:aggregator:{digest}"
 
 
 def _iso(moment: datetime, isoformat: str | None = None) -> str:

@@ -26,11 +26,12 @@ from pathlib import Path
 
 from lxml import etree
 
-from aggregator.build import FORMAT_FILES, FeedSpec, _is_uri, _tag_uri, spec_for
+from aggregator.build import FORMAT_FILES, FeedSpec, spec_for
 from aggregator.config import Config
 from aggregator.files import TEMP_SUFFIX
 from aggregator.status_feed import STATUS_DIR
 from aggregator.store import IndexedPost, PostStore
+from aggregator.uris import atom_id
 
 _ATOM = "{http://www.w3.org/2005/Atom}"
 # Hostile or broken files must not make verify itself expand entities or fetch DTDs.
@@ -137,9 +138,7 @@ def _feed_ids(path: Path, fmt: str) -> list[str]:
 
 
 def _expected_id(item: IndexedPost, fmt: str) -> str:
-    if fmt == "atom" and not _is_uri(item.id):
-        return _tag_uri(item)
-    return item.id
+    return atom_id(item.source, item.id) if fmt == "atom" else item.id
 
 
 def _difference(found: list[str], wanted: list[str]) -> str:

@@ -233,7 +233,8 @@ def test_required_elements_self_links_ids_dates_language_generator_authors(site:
     entries = atom.findall("atom:entry", NS)
     ids = [entry.findtext("atom:id", namespaces=NS) for entry in entries]
     assert ids[1] == "https://a.example.org/posts/1"
-    assert re.fullmatch(r"urn:aggregator:[0-9a-f]{32}", ids[0]), "a non-URI id becomes a URN"
+    # A non-URI id becomes a name-based UUID URN of ours (tests/test_feed_validity.py has the rules).
+    assert re.fullmatch(r"urn:uuid:[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", ids[0]), ids[0]
     for entry in entries:
         assert entry.findtext("atom:author/atom:name", namespaces=NS), "every entry has an author"
         for name in ("updated", "published"):
