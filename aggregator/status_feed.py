@@ -11,7 +11,7 @@ byte-stable: with no new event the files are not rewritten.
 
 from __future__ import annotations
 
-import hashlib
+import html
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +26,7 @@ from aggregator.config import Config
 from aggregator.files import write_atomic
 from aggregator.normalize import clean_text
 from aggregator.state import SourceState
+from aggregator.uris import own_id
 
 STATUS_DIR = "_status"
 FEED_ITEMS = 50
@@ -45,8 +46,8 @@ class StatusEvent:
 
     @property
     def id(self) -> str:
-        material = f"{self.source}\x00{self.kind}\x00{self.at.isoformat()}"
-        return "urn:aggregator:status:" + hashlib.sha256(material.encode()).hexdigest()[:24]
+        # A urn:uuid (RFC 4122), which strict validators know; "urn:aggregator:" is no registered namespace.
+        return own_id(f"status\x00{self.source}", f"{self.kind}\x00{self.at.isoformat()}")
 
     @property
     def title(self) -> str:
@@ -148,7 +149,8 @@ def render_status(config: Config, events: Sequence[StatusEvent], fmt: Literal["r
         entry.updated(event.at)
         entry.pubDate(event.at)
         text = clean_text(f"{event.title}: {event.detail}")
-        entry.description(text)
+        # RSS's <description> holds HTML: "<" in an error detail is text, not a tag.
+        entry.description(html.escape(text, quote=False) if fmt == "rss" else text)
         entry.summary(text)
         entry.category(term=event.kind)
     data: bytes = fg.rss_str(pretty=True) if fmt == "rss" else fg.atom_str(pretty=True)

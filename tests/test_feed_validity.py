@@ -26,6 +26,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from html.entities import html5
 from pathlib import Path
 from typing import Any
@@ -436,3 +437,28 @@ def test_our_ids_are_name_based_uuids_that_never_change() -> None:
 def test_our_ids_are_what_uuid5_makes(source: str, entry_id: str) -> None:
     """own_id writes RFC 4122's version 5 out by hand (the UUID object was slow): uuid5 is its reference."""
     assert own_id(source, entry_id) == f"urn:uuid:{uuid.uuid5(ID_NAMESPACE, source + chr(0) + entry_id)}"
+
+
+def test_the_status_feed_description_is_html_that_reads_as_the_event_text() -> None:
+    from aggregator.config import Config
+    from aggregator.status_feed import StatusEvent, render_status
+
+    event = StatusEvent(
+        "a", "failing", datetime(2026, 3, 1, tzinfo=UTC), "parse error: expected <rss> & found <html>", ""
+    )
+    rss = etree.fromstring(render_status(Config(), [event], "rss"))
+    description = rss.findtext("channel/item/description")
+    assert description is not None
+    assert html.unescape(description) == f"{event.title}: {event.detail}"
+    assert "<" not in description
+
+
+def test_status_events_have_stable_uuid_ids() -> None:
+    from aggregator.status_feed import StatusEvent
+
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    first = StatusEvent("a", "failing", at, "HTTP 500")
+    assert re.fullmatch(r"urn:uuid:[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", first.id)
+    assert StatusEvent("a", "failing", at, "other detail").id == first.id
+    assert StatusEvent("a", "recovered", at, "").id != first.id
+    assert StatusEvent("b", "failing", at, "HTTP 500").id != first.id
