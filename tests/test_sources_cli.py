@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import re
-import select
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from support.helpers import FIXTURES, REPO, run_cli
+from support.helpers import FIXTURES, run_cli
 from support.servers import AppServer
+from support.terminal import on_terminal
 
 from aggregator.config import load_config
 
@@ -173,43 +167,9 @@ def test_fetch_shows_no_progress_bar_when_output_is_not_a_terminal(tmp_path: Pat
     assert "1 ok (0 not modified), 0 not ok; 2 new and 0 updated posts" in result.stdout
 
 
-def _on_terminal(args: list[str], answer: bytes = b"") -> str:
-    """Run the CLI with stdin, stdout and stderr on a pseudo-terminal; its output without colours."""
-    leader, follower = pty.openpty()
-    env = {**os.environ, "TERM": "xterm", "COLUMNS": "120"}
-    env.pop("NO_COLOR", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aggregator", *args],
-        stdin=follower, stdout=follower, stderr=follower, cwd=REPO, env=env,
-    )  # fmt: skip
-    os.close(follower)
-    output = b""
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.5)
-            if ready:
-                try:
-                    chunk = os.read(leader, 65536)
-                except OSError:  # the terminal closed: the process is done
-                    break
-                if not chunk:
-                    break
-                output += chunk
-                if answer and b"Which one" in output:
-                    os.write(leader, answer)
-                    answer = b""
-            elif process.poll() is not None:
-                break
-    finally:
-        os.close(leader)
-        assert process.wait(timeout=30) == 0, output.decode("utf-8", "replace")[-3000:]
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode("utf-8", "replace"))
-
-
 def test_fetch_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     """The counterpart: the same command on a pseudo-terminal draws the bar."""
-    text = _on_terminal(["--config", str(_fetch_config(tmp_path)), "fetch"])
+    text = on_terminal(["--config", str(_fetch_config(tmp_path)), "fetch"])
     assert "fetching" in text and "1/1" in text, text
     assert "2 new" in text
 
@@ -217,7 +177,7 @@ def test_fetch_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
 def test_add_on_a_terminal_asks_which_feed(tmp_path: Path, feed_dir: Path, feed_server: AppServer) -> None:
     _serve_blog(feed_dir)
     config = _site(tmp_path)
-    text = _on_terminal(["--config", str(config), "add", feed_server.url("blog.html")], answer=b"2\n")
+    text = on_terminal(["--config", str(config), "add", feed_server.url("blog.html")], answer=b"2\n")
     assert "Which one" in text
     assert load_config(config).sources[-1].url == feed_server.url("feeds/atom.xml")
 
