@@ -203,26 +203,20 @@ def _announce(config: Config, changed_urls: list[str]) -> None:
 
 
 async def _fetch_all(
-    config: Config, store: PostStore, sources: Sequence[object], *, force: bool, progress: bool = False
+    config: Config, store: PostStore, sources: Sequence[SourceConfig], *, force: bool, progress: bool = False
 ) -> list[UpdateResult]:
+    """``Updater.update_many``, with the progress bar (when drawn) as its per-source callback."""
     updater = Updater(config, store)
     try:
         if not progress:
-            return await updater.update_many(sources, force=force)  # type: ignore[arg-type]
+            return await updater.update_many(sources, force=force)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(
             TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=_stderr()
         ) as bar:
             task = bar.add_task("fetch", total=len(sources))
-
-            async def one(source: SourceConfig) -> UpdateResult:
-                result = await updater.update(source, force=force)
-                bar.advance(task)
-                return result
-
-            with store.deferred_states():
-                return list(await asyncio.gather(*(one(s) for s in sources)))  # type: ignore[arg-type]
+            return await updater.update_many(sources, force=force, on_result=lambda _: bar.advance(task))
     finally:
         await updater.aclose()
 

@@ -18,7 +18,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -143,8 +143,17 @@ class Updater:
         await fetcher.aclose()
 
     async def update_many(
-        self, sources: Sequence[SourceConfig], *, force: bool = False
+        self,
+        sources: Sequence[SourceConfig],
+        *,
+        force: bool = False,
+        on_result: Callable[[UpdateResult], None] | None = None,
     ) -> list[UpdateResult]:
+        """Update ``sources`` together, at most ``2 x concurrency`` of them in flight.
+
+        ``on_result`` is called as each source finishes (the CLI's progress bar): callers
+        add their presentation there, never a loop of their own.
+        """
         # Fetching outruns parsing: with every source started at once, each fetched body waited
         # in memory for a parser (1,000 feeds: the whole 270 MB corpus at the peak), so the
         # sources in flight are bounded.
@@ -152,7 +161,10 @@ class Updater:
 
         async def bounded(source: SourceConfig) -> UpdateResult:
             async with slots:
-                return await self.update(source, force=force)
+                result = await self.update(source, force=force)
+            if on_result is not None:
+                on_result(result)
+            return result
 
         with self.store.deferred_states():
             return list(await asyncio.gather(*(bounded(s) for s in sources)))
