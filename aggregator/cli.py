@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
@@ -154,8 +155,18 @@ def fetch(
         bool,
         typer.Option("--dry-run", help="Show which entries the filters keep or drop, and why; save nothing."),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Also poll sources waiting out a backoff or a Retry-After, and gone ones."
+        ),
+    ] = False,
 ) -> None:
-    """Poll sources once now (ignoring their schedule), then rebuild the affected feeds."""
+    """Poll sources once now, then rebuild the affected feeds.
+
+    The interval is ignored, but a source waiting out a backoff or a server's
+    Retry-After is skipped (and listed) unless --force is given or it is named.
+    """
     config = _load()
     try:
         selected = [config.source_named(name) for name in sources] if sources else list(config.sources)
@@ -165,11 +176,12 @@ def fetch(
             _print_dry_run(previews, as_json)
             return
         with config.open_store() as store:
-            # A gone source (HTTP 410) is polled only when named explicitly.
+            # A gone source (HTTP 410), or one waiting out a backoff or a Retry-After, is polled
+            # only when forced; naming a source forces it.
             # The progress bar only on a terminal: a pipe or a log file gets the summary alone.
             show_progress = not as_json and sys.stderr.isatty()
             results = asyncio.run(
-                _fetch_all(config, store, selected, force=bool(sources), progress=show_progress)
+                _fetch_all(config, store, selected, force=force or bool(sources), progress=show_progress)
             )
             # Also feeds an interrupted earlier run changed but never built.
             keys = {key for result in results for key in result.touched_keys} | store.pending_feed_keys()
@@ -181,8 +193,10 @@ def fetch(
     except AggregatorError as error:
         raise _fail(str(error)) from None
     _print_fetch_report(results, len(report.rendered) if report else 0, as_json)
-    failed = sum(1 for r in results if r.outcome in ("error", "gone"))
-    raise typer.Exit(1 if failed and failed == len(results) else 0)
+    # Non-zero when every source polled failed; a skipped source was not polled, so not a failure.
+    polled = [r for r in results if not r.skipped]
+    failed = sum(1 for r in polled if r.outcome in ("error", "gone"))
+    raise typer.Exit(1 if failed and failed == len(polled) else 0)
 
 
 def _builder(config: Config, store: PostStore) -> FeedBuilder:
@@ -301,6 +315,8 @@ def _print_fetch_report(results: list[UpdateResult], feeds_built: int, as_json: 
                     "new": r.new,
                     "updated": r.updated,
                     "error": str(r.error) if r.error else None,
+                    "skipped": r.skipped,
+                    "until": r.held_until.astimezone(UTC).isoformat() if r.held_until else None,
                     "duration": round(r.duration, 3),
                 },
                 ensure_ascii=False,
@@ -318,14 +334,26 @@ def _print_fetch_report(results: list[UpdateResult], feeds_built: int, as_json: 
     for column in ("source", "outcome", "new", "updated", "detail"):
         table.add_column(column)
     for r in sorted(results, key=lambda r: (r.outcome == "ok", r.source)):
-        table.add_row(r.source, r.outcome, str(r.new), str(r.updated), str(r.error or r.skipped or ""))
+        table.add_row(r.source, r.outcome, str(r.new), str(r.updated), _fetch_detail(r))
     out.print(table)
     ok = sum(1 for r in results if r.outcome in ("ok", "not-modified"))
+    skipped = sum(1 for r in results if r.skipped)
     out.print(
         f"{ok} ok ({sum(r.not_modified for r in results)} not modified), "
-        f"{len(results) - ok} not ok; {sum(r.new for r in results)} new and "
+        f"{len(results) - ok - skipped} not ok"
+        + (f", {skipped} skipped" if skipped else "")
+        + f"; {sum(r.new for r in results)} new and "
         f"{sum(r.updated for r in results)} updated posts; {feeds_built} feeds rebuilt"
     )
+    if any(r.held_until for r in results):
+        out.print("skipped sources wait out a backoff or a Retry-After; --force (or naming them) polls them")
+
+
+def _fetch_detail(result: UpdateResult) -> str:
+    """The report's detail column: the error, or why and until when the source was skipped."""
+    if result.held_until is not None:
+        return f"until {result.held_until.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({result.skipped})"
+    return str(result.error or result.skipped or "")
 
 
 @app.command()

@@ -38,7 +38,14 @@ from aggregator.fetch import (
 )
 from aggregator.filters import Selection, category_rules, filter_stages, select_posts
 from aggregator.normalize import NormalizedFeed, Post, SourceRules, with_first_seen
-from aggregator.state import SourceState, after_failure, after_success, config_fingerprint, utcnow
+from aggregator.state import (
+    SourceState,
+    after_failure,
+    after_success,
+    config_fingerprint,
+    poll_hold,
+    utcnow,
+)
 from aggregator.store import (
     Limits,
     Outcome,
@@ -64,7 +71,8 @@ class UpdateResult:
     updated: int = 0
     not_modified: bool = False
     error: AggregatorError | None = None
-    skipped: str | None = None  # why the source was not polled (gone)
+    skipped: str | None = None  # why the source was not polled (gone, held back)
+    held_until: datetime | None = None  # held back by a backoff or Retry-After until then
     touched_keys: frozenset[str] = field(default_factory=frozenset)
     duration: float = 0.0
 
@@ -193,6 +201,10 @@ class Updater:
             state = SourceState(name=source.name, url=source.url, config_hash=fingerprint)
         if state.gone and not force:
             return UpdateResult(source.name, state, skipped="gone (HTTP 410); edit its config to retry")
+        hold = poll_hold(state, force=force, now=now)
+        if hold is not None:
+            # The daemon never polls before such a due time; a manual fetch must not either.
+            return UpdateResult(source.name, state, skipped=hold.reason, held_until=hold.until)
         interval = self.config.interval_of(source)
         respect_cache = self.config.respects_cache_headers(source)
         try:
