@@ -493,7 +493,10 @@ def _sources_file(to: Path | None) -> Path | None:
 def add(
     url: Annotated[str, typer.Argument(help="A feed, or a web page whose feeds are discovered.")],
     name: Annotated[str | None, typer.Option(help="The source's name (default: the feed's title).")] = None,
-    category: Annotated[str | None, typer.Option(help="The category path, outermost first: a/b/c.")] = None,
+    category: Annotated[
+        list[str] | None,
+        typer.Option(help="A category, outermost first; repeat it for each level (or write a/b)."),
+    ] = None,
     interval: Annotated[str | None, typer.Option(help="How often to poll it, e.g. 30m.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Take the first feed found, ask nothing.")] = False,
     to: Annotated[
@@ -501,8 +504,9 @@ def add(
     ] = None,
 ) -> None:
     """Find the feed at URL (or the feeds a page advertises), check it parses, append it to the config."""
+    from aggregator.config import source_folder
     from aggregator.fetch import Fetcher, FetchLimits
-    from aggregator.sources import FeedCandidate, add_sources, discover
+    from aggregator.sources import FeedCandidate, add_sources, configured_as, discover
 
     config = _load()
     if urlsplit(url).scheme not in ("http", "https"):
@@ -513,6 +517,10 @@ def add(
             parse_duration(interval)
         except ValueError as error:
             raise _fail(f"--interval: {error}") from None
+    categories = [part.strip() for value in category or () for part in value.split("/") if part.strip()]
+    known = _configured_urls(config)
+    if (existing := configured_as(url, known)) is not None:
+        raise _fail(f"{redact_url(url)} is already configured as {existing!r}")
     defaults = config.defaults
     limits = FetchLimits(
         read_timeout=defaults.timeout, deadline=defaults.deadline, max_body=defaults.max_body
@@ -530,7 +538,9 @@ def add(
     except AggregatorError as error:
         raise _fail(str(error)) from None
     for number, candidate in enumerate(candidates, 1):
-        typer.echo(f"{number}. {candidate.url}  {candidate.title!r} ({candidate.entries} entries)")
+        taken = configured_as(candidate.url, known)
+        note = f"  (already configured as {taken!r})" if taken is not None else ""
+        typer.echo(f"{number}. {candidate.url}  {candidate.title!r} ({candidate.entries} entries){note}")
     chosen = candidates[0]
     if len(candidates) > 1 and not yes:
         if not sys.stdin.isatty():
@@ -541,24 +551,40 @@ def add(
         while not 1 <= number <= len(candidates):
             number = typer.prompt(f"Which one (1-{len(candidates)})", type=int, default=1)
         chosen = candidates[number - 1]
+    if (existing := configured_as(chosen.url, known)) is not None:
+        raise _fail(f"{redact_url(chosen.url)} is already configured as {existing!r}")
     source_name = (name or chosen.title or urlsplit(chosen.url).netloc or chosen.url).strip()
-    for existing in config.sources:
-        if existing.name.casefold() == source_name.casefold():
-            raise _fail(f"a source named {existing.name!r} exists already (choose another with --name)")
-        if existing.url == chosen.url:
-            raise _fail(f"{chosen.url} is configured already, as {existing.name!r}")
+    for source in config.sources:
+        if source_folder(source.name) == source_folder(source_name):
+            raise _fail(f"a source named {source.name!r} exists already (choose another with --name)")
     entry: dict[str, object] = {"name": source_name, "url": chosen.url}
-    if category:
-        entry["categories"] = [part.strip() for part in category.split("/") if part.strip()]
+    if categories:
+        entry["categories"] = categories
     if interval:
         entry["interval"] = interval
     try:
         written = add_sources(state.config_path, [entry], _sources_file(to))
     except AggregatorError as error:
         raise _fail(str(error)) from None
+    placed = f"in {' / '.join(categories)}" if categories else "in no category (--category sets one)"
     typer.echo(
-        f"added {source_name!r}: {chosen.title!r}, {chosen.entries} entries, {chosen.url} -> {written}"
+        f"added {source_name!r} {placed}: {redact_url(chosen.url)} ({chosen.title!r}, "
+        f"{chosen.entries} entries) -> {written}"
     )
+
+
+def _configured_urls(config: Config) -> dict[str, list[str]]:
+    """Each source's URLs: the configured one, and the one it moved to when the index knows it."""
+    known = {source.name: [config.source_location(source)] for source in config.sources}
+    if config.index_path.exists():  # never create an index just to look
+        try:
+            with config.open_store() as store:
+                for learned in store.all_source_states():
+                    if learned.permanent_url and learned.name in known:
+                        known[learned.name].append(learned.permanent_url)
+        except StoreError as error:
+            logging.getLogger("aggregator.cli").warning("not checking the URLs sources moved to: %s", error)
+    return known
 
 
 @app.command()

@@ -139,13 +139,81 @@ def test_add_refuses_duplicates_and_remove_unknown_names(
     before = config.read_text(encoding="utf-8")
     again = run_cli("add", feed_server.url("rss2.xml"), "--name", "other", config=config)
     assert again.returncode == 2
-    assert "is configured already, as 'mine'" in again.stderr
-    same_name = run_cli("add", feed_server.url("rss2.xml"), "--name", "FIRST", config=config)
+    assert f"{feed_server.url('rss2.xml')} is already configured as 'mine'" in again.stderr
+    shutil.copy(FIXTURES / "formats" / "atom.xml", feed_dir / "atom.xml")
+    same_name = run_cli("add", feed_server.url("atom.xml"), "--name", "FIRST", config=config)
     assert same_name.returncode == 2
     assert "a source named 'first' exists already" in same_name.stderr
     missing = run_cli("remove", "nobody", config=config)
     assert missing.returncode == 2
     assert "no source named 'nobody'" in missing.stderr
+    assert config.read_text(encoding="utf-8") == before
+
+
+def test_add_says_which_source_has_the_url_already(
+    tmp_path: Path, feed_dir: Path, feed_server: AppServer
+) -> None:
+    _serve_blog(feed_dir)
+    config = _site(tmp_path)
+    feed = feed_server.url("feeds/rss2.xml")
+    first = run_cli("add", feed, config=config)
+    assert first.returncode == 0, first.stderr
+    assert "added 'Example RSS 2.0 blog' in no category" in first.stdout
+    before = config.read_text(encoding="utf-8")
+    # The name would default to the same title: what the user needs to hear is the URL's owner.
+    expected = f"{feed} is already configured as 'Example RSS 2.0 blog'"
+    again = run_cli("add", feed, config=config)
+    assert again.returncode == 2
+    assert expected in again.stderr, again.stderr
+    # Compared normalized: scheme case and a fragment make no other feed.
+    variant = run_cli("add", feed.replace("http://", "HTTP://") + "#latest", config=config)
+    assert variant.returncode == 2
+    assert "is already configured as 'Example RSS 2.0 blog'" in variant.stderr, variant.stderr
+    # The page: its feeds are listed with the one already configured marked.
+    page = run_cli("add", feed_server.url("blog.html"), "--yes", config=config)
+    assert page.returncode == 2
+    assert (
+        f"1. {feed}  'Example RSS 2.0 blog' (2 entries)  (already configured as 'Example RSS 2.0 blog')"
+        in (page.stdout)
+    )
+    assert expected in page.stderr
+    assert config.read_text(encoding="utf-8") == before
+
+
+def test_add_takes_a_name_and_categories_outermost_first(
+    tmp_path: Path, feed_dir: Path, feed_server: AppServer
+) -> None:
+    _serve_blog(feed_dir)
+    config = _site(tmp_path)
+    result = run_cli(
+        "add", feed_server.url("blog.html"), "--yes", "--name", "blog",
+        "--category", "Tech", "--category", "Blogs", "--category", "Python/Releases",
+        config=config,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"added 'blog' in Tech / Blogs / Python / Releases: {feed_server.url('feeds/rss2.xml')}" in (
+        result.stdout
+    )
+    added = load_config(config).source_named("blog")
+    assert added.categories == ("Tech", "Blogs", "Python", "Releases")
+
+
+def test_add_knows_the_url_a_source_moved_to(tmp_path: Path) -> None:
+    from support.faultserver import FaultServer
+
+    with FaultServer() as server:
+        server.redirect("/old.xml", server.url("/new.xml"), 301)
+        server.feed("/new.xml", (FIXTURES / "formats" / "rss2.xml").read_bytes())
+        text = (
+            HANDWRITTEN.split("\nsources:")[0]
+            + f"\nsources:\n  - name: moved\n    url: {server.url('/old.xml')}\n"
+        )
+        config = _site(tmp_path, text)
+        assert run_cli("fetch", config=config).returncode == 0
+        before = config.read_text(encoding="utf-8")
+        result = run_cli("add", server.url("/new.xml"), config=config)
+    assert result.returncode == 2
+    assert f"{server.url('/new.xml')} is already configured as 'moved'" in result.stderr
     assert config.read_text(encoding="utf-8") == before
 
 
@@ -195,3 +263,22 @@ def test_an_unknown_source_name_gets_a_suggestion_or_a_short_list(tmp_path: Path
     assert far.stderr.strip() == expected
     few = write_config(tmp_path, [{"name": "one", "url": "one.xml"}, {"name": "two", "url": "two.xml"}])
     assert "(configured: one, two)" in run_cli("fetch", "zzz", config=few).stderr
+
+
+def test_urls_are_compared_normalized() -> None:
+    from aggregator.sources import comparable_url, configured_as
+
+    same = [
+        "https://Blog.Example.org/feed.xml",
+        "HTTPS://blog.example.org:443/feed.xml#top",
+        "https://user:secret@blog.example.org/feed.xml",
+    ]
+    assert {comparable_url(url) for url in same} == {"https://blog.example.org/feed.xml"}
+    assert comparable_url("http://example.org") == comparable_url("http://example.org:80/")
+    # The path and the query may name other feeds, and another port is another server.
+    assert len({comparable_url(u) for u in ("http://a.org/f", "http://a.org/f/", "http://a.org/f?x=1")}) == 3
+    assert comparable_url("http://a.org:8080/f") != comparable_url("http://a.org/f")
+    known = {"blog": ["https://blog.example.org/old.xml", "https://blog.example.org/feed.xml"]}
+    assert configured_as(same[1], known) == "blog"
+    assert configured_as("https://blog.example.org/other.xml", known) is None
+    assert configured_as("/srv/feeds/a.xml", {"local": ["/srv/feeds/a.xml"]}) == "local"
