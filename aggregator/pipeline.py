@@ -157,10 +157,12 @@ class Updater:
         force: bool = False,
         on_result: Callable[[UpdateResult], None] | None = None,
     ) -> list[UpdateResult]:
-        """Update ``sources`` together, at most ``2 x concurrency`` of them in flight.
+        """Update ``sources`` together, at most ``2 x concurrency`` of them in flight: a fetch.
 
-        ``on_result`` is called as each source finishes (the CLI's progress bar): callers
-        add their presentation there, never a loop of their own.
+        A source waiting out a backoff or a server's Retry-After is skipped unless
+        ``force`` (see ``state.poll_hold``). ``on_result`` is called as each source
+        finishes (the CLI's progress bar): callers add their presentation there, never
+        a loop of their own.
         """
         # Fetching outruns parsing: with every source started at once, each fetched body waited
         # in memory for a parser (1,000 feeds: the whole 270 MB corpus at the peak), so the
@@ -169,7 +171,7 @@ class Updater:
 
         async def bounded(source: SourceConfig) -> UpdateResult:
             async with slots:
-                result = await self.update(source, force=force)
+                result = await self.update(source, force=force, honour_waits=True)
             if on_result is not None:
                 on_result(result)
             return result
@@ -177,22 +179,28 @@ class Updater:
         with self.store.deferred_states():
             return list(await asyncio.gather(*(bounded(s) for s in sources)))
 
-    async def update(self, source: SourceConfig, *, force: bool = False) -> UpdateResult:
-        """One source through the whole flow; never raises for the source's own faults."""
+    async def update(
+        self, source: SourceConfig, *, force: bool = False, honour_waits: bool = False
+    ) -> UpdateResult:
+        """One source through the whole flow; never raises for the source's own faults.
+
+        ``honour_waits``: skip a source waiting out a backoff or a Retry-After (a fetch
+        from the command line). The daemon leaves it off: its scheduler decides when.
+        """
         if source.name in self._running:
             state = self.store.source_state(source.name)
             return UpdateResult(source.name, state, skipped="already running")
         self._running.add(source.name)
         started = time.monotonic()
         try:
-            result = await self._update(source, force=force)
+            result = await self._update(source, force=force, honour_waits=honour_waits)
         finally:
             self._running.discard(source.name)
         result = replace(result, duration=time.monotonic() - started)
         _log_result(result)
         return result
 
-    async def _update(self, source: SourceConfig, *, force: bool) -> UpdateResult:
+    async def _update(self, source: SourceConfig, *, force: bool, honour_waits: bool) -> UpdateResult:
         now = utcnow()
         state = self.store.source_state(source.name)
         fingerprint = source_fingerprint(source)
@@ -201,9 +209,8 @@ class Updater:
             state = SourceState(name=source.name, url=source.url, config_hash=fingerprint)
         if state.gone and not force:
             return UpdateResult(source.name, state, skipped="gone (HTTP 410); edit its config to retry")
-        hold = poll_hold(state, force=force, now=now)
+        hold = poll_hold(state, force=force, now=now) if honour_waits else None
         if hold is not None:
-            # The daemon never polls before such a due time; a manual fetch must not either.
             return UpdateResult(source.name, state, skipped=hold.reason, held_until=hold.until)
         interval = self.config.interval_of(source)
         respect_cache = self.config.respects_cache_headers(source)
