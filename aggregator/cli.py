@@ -161,8 +161,18 @@ def fetch(
         bool,
         typer.Option("--dry-run", help="Show which entries the filters keep or drop, and why; save nothing."),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Also poll sources waiting out a backoff or a Retry-After, and gone ones."
+        ),
+    ] = False,
 ) -> None:
-    """Poll sources once now (ignoring their schedule), then rebuild the affected feeds."""
+    """Poll sources once now, then rebuild the affected feeds.
+
+    The interval is ignored, but a source waiting out a backoff or a server's
+    Retry-After is skipped (and listed) unless --force is given or it is named.
+    """
     config = _load()
     try:
         selected = [config.source_named(name) for name in sources] if sources else list(config.sources)
@@ -172,11 +182,12 @@ def fetch(
             _print_dry_run(previews, as_json)
             return
         with config.open_store() as store:
-            # A gone source (HTTP 410) is polled only when named explicitly.
+            # A gone source (HTTP 410), or one waiting out a backoff or a Retry-After, is polled
+            # only when forced; naming a source forces it.
             # The progress bar only on a terminal: a pipe or a log file gets the summary alone.
             show_progress = not as_json and sys.stderr.isatty()
             results = asyncio.run(
-                _fetch_all(config, store, selected, force=bool(sources), progress=show_progress)
+                _fetch_all(config, store, selected, force=force or bool(sources), progress=show_progress)
             )
             # Also feeds an interrupted earlier run changed but never built.
             keys = {key for result in results for key in result.touched_keys} | store.pending_feed_keys()
@@ -188,8 +199,10 @@ def fetch(
     except AggregatorError as error:
         raise _fail(str(error)) from None
     _print_fetch_report(results, len(report.rendered) if report else 0, as_json)
-    failed = sum(1 for r in results if r.outcome in ("error", "gone"))
-    raise typer.Exit(1 if failed and failed == len(results) else 0)
+    # Non-zero when every source polled failed; a skipped source was not polled, so not a failure.
+    polled = [r for r in results if not r.skipped]
+    failed = sum(1 for r in polled if r.outcome in ("error", "gone"))
+    raise typer.Exit(1 if failed and failed == len(polled) else 0)
 
 
 def _builder(config: Config, store: PostStore) -> FeedBuilder:
@@ -210,26 +223,20 @@ def _announce(config: Config, changed_urls: list[str]) -> None:
 
 
 async def _fetch_all(
-    config: Config, store: PostStore, sources: Sequence[object], *, force: bool, progress: bool = False
+    config: Config, store: PostStore, sources: Sequence[SourceConfig], *, force: bool, progress: bool = False
 ) -> list[UpdateResult]:
+    """``Updater.update_many``, with the progress bar (when drawn) as its per-source callback."""
     updater = Updater(config, store)
     try:
         if not progress:
-            return await updater.update_many(sources, force=force)  # type: ignore[arg-type]
+            return await updater.update_many(sources, force=force)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(
             TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=_stderr()
         ) as bar:
             task = bar.add_task("fetch", total=len(sources))
-
-            async def one(source: SourceConfig) -> UpdateResult:
-                result = await updater.update(source, force=force)
-                bar.advance(task)
-                return result
-
-            with store.deferred_states():
-                return list(await asyncio.gather(*(one(s) for s in sources)))  # type: ignore[arg-type]
+            return await updater.update_many(sources, force=force, on_result=lambda _: bar.advance(task))
     finally:
         await updater.aclose()
 
@@ -314,6 +321,8 @@ def _print_fetch_report(results: list[UpdateResult], feeds_built: int, as_json: 
                     "new": r.new,
                     "updated": r.updated,
                     "error": str(r.error) if r.error else None,
+                    "skipped": r.skipped,
+                    "until": r.held_until.astimezone(UTC).isoformat() if r.held_until else None,
                     "duration": round(r.duration, 3),
                 },
                 ensure_ascii=False,
@@ -331,14 +340,26 @@ def _print_fetch_report(results: list[UpdateResult], feeds_built: int, as_json: 
     for column in ("source", "outcome", "new", "updated", "detail"):
         table.add_column(column)
     for r in sorted(results, key=lambda r: (r.outcome == "ok", r.source)):
-        table.add_row(r.source, r.outcome, str(r.new), str(r.updated), str(r.error or r.skipped or ""))
+        table.add_row(r.source, r.outcome, str(r.new), str(r.updated), _fetch_detail(r))
     out.print(table)
     ok = sum(1 for r in results if r.outcome in ("ok", "not-modified"))
+    skipped = sum(1 for r in results if r.skipped)
     out.print(
         f"{ok} ok ({sum(r.not_modified for r in results)} not modified), "
-        f"{len(results) - ok} not ok; {sum(r.new for r in results)} new and "
+        f"{len(results) - ok - skipped} not ok"
+        + (f", {skipped} skipped" if skipped else "")
+        + f"; {sum(r.new for r in results)} new and "
         f"{sum(r.updated for r in results)} updated posts; {feeds_built} feeds rebuilt"
     )
+    if any(r.held_until for r in results):
+        out.print("skipped sources wait out a backoff or a Retry-After; --force (or naming them) polls them")
+
+
+def _fetch_detail(result: UpdateResult) -> str:
+    """The report's detail column: the error, or why and until when the source was skipped."""
+    if result.held_until is not None:
+        return f"until {result.held_until.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({result.skipped})"
+    return str(result.error or result.skipped or "")
 
 
 @app.command()
@@ -505,7 +526,10 @@ def _sources_file(to: Path | None) -> Path | None:
 def add(
     url: Annotated[str, typer.Argument(help="A feed, or a web page whose feeds are discovered.")],
     name: Annotated[str | None, typer.Option(help="The source's name (default: the feed's title).")] = None,
-    category: Annotated[str | None, typer.Option(help="The category path, outermost first: a/b/c.")] = None,
+    category: Annotated[
+        list[str] | None,
+        typer.Option(help="A category, outermost first; repeat it for each level (or write a/b)."),
+    ] = None,
     interval: Annotated[str | None, typer.Option(help="How often to poll it, e.g. 30m.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Take the first feed found, ask nothing.")] = False,
     to: Annotated[
@@ -513,8 +537,9 @@ def add(
     ] = None,
 ) -> None:
     """Find the feed at URL (or the feeds a page advertises), check it parses, append it to the config."""
+    from aggregator.config import source_folder
     from aggregator.fetch import Fetcher, FetchLimits
-    from aggregator.sources import FeedCandidate, add_sources, discover
+    from aggregator.sources import FeedCandidate, add_sources, configured_as, discover
 
     config = _load()
     if urlsplit(url).scheme not in ("http", "https"):
@@ -525,6 +550,10 @@ def add(
             parse_duration(interval)
         except ValueError as error:
             raise _fail(f"--interval: {error}") from None
+    categories = [part.strip() for value in category or () for part in value.split("/") if part.strip()]
+    known = _configured_urls(config)
+    if (existing := configured_as(url, known)) is not None:
+        raise _fail(f"{redact_url(url)} is already configured as {existing!r}")
     defaults = config.defaults
     limits = FetchLimits(
         read_timeout=defaults.timeout, deadline=defaults.deadline, max_body=defaults.max_body
@@ -542,7 +571,9 @@ def add(
     except AggregatorError as error:
         raise _fail(str(error)) from None
     for number, candidate in enumerate(candidates, 1):
-        typer.echo(f"{number}. {candidate.url}  {candidate.title!r} ({candidate.entries} entries)")
+        taken = configured_as(candidate.url, known)
+        note = f"  (already configured as {taken!r})" if taken is not None else ""
+        typer.echo(f"{number}. {candidate.url}  {candidate.title!r} ({candidate.entries} entries){note}")
     chosen = candidates[0]
     if len(candidates) > 1 and not yes:
         if not sys.stdin.isatty():
@@ -553,24 +584,40 @@ def add(
         while not 1 <= number <= len(candidates):
             number = typer.prompt(f"Which one (1-{len(candidates)})", type=int, default=1)
         chosen = candidates[number - 1]
+    if (existing := configured_as(chosen.url, known)) is not None:
+        raise _fail(f"{redact_url(chosen.url)} is already configured as {existing!r}")
     source_name = (name or chosen.title or urlsplit(chosen.url).netloc or chosen.url).strip()
-    for existing in config.sources:
-        if existing.name.casefold() == source_name.casefold():
-            raise _fail(f"a source named {existing.name!r} exists already (choose another with --name)")
-        if existing.url == chosen.url:
-            raise _fail(f"{chosen.url} is configured already, as {existing.name!r}")
+    for source in config.sources:
+        if source_folder(source.name) == source_folder(source_name):
+            raise _fail(f"a source named {source.name!r} exists already (choose another with --name)")
     entry: dict[str, object] = {"name": source_name, "url": chosen.url}
-    if category:
-        entry["categories"] = [part.strip() for part in category.split("/") if part.strip()]
+    if categories:
+        entry["categories"] = categories
     if interval:
         entry["interval"] = interval
     try:
         written = add_sources(state.config_path, [entry], _sources_file(to))
     except AggregatorError as error:
         raise _fail(str(error)) from None
+    placed = f"in {' / '.join(categories)}" if categories else "in no category (--category sets one)"
     typer.echo(
-        f"added {source_name!r}: {chosen.title!r}, {chosen.entries} entries, {chosen.url} -> {written}"
+        f"added {source_name!r} {placed}: {redact_url(chosen.url)} ({chosen.title!r}, "
+        f"{chosen.entries} entries) -> {written}"
     )
+
+
+def _configured_urls(config: Config) -> dict[str, list[str]]:
+    """Each source's URLs: the configured one, and the one it moved to when the index knows it."""
+    known = {source.name: [config.source_location(source)] for source in config.sources}
+    if config.index_path.exists():  # never create an index just to look
+        try:
+            with config.open_store() as store:
+                for learned in store.all_source_states():
+                    if learned.permanent_url and learned.name in known:
+                        known[learned.name].append(learned.permanent_url)
+        except StoreError as error:
+            logging.getLogger("aggregator.cli").warning("not checking the URLs sources moved to: %s", error)
+    return known
 
 
 @app.command()

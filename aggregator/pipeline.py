@@ -18,7 +18,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -38,7 +38,14 @@ from aggregator.fetch import (
 )
 from aggregator.filters import Selection, category_rules, filter_stages, select_posts
 from aggregator.normalize import NormalizedFeed, Post, SourceRules, with_first_seen
-from aggregator.state import SourceState, after_failure, after_success, config_fingerprint, utcnow
+from aggregator.state import (
+    SourceState,
+    after_failure,
+    after_success,
+    config_fingerprint,
+    poll_hold,
+    utcnow,
+)
 from aggregator.store import (
     Limits,
     Outcome,
@@ -64,7 +71,8 @@ class UpdateResult:
     updated: int = 0
     not_modified: bool = False
     error: AggregatorError | None = None
-    skipped: str | None = None  # why the source was not polled (gone)
+    skipped: str | None = None  # why the source was not polled (gone, held back)
+    held_until: datetime | None = None  # held back by a backoff or Retry-After until then
     touched_keys: frozenset[str] = field(default_factory=frozenset)
     duration: float = 0.0
 
@@ -143,8 +151,19 @@ class Updater:
         await fetcher.aclose()
 
     async def update_many(
-        self, sources: Sequence[SourceConfig], *, force: bool = False
+        self,
+        sources: Sequence[SourceConfig],
+        *,
+        force: bool = False,
+        on_result: Callable[[UpdateResult], None] | None = None,
     ) -> list[UpdateResult]:
+        """Update ``sources`` together, at most ``2 x concurrency`` of them in flight: a fetch.
+
+        A source waiting out a backoff or a server's Retry-After is skipped unless
+        ``force`` (see ``state.poll_hold``). ``on_result`` is called as each source
+        finishes (the CLI's progress bar): callers add their presentation there, never
+        a loop of their own.
+        """
         # Fetching outruns parsing: with every source started at once, each fetched body waited
         # in memory for a parser (1,000 feeds: the whole 270 MB corpus at the peak), so the
         # sources in flight are bounded.
@@ -152,27 +171,36 @@ class Updater:
 
         async def bounded(source: SourceConfig) -> UpdateResult:
             async with slots:
-                return await self.update(source, force=force)
+                result = await self.update(source, force=force, honour_waits=True)
+            if on_result is not None:
+                on_result(result)
+            return result
 
         with self.store.deferred_states():
             return list(await asyncio.gather(*(bounded(s) for s in sources)))
 
-    async def update(self, source: SourceConfig, *, force: bool = False) -> UpdateResult:
-        """One source through the whole flow; never raises for the source's own faults."""
+    async def update(
+        self, source: SourceConfig, *, force: bool = False, honour_waits: bool = False
+    ) -> UpdateResult:
+        """One source through the whole flow; never raises for the source's own faults.
+
+        ``honour_waits``: skip a source waiting out a backoff or a Retry-After (a fetch
+        from the command line). The daemon leaves it off: its scheduler decides when.
+        """
         if source.name in self._running:
             state = self.store.source_state(source.name)
             return UpdateResult(source.name, state, skipped="already running")
         self._running.add(source.name)
         started = time.monotonic()
         try:
-            result = await self._update(source, force=force)
+            result = await self._update(source, force=force, honour_waits=honour_waits)
         finally:
             self._running.discard(source.name)
         result = replace(result, duration=time.monotonic() - started)
         _log_result(result)
         return result
 
-    async def _update(self, source: SourceConfig, *, force: bool) -> UpdateResult:
+    async def _update(self, source: SourceConfig, *, force: bool, honour_waits: bool) -> UpdateResult:
         now = utcnow()
         state = self.store.source_state(source.name)
         fingerprint = source_fingerprint(source)
@@ -181,6 +209,9 @@ class Updater:
             state = SourceState(name=source.name, url=source.url, config_hash=fingerprint)
         if state.gone and not force:
             return UpdateResult(source.name, state, skipped="gone (HTTP 410); edit its config to retry")
+        hold = poll_hold(state, force=force, now=now) if honour_waits else None
+        if hold is not None:
+            return UpdateResult(source.name, state, skipped=hold.reason, held_until=hold.until)
         interval = self.config.interval_of(source)
         respect_cache = self.config.respects_cache_headers(source)
         try:

@@ -117,6 +117,39 @@ def alternate_links(page: bytes, base: str) -> list[str]:
     return links
 
 
+def comparable_url(url: str) -> str:
+    """``url`` as compared to find a feed configured twice.
+
+    Scheme and host are case-insensitive, a default port and a fragment say nothing,
+    an empty path is ``/`` (RFC 3986 §6.2.3), and credentials are not part of the
+    feed; the path and the query are kept as they are (servers may tell them apart).
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        return url.strip().removeprefix("file://")
+    try:
+        port = parts.port
+    except ValueError:
+        return url.strip()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != {"http": 80, "https": 443}[scheme]:
+        host = f"{host}:{port}"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{host}{parts.path or '/'}{query}"
+
+
+def configured_as(url: str, known: Mapping[str, Sequence[str]]) -> str | None:
+    """The name of the source configured at ``url`` (``known``: each name's URLs), if any."""
+    wanted = comparable_url(url)
+    for name, urls in known.items():
+        if any(comparable_url(candidate) == wanted for candidate in urls):
+            return name
+    return None
+
+
 # ---- editing the YAML -------------------------------------------------------------------------
 
 

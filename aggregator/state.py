@@ -179,5 +179,28 @@ def after_failure(
     )
 
 
+@dataclass(frozen=True)
+class Hold:
+    """Why a source is left alone by a poll now, and until when."""
+
+    until: datetime
+    reason: str  # the state's due reason: "backoff after 2 failures", "HTTP 429 Retry-After 86400s"
+
+
+def poll_hold(state: SourceState, *, force: bool, now: datetime) -> Hold | None:
+    """Whether a poll now would go against a backoff or a server's ``Retry-After``.
+
+    Only a wait that follows a failed attempt (a backoff, or a 429/503 that asked
+    for time) holds a poll back; a plain interval or a freshness hint does not, since
+    a manual fetch exists to poll now. ``force`` overrides it. A gone source is
+    decided elsewhere (it waits for a config change, not for a time).
+    """
+    if force or state.gone or state.next_due is None or state.next_due <= now:
+        return None
+    if state.last_attempt is None or state.last_success == state.last_attempt:
+        return None  # the last attempt succeeded: next_due is the interval, maybe lengthened
+    return Hold(until=state.next_due, reason=state.due_reason)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)

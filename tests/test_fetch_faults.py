@@ -234,7 +234,7 @@ def test_backoff_grows_then_first_success_resets(harness: Harness, server: Fault
     delays = []
     for streak in range(1, 5):
         before = utcnow()
-        harness.run(config)
+        harness.run(config, force=True)  # forced: each run stands for the poll once the backoff is over
         state = harness.state(config, "flaky")
         assert state.error_streak == streak and not state.gone
         assert state.next_due is not None
@@ -242,7 +242,7 @@ def test_backoff_grows_then_first_success_resets(harness: Harness, server: Fault
         assert 600 * 2 ** (streak - 1) / 2 - 5 <= delays[-1] <= 600 * 2 ** (streak - 1) + 5
     server.feed("/flaky", rss("f1"))
     before = utcnow()
-    result = harness.run(config)["flaky"]
+    result = harness.run(config, force=True)["flaky"]
     assert result.outcome == "ok" and result.new == 1
     state = harness.state(config, "flaky")
     assert state.error_streak == 0 and state.last_error is None
@@ -254,7 +254,7 @@ def test_backoff_stops_at_the_cap(harness: Harness, server: FaultServer) -> None
     config = harness.config([{"name": "down", "url": server.url("/status/500"), "interval": "30m"}])
     for _ in range(6):
         before = utcnow()
-        harness.run(config)
+        harness.run(config, force=True)  # each run stands for the poll once the backoff is over
     state = harness.state(config, "down")
     assert state.error_streak == 6
     assert_due(state, 3600, 7200, before)
@@ -344,7 +344,7 @@ def test_validators_saved_only_after_entries_are_stored(harness: Harness, server
     assert isinstance(result.error, ParseError)
     assert harness.state(config, "v").etag is None
     server.feed("/v.xml", rss("v1"), etag='"good"')
-    assert harness.run(config)["v"].new == 1
+    assert harness.run(config, force=True)["v"].new == 1  # forced: the failure's backoff is not over
     assert "if-none-match" not in server.last_headers("/v.xml"), "the broken response's ETag was not kept"
     assert harness.state(config, "v").etag == '"good"'
 

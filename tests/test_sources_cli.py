@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import re
-import select
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from support.helpers import FIXTURES, REPO, run_cli
+from support.helpers import FIXTURES, run_cli
 from support.servers import AppServer
+from support.terminal import on_terminal
 
 from aggregator.config import load_config
 
@@ -145,13 +139,81 @@ def test_add_refuses_duplicates_and_remove_unknown_names(
     before = config.read_text(encoding="utf-8")
     again = run_cli("add", feed_server.url("rss2.xml"), "--name", "other", config=config)
     assert again.returncode == 2
-    assert "is configured already, as 'mine'" in again.stderr
-    same_name = run_cli("add", feed_server.url("rss2.xml"), "--name", "FIRST", config=config)
+    assert f"{feed_server.url('rss2.xml')} is already configured as 'mine'" in again.stderr
+    shutil.copy(FIXTURES / "formats" / "atom.xml", feed_dir / "atom.xml")
+    same_name = run_cli("add", feed_server.url("atom.xml"), "--name", "FIRST", config=config)
     assert same_name.returncode == 2
     assert "a source named 'first' exists already" in same_name.stderr
     missing = run_cli("remove", "nobody", config=config)
     assert missing.returncode == 2
     assert "no source named 'nobody'" in missing.stderr
+    assert config.read_text(encoding="utf-8") == before
+
+
+def test_add_says_which_source_has_the_url_already(
+    tmp_path: Path, feed_dir: Path, feed_server: AppServer
+) -> None:
+    _serve_blog(feed_dir)
+    config = _site(tmp_path)
+    feed = feed_server.url("feeds/rss2.xml")
+    first = run_cli("add", feed, config=config)
+    assert first.returncode == 0, first.stderr
+    assert "added 'Example RSS 2.0 blog' in no category" in first.stdout
+    before = config.read_text(encoding="utf-8")
+    # The name would default to the same title: what the user needs to hear is the URL's owner.
+    expected = f"{feed} is already configured as 'Example RSS 2.0 blog'"
+    again = run_cli("add", feed, config=config)
+    assert again.returncode == 2
+    assert expected in again.stderr, again.stderr
+    # Compared normalized: scheme case and a fragment make no other feed.
+    variant = run_cli("add", feed.replace("http://", "HTTP://") + "#latest", config=config)
+    assert variant.returncode == 2
+    assert "is already configured as 'Example RSS 2.0 blog'" in variant.stderr, variant.stderr
+    # The page: its feeds are listed with the one already configured marked.
+    page = run_cli("add", feed_server.url("blog.html"), "--yes", config=config)
+    assert page.returncode == 2
+    assert (
+        f"1. {feed}  'Example RSS 2.0 blog' (2 entries)  (already configured as 'Example RSS 2.0 blog')"
+        in (page.stdout)
+    )
+    assert expected in page.stderr
+    assert config.read_text(encoding="utf-8") == before
+
+
+def test_add_takes_a_name_and_categories_outermost_first(
+    tmp_path: Path, feed_dir: Path, feed_server: AppServer
+) -> None:
+    _serve_blog(feed_dir)
+    config = _site(tmp_path)
+    result = run_cli(
+        "add", feed_server.url("blog.html"), "--yes", "--name", "blog",
+        "--category", "Tech", "--category", "Blogs", "--category", "Python/Releases",
+        config=config,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"added 'blog' in Tech / Blogs / Python / Releases: {feed_server.url('feeds/rss2.xml')}" in (
+        result.stdout
+    )
+    added = load_config(config).source_named("blog")
+    assert added.categories == ("Tech", "Blogs", "Python", "Releases")
+
+
+def test_add_knows_the_url_a_source_moved_to(tmp_path: Path) -> None:
+    from support.faultserver import FaultServer
+
+    with FaultServer() as server:
+        server.redirect("/old.xml", server.url("/new.xml"), 301)
+        server.feed("/new.xml", (FIXTURES / "formats" / "rss2.xml").read_bytes())
+        text = (
+            HANDWRITTEN.split("\nsources:")[0]
+            + f"\nsources:\n  - name: moved\n    url: {server.url('/old.xml')}\n"
+        )
+        config = _site(tmp_path, text)
+        assert run_cli("fetch", config=config).returncode == 0
+        before = config.read_text(encoding="utf-8")
+        result = run_cli("add", server.url("/new.xml"), config=config)
+    assert result.returncode == 2
+    assert f"{server.url('/new.xml')} is already configured as 'moved'" in result.stderr
     assert config.read_text(encoding="utf-8") == before
 
 
@@ -173,43 +235,9 @@ def test_fetch_shows_no_progress_bar_when_output_is_not_a_terminal(tmp_path: Pat
     assert "1 ok (0 not modified), 0 not ok; 2 new and 0 updated posts" in result.stdout
 
 
-def _on_terminal(args: list[str], answer: bytes = b"") -> str:
-    """Run the CLI with stdin, stdout and stderr on a pseudo-terminal; its output without colours."""
-    leader, follower = pty.openpty()
-    env = {**os.environ, "TERM": "xterm", "COLUMNS": "120"}
-    env.pop("NO_COLOR", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aggregator", *args],
-        stdin=follower, stdout=follower, stderr=follower, cwd=REPO, env=env,
-    )  # fmt: skip
-    os.close(follower)
-    output = b""
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.5)
-            if ready:
-                try:
-                    chunk = os.read(leader, 65536)
-                except OSError:  # the terminal closed: the process is done
-                    break
-                if not chunk:
-                    break
-                output += chunk
-                if answer and b"Which one" in output:
-                    os.write(leader, answer)
-                    answer = b""
-            elif process.poll() is not None:
-                break
-    finally:
-        os.close(leader)
-        assert process.wait(timeout=30) == 0, output.decode("utf-8", "replace")[-3000:]
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode("utf-8", "replace"))
-
-
 def test_fetch_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     """The counterpart: the same command on a pseudo-terminal draws the bar."""
-    text = _on_terminal(["--config", str(_fetch_config(tmp_path)), "fetch"])
+    text = on_terminal(["--config", str(_fetch_config(tmp_path)), "fetch"])
     assert "fetching" in text and "1/1" in text, text
     assert "2 new" in text
 
@@ -217,7 +245,7 @@ def test_fetch_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
 def test_add_on_a_terminal_asks_which_feed(tmp_path: Path, feed_dir: Path, feed_server: AppServer) -> None:
     _serve_blog(feed_dir)
     config = _site(tmp_path)
-    text = _on_terminal(["--config", str(config), "add", feed_server.url("blog.html")], answer=b"2\n")
+    text = on_terminal(["--config", str(config), "add", feed_server.url("blog.html")], answer=b"2\n")
     assert "Which one" in text
     assert load_config(config).sources[-1].url == feed_server.url("feeds/atom.xml")
 
@@ -241,3 +269,22 @@ def test_an_unknown_source_name_gets_a_suggestion_or_a_short_list(tmp_path: Path
         ],
     )
     assert "(configured: one, two)" in run_cli("fetch", "zzz", config=few).stderr
+
+
+def test_urls_are_compared_normalized() -> None:
+    from aggregator.sources import comparable_url, configured_as
+
+    same = [
+        "https://Blog.Example.org/feed.xml",
+        "HTTPS://blog.example.org:443/feed.xml#top",
+        "https://user:secret@blog.example.org/feed.xml",
+    ]
+    assert {comparable_url(url) for url in same} == {"https://blog.example.org/feed.xml"}
+    assert comparable_url("http://example.org") == comparable_url("http://example.org:80/")
+    # The path and the query may name other feeds, and another port is another server.
+    assert len({comparable_url(u) for u in ("http://a.org/f", "http://a.org/f/", "http://a.org/f?x=1")}) == 3
+    assert comparable_url("http://a.org:8080/f") != comparable_url("http://a.org/f")
+    known = {"blog": ["https://blog.example.org/old.xml", "https://blog.example.org/feed.xml"]}
+    assert configured_as(same[1], known) == "blog"
+    assert configured_as("https://blog.example.org/other.xml", known) is None
+    assert configured_as("/srv/feeds/a.xml", {"local": ["/srv/feeds/a.xml"]}) == "local"

@@ -10,11 +10,13 @@ import pytest
 from aggregator.errors import FetchTimeout, HTTPStatusError, NotAFeed, RateLimited, SourceGone
 from aggregator.state import (
     MAX_FRESHNESS_SECONDS,
+    Hold,
     SourceState,
     after_failure,
     after_success,
     backoff_delay,
     next_interval,
+    poll_hold,
 )
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -136,3 +138,25 @@ def test_json_round_trip_and_public_view() -> None:
     assert public["failing"] is True and public["health"] == "failing"
     assert public["next_due"] == (NOW + timedelta(seconds=delay(state))).isoformat()
     assert SourceState.from_json({"name": "old", "unknown_field": 1}) == SourceState(name="old")
+
+
+def test_a_poll_now_is_held_back_only_by_a_backoff_or_a_retry_after() -> None:
+    limited = fail(SourceState(name="s"), RateLimited("HTTP 429", status=429, retry_after=DAY))
+    hold = poll_hold(limited, force=False, now=NOW + timedelta(hours=1))
+    assert hold == Hold(until=NOW + timedelta(days=1), reason="HTTP 429 Retry-After 86400s")
+    assert poll_hold(limited, force=True, now=NOW) is None
+    assert poll_hold(limited, force=False, now=NOW + timedelta(days=1)) is None  # the wait is over
+
+    broken = fail(SourceState(name="s"), HTTPStatusError("HTTP 500", status=500))
+    held = poll_hold(broken, force=False, now=NOW)
+    assert held is not None and held.reason == "backoff after 1 failure" and held.until == broken.next_due
+
+    # A success schedules the plain interval (or a longer one a server hinted at): a manual
+    # fetch is for polling now, so neither holds it back; nor does a source never polled.
+    assert poll_hold(succeed(SourceState(name="s")), force=False, now=NOW) is None
+    lengthened = succeed(SourceState(name="s"), fresh_for=DAY, respect_cache=True)
+    assert lengthened.due_reason.startswith("interval lengthened")
+    assert poll_hold(lengthened, force=False, now=NOW) is None
+    assert poll_hold(SourceState(name="s"), force=False, now=NOW) is None
+    # A gone source waits for its config to change, not for a time: decided elsewhere.
+    assert poll_hold(fail(SourceState(name="s"), SourceGone("410", status=410)), force=False, now=NOW) is None
