@@ -109,6 +109,9 @@ class SaveResult:
     post: Post
     outcome: Outcome
     path: Path
+    # Feeds the save changed that the post's own categories may not name: those a post
+    # found deleted by hand leaves (its categories as indexed, which a hand edit may have moved).
+    left_feeds: frozenset[str] = frozenset()
 
 
 # (post as given, post as written, relative path, index row before, upstream revision?, outcome)
@@ -887,7 +890,13 @@ class PostStore:
             raise StoreError("a batch whose files were not all written cannot be committed")
         try:
             if batch.deleted:
-                self._forget_deleted(batch.deleted, now)
+                left = self._forget_deleted(batch.deleted, now)
+                results[:] = [
+                    replace(r, left_feeds=frozenset(left[(r.post.source, r.post.id)]))
+                    if r.outcome is Outcome.DELETED and (r.post.source, r.post.id) in left
+                    else r
+                    for r in results
+                ]
             if rows:
                 # New posts' rows are inserted together at the end: one call instead of two a post.
                 held = _HeldRows([], [])
@@ -1053,16 +1062,17 @@ class PostStore:
                 [(ts, reason, source, entry_id) for source, entry_id in keys],
             )
 
-    def _forget_deleted(self, keys: Sequence[tuple[str, str]], now: datetime) -> set[str]:
-        """Indexed posts whose files were deleted by hand: tombstones, then out of the index."""
+    def _forget_deleted(
+        self, keys: Sequence[tuple[str, str]], now: datetime
+    ) -> dict[tuple[str, str], set[str]]:
+        """Indexed posts whose files were deleted by hand: tombstones, then out of the index.
+
+        Returns the feed keys each post leaves."""
         for source, entry_id in keys:
             log.info("%s/%s: post file deleted by hand; not published again", source, entry_id)
         self._bury(keys, DELETED, now)
-        touched: set[str] = set()
         with self._transaction():
-            for source, entry_id in keys:
-                touched |= self._forget(source, entry_id)
-        return touched
+            return {(source, entry_id): self._forget(source, entry_id) for source, entry_id in keys}
 
     def _forget(self, source: str, entry_id: str) -> set[str]:
         self.db.execute("DELETE FROM posts WHERE source=? AND entry_id=?", (source, entry_id))
@@ -1225,7 +1235,9 @@ class PostStore:
                 missing.append((source, entry_id))
             elif stamp != (mtime, size):
                 changed.append(path)
-        touched = self._forget_deleted(missing, now) if missing else set()
+        touched: set[str] = set()
+        if missing:
+            touched.update(*self._forget_deleted(missing, now).values())
         # A tombstone beside an indexed post whose file is there (a crash between the tombstone's
         # commit and the index's, or a deleted file put back by hand): retention's wins, while
         # a file put back undoes a deletion.

@@ -164,3 +164,38 @@ def test_restore_lifts_the_tombstone_and_clears_the_validators(store: PostStore)
     assert (state.etag, state.last_modified, state.error_streak) == (None, None, 1)
     (again,) = store.save([_post("x")], NOW + timedelta(hours=1))
     assert again.outcome is Outcome.NEW and again.path.exists()
+
+
+def test_an_update_that_notices_a_deletion_names_the_feeds_the_post_leaves(tmp_path: Path) -> None:
+    """The daemon rebuilds only the feeds an update names: a post found deleted must leave them."""
+    import asyncio
+
+    from aggregator.build import FeedBuilder
+    from aggregator.config import load_config
+    from aggregator.pipeline import Updater
+    from aggregator.store import category_key, source_key
+    from aggregator.verify import verify
+
+    feed = tmp_path / "local.xml"
+    feed.write_bytes(rss(("a", "First"), ("b", "Second")))
+    config = load_config(write_config(tmp_path, [{"name": "local", "url": "local.xml", "categories": ["Mine"]}]))
+
+    async def scenario() -> frozenset[str]:
+        with config.open_store() as store:
+            updater = Updater(config, store)
+            try:
+                await updater.update(config.source_named("local"))
+                FeedBuilder(config, store).build(None)
+                (doomed,) = [p for p in config.posts_dir.rglob("*.md") if read_post(p).id == "a"]
+                doomed.unlink()
+                feed.write_bytes(rss(("a", "First, revised"), ("b", "Second")))
+                result = await updater.update(config.source_named("local"))
+                FeedBuilder(config, store).build(set(result.touched_keys))
+                assert verify(config, store).problems == ()
+                return result.touched_keys
+            finally:
+                await updater.aclose()
+
+    touched = asyncio.run(scenario())
+    assert {"all", source_key("local"), category_key(["Mine"])} <= touched
+    assert _titles(config.posts_dir) == ["Second"]
