@@ -178,7 +178,8 @@ def test_an_update_that_notices_a_deletion_names_the_feeds_the_post_leaves(tmp_p
 
     feed = tmp_path / "local.xml"
     feed.write_bytes(rss(("a", "First"), ("b", "Second")))
-    config = load_config(write_config(tmp_path, [{"name": "local", "url": "local.xml", "categories": ["Mine"]}]))
+    source = {"name": "local", "url": "local.xml", "categories": ["Mine"]}
+    config = load_config(write_config(tmp_path, [source]))
 
     async def scenario() -> frozenset[str]:
         with config.open_store() as store:
@@ -199,3 +200,13 @@ def test_an_update_that_notices_a_deletion_names_the_feeds_the_post_leaves(tmp_p
     touched = asyncio.run(scenario())
     assert {"all", source_key("local"), category_key(["Mine"])} <= touched
     assert _titles(config.posts_dir) == ["Second"]
+
+
+def test_a_crash_between_tombstone_and_index_is_reported_and_settled(store: PostStore) -> None:
+    """Tombstones commit before the index forgets the post; a crash in between leaves both."""
+    kept, pruned = store.save([_post("kept"), _post("pruned")], NOW)
+    store._bury([("src", "pruned")], "retention", NOW)  # as prune does, then "crash"
+    assert store.verify() == ["src/pruned has a tombstone (retention) but the index lists it"]
+    store.sync_with_files()
+    assert store.verify() == [] and not pruned.path.exists() and kept.path.exists()
+    assert [(t.entry_id, t.reason) for t in store.tombstones()] == [("pruned", "retention")]
