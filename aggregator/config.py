@@ -457,11 +457,18 @@ class Config(_Strict):
     def index_path(self) -> Path:
         return self.data_dir / "index.sqlite3"
 
+    @property
+    def state_path(self) -> Path:
+        """Source states and tombstones: not a cache, unlike the index beside it."""
+        return self.data_dir / "state.sqlite3"
+
     def open_store(self) -> PostStore:
-        """The post store (files + index) this config points at."""
+        """The post store (files, index and state database) this config points at."""
         from aggregator.store import PostStore
 
-        return PostStore(self.posts_dir, self.index_path, fsync=self.defaults.fsync)
+        return PostStore(
+            self.posts_dir, self.index_path, fsync=self.defaults.fsync, state_path=self.state_path
+        )
 
     def source_location(self, source: SourceConfig) -> str:
         """An http(s) URL as given, or the absolute path of a local source."""

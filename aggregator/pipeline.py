@@ -246,6 +246,7 @@ class Updater:
                 if r.outcome in (Outcome.NEW, Outcome.UPDATED, Outcome.MERGED)
                 for key in feed_keys_for(r.post.source, r.post.categories)
             )
+            touched |= frozenset(key for r in saved for key in r.left_feeds)
             # A change held back by the rewrite cap must come again: no validators, no 304.
             capped = any(r.outcome is Outcome.CAPPED for r in saved)
             validators = Validators() if capped else fetched.validators

@@ -28,10 +28,12 @@ Saving runs in steps (``plan_posts``, ``write_files``, ``make_durable``,
 ``commit``) so that a caller on an event loop can write and flush the files
 in a thread; ``save`` runs them all.
 
-The index (WAL mode) also holds each source's polling state, the entries
-retention pruned (so they are not fetched back), and what each published feed
-was built from, so feeds are built without reading post files. It records its
-schema version, migrates older ones step by step, and refuses a newer one.
+The index (WAL mode) also holds what each published feed was built from, so
+feeds are built without reading post files. It records its schema version,
+migrates older ones step by step, and refuses a newer one. What no post file
+holds (each source's polling state, and the tombstones of entries retention
+pruned or a person deleted, so they are not fetched back) is in the state
+database (``aggregator.statedb``), which ``reindex`` leaves alone.
 """
 
 from __future__ import annotations
@@ -67,10 +69,13 @@ from aggregator.files import (
 from aggregator.normalize import MergedEntry, Post, canonical_link, summary_of
 from aggregator.parse import Enclosure
 from aggregator.state import SourceState
+from aggregator.statedb import DELETED, RETENTION, STATE_FILE, Tombstone, adopt_legacy_tables, attach
+from aggregator.statedb import tombstone_reasons as _tombstone_reasons
+from aggregator.statedb import tombstones as _tombstones
 
 log = logging.getLogger("aggregator.store")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MAX_FILENAME_BYTES = 255
 # Source states written together while a batch of polls runs (see ``deferred_states``).
 STATE_BATCH = 200
@@ -96,6 +101,7 @@ class Outcome(Enum):
     CAPPED = "capped"  # changed upstream, but rewritten too often lately
     MERGED = "merged"  # another source's post has the same article: folded into it
     PRUNED = "pruned"  # removed by retention earlier; not brought back
+    DELETED = "deleted"  # its post file was deleted by hand; not brought back
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,9 @@ class SaveResult:
     post: Post
     outcome: Outcome
     path: Path
+    # Feeds the save changed that the post's own categories may not name: those a post
+    # found deleted by hand leaves (its categories as indexed, which a hand edit may have moved).
+    left_feeds: frozenset[str] = frozenset()
 
 
 # (post as given, post as written, relative path, index row before, upstream revision?, outcome)
@@ -124,6 +133,7 @@ class SaveBatch:
     results: list[SaveResult]
     rows: list[_Row]  # the posts to write, in order
     now: datetime
+    deleted: list[tuple[str, str]] = field(default_factory=list)  # indexed, but the file is gone
     written: list[Path] = field(default_factory=list)  # filled by write_files, one a row
     stats: list[os.stat_result] = field(default_factory=list)
 
@@ -579,6 +589,12 @@ CREATE TABLE IF NOT EXISTS aliases (
 );
 CREATE INDEX IF NOT EXISTS aliases_target ON aliases (target_source, target_id);
 """,
+    # 5: source states and tombstones moved to the state database (copied there
+    # first, see ``statedb.adopt_legacy_tables``), so losing the index loses neither.
+    5: """
+DROP TABLE IF EXISTS main.sources;
+DROP TABLE IF EXISTS main.pruned;
+""",
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -597,9 +613,13 @@ _ROW_MARKS = ",".join("?" * len(_ROW_COLUMNS.split(",")))
 class PostStore:
     """Writes post files and keeps the index in step with them."""
 
-    def __init__(self, posts_dir: Path, index_path: Path, *, fsync: str = "batch") -> None:
+    def __init__(
+        self, posts_dir: Path, index_path: Path, *, fsync: str = "batch", state_path: Path | None = None
+    ) -> None:
         self.posts_dir = posts_dir
         self.index_path = index_path
+        # Beside the index unless told otherwise; not a cache (see aggregator.statedb).
+        self.state_path = state_path or index_path.with_name(STATE_FILE)
         self.fsync = fsync
         # Feed keys touched inside the current transaction; recorded as pending when it commits.
         self._pending: set[str] = set()
@@ -611,6 +631,7 @@ class PostStore:
         try:
             posts_dir.mkdir(parents=True, exist_ok=True)
             index_path.parent.mkdir(parents=True, exist_ok=True)
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(index_path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -618,6 +639,7 @@ class PostStore:
         except (OSError, sqlite3.Error) as error:
             raise StoreError(f"cannot open the store at {index_path}: {error}") from error
         try:
+            attach(self.db, self.state_path)
             self._migrate()
         except BaseException:
             self.db.close()
@@ -644,11 +666,11 @@ class PostStore:
 
     def schema_version(self) -> int:
         has_meta = self.db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+            "SELECT 1 FROM main.sqlite_master WHERE type='table' AND name='meta'"
         ).fetchone()
         if not has_meta:
             return 0
-        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        row = self.db.execute("SELECT value FROM main.meta WHERE key='schema_version'").fetchone()
         return int(row[0]) if row else 0
 
     def _migrate(self) -> None:
@@ -664,6 +686,13 @@ class PostStore:
             )
         if version == SCHEMA_VERSION:
             return
+        if 0 < version < 5:
+            try:
+                adopt_legacy_tables(self.db)  # committed before step 5 drops them from the index
+            except sqlite3.Error as error:
+                raise StoreError(
+                    f"{self.index_path}: cannot copy the source states into {self.state_path}: {error}"
+                ) from error
         steps = "".join(_MIGRATIONS[step] for step in range(version + 1, SCHEMA_VERSION + 1))
         try:
             self.db.executescript(
@@ -722,10 +751,10 @@ class PostStore:
 
     def _known(
         self, posts: Sequence[Post]
-    ) -> tuple[dict[tuple[str, str], _Known], set[tuple[str, str]], dict[tuple[str, str], str]]:
-        """The index's rows, tombstones and merges for a batch of posts, a few queries in all."""
+    ) -> tuple[dict[tuple[str, str], _Known], dict[tuple[str, str], str], dict[tuple[str, str], str]]:
+        """The index's rows, tombstones (with their reasons) and merges for a batch of posts."""
         known: dict[tuple[str, str], _Known] = {}
-        pruned: set[tuple[str, str]] = set()
+        buried: dict[tuple[str, str], str] = {}
         aliased: dict[tuple[str, str], str] = {}
         by_source: dict[str, list[str]] = {}
         for post in posts:
@@ -739,10 +768,8 @@ class PostStore:
                     (source, *chunk),
                 ):
                     known[(source, row[0])] = _Known(*row[1:])
-                for (entry_id,) in self.db.execute(
-                    f"SELECT entry_id FROM pruned WHERE source=? AND entry_id IN ({marks})", (source, *chunk)
-                ):
-                    pruned.add((source, entry_id))
+                for entry_id, reason in _tombstone_reasons(self.db, source, chunk):
+                    buried[(source, entry_id)] = reason
                 for entry_id, path in self.db.execute(
                     "SELECT a.entry_id, p.path FROM aliases a JOIN posts p "
                     "ON p.source=a.target_source AND p.entry_id=a.target_id "
@@ -750,7 +777,7 @@ class PostStore:
                     (source, *chunk),
                 ):
                     aliased[(source, entry_id)] = path
-        return known, pruned, aliased
+        return known, buried, aliased
 
     def save(self, posts: Sequence[Post], now: datetime, *, merge_by_link: bool = False) -> list[SaveResult]:
         """Write new and changed posts; the index is committed after the files.
@@ -758,7 +785,9 @@ class PostStore:
         Within one call the first post of an id wins. A known entry whose
         upstream content is unchanged is not written at all; a changed one is
         rewritten in place (same path, first-seen kept, ``updated`` set),
-        subject to the rewrite cap. Entries retention pruned stay pruned.
+        subject to the rewrite cap. Entries retention pruned stay pruned, and
+        so do those whose post file was deleted by hand (noticed here: a known
+        entry without its file becomes a tombstone).
         With ``merge_by_link``, a new entry whose canonical link another
         source's post already has is folded into that post (its categories
         added) instead of getting a file of its own.
@@ -780,23 +809,34 @@ class PostStore:
     def plan_posts(self, posts: Sequence[Post], now: datetime, *, merge_by_link: bool = False) -> SaveBatch:
         """Step 1: decide what each post needs, and the file name of each new one."""
         now = now.astimezone(UTC).replace(microsecond=0)
-        known, pruned, aliased = self._known(posts)
+        known, buried, aliased = self._known(posts)
         results: list[SaveResult] = []
         rows: list[_Row] = []
+        deleted: list[tuple[str, str]] = []
         seen: set[tuple[str, str]] = set()
         taken = self._unindexed
+        posts_dir = str(self.posts_dir)
         for post in posts:
             key = (post.source, post.id)
             if key in seen:
                 continue
             seen.add(key)
-            if key in pruned:
-                results.append(SaveResult(post, Outcome.PRUNED, self.posts_dir / post.relpath))
+            if key in buried:
+                outcome = Outcome.DELETED if buried[key] == DELETED else Outcome.PRUNED
+                results.append(SaveResult(post, outcome, self.posts_dir / post.relpath))
                 continue
             if key in aliased:
+                if not os.path.exists(os.path.join(posts_dir, aliased[key])):
+                    results.append(SaveResult(post, Outcome.DELETED, self.posts_dir / aliased[key]))
+                    continue  # the post it was merged into was deleted by hand: recorded with it
                 results.append(SaveResult(post, Outcome.UNCHANGED, self.posts_dir / aliased[key]))
                 continue
             previous = known.get(key)
+            if previous is not None and not os.path.exists(os.path.join(posts_dir, previous.path)):
+                # Deleted by hand since the index last looked: a curation decision, kept.
+                deleted.append(key)
+                results.append(SaveResult(post, Outcome.DELETED, self.posts_dir / previous.path))
+                continue
             merge = self._merge_target(post) if previous is None and merge_by_link else None
             if merge is not None:
                 relpath, previous, to_write = merge
@@ -825,7 +865,7 @@ class PostStore:
             rows.append((post, to_write, relpath, previous, revision, outcome))
             path = self.posts_dir / relpath
             results.append(SaveResult(post if outcome is Outcome.MERGED else to_write, outcome, path))
-        return SaveBatch(results, rows, now)
+        return SaveBatch(results, rows, now, deleted)
 
     def write_files(self, batch: SaveBatch) -> None:
         """Step 2 (may run in another thread: it touches only the batch and its files)."""
@@ -857,6 +897,14 @@ class PostStore:
         if len(batch.stats) != len(rows):
             raise StoreError("a batch whose files were not all written cannot be committed")
         try:
+            if batch.deleted:
+                left = self._forget_deleted(batch.deleted, now)
+                results[:] = [
+                    replace(r, left_feeds=frozenset(left[(r.post.source, r.post.id)]))
+                    if r.outcome is Outcome.DELETED and (r.post.source, r.post.id) in left
+                    else r
+                    for r in results
+                ]
             if rows:
                 # New posts' rows are inserted together at the end: one call instead of two a post.
                 held = _HeldRows([], [])
@@ -1000,6 +1048,40 @@ class PostStore:
         )
         self.db.executemany("INSERT OR REPLACE INTO post_feeds VALUES (?,?,?,?)", held.feeds)
 
+    def _bury(self, keys: Sequence[tuple[str, str]], reason: str, now: datetime) -> None:
+        """Record tombstones for indexed posts (and the copies merged into them), titles kept.
+
+        A transaction of its own, committed before the posts are forgotten: SQLite
+        commits the two files one after the other, and a tombstone beside a row
+        (``sync_with_files`` settles it) is better than a row gone without one.
+        """
+        ts = now.timestamp()
+        with self._transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO state.tombstones (source, entry_id, removed_ts, reason, title) "
+                "SELECT source, entry_id, ?, ?, title FROM posts WHERE source=? AND entry_id=?",
+                [(ts, reason, source, entry_id) for source, entry_id in keys],
+            )
+            self.db.executemany(
+                "INSERT OR IGNORE INTO state.tombstones (source, entry_id, removed_ts, reason, title) "
+                "SELECT a.source, a.entry_id, ?, ?, p.title FROM aliases a JOIN posts p "
+                "ON p.source=a.target_source AND p.entry_id=a.target_id "
+                "WHERE a.target_source=? AND a.target_id=?",
+                [(ts, reason, source, entry_id) for source, entry_id in keys],
+            )
+
+    def _forget_deleted(
+        self, keys: Sequence[tuple[str, str]], now: datetime
+    ) -> dict[tuple[str, str], set[str]]:
+        """Indexed posts whose files were deleted by hand: tombstones, then out of the index.
+
+        Returns the feed keys each post leaves."""
+        for source, entry_id in keys:
+            log.info("%s/%s: post file deleted by hand; not published again", source, entry_id)
+        self._bury(keys, DELETED, now)
+        with self._transaction():
+            return {(source, entry_id): self._forget(source, entry_id) for source, entry_id in keys}
+
     def _forget(self, source: str, entry_id: str) -> set[str]:
         self.db.execute("DELETE FROM posts WHERE source=? AND entry_id=?", (source, entry_id))
         self.db.execute("DELETE FROM aliases WHERE target_source=? AND target_id=?", (source, entry_id))
@@ -1057,9 +1139,10 @@ class PostStore:
         """Remove posts beyond the limits, index rows and files together.
 
         ``sources`` restricts the per-source limits to those sources (the
-        overall limits always apply). A pruned entry is remembered, so a later
-        fetch that still sees it upstream does not bring it back. The index
-        commits first, then the files go: a crash in between leaves files that
+        overall limits always apply). A pruned entry is remembered (a tombstone
+        in the state database), so a later fetch that still sees it upstream
+        does not bring it back. The tombstones commit first, then the index,
+        then the files go: a crash in between leaves rows or files that
         ``sync_with_files`` recognises as pruned and removes.
         """
         if not policy.active:
@@ -1088,18 +1171,10 @@ class PostStore:
         if not victims:
             return PruneResult()
         touched: set[str] = set()
+        self._bury(list(victims), RETENTION, now)  # copies merged into a post are pruned with it
         with self._transaction():
-            for (source, entry_id), _path in victims.items():
-                # Copies merged into the post are pruned with it.
-                self.db.execute(
-                    "INSERT OR REPLACE INTO pruned SELECT source, entry_id, ? FROM aliases "
-                    "WHERE target_source=? AND target_id=?",
-                    (now.timestamp(), source, entry_id),
-                )
+            for source, entry_id in victims:
                 touched |= self._forget(source, entry_id)
-                self.db.execute(
-                    "INSERT OR REPLACE INTO pruned VALUES (?,?,?)", (source, entry_id, now.timestamp())
-                )
         for path in victims.values():
             try:
                 (self.posts_dir / path).unlink(missing_ok=True)
@@ -1145,12 +1220,15 @@ class PostStore:
                         continue
         return found, temporary
 
-    def sync_with_files(self) -> set[str]:
+    def sync_with_files(self, now: datetime | None = None) -> set[str]:
         """Reflect posts edited, added or deleted by hand; return the feed keys touched.
 
         An edited file keeps what the index knows about its entry upstream, so
-        the next fetch of an unchanged entry leaves the edit alone.
+        the next fetch of an unchanged entry leaves the edit alone. A deleted
+        file becomes a tombstone (dated ``now``): the entry is not written
+        again, whatever upstream does, until ``restore_tombstones``.
         """
+        now = now or datetime.now(UTC)
         on_disk, temporary = self._scan()
         for path in temporary:  # as sweep_temp_files, without a second walk of the tree
             if not writer_alive(os.path.basename(path)):
@@ -1166,13 +1244,30 @@ class PostStore:
             elif stamp != (mtime, size):
                 changed.append(path)
         touched: set[str] = set()
+        if missing:
+            touched.update(*self._forget_deleted(missing, now).values())
+        # A tombstone beside an indexed post whose file is there (a crash between the tombstone's
+        # commit and the index's, or a deleted file put back by hand): retention's wins, while
+        # a file put back undoes a deletion.
+        both = self.db.execute(
+            "SELECT p.source, p.entry_id, t.reason, p.path FROM state.tombstones t "
+            "JOIN posts p ON p.source=t.source AND p.entry_id=t.entry_id"
+        ).fetchall()
         with self._transaction():
-            for source, entry_id in missing:
-                touched |= self._forget(source, entry_id)
+            for source, entry_id, reason, _path in both:
+                if reason == DELETED:
+                    self._lift(source, entry_id)
+                else:
+                    touched |= self._forget(source, entry_id)
             for path in changed:
                 touched |= self._adopt_file(path)
             for path in sorted(on_disk):  # files the index does not know
                 touched |= self._adopt_file(path)
+        for _source, _entry_id, reason, path in both:
+            if reason != DELETED:
+                log.info("%s: removing the file of a post retention pruned", path)
+                with contextlib.suppress(OSError):
+                    (self.posts_dir / path).unlink()
         return touched
 
     def _adopt_file(self, relpath: str) -> set[str]:
@@ -1187,9 +1282,14 @@ class PostStore:
         row = self.db.execute("SELECT source, entry_id FROM posts WHERE path=?", (relpath,)).fetchone()
         if row is not None and (row[0], row[1]) != (post.source, post.id):
             touched |= self._forget(row[0], row[1])
-        if self.db.execute(
-            "SELECT 1 FROM pruned WHERE source=? AND entry_id=?", (post.source, post.id)
-        ).fetchone():
+        buried = self.db.execute(
+            "SELECT reason FROM state.tombstones WHERE source=? AND entry_id=?", (post.source, post.id)
+        ).fetchone()
+        if buried is not None and buried[0] == DELETED:
+            # Its file was deleted by hand, and now someone put one back: the file is the truth.
+            log.info("%s: post file back; its entry is published again", relpath)
+            self._lift(post.source, post.id)
+        elif buried is not None:
             log.info("%s: removing the file of a post retention pruned", relpath)
             (self.posts_dir / relpath).unlink(missing_ok=True)
             return touched
@@ -1220,14 +1320,21 @@ class PostStore:
         touched.update(feed_keys_for(post.source, post.categories))
         return touched
 
-    def reindex(self) -> int:
+    def reindex(self, now: datetime | None = None) -> int:
         """Rebuild the posts part of the index from the post files alone.
 
         When two files hold the same entry, the most recently written one wins
-        and the other is removed.
+        and the other is removed. Posts the index listed whose files are gone
+        were deleted by hand: they become tombstones first, as in
+        ``sync_with_files``. Source states and tombstones are not touched.
         """
         sweep_temp_files(self.posts_dir)
         files = self.scan_files()
+        missing = [
+            (source, entry_id) for source, entry_id, path, *_ in self.iter_paths() if path not in files
+        ]
+        if missing:
+            self._bury(missing, DELETED, now or datetime.now(UTC))
         with self._transaction():
             self.db.execute("DELETE FROM posts")
             self.db.execute("DELETE FROM post_feeds")
@@ -1255,6 +1362,11 @@ class PostStore:
         ).fetchone()[0]
         if feeds_rows:
             problems.append(f"{feeds_rows} indexed posts belong to no feed")
+        for source, entry_id, reason in self.db.execute(
+            "SELECT p.source, p.entry_id, t.reason FROM state.tombstones t "
+            "JOIN posts p ON p.source=t.source AND p.entry_id=t.entry_id ORDER BY p.source, p.entry_id"
+        ):
+            problems.append(f"{source}/{entry_id} has a tombstone ({reason}) but the index lists it")
         for dirpath, _dirs, filenames in os.walk(self.posts_dir):
             problems += [
                 f"leftover temporary file {os.path.join(dirpath, n)}"
@@ -1263,6 +1375,39 @@ class PostStore:
             ]
         return problems
 
+    # Tombstones ------------------------------------------------------------
+
+    def tombstones(self, source: str | None = None) -> list[Tombstone]:
+        """Entries kept from being published again (deleted by hand or by retention), newest first."""
+        return _tombstones(self.db, source)
+
+    def restore_tombstones(self, source: str, ids: Sequence[str]) -> list[Tombstone]:
+        """Lift the tombstones of ``ids``, so the next fetch that finds them upstream writes them again.
+
+        The source's ETag and Last-Modified are cleared with them: otherwise a feed
+        unchanged since the deletion answers 304 and the entry waits for its next change.
+        Returns the tombstones lifted; an id without one is left out.
+        """
+        lifted = [t for t in _tombstones(self.db, source) if t.entry_id in set(ids)]
+        if not lifted:
+            return []
+        self._flush_deferred()
+        self._read_ahead.pop(source, None)
+        state = self.source_state(source)
+        with self._transaction():
+            for tombstone in lifted:
+                self._lift(source, tombstone.entry_id)
+            if state.etag is not None or state.last_modified is not None:
+                state = replace(state, etag=None, last_modified=None)
+                self.db.execute(
+                    "INSERT OR REPLACE INTO state.sources VALUES (?, ?)",
+                    (state.name, json.dumps(state.to_json(), ensure_ascii=False)),
+                )
+        return lifted
+
+    def _lift(self, source: str, entry_id: str) -> None:
+        self.db.execute("DELETE FROM state.tombstones WHERE source=? AND entry_id=?", (source, entry_id))
+
     # Source state ----------------------------------------------------------
 
     def source_state(self, name: str) -> SourceState:
@@ -1270,11 +1415,11 @@ class PostStore:
             return self._deferred[name]
         if name in self._read_ahead:
             return self._read_ahead[name]
-        row = self.db.execute("SELECT state FROM sources WHERE name=?", (name,)).fetchone()
+        row = self.db.execute("SELECT state FROM state.sources WHERE name=?", (name,)).fetchone()
         return SourceState.from_json(json.loads(row[0])) if row else SourceState(name=name)
 
     def all_source_states(self) -> list[SourceState]:
-        rows = self.db.execute("SELECT state FROM sources")
+        rows = self.db.execute("SELECT state FROM state.sources")
         states = {state.name: state for state in (SourceState.from_json(json.loads(r[0])) for r in rows)}
         return list({**states, **(self._deferred or {})}.values())
 
@@ -1313,10 +1458,10 @@ class PostStore:
 
     def _write_states(self, states: Sequence[SourceState]) -> None:
         for state in states:
-            self._read_ahead.pop(state.name, None)  # the index has the newer one now
+            self._read_ahead.pop(state.name, None)  # the database has the newer one now
         with self._transaction():
             self.db.executemany(
-                "INSERT OR REPLACE INTO sources VALUES (?, ?)",
+                "INSERT OR REPLACE INTO state.sources VALUES (?, ?)",
                 [(state.name, json.dumps(state.to_json(), ensure_ascii=False)) for state in states],
             )
 

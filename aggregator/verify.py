@@ -5,7 +5,8 @@ built from the index. After a crash (or a hand edit) the three can disagree;
 ``verify`` says exactly where, one readable line per difference:
 
 - files vs index (``PostStore.verify``): a file the index does not list, an
-  index row whose file is gone, a temporary file a killed writer left behind;
+  index row whose file is gone, an indexed post that also has a tombstone (in
+  the state database), a temporary file a killed writer left behind;
 - every published feed file parses (RSS and Atom as XML, JSON Feed as JSON);
 - each feed holds exactly the newest ``build.max_items`` posts of its key, in
   order, as the index has them (one item per entry id); a feed the index has no

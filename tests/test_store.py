@@ -342,7 +342,7 @@ def test_a_version_1_index_is_migrated_in_place(tmp_path: Path) -> None:
     with PostStore(tmp_path / "posts", index) as store:
         assert store.schema_version() == SCHEMA_VERSION
         assert store.db.execute("SELECT upstream_hash FROM posts").fetchone() == ("h1",)
-        assert store.db.execute("SELECT COUNT(*) FROM pruned").fetchone() == (0,)
+        assert store.tombstones() == []
 
 
 # Retention ------------------------------------------------------------------
@@ -427,7 +427,7 @@ def test_hand_edited_and_deleted_posts_show_in_the_next_build(tmp_path: Path) ->
     _local_feed(tmp_path / "local.xml", 1)
     assert run_cli("fetch", config=config).returncode == 0
     assert sorted(read_post(p).title for p in (tmp_path / "posts").rglob("*.md")) == [
-        "Local post 0",  # deleted by hand, but still upstream: fetched again
+        # "Local post 0" was deleted by hand: still upstream, but a tombstone keeps it out
         "Local post 2",
         "Renamed by hand",
     ]
@@ -595,7 +595,7 @@ def test_every_fsync_policy_writes_the_same_posts(tmp_path: Path, policy: str) -
 
 def _persisted_states(store: PostStore) -> dict[str, str]:
     """What another process reading the index would see."""
-    with sqlite3.connect(store.index_path) as other:
+    with sqlite3.connect(store.state_path) as other:
         return dict(other.execute("SELECT name, state FROM sources"))
 
 
