@@ -22,19 +22,19 @@ from urllib.parse import urlsplit
 
 import typer
 
+from aggregator import jobs
 from aggregator.config import DEFAULT_CONFIG, SOURCES_DIR, Config, SourceConfig, load_config, parse_duration
 from aggregator.errors import AggregatorError, StoreError
 from aggregator.fetch import redact_url
-from aggregator.files import sweep_temp_files
 from aggregator.filters import Selection
-from aggregator.pipeline import Updater, UpdateResult, retention_policy
+from aggregator.pipeline import Updater, UpdateResult
 from aggregator.state import utcnow
 from aggregator.store import PostStore
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from aggregator.build import BuildReport, FeedBuilder
+    from aggregator.jobs import BatchReport
 
 app = typer.Typer(
     add_completion=False,
@@ -186,59 +186,35 @@ def fetch(
             # only when forced; naming a source forces it.
             # The progress bar only on a terminal: a pipe or a log file gets the summary alone.
             show_progress = not as_json and sys.stderr.isatty()
-            results = asyncio.run(
-                _fetch_all(config, store, selected, force=force or bool(sources), progress=show_progress)
+            forced = force or bool(sources)
+            batch = asyncio.run(
+                _poll_and_publish(config, store, selected, force=forced, progress=show_progress)
             )
-            # Also feeds an interrupted earlier run changed but never built.
-            keys = {key for result in results for key in result.touched_keys} | store.pending_feed_keys()
-            report: BuildReport | None = None
-            if keys or not (config.feeds_dir / "index.html").exists():
-                report = _builder(config, store).build(keys)
-                store.clear_pending_feed_keys(keys)
-                _announce(config, report.written_urls)
     except AggregatorError as error:
         raise _fail(str(error)) from None
-    _print_fetch_report(results, len(report.rendered) if report else 0, as_json)
-    # Non-zero when every source polled failed; a skipped source was not polled, so not a failure.
-    polled = [r for r in results if not r.skipped]
-    failed = sum(1 for r in polled if r.outcome in ("error", "gone"))
-    raise typer.Exit(1 if failed and failed == len(polled) else 0)
+    _print_fetch_report(list(batch.results), batch.feeds_written, as_json)
+    raise typer.Exit(1 if batch.all_failed else 0)
 
 
-def _builder(config: Config, store: PostStore) -> FeedBuilder:
-    # Imported when a build is due: feedgen and lxml were a fifth of the start-up of a poll
-    # in which nothing changed.
-    from aggregator.build import FeedBuilder
-
-    return FeedBuilder(config, store)
-
-
-def _announce(config: Config, changed_urls: list[str]) -> None:
-    """Ping the WebSub hub, when one is configured, with the feeds that changed."""
-    if config.build.websub_hub is None or not changed_urls:
-        return
-    from aggregator import websub
-
-    asyncio.run(websub.announce(config, changed_urls))
-
-
-async def _fetch_all(
+async def _poll_and_publish(
     config: Config, store: PostStore, sources: Sequence[SourceConfig], *, force: bool, progress: bool = False
-) -> list[UpdateResult]:
-    """``Updater.update_many``, with the progress bar (when drawn) as its per-source callback."""
-    updater = Updater(config, store)
-    try:
-        if not progress:
-            return await updater.update_many(sources, force=force)
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+) -> BatchReport:
+    """``jobs.poll_and_publish``, with the progress bar (when drawn) as its per-source callback."""
+    if not progress:
+        return await jobs.poll_and_publish(config, store, sources, force=force)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        with Progress(
-            TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=_stderr()
-        ) as bar:
-            task = bar.add_task("fetch", total=len(sources))
-            return await updater.update_many(sources, force=force, on_result=lambda _: bar.advance(task))
-    finally:
-        await updater.aclose()
+    with Progress(
+        TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=_stderr()
+    ) as bar:
+        task = bar.add_task("fetch", total=len(sources))
+
+        def advance(_: UpdateResult) -> None:
+            bar.advance(task)
+            if bar.finished:
+                bar.stop()  # the bar is about fetching: it stops with the last source, not the build
+
+        return await jobs.poll_and_publish(config, store, sources, force=force, on_result=advance)
 
 
 async def _preview_all(
@@ -368,14 +344,10 @@ def build() -> None:
     config = _load()
     try:
         with config.open_store() as store:
-            store.sync_with_files()
-            sweep_temp_files(config.feeds_dir)  # what a killed build left behind
-            store.prune(retention_policy(config), utcnow())
-            report = _builder(config, store).build(None)
-            store.clear_pending_feed_keys()
-            _announce(config, report.written_urls)
+            published = asyncio.run(jobs.rebuild_everything(config, store))
     except AggregatorError as error:
         raise _fail(str(error)) from None
+    report = published.build
     typer.echo(
         f"{len(report.rendered)} feeds written, {report.skipped} unchanged, {len(report.removed)} removed"
     )
@@ -387,13 +359,10 @@ def prune() -> None:
     config = _load()
     try:
         with config.open_store() as store:
-            result = store.prune(retention_policy(config), utcnow())
-            keys = set(result.touched_keys) | store.pending_feed_keys()
-            _builder(config, store).build(keys)
-            store.clear_pending_feed_keys(keys)
+            pruned = asyncio.run(jobs.prune_and_publish(config, store))
     except AggregatorError as error:
         raise _fail(str(error)) from None
-    typer.echo(f"pruned {result.removed} posts")
+    typer.echo(f"pruned {pruned.removed} posts")
 
 
 @app.command()

@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from aggregator import websub
+from aggregator import jobs
 from aggregator.build import FeedBuilder
 from aggregator.config import Config, SourceConfig, config_files, load_config
 from aggregator.errors import AggregatorError, ConfigError
@@ -389,21 +389,31 @@ class Daemon:
         return ok
 
     async def _build(self, keys: set[str] | None) -> bool:
-        started = time.monotonic()
+        """Publish ``keys`` and the keys pending in the index (every feed when None).
+
+        On failure the keys wait for the next build (the index keeps them too).
+        """
         try:
-            report = await asyncio.to_thread(self.builder.build, keys)
+            if keys is None:
+                published: jobs.Published | None = await jobs.publish(self.builder, None)
+            else:
+                published = await jobs.publish_pending(self.builder, keys)
         except AggregatorError as error:
             log.error("build failed: %s", error)
             if keys:
                 self._dirty.update(keys)
             return False
-        elapsed = time.monotonic() - started
-        self.metrics.build_seconds.observe(elapsed)
+        if published is None:
+            return True  # nothing was due
+        self.metrics.build_seconds.observe(published.build_seconds)
         self._last_build = time.time()
         self._builds += 1
+        report = published.build
         if report.changed:
-            log.info("built %d feeds (%d unchanged) in %.2fs", len(report.rendered), report.skipped, elapsed)
-        await websub.announce(self.config, report.written_urls)
+            log.info(
+                "built %d feeds (%d unchanged) in %.2fs",
+                len(report.rendered), report.skipped, published.build_seconds,
+            )  # fmt: skip
         return True
 
     # Health ----------------------------------------------------------------
