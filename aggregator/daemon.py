@@ -12,7 +12,9 @@ a restart; an invalid config is reported and the running one kept.
 After each run the source's job is moved to the time ``schedule.planned_poll``
 decides; feeds touched by new posts are rebuilt once per short window
 (``BUILD_DEBOUNCE_SECONDS``), together with the operator's feed when a
-source's health changed. Each poll's own log line is DEBUG; at INFO the daemon
+source's health changed. What a build covers, forgets and announces is
+``jobs``'s decision, the same as for ``aggregator fetch``; the daemon adds only
+the debounce, the log lines and the metrics. Each poll's own log line is DEBUG; at INFO the daemon
 sums its polls up every ``logging.summary_interval`` (:class:`PollTally`).
 """
 

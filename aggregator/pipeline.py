@@ -1,14 +1,18 @@
 """The update flow, one source at a time::
 
-    state from the index | fetch (conditional)
+    state from the index | gone, or waiting out a backoff? skip
+        | fetch (conditional; not modified: save the state, stop)
         | parse, normalize, render the post files (one worker process)
-        | filter and categorize | transform | save posts (write, flush, index) | save state
-        | -> feed keys to rebuild
+        | first-seen dates | filter and categorize | transform
+        | save posts (decide, write and flush, index) | retention | save state
+        | -> feed keys touched
 
-``Updater`` only sequences the stages. A failing source becomes an
-``UpdateResult`` holding its error, never an exception that stops the batch;
-its validators are saved only after its entries are stored, so a crash
-mid-update makes the next run fetch again rather than skip entries.
+``Updater`` only sequences the stages; ``update_many`` runs a batch with a
+bound on the sources in flight. What follows (build the touched feeds,
+announce them) is ``jobs``'s. A failing source becomes an ``UpdateResult``
+holding its error, never an exception that stops the batch; its validators
+are saved only after its entries are stored, so a crash mid-update makes the
+next run fetch again rather than skip entries.
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ def source_fingerprint(source: SourceConfig) -> str:
 
 
 class Updater:
-    """Runs the update flow for sources; owns the fetcher and the parser pool."""
+    """Runs the update flow for sources; owns the fetcher, parser pool, transformer and file writers."""
 
     def __init__(self, config: Config, store: PostStore, *, parser: ParserPool | None = None) -> None:
         self.config = config
@@ -161,8 +165,8 @@ class Updater:
 
         A source waiting out a backoff or a server's Retry-After is skipped unless
         ``force`` (see ``state.poll_hold``). ``on_result`` is called as each source
-        finishes (the CLI's progress bar): callers add their presentation there, never
-        a loop of their own.
+        finishes (the CLI's progress bar, through ``jobs.poll_and_publish``): callers
+        add their presentation there, never a loop of their own.
         """
         # Fetching outruns parsing: with every source started at once, each fetched body waited
         # in memory for a parser (1,000 feeds: the whole 270 MB corpus at the peak), so the

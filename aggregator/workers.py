@@ -156,7 +156,11 @@ class _Worker:
 
 
 class ParserPool:
-    """``await pool.parse(...)``; ``processes=0`` parses in a thread of this process (tests, tiny runs)."""
+    """``await pool.posts(body, headers, url, recipe)``: a document's posts, made in a worker.
+
+    ``pool.parse`` stops at the parsed feed (tests of the parser). ``processes=0``
+    parses in a thread of this process (tests, tiny runs).
+    """
 
     def __init__(
         self,
