@@ -399,7 +399,9 @@ class Daemon:
             if keys is None:
                 published: jobs.Published | None = await jobs.publish(self.builder, None)
             else:
-                published = await jobs.publish_pending(self.builder, keys)
+                published = await jobs.publish_pending(
+                    self.config, self.build_store, keys, builder=self.builder
+                )
         except AggregatorError as error:
             log.error("build failed: %s", error)
             if keys:

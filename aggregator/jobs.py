@@ -134,17 +134,24 @@ async def publish(builder: FeedBuilder, keys: Iterable[str] | None, *, in_thread
 
 
 async def publish_pending(
-    builder: FeedBuilder, also: Iterable[str] = (), *, in_thread: bool = True
+    config: Config,
+    store: PostStore,
+    also: Iterable[str] = (),
+    *,
+    builder: FeedBuilder | None = None,
+    in_thread: bool = True,
 ) -> Published | None:
     """Publish ``also`` and every key still pending in the index; None when nothing was due.
 
     The pending keys include those a run in another process saved but did not
-    build (it died, or its build failed), whoever runs next.
+    build (it died, or its build failed), whoever runs next. ``builder``: the
+    caller's own (the daemon keeps one, over its own connection to ``store``);
+    else one is made, only when a build is due.
     """
-    keys = set(also) | await _blocking(in_thread, builder.store.pending_feed_keys)
-    if not build_due(keys, index_exists=(builder.root / "index.html").exists()):
+    keys = set(also) | await _blocking(in_thread, store.pending_feed_keys)
+    if not build_due(keys, index_exists=(config.feeds_dir / "index.html").exists()):
         return None
-    return await publish(builder, keys, in_thread=in_thread)
+    return await publish(builder or builder_for(config, store), keys, in_thread=in_thread)
 
 
 async def _blocking(in_thread: bool, function: Callable[..., T], *args: Any) -> T:
@@ -171,7 +178,7 @@ async def poll_and_publish(
         results = await updater.update_many(sources, force=force, on_result=on_result)
     finally:
         await updater.aclose()
-    published = await publish_pending(builder_for(config, store), touched_keys(results), in_thread=False)
+    published = await publish_pending(config, store, touched_keys(results), in_thread=False)
     return BatchReport(tuple(results), published)
 
 
@@ -186,5 +193,5 @@ async def rebuild_everything(config: Config, store: PostStore) -> Published:
 async def prune_and_publish(config: Config, store: PostStore) -> PruneReport:
     """``aggregator prune``: apply retention now, then publish the feeds it (or earlier runs) changed."""
     pruned = store.prune(retention_policy(config), utcnow())
-    published = await publish_pending(builder_for(config, store), pruned.touched_keys, in_thread=False)
+    published = await publish_pending(config, store, pruned.touched_keys, in_thread=False)
     return PruneReport(pruned.removed, published)

@@ -7,6 +7,8 @@ WebSub hub on 127.0.0.1 (``test_websub.Hub``), the in-process daemon and the CLI
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -251,3 +253,25 @@ def test_a_build_is_due_for_keys_or_a_feeds_folder_without_its_index() -> None:
     assert jobs.build_due({ALL_KEY}, index_exists=True)
     assert jobs.build_due(set(), index_exists=False)
     assert not jobs.build_due(set(), index_exists=True)
+
+
+def test_a_fetch_in_which_nothing_changed_never_imports_the_builder(tmp_path: Path) -> None:
+    """feedgen and lxml were a fifth of the start-up of such a poll: the builder is made only when due."""
+    path = two_sources(tmp_path)
+    assert run_cli("fetch", config=path).returncode == 0
+    probe = (
+        "import sys\n"
+        "from aggregator.cli import main\n"
+        f"sys.argv = ['aggregator', '--config', {str(path)!r}, 'fetch', '--json']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as done:\n"
+        "    print('exit', done.code, file=sys.stderr)\n"
+        "print('imported:', sorted(m for m in ('aggregator.build', 'feedgen') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert "exit 0" in result.stderr, result.stderr
+    assert '"feeds_built": 0' in result.stdout
+    assert result.stdout.splitlines()[-1] == "imported: []"
