@@ -928,7 +928,9 @@ class FeedBuilder:
         # How each category level is titled: as first spelt in the config, else by the
         # earliest post of its feed (asked once per build: posts come and go).
         self._config_names: dict[tuple[str, ...], str] = {}
+        self._config_keys: set[str] = set()
         self._post_names: dict[tuple[str, ...], str | None] = {}
+        self._titles_config: Config | None = None  # the config the published titles were checked against
 
     @property
     def root(self) -> Path:
@@ -948,10 +950,7 @@ class FeedBuilder:
                 wanted = set(self.store.feed_keys())
                 gone = published - wanted
             else:
-                asked = set(keys)
-                # A category now named otherwise (its first spelling's post is gone, or an earlier
-                # one came) retitles the feeds below it too, though their posts did not change.
-                asked |= {key for key in published - asked if self._spec(key).title != titles[key]}
+                asked = set(keys) | self._retitled(published - set(keys), titles)
                 wanted = self.store.feed_keys_present(asked)
                 gone = (asked - wanted) & published
             self._source_categories = self._categories_of_sources(wanted)
@@ -981,11 +980,25 @@ class FeedBuilder:
         if self._specs_config is not self.config:
             self._specs, self._specs_config = {}, self.config
             self._config_names = first_spellings(category_paths(self.config))
+            # Categories whose every level the config names (their titles change only with it).
+            self._config_keys = {CATEGORY_PREFIX + "\x1f".join(slugs) for slugs in self._config_names}
         names = display_path(split_key(key)[1], self._level_name) if key.startswith(CATEGORY_PREFIX) else None
         spec = self._specs.get(key)
         if spec is None or (names is not None and spec.parts != names):
             spec = self._specs[key] = spec_for(key, self.config, names)
         return spec
+
+    def _retitled(self, others: set[str], titles: dict[str, str]) -> set[str]:
+        """Published feeds not asked for whose title changed: the config's (checked once per
+        config: a reload may reorder spellings or retitle the site), or a category's named by
+        a post (its first spelling's post is gone, or an earlier one came, which renames the
+        feeds below it too though their posts did not change)."""
+        if self._titles_config is not self.config:
+            self._titles_config = self.config
+        else:
+            self._spec(ALL_KEY)  # the config's names, for the set below
+            others = {k for k in others if k.startswith(CATEGORY_PREFIX) and k not in self._config_keys}
+        return {key for key in others if self._spec(key).title != titles[key]}
 
     def _level_name(self, slugs: tuple[str, ...]) -> str | None:
         """How a category level is titled: its first spelling in the config, else in its earliest post."""

@@ -781,6 +781,6 @@ def config_warnings(path: Path | str = DEFAULT_CONFIG) -> list[str]:
         warnings.append(
             f"{where}: {dotted}: {clash.spelling!r} is the category {clash.first_spelling!r} of "
             f"{first_dotted} at {first_where} spelt another way (both make the folder {clash.folder}): "
-            f"their posts share one feed, titled {clash.first_spelling!r}"
+            f"one category, whose feed is titled {clash.first_spelling!r}"
         )
     return warnings

@@ -232,10 +232,14 @@ def split_key(key: str) -> tuple[str, tuple[str, ...]]:
 
 
 def feed_keys_for(source: str, categories: Sequence[str]) -> list[str]:
-    keys = [ALL_KEY, source_key(source)]
+    return [ALL_KEY, source_key(source), *_category_keys(tuple(categories))]
+
+
+@functools.lru_cache(maxsize=4096)
+def _category_keys(categories: tuple[str, ...]) -> tuple[str, ...]:
+    # Asked twice for every saved post, and nearly every post of a source has the same path.
     slugs = category_slugs(categories)
-    keys += [CATEGORY_PREFIX + "\x1f".join(slugs[: depth + 1]) for depth in range(len(slugs))]
-    return keys
+    return tuple(CATEGORY_PREFIX + "\x1f".join(slugs[: depth + 1]) for depth in range(len(slugs)))
 
 
 def slugify(text: str, max_bytes: int = SLUG_BYTES) -> str:

@@ -250,6 +250,29 @@ def test_a_category_nobody_configured_is_titled_by_its_earliest_post(tmp_path: P
         assert {p: p.read_bytes() for p in feeds.rglob("*") if p.is_file()} == before
 
 
+def test_reordered_sources_retitle_the_category_at_the_next_build(tmp_path: Path) -> None:
+    """The daemon swaps in a reloaded config; its next build, whatever it was asked, retitles."""
+    first = {"name": "a", "url": "a.xml", "categories": ["Programming", ASCII]}
+    second = {"name": "b", "url": "b.xml", "categories": ["programming", FULLWIDTH]}
+    config = load_config(write_config(tmp_path, [first, second]))
+    with PostStore(config.posts_dir, config.index_path, fsync="off") as store:
+        store.save([_post("a", 1, ("Programming", ASCII)), _post("b", 2, ("programming", FULLWIDTH))], NOW)
+        builder = FeedBuilder(config, store, processes=0)
+        builder.build()
+        assert feedparser.parse((config.feeds_dir / FOLDER / "rss.xml").read_bytes()).feed.title == (
+            f"Test site: Programming › {ASCII}"
+        )
+        builder.config = load_config(write_config(tmp_path, [second, first]))
+        report = builder.build(set())
+        assert sorted(report.rendered) == sorted(
+            [category_key(["programming"]), category_key(["programming", FULLWIDTH])]
+        )
+        assert feedparser.parse((config.feeds_dir / FOLDER / "rss.xml").read_bytes()).feed.title == (
+            f"Test site: programming › {FULLWIDTH}"
+        )
+        assert verify(builder.config, store).consistent
+
+
 def test_a_category_rule_filing_under_another_spelling_shares_the_feed(tmp_path: Path) -> None:
     """Categories made at run time: a global rule adds a level the other source spells otherwise."""
     (tmp_path / "a.xml").write_text(_rss("a", 2, 1), encoding="utf-8")
