@@ -606,18 +606,23 @@ CREATE TABLE IF NOT EXISTS aliases (
 CREATE INDEX IF NOT EXISTS aliases_target ON aliases (target_source, target_id);
 """,
     # 5: a category's feed key is the slugs of its path (see ``category_key``): the rows of
-    # spellings that make one folder become one feed, which is owed a rebuild.
+    # spellings that make one folder become one feed. Every category feed is owed a build
+    # (an empty signature renders it again; one left without posts is removed).
     5: """
 INSERT OR IGNORE INTO post_feeds
     SELECT category_feed_key(feed_key), source, entry_id, date_ts FROM post_feeds
     WHERE substr(feed_key, 1, 9) = 'category' || char(31);
 DELETE FROM post_feeds
     WHERE substr(feed_key, 1, 9) = 'category' || char(31) AND feed_key != category_feed_key(feed_key);
-DELETE FROM feeds WHERE substr(key, 1, 9) = 'category' || char(31) AND key != category_feed_key(key);
-DELETE FROM pending_feeds
+INSERT OR IGNORE INTO feeds
+    SELECT category_feed_key(key), '', title, item_count, newest_ts FROM feeds
     WHERE substr(key, 1, 9) = 'category' || char(31) AND key != category_feed_key(key);
+UPDATE feeds SET signature = '' WHERE substr(key, 1, 9) = 'category' || char(31);
+DELETE FROM feeds WHERE substr(key, 1, 9) = 'category' || char(31) AND key != category_feed_key(key);
+DELETE FROM pending_feeds WHERE substr(key, 1, 9) = 'category' || char(31);
 INSERT OR IGNORE INTO pending_feeds
-    SELECT DISTINCT feed_key FROM post_feeds WHERE substr(feed_key, 1, 9) = 'category' || char(31);
+    SELECT key FROM feeds WHERE substr(key, 1, 9) = 'category' || char(31)
+    UNION SELECT feed_key FROM post_feeds WHERE substr(feed_key, 1, 9) = 'category' || char(31);
 """,
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION

@@ -19,7 +19,7 @@ from lxml import etree
 from support.helpers import run_cli, write_config
 from support.servers import AppServer
 
-from aggregator.build import FeedBuilder
+from aggregator.build import FeedBuilder, spec_for
 from aggregator.categories import display_path, first_spellings, spelling_clashes, spelling_in
 from aggregator.config import load_config
 from aggregator.normalize import Post
@@ -271,6 +271,20 @@ def test_reordered_sources_retitle_the_category_at_the_next_build(tmp_path: Path
             f"Test site: programming › {FULLWIDTH}"
         )
         assert verify(builder.config, store).consistent
+
+
+def test_a_custom_title_given_under_another_spelling_applies(tmp_path: Path) -> None:
+    config = load_config(
+        write_config(
+            tmp_path,
+            [{"name": "a", "url": "a.xml", "categories": ["Programming", ASCII]}],
+            build={
+                "categories": [{"path": ["programming", FULLWIDTH], "title": "Vector", "description": "V"}]
+            },
+        )
+    )
+    spec = spec_for(category_key(["Programming", ASCII]), config, ("Programming", ASCII))
+    assert (spec.title, spec.description, str(spec.relative_dir)) == ("Vector", "V", FOLDER)
 
 
 def test_a_category_rule_filing_under_another_spelling_shares_the_feed(tmp_path: Path) -> None:

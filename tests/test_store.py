@@ -379,10 +379,15 @@ def test_a_version_4_index_with_spelt_category_keys_is_migrated_and_its_feeds_re
                 key = "\x1f".join(["category", *path[:depth]])
                 db.execute("INSERT INTO post_feeds VALUES (?,?,?,?)", (key, source, entry_id, date_ts))
                 db.execute("INSERT OR REPLACE INTO feeds VALUES (?, 'old', ?, 2, NULL)", (key, key))
+        # A category whose posts are gone (they were deleted by hand), its feed still published.
+        db.execute("INSERT INTO feeds VALUES (?, 'old', 'Gone', 1, NULL)", ("category\x1fGone",))
         db.execute("DELETE FROM pending_feeds")
         db.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+    gone = tmp_path / "feeds" / "category" / "gone"
+    gone.mkdir()
     for name in ("rss.xml", "atom.xml", "feed.json"):  # b was built last
         (folder / name).write_bytes((tmp_path / "feeds" / "source" / "b" / name).read_bytes())
+        (gone / name).write_bytes((tmp_path / "feeds" / "source" / "b" / name).read_bytes())
 
     with PostStore(tmp_path / "posts", index) as store:
         assert store.schema_version() == SCHEMA_VERSION
@@ -390,10 +395,10 @@ def test_a_version_4_index_with_spelt_category_keys_is_migrated_and_its_feeds_re
         assert {category_key(ascii_path), category_key(ascii_path[:1])} <= keys
         assert not [k for k in keys if k.startswith("category") and k != category_key(k.split("\x1f")[1:])]
         assert {category_key(ascii_path), category_key(ascii_path[:1])} <= store.pending_feed_keys()
-        # Of the old feed records only those whose key was already its slugs are left (and owed a build).
-        assert [k for k, *_ in store.published_feeds() if k.startswith("category")] == [
-            category_key(wide_path[:1])
-        ]
+        # The feed records are renamed too, so a category left without posts is removed as usual.
+        published = [k for k, *_ in store.published_feeds() if k.startswith("category")]
+        assert sorted(published) == sorted(category_key(p) for p in (["Gone"], wide_path[:1], wide_path))
+        assert {store.feed_signature(key) for key in published} == {""}
         assert len(store.feed_items(category_key(wide_path), 10)) == 4
     stale = run_cli("verify", config=config)
     assert (
@@ -405,6 +410,7 @@ def test_a_version_4_index_with_spelt_category_keys_is_migrated_and_its_feeds_re
     checked = run_cli("verify", config=config)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert len(_rss_titles(folder / "rss.xml")) == 4
+    assert not gone.exists()
 
 
 # Retention ------------------------------------------------------------------
