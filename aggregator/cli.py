@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
@@ -130,9 +131,11 @@ def main_options(
 def check() -> None:
     """Validate the config and print what it configures."""
     from aggregator.config import config_warnings
+    from aggregator.transforms import check_dependencies
 
     config = _load()
     try:
+        check_dependencies(config)
         warnings = config_warnings(state.config_path)
     except AggregatorError as error:
         raise _fail(str(error)) from None
@@ -418,17 +421,39 @@ def status(
         bool, typer.Option("--fail-on-error", help="Exit 1 if any source is failing.")
     ] = False,
 ) -> None:
-    """Each source's health, failing sources first."""
+    """Each source's health and next poll (the daemon's own decision), failing sources first."""
+    from aggregator.pipeline import source_fingerprint
+    from aggregator.schedule import planned_poll
+
     config = _load()
+    now = utcnow()
     try:
         with config.open_store() as store:
-            states = [store.source_state(s.name) for s in config.sources]
+            # The scheduler's own decision, from the same state and store the daemon reads.
+            states_of = [(source, store.source_state(source.name)) for source in config.sources]
+            rows = [
+                (
+                    s,
+                    planned_poll(
+                        config, source, s, now, fingerprint=source_fingerprint(source), entries=store
+                    ),
+                )
+                for source, s in states_of
+            ]
     except AggregatorError as error:
         raise _fail(str(error)) from None
     # Failing first (gone, then the longest streaks), then the rate-limited, then the healthy.
-    states.sort(key=lambda s: (not s.failing, not s.gone, -s.error_streak, s.health == "ok", s.name))
+    rows.sort(
+        key=lambda r: (not r[0].failing, not r[0].gone, -r[0].error_streak, r[0].health == "ok", r[0].name)
+    )
+    states = [s for s, _ in rows]
     if as_json:
-        typer.echo(json.dumps([s.public_json() for s in states], ensure_ascii=False, indent=1))
+        report = [
+            s.public_json()
+            | {"next_poll": plan.at.isoformat() if plan.at else None, "next_poll_reason": plan.reason}
+            for s, plan in rows
+        ]
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=1))
     else:
         from rich.console import Console
         from rich.table import Table
@@ -442,30 +467,35 @@ def status(
             "last success",
             "new/upd",
             "streak",
-            "next due",
-            "why / last error",
+            "next poll",
+            "why then / last error",
         ):
             table.add_column(column)
-        for s in states:
-            detail = f"{s.due_reason}: {s.last_error}" if s.last_error else s.due_reason
+        for s, plan in rows:
+            detail = f"{plan.reason}; last error: {s.last_error}" if s.last_error else plan.reason
             if s.permanent_url:
                 detail += f"; moved permanently to {redact_url(s.permanent_url)}: update the config"
             table.add_row(
                 s.name,
                 s.health,
                 str(s.http_status or "-"),
-                s.last_attempt.strftime("%Y-%m-%d %H:%M:%S") if s.last_attempt else "never",
-                s.last_success.strftime("%Y-%m-%d %H:%M:%S") if s.last_success else "never",
+                _utc(s.last_attempt, "never"),
+                _utc(s.last_success, "never"),
                 f"{s.new_count}/{s.updated_count}",
                 str(s.error_streak),
-                s.next_due.strftime("%Y-%m-%d %H:%M:%S") if s.next_due else "-",
+                _utc(plan.at, "-"),
                 detail,
             )
         Console(width=max(Console().width, 160)).print(table)
         failing = sum(s.failing for s in states)
-        typer.echo(f"{len(states)} sources, {failing} failing")
+        typer.echo(f"{len(states)} sources, {failing} failing (times in UTC)")
     if fail_on_error and any(s.failing for s in states):
         raise typer.Exit(1)
+
+
+def _utc(moment: datetime | None, missing: str) -> str:
+    """A time as ``2026-12-01 22:10:05 UTC``: status says which zone its times are in."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else missing
 
 
 def _sources_file(to: Path | None) -> Path | None:

@@ -15,11 +15,10 @@ depend on the working directory.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -40,9 +39,11 @@ try:  # libyaml's composer is 25x faster than the pure-Python one on a 1,000-sou
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
+from aggregator import optional
 from aggregator.categories import spelling_clashes
 from aggregator.errors import ConfigError
 from aggregator.store import category_slugs, slugify
+from aggregator.suggest import nearest, probable_url
 
 if TYPE_CHECKING:
     from aggregator.store import PostStore
@@ -157,6 +158,7 @@ class DefaultsConfig(_Strict):
 class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"  # --log-level overrides it
     format: Literal["text", "json"] = "text"  # json: one JSON object per line (--json-logs)
+    summary_interval: Duration = 60.0  # the daemon's INFO line summing up the polls since the last one
 
 
 class ServerConfig(_Strict):
@@ -284,8 +286,8 @@ class TransformsConfig(_Strict):
     @field_validator("full_text")
     @classmethod
     def _has_trafilatura(cls, value: bool) -> bool:
-        if value and importlib.util.find_spec("trafilatura") is None:
-            raise ValueError("needs the trafilatura package: pip install 'aggregator[extras]'")
+        if value and (missing := optional.installed("full_text")):
+            raise ValueError(missing.removeprefix("full_text "))
         return value
 
     @field_validator("opencc")
@@ -295,10 +297,8 @@ class TransformsConfig(_Strict):
             return None
         if value not in OPENCC_CONVERSIONS:
             raise ValueError(f"{value!r} is not one of {', '.join(OPENCC_CONVERSIONS)}")
-        if importlib.util.find_spec("opencc") is None:
-            raise ValueError(
-                "needs the opencc-python-reimplemented package: pip install 'aggregator[extras]'"
-            )
+        if missing := optional.installed("opencc"):
+            raise ValueError(missing.removeprefix("opencc "))
         return value
 
 
@@ -353,7 +353,7 @@ class SourceConfig(_Strict):
     def _url_or_path(cls, value: str) -> str:
         if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value):
             if not re.match(r"^(https?://[^/\s]+|file://)", value):
-                raise ValueError("not an http(s) URL or file path")
+                raise ValueError(f"not an http(s) URL or file path{_did_you_mean(value)}")
         elif any(ch in value for ch in "\n\r\0"):
             raise ValueError("not an http(s) URL or file path")
         return value
@@ -419,6 +419,24 @@ class Config(_Strict):
                     where = f"sources[{seen[key]}].{what}{note}"
                     raise ValueError(f"sources[{index}].{what}: duplicate of {where}")
                 seen[key] = index
+        return self
+
+    @model_validator(mode="after")
+    def _local_sources_exist(self) -> Config:
+        """A plain path must name a file: one that names none is most often a mistyped URL.
+
+        A ``file:`` URL says plainly that a local file is meant, so it may name one not made yet.
+        """
+        for index, source in enumerate(self.sources):
+            if (
+                source.is_local
+                and not source.url.startswith("file:")
+                and not Path(self.source_location(source)).is_file()
+            ):
+                raise ValueError(
+                    f"sources[{index}].url: not an http(s) URL, and no such file: "
+                    f"{self.source_location(source)}{_did_you_mean(source.url)}"
+                )
         return self
 
     def resolve(self, path: Path) -> Path:
@@ -606,12 +624,16 @@ class _Places:
         where, dotted = self.locate(loc)
         return ConfigError(f"{where}: {dotted}: {message}")
 
-    def error(self, error: ValidationError, prefix: tuple[str | int, ...] = ()) -> ConfigError:
+    def error(
+        self, error: ValidationError, prefix: tuple[str | int, ...] = (), model: type[BaseModel] | None = None
+    ) -> ConfigError:
+        """The first validation error, located; ``model`` is the one validated (default: Config)."""
+        model = model or Config
         first = error.errors()[0]
         loc = [part for part in first["loc"] if isinstance(part, str | int)]
         message = str(first["msg"]).removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
-            message = "unknown key (check its spelling)"
+            message = _unknown_key(str(loc[-1]), _known_keys(model, loc[:-1]))
         if not loc and (match := re.match(r"^([\w.\[\]]+): (.*)$", message)):
             # A cross-field error that names its own key path.
             dotted, message = match.groups()
@@ -637,7 +659,10 @@ def _merge_sources_d(data: dict[str, Any], places: _Places) -> None:
             for key in part:
                 if key != "sources":
                     line = lines.get((key,), 1)
-                    raise ConfigError(f"{file}:{line}: {key}: unknown key (a sources.d file holds sources)")
+                    hint = " (did you mean 'sources'?)" if nearest(key, ["sources"]) else ""
+                    raise ConfigError(
+                        f"{file}:{line}: {key}: unknown key{hint} (a sources.d file holds sources)"
+                    )
             part, prefix = part.get("sources") or [], ("sources",)
         if part is None:
             continue
@@ -673,11 +698,11 @@ def _apply_category_defaults(data: dict[str, Any], places: _Places) -> None:
         settings = {k: v for k, v in entry.items() if k != "path"}
         for key in settings:
             if key not in inheritable:
-                raise places.fail([*where, key], "unknown key (check its spelling)")
+                raise places.fail([*where, key], _unknown_key(key, inheritable))
         try:
             SourceConfig.model_validate({"name": "defaults", "url": "defaults", **settings})
         except ValidationError as error:
-            raise places.error(error, tuple(where)) from error
+            raise places.error(error, tuple(where), SourceConfig) from error
         # A category is its folder: [Tech] and [tech] are one (see aggregator.categories).
         defaults.setdefault(category_slugs([p.strip() for p in raw_path]), {}).update(settings)
     for source in data.get("sources") or []:
@@ -724,6 +749,39 @@ def _check_unique_sources(data: dict[str, Any], places: _Places) -> None:
                 where = f"{first_path} at {first_where}{note}"
                 raise places.fail(["sources", index, key], f"duplicate of {where}")
             seen[folded] = index
+
+
+def _did_you_mean(url: str) -> str:
+    guess = probable_url(url)
+    return f" (did you mean {guess}?)" if guess else ""
+
+
+def _unknown_key(key: str, known: Iterable[str]) -> str:
+    close = nearest(key, known)
+    return f"unknown key (did you mean {close!r}?)" if close else "unknown key (check its spelling)"
+
+
+def _known_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """The keys the model nested at ``loc`` accepts (list indexes skipped); none if loc leaves the models."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        nested = _model_in(field.annotation) if field is not None else None
+        if nested is None:
+            return []
+        model = nested
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``X``, ``X | None``, ``tuple[X, ...]`` or ``Annotated[X, ...]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        if (found := _model_in(argument)) is not None:
+            return found
+    return None
 
 
 def _deepest_line(lines: dict[tuple[str | int, ...], int], loc: Sequence[str | int]) -> int | None:

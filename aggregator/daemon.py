@@ -9,10 +9,11 @@ publishes what they stored, the parser processes are shut down, and the exit
 code is 0. SIGHUP, or a change to the config file, reloads the sources without
 a restart; an invalid config is reported and the running one kept.
 
-After each run the source's job is moved to the time ``schedule.next_run``
+After each run the source's job is moved to the time ``schedule.planned_poll``
 decides; feeds touched by new posts are rebuilt once per short window
 (``BUILD_DEBOUNCE_SECONDS``), together with the operator's feed when a
-source's health changed.
+source's health changed. Each poll's own log line is DEBUG; at INFO the daemon
+sums its polls up every ``logging.summary_interval`` (:class:`PollTally`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import contextlib
 import fcntl
 import logging
 import os
-import random
 import signal
 import time
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,7 +38,7 @@ from aggregator.config import Config, SourceConfig, config_files, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.files import sweep_temp_files
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
-from aggregator.schedule import ADAPTIVE_WINDOW_SECONDS, SourceScheduler, next_run, timing_for
+from aggregator.schedule import SourceScheduler, format_seconds, planned_poll, timing_for
 from aggregator.serve import create_app, listen, make_server
 from aggregator.state import SourceState, utcnow
 from aggregator.status_feed import StatusLog, events_between, publish_status
@@ -49,6 +50,45 @@ STOP_DEADLINE_SECONDS = 10.0
 CONFIG_POLL_SECONDS = 1.0
 # A job this far past its due time means the scheduler has stopped firing: /healthz says 503.
 HEALTH_LATE_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class PollTally:
+    """The polls since the last summary line, by outcome: one INFO line stands for all of them."""
+
+    polls: int = 0
+    ok: int = 0
+    not_modified: int = 0
+    failed: int = 0
+    rate_limited: int = 0
+    gone: int = 0
+    new: int = 0
+    updated: int = 0
+
+    def add(self, result: UpdateResult) -> PollTally:
+        if result.skipped:
+            return self  # not polled
+        counter = {
+            "ok": "ok",
+            "not-modified": "not_modified",
+            "error": "failed",
+            "rate-limited": "rate_limited",
+            "gone": "gone",
+        }[result.outcome]
+        return replace(
+            self,
+            polls=self.polls + 1,
+            new=self.new + result.new,
+            updated=self.updated + result.updated,
+            **{counter: getattr(self, counter) + 1},
+        )
+
+    def line(self, seconds: float) -> str:
+        return (
+            f"polls in the last {format_seconds(seconds)}: polls={self.polls} ok={self.ok} "
+            f"not_modified={self.not_modified} failed={self.failed} rate_limited={self.rate_limited} "
+            f"gone={self.gone} new={self.new} updated={self.updated}"
+        )
 
 
 class DaemonLock:
@@ -119,7 +159,8 @@ class Daemon:
         self.config = config
         self.metrics = Metrics()
         self.lock = DaemonLock(config.data_dir)
-        self.rng = random.Random()
+        self._tally = PollTally()
+        self._tally_since = time.monotonic()
         self._dirty: set[str] = set()
         self._status_dirty = True
         self._build_task: asyncio.Task[None] | None = None
@@ -130,7 +171,7 @@ class Daemon:
         self._builds = 0
         self._starting = True  # until the start-up sync and build are done and the scheduler runs
         self._config_stamp = _stamp(config_path)
-        self.scheduler = SourceScheduler(self._run_source, rng=self.rng)
+        self.scheduler = SourceScheduler(self._run_source)
 
     async def run(self) -> int:
         self.lock.acquire()
@@ -183,6 +224,8 @@ class Daemon:
         self.scheduler.start()
         self._starting = False
         watcher = asyncio.create_task(self._watch_config())
+        summaries = asyncio.create_task(self._summarize())
+        self._background.add(summaries)
         log.info(
             "daemon started: %d sources, serving %s on http://%s:%d/",
             len(config.sources), config.feeds_dir, config.server.host, sock.getsockname()[1],
@@ -226,6 +269,7 @@ class Daemon:
             await server_task
         for task in list(self._background):
             task.cancel()
+        self._log_summary()
         await self.close()
 
     # Scheduling ------------------------------------------------------------
@@ -237,19 +281,15 @@ class Daemon:
             self.metrics.source_state(state)
             self.scheduler.add(source.name, timing_for(self.config, source), self._next_run(source, state))
 
-    def _next_run(self, source: SourceConfig, state: SourceState) -> Any:
-        timing = timing_for(self.config, source)
-        now = utcnow()
-        recent = self._recent_entries(source.name, now.timestamp()) if timing.adaptive else 0
-        fresh = state.config_hash != source_fingerprint(source)
-        return next_run(timing, state, now, self.rng, recent_entries=recent, fresh=fresh)
-
-    def _recent_entries(self, source: str, now_ts: float) -> int:
-        row = self.store.db.execute(
-            "SELECT COUNT(*) FROM posts WHERE source=? AND date_ts > ? AND date_ts <= ?",
-            (source, now_ts - ADAPTIVE_WINDOW_SECONDS, now_ts),
-        ).fetchone()
-        return int(row[0])
+    def _next_run(self, source: SourceConfig, state: SourceState) -> datetime | None:
+        """The same decision ``aggregator status`` shows (``schedule.planned_poll``)."""
+        plan = planned_poll(
+            self.config, source, state, utcnow(), fingerprint=source_fingerprint(source), entries=self.store
+        )
+        log.debug(
+            "source=%s next poll %s: %s", source.name, plan.at.isoformat() if plan.at else "-", plan.reason
+        )
+        return plan.at
 
     async def _run_source(self, name: str) -> None:
         if self._stopping.is_set():
@@ -284,6 +324,7 @@ class Daemon:
             self.scheduler.reschedule(name, self._next_run(self.config.source_named(name), result.state))
 
     def _account(self, source: SourceConfig, before: SourceState, result: UpdateResult) -> None:
+        self._tally = self._tally.add(result)
         self.metrics.fetches.labels(result.outcome).inc()
         self.metrics.fetch_seconds.observe(result.duration)
         self.metrics.entries.labels("new").inc(result.new)
@@ -301,6 +342,22 @@ class Daemon:
         if result.touched_keys:
             self._dirty.update(result.touched_keys)
             self._schedule_build()
+
+    async def _summarize(self) -> None:
+        """Every ``logging.summary_interval``, one INFO line for the polls since the last one."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.config.logging.summary_interval)
+            if not self._stopping.is_set():
+                self._log_summary()
+
+    def _log_summary(self) -> None:
+        """Log the polls tallied since the last summary (nothing when there were none)."""
+        now = time.monotonic()
+        tally, self._tally = self._tally, PollTally()
+        since, self._tally_since = self._tally_since, now
+        if tally.polls:
+            log.info(tally.line(now - since))
 
     # Builds ----------------------------------------------------------------
 

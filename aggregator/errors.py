@@ -5,6 +5,7 @@ third-party errors are translated at the boundary with ``raise ... from e``::
 
     AggregatorError
     ├── ConfigError          the YAML is unreadable or invalid (file, line, key path)
+    │   └── MissingDependency  an enabled feature's optional package is missing (names the extra)
     ├── FetchError           a source could not be retrieved (carries the source URL)
     │   ├── HTTPStatusError  the server answered with an error status
     │   ├── SourceGone       410: the source says it is gone for good
@@ -27,6 +28,10 @@ class AggregatorError(Exception):
 
 class ConfigError(AggregatorError):
     """The configuration is invalid; the message names file, line and key path."""
+
+
+class MissingDependency(ConfigError):
+    """An enabled feature needs a package that is not installed (or does not import)."""
 
 
 class FetchError(AggregatorError):

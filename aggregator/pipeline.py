@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from aggregator.config import Config, SourceConfig
-from aggregator.errors import AggregatorError, RateLimited, SourceGone, StoreError
+from aggregator.errors import AggregatorError, MissingDependency, RateLimited, SourceGone, StoreError
 from aggregator.fetch import (
     Fetcher,
     FetchLimits,
@@ -228,8 +228,8 @@ class Updater:
             )  # fmt: skip
             self.store.save_source_state(state)
             return UpdateResult(source.name, state, new=new, updated=updated, touched_keys=touched)
-        except StoreError:
-            raise
+        except (StoreError, MissingDependency):
+            raise  # not the source's fault: every source would fail the same way
         except AggregatorError as error:
             state = after_failure(
                 state,
@@ -364,15 +364,22 @@ def retention_policy(config: Config) -> RetentionPolicy:
 
 
 def _log_result(result: UpdateResult) -> None:
+    """One line per poll, at DEBUG: thousands of polls a minute would bury the lines that matter.
+
+    A failed poll is a WARNING; the daemon sums the others up at INFO.
+    """
+    failed = result.error is not None and not isinstance(result.error, RateLimited)
+    level = logging.WARNING if failed else logging.DEBUG
+    if not log.isEnabledFor(level):
+        return
     status = result.state.http_status or "-"
     message = (
         f"source={result.source} outcome={result.outcome} status={status} "
         f"new={result.new} updated={result.updated} duration={result.duration:.2f}s"
     )
     if result.error is not None:
-        level = logging.INFO if isinstance(result.error, RateLimited) else logging.WARNING
         log.log(level, "%s error=%s", message, result.error)
     elif result.skipped:
-        log.info("%s reason=%s", message, result.skipped)
+        log.log(level, "%s reason=%s", message, result.skipped)
     else:
-        log.info(message)
+        log.log(level, message)

@@ -3,11 +3,18 @@
 One APScheduler job per source (``max_instances=1``: a source never runs twice
 at once; ``coalesce``: missed runs collapse into one). The job's own trigger
 (an interval, or a crontab expression) is only the fallback: after every run
-the daemon moves the job to the time :func:`next_run` decides from the state
-the run left behind, so backoff and ``Retry-After`` are respected, and after a
-restart the same function, fed the persisted state, gives each source its due
-time back (overdue sources spread over a short window rather than all firing
-in the same second; a source never polled runs soon).
+the daemon moves the job to the time :func:`next_poll` decides from the state
+the run left behind, and ``aggregator status`` shows that same decision, so the
+two cannot disagree.
+
+Polls are spread evenly over each interval: every source has a stable phase
+(a fraction of its interval, from a hash of its name), and it is polled on the
+instants that sit that far into an interval counted from the Unix epoch. A cold
+start, a one-shot ``fetch`` of every source or a restart after downtime makes
+every source due at once; each goes back to its own slot at the next poll (an
+overdue one at once: its next slot after now), so the polls do not stay in a
+burst. Backoff, ``Retry-After`` and a server's freshness hint only ever push a
+poll later.
 
 The decisions are pure functions of the state, the source's timing and
 ``now``; only :class:`SourceScheduler` touches APScheduler.
@@ -15,10 +22,12 @@ The decisions are pure functions of the state, the source's timing and
 
 from __future__ import annotations
 
-import random
+import hashlib
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -28,12 +37,16 @@ from apscheduler.triggers.interval import IntervalTrigger
 from aggregator.config import Config, SourceConfig
 from aggregator.state import SourceState, utcnow
 
+# A source never polled (or whose config changed) runs within this many seconds.
 START_SPREAD_SECONDS = 10.0
 # Adaptive polling aims at about one new entry per poll, judged over this window.
 ADAPTIVE_WINDOW_SECONDS = 7 * 86400.0
 # While a run is in flight its job is parked this far ahead, so the fallback
 # trigger does not keep knocking on max_instances.
 HOLD_SECONDS = 3600.0
+# Two polls of a source on the same interval are at least this share of it apart:
+# a first poll just before its slot does not poll again at the slot.
+MIN_GAP_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -46,10 +59,26 @@ class Timing:
     min_interval: float = 300.0
     max_interval: float = 21600.0
 
-    def trigger(self) -> BaseTrigger:
+    def trigger(self, phase: float = 0.0) -> BaseTrigger:
+        """The fallback trigger; an interval one fires on the source's own slots."""
         if self.cron is not None:
             return CronTrigger.from_crontab(self.cron, timezone="UTC")
-        return IntervalTrigger(seconds=self.interval, jitter=jitter_for(self.interval), timezone="UTC")
+        start = datetime.fromtimestamp(phase * self.interval, UTC)
+        return IntervalTrigger(seconds=self.interval, start_date=start, timezone="UTC")
+
+
+@dataclass(frozen=True)
+class NextPoll:
+    """When a source is polled next, and why then; ``at=None``: not until its config changes."""
+
+    at: datetime | None
+    reason: str
+
+
+class EntryCounts(Protocol):
+    """What adaptive polling needs from the store (``PostStore`` is one)."""
+
+    def recent_entry_count(self, source: str, since: datetime, until: datetime) -> int: ...
 
 
 def timing_for(config: Config, source: SourceConfig) -> Timing:
@@ -63,9 +92,25 @@ def timing_for(config: Config, source: SourceConfig) -> Timing:
     )
 
 
-def jitter_for(interval: float) -> float:
-    """Sources with the same interval drift apart by up to 5% of it (at most 5 minutes)."""
-    return min(interval * 0.05, 300.0)
+def phase_of(name: str) -> float:
+    """A stable fraction in [0, 1) per source: how far into each interval it is polled.
+
+    sha1 rather than ``hash()``, which Python salts per process: the phase must
+    survive a restart.
+    """
+    digest = hashlib.sha1(name.encode("utf-8"), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def next_slot(after: datetime, period: float, phase: float) -> datetime:
+    """The first instant strictly after ``after`` that lies ``phase`` of the way into a period.
+
+    Periods are counted from the Unix epoch, so the slots of a source depend on
+    its name and interval alone, not on when the daemon started.
+    """
+    offset = phase * period
+    count = math.floor((after.timestamp() - offset) / period) + 1
+    return datetime.fromtimestamp(count * period + offset, UTC)
 
 
 def adaptive_interval(recent_entries: int, timing: Timing, window: float = ADAPTIVE_WINDOW_SECONDS) -> float:
@@ -75,66 +120,120 @@ def adaptive_interval(recent_entries: int, timing: Timing, window: float = ADAPT
     return min(timing.max_interval, max(timing.min_interval, window / recent_entries))
 
 
+def format_seconds(seconds: float) -> str:
+    """``1800`` as ``30m``, ``3024`` as ``50m24s``, ``90000`` as ``1d1h``: the config's own units."""
+    left = max(1, round(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        amount, left = divmod(left, size)
+        if amount:
+            parts.append(f"{amount}{unit}")
+    return "".join(parts)
+
+
 def _succeeded(state: SourceState) -> bool:
     return state.last_success is not None and state.last_success == state.last_attempt
 
 
-def next_run(
+def _adaptive_reason(recent_entries: int, interval: float, window: float = ADAPTIVE_WINDOW_SECONDS) -> str:
+    every = format_seconds(interval)
+    days = format_seconds(window)
+    if recent_entries <= 0:
+        return f"adaptive: no entries in {days}, every {every}"
+    per_poll = recent_entries * interval / window
+    return f"adaptive: ~{per_poll:.2g} entries/poll ({recent_entries} in {days}), every {every}"
+
+
+def next_poll(
     timing: Timing,
     state: SourceState,
     now: datetime,
-    rng: random.Random,
     *,
     recent_entries: int = 0,
     fresh: bool = False,
-) -> datetime | None:
-    """When to poll next; ``None`` for a gone source (it waits for a config change).
+) -> NextPoll:
+    """When to poll ``state.name`` next, and why; the one decision the daemon and ``status`` share.
 
     ``fresh`` says the persisted state belongs to another version of the
-    source's config (or there is none): such a source runs soon. Nothing is
-    ever scheduled before the state's own ``next_due`` when that came from a
-    backoff or a server's ``Retry-After``.
+    source's config (or there is none): such a source runs soon, spread over
+    the first seconds by its phase. Nothing is ever scheduled before the
+    state's own ``next_due`` when that came from a backoff, a server's
+    ``Retry-After`` or a freshness hint.
     """
+    phase = phase_of(state.name)
     if fresh or state.last_attempt is None:
-        return _soon(timing, now, rng)
+        spread = min(START_SPREAD_SECONDS, timing.interval / 10)
+        why = "first poll" if state.last_attempt is None else "config changed: polled again soon"
+        return NextPoll(now + timedelta(seconds=phase * spread), why)
     if state.gone:
-        return None
+        return NextPoll(None, "gone (HTTP 410): waits until its config changes")
     last = state.last_attempt
-    planned: datetime
+    period: float | None  # the interval whose slots an overdue poll moves to; None for cron
     if timing.cron is not None:
+        period = None
         tick = CronTrigger.from_crontab(timing.cron, timezone="UTC").get_next_fire_time(
             None, last + timedelta(microseconds=1)
         )
         planned = tick if tick is not None else last + timedelta(seconds=timing.interval)
+        why = f"cron {timing.cron} (UTC)"
+        if not _succeeded(state) and state.next_due is not None and state.next_due > planned:
+            planned, why = state.next_due, state.due_reason
     elif _succeeded(state):
-        interval = adaptive_interval(recent_entries, timing) if timing.adaptive else timing.interval
-        planned = last + timedelta(seconds=interval + rng.random() * jitter_for(interval))
+        if timing.adaptive:
+            period = adaptive_interval(recent_entries, timing)
+            why = _adaptive_reason(recent_entries, period)
+        else:
+            period = timing.interval
+            why = f"interval {format_seconds(period)}"
+        planned = next_slot(last + timedelta(seconds=period * MIN_GAP_SHARE), period, phase)
+        hinted = state.next_due is not None and state.due_reason != "interval" and not timing.adaptive
+        if hinted and state.next_due is not None and state.next_due > planned:
+            planned, why = state.next_due, state.due_reason  # a server's freshness hint
     else:
-        planned = state.next_due or last + timedelta(seconds=timing.interval)
-    if state.next_due is not None and not _succeeded(state):
-        planned = max(planned, state.next_due)  # backoff or Retry-After
-    elif state.next_due is not None and state.due_reason != "interval" and not timing.adaptive:
-        planned = max(planned, state.next_due)  # a server's freshness hint lengthens the wait
-    if planned <= now:
-        # Missed while we were down (or busy): one run, soon, spread out.
-        return _soon(timing, now, rng)
-    return planned
+        period = timing.interval
+        planned = state.next_due or last + timedelta(seconds=period)  # backoff or Retry-After
+        why = state.due_reason
+    if planned > now:
+        return NextPoll(planned, why)
+    # Missed while the daemon was down (or busy).
+    if period is None:
+        # A cron expression names its own times: one run for the missed ticks, soon.
+        spread = min(START_SPREAD_SECONDS, timing.interval / 10)
+        return NextPoll(now + timedelta(seconds=phase * spread), f"{why}: a tick was missed, polled soon")
+    # Its next slot: overdue sources come back spread over one interval, not in a burst.
+    return NextPoll(next_slot(now, period, phase), f"{why}: overdue, at its next slot")
 
 
-def _soon(timing: Timing, now: datetime, rng: random.Random) -> datetime:
-    spread = min(START_SPREAD_SECONDS, timing.interval / 10)
-    return now + timedelta(seconds=rng.random() * spread)
+def planned_poll(
+    config: Config,
+    source: SourceConfig,
+    state: SourceState,
+    now: datetime,
+    *,
+    fingerprint: str,
+    entries: EntryCounts,
+) -> NextPoll:
+    """:func:`next_poll` for a configured source, with what it needs read from the store.
+
+    ``fingerprint`` is the source's config fingerprint (``pipeline.source_fingerprint``):
+    a state saved under another one is stale. The entry count behind adaptive
+    polling is taken up to the last attempt, so it does not drift with ``now``.
+    """
+    timing = timing_for(config, source)
+    recent = 0
+    if timing.adaptive:
+        until = state.last_attempt or now
+        since = until - timedelta(seconds=ADAPTIVE_WINDOW_SECONDS)
+        recent = entries.recent_entry_count(source.name, since, until)
+    return next_poll(timing, state, now, recent_entries=recent, fresh=state.config_hash != fingerprint)
 
 
 class SourceScheduler:
     """One APScheduler job per source; jobs are moved, never run twice at once."""
 
-    def __init__(
-        self, run_source: Callable[[str], Awaitable[None]], rng: random.Random | None = None
-    ) -> None:
+    def __init__(self, run_source: Callable[[str], Awaitable[None]]) -> None:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.run_source = run_source
-        self.rng = rng or random.Random()
 
     def start(self) -> None:
         self.scheduler.start()
@@ -162,7 +261,7 @@ class SourceScheduler:
         """Add or replace a source's job; ``first=None`` adds it paused (a gone source)."""
         self.scheduler.add_job(
             self.run_source,
-            timing.trigger(),
+            timing.trigger(phase_of(name)),
             args=[name],
             id=name,
             name=name,

@@ -758,6 +758,14 @@ class PostStore:
                 result[entry_id] = datetime.fromtimestamp(ts, UTC)
         return result
 
+    def recent_entry_count(self, source: str, since: datetime, until: datetime) -> int:
+        """How many of ``source``'s posts are dated in (since, until]: its pace, for adaptive polling."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM posts WHERE source=? AND date_ts > ? AND date_ts <= ?",
+            (source, since.timestamp(), until.timestamp()),
+        ).fetchone()
+        return int(row[0])
+
     def _known(
         self, posts: Sequence[Post]
     ) -> tuple[dict[tuple[str, str], _Known], set[tuple[str, str]], dict[tuple[str, str], str]]:

@@ -16,8 +16,8 @@ The extracted or rewritten HTML is sanitized again (unless the source is
 trusted, and always for extracted pages), so no transform can bring back
 what normalize removed.
 
-trafilatura and opencc are optional packages (the ``extras`` extra); the
-config refuses a transform whose package is missing, with the install hint.
+trafilatura and opencc are optional packages (the ``extras`` extra), imported
+through :mod:`aggregator.optional`: a missing one is one line naming the extra.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from aggregator import optional
 from aggregator.config import Config, SourceConfig, TransformsConfig
 from aggregator.errors import FetchError
 from aggregator.fetch import Fetcher, FetchLimits, FetchRequest
@@ -64,6 +65,18 @@ def transforms_for(config: Config, source: SourceConfig) -> TransformsConfig:
     updates: dict[str, Any] = {key: getattr(own, key) for key in own.model_fields_set}
     updates["rewrite"] = (*merged.rewrite, *own.rewrite)
     return merged.model_copy(update=updates)
+
+
+def features_enabled(settings: TransformsConfig) -> list[str]:
+    """The transforms in ``settings`` that need an optional package."""
+    return [feature for feature in ("full_text", "opencc") if getattr(settings, feature)]
+
+
+def check_dependencies(config: Config) -> None:
+    """Import every optional package an enabled transform needs (MissingDependency if one fails)."""
+    settings = [config.transforms, *(transforms_for(config, s) for s in config.sources)]
+    for feature in sorted({f for each in settings for f in features_enabled(each)}):
+        optional.load(feature)
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,8 @@ class Transformer:
             self._fetcher = None
 
     async def apply(self, posts: Sequence[Post], settings: TransformsConfig, *, trusted: bool) -> list[Post]:
+        for feature in features_enabled(settings):
+            optional.load(feature)  # before any page is fetched for it
         out = list(posts)
         if settings.full_text:
             missing = [p.link for p in out if self._needs_fetch(p)]
@@ -188,8 +203,7 @@ class Transformer:
 
 def extract_article(page: bytes, url: str) -> str | None:
     """The main article of an HTML page as HTML, or None when none is found."""
-    import trafilatura
-
+    trafilatura = optional.load("full_text")
     html: str | None = trafilatura.extract(
         page,
         url=url,
@@ -203,9 +217,7 @@ def extract_article(page: bytes, url: str) -> str | None:
 
 @lru_cache(maxsize=16)
 def _converter(conversion: str) -> Any:
-    import opencc
-
-    return opencc.OpenCC(conversion)
+    return optional.load("opencc").OpenCC(conversion)
 
 
 def convert_text(text: str, conversion: str) -> str:

@@ -27,6 +27,8 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_sources_d_files_are_merged_after_the_main_file_in_name_order(tmp_path: Path) -> None:
+    (tmp_path / "news").mkdir()
+    (tmp_path / "news" / "local.xml").write_text("<rss/>", encoding="utf-8")
     config = load_config(
         _write(
             tmp_path,
@@ -69,7 +71,7 @@ def test_sources_d_files_are_merged_after_the_main_file_in_name_order(tmp_path: 
         ),
         (
             {"sources.d/a.yaml": "- name: a\n  url: https://a.example.org/\n  intervl: 5m\n"},
-            "sources.d/a.yaml:3: sources[0].intervl: unknown key (check its spelling)",
+            "sources.d/a.yaml:3: sources[0].intervl: unknown key (did you mean 'interval'?)",
         ),
         (
             {"sources.d/a.yaml": "site: {title: nope}\nsources: []\n"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ from support.servers import AppServer
 from aggregator.config import load_config
 from aggregator.daemon import Daemon
 from aggregator.pipeline import Updater
+from aggregator.schedule import phase_of
 from aggregator.state import SourceState, utcnow
 from aggregator.status_feed import StatusLog, events_between, publish_status
 from aggregator.workers import ParserPool
@@ -67,6 +69,7 @@ class FeedHost:
         self.counts: Counter[str] = Counter()
         self.active: Counter[str] = Counter()
         self.most: Counter[str] = Counter()
+        self.times: list[float] = []  # time.monotonic() of every request, in arrival order
         self.slow: dict[str, float] = {}  # path -> seconds to spread the body over
         self.halt = threading.Event()  # ends slow bodies early, so the server can stop
 
@@ -78,6 +81,7 @@ class FeedHost:
             self.counts[path] += 1
             self.active[path] += 1
             self.most[path] = max(self.most[path], self.active[path])
+            self.times.append(time.monotonic())
         try:
             if not (self.directory / path.lstrip("/")).is_file():
                 await send({"type": "http.response.start", "status": 404, "headers": []})
@@ -225,11 +229,16 @@ def start(daemons: list[DaemonProcess], config: Path, *options: str) -> DaemonPr
 
 
 def site_config(directory: Path, sources: list[dict[str, Any]], **sections: Any) -> Path:
+    """A daemon's config on a free port; logging at debug (one line per poll) unless given."""
     port = free_port()
     return write_config(
         directory,
         sources,
-        **{"site": {"title": "Test site", "base_url": f"http://127.0.0.1:{port}/"}, "server": {"port": port}}
+        **{
+            "site": {"title": "Test site", "base_url": f"http://127.0.0.1:{port}/"},
+            "server": {"port": port},
+            "logging": {"level": "debug"},
+        }
         | sections,
     )
 
@@ -352,6 +361,37 @@ def test_restart_keeps_due_times_and_picks_up_new_sources(
     # ... while a and b keep the due times persisted by the first daemon: no burst.
     assert (app.count("/a.xml"), app.count("/b.xml")) == (1, 1)
     assert second.stop() == 0
+
+
+@pytest.mark.slow
+def test_after_a_cold_fetch_the_daemon_spreads_the_polls_over_the_interval(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], daemons: list[DaemonProcess]
+) -> None:
+    """Issue 15, defect 12, end to end: a one-shot fetch of every source, then the daemon."""
+    app, server = host
+    interval, count = 6, 60
+    sources = []
+    for i in range(count):
+        (feed_dir / f"f{i}.xml").write_bytes(rss(f"f{i}", 1))
+        sources.append({"name": f"feed-{i}", "url": server.url(f"f{i}.xml"), "interval": f"{interval}s"})
+    config = site_config(tmp_path / "site", sources, logging={"level": "info"})
+    assert run_cli("fetch", config=config).returncode == 0  # every source polled at once
+    daemon = start(daemons, config)
+    daemon.wait_healthy()
+    ready = time.monotonic()
+    wait_for(lambda: time.monotonic() > ready + 3 * interval, timeout=5 * interval, what="three intervals")
+    assert daemon.stop() == 0
+    with app.lock:
+        times = list(app.times)
+    # From the second interval on: two polls per source, one second at a time.
+    per_second = Counter(
+        int(t - ready - interval) for t in times if ready + interval <= t < ready + 3 * interval
+    )
+    counts = [per_second.get(second, 0) for second in range(2 * interval)]
+    mean = count / interval
+    print(f"polls per second over two intervals after a cold fetch: {counts}")
+    assert sum(counts) == pytest.approx(2 * count, abs=count // 4), counts
+    assert max(counts) <= 3 * mean and min(counts) >= mean / 3, f"bunched: {counts} (mean {mean:.0f}/s)"
 
 
 @pytest.mark.slow
@@ -480,6 +520,81 @@ def test_second_daemon_refused_and_a_one_shot_fetch_is_safe(
     assert any(json.loads(line)["message"].startswith("source=s0 outcome=") for line in lines)
 
 
+SUMMARY_LINE = re.compile(
+    r"polls in the last \S+: polls=(?P<polls>\d+) ok=(?P<ok>\d+) not_modified=(?P<not_modified>\d+) "
+    r"failed=(?P<failed>\d+) rate_limited=\d+ gone=\d+ new=(?P<new>\d+) updated=\d+"
+)
+
+
+def test_at_info_the_daemon_logs_a_summary_and_failures_not_a_line_per_poll(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], daemons: list[DaemonProcess]
+) -> None:
+    """Issue 15, defect 13: per-poll lines are DEBUG; INFO has a periodic summary and each failure."""
+    app, server = host
+    (feed_dir / "busy.xml").write_bytes(rss("busy", 2))
+    dead = f"http://127.0.0.1:{free_port()}/feed.xml"  # nothing listens there
+    config = site_config(
+        tmp_path / "site",
+        [{"name": "busy", "url": server.url("busy.xml"), "interval": "1s"}, {"name": "dead", "url": dead}],
+        logging={"level": "info", "summary_interval": "1s"},
+    )
+    daemon = start(daemons, config)
+    daemon.wait_healthy()
+    wait_for(lambda: app.count("/busy.xml") >= 4, what="busy polled four times")
+    wait_for(
+        lambda: sum(int(m["polls"]) for m in SUMMARY_LINE.finditer(daemon.log())) >= 4, what="summary lines"
+    )
+    assert daemon.stop() == 0
+    log = daemon.log()
+    assert daemon.fetch_lines("busy") == [], "no line per successful poll at INFO"
+    summaries = [m.groupdict() for m in SUMMARY_LINE.finditer(log)]
+    assert sum(int(m["new"]) for m in summaries) == 2
+    assert sum(int(m["failed"]) for m in summaries) == 1
+    assert sum(int(m["ok"]) + int(m["not_modified"]) + int(m["failed"]) for m in summaries) == sum(
+        int(m["polls"]) for m in summaries
+    )
+    # The summaries count every poll the server saw (and the failed one).
+    assert sum(int(m["polls"]) for m in summaries) == app.count("/busy.xml") + 1
+    # Each failure stays: the failed poll (WARNING) and the health event.
+    (failed,) = daemon.fetch_lines("dead")
+    assert failed["outcome"] == "error" and "WARNING" in log
+    assert "source=dead health: failing: cannot connect" in log
+
+
+def test_health_changes_are_info_lines_and_polls_are_debug(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    _app, server = host
+    config = write_config(tmp_path / "site", [{"name": "flaky", "url": server.url("flaky.xml")}])
+
+    async def scenario() -> None:
+        daemon = _daemon(config)
+        try:
+            await daemon._run_source("flaky")  # 404: failing
+            (feed_dir / "flaky.xml").write_bytes(rss("flaky", 3))
+            await daemon._run_source("flaky")  # 200: recovered, 3 new posts
+            await daemon._run_source("flaky")  # 304
+            daemon._log_summary()
+            daemon._log_summary()  # nothing polled since: no line
+        finally:
+            await daemon.close()
+
+    with caplog.at_level(logging.DEBUG, logger="aggregator"):
+        asyncio.run(scenario())
+    loud = [(r.levelno, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    polls = [r for r in caplog.records if r.getMessage().startswith("source=flaky outcome=")]
+    assert [(r.levelno, r.getMessage().split()[1]) for r in polls] == [
+        (logging.WARNING, "outcome=error"),
+        (logging.DEBUG, "outcome=ok"),
+        (logging.DEBUG, "outcome=not-modified"),
+    ]
+    health = [message for level, message in loud if " health: " in message]
+    assert [m.split(": ")[1] for m in health] == ["failing", "recovered"]
+    summaries = [message for _level, message in loud if message.startswith("polls in the last")]
+    assert len(summaries) == 1
+    assert "polls=3 ok=1 not_modified=1 failed=1 rate_limited=0 gone=0 new=3 updated=0" in summaries[0]
+
+
 def test_a_port_in_use_stops_the_daemon_before_any_work(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
@@ -492,6 +607,12 @@ def test_a_port_in_use_stops_the_daemon_before_any_work(tmp_path: Path) -> None:
 
 
 # Its parts, in-process -------------------------------------------------------------------------
+
+
+def _on_phase(due: Any, period: float, name: str) -> bool:
+    """Is ``due`` one of the source's own slots (``phase_of(name)`` of the way into a period)?"""
+    offset = (due.timestamp() - phase_of(name) * period) % period
+    return bool(min(offset, period - offset) < 1e-3)
 
 
 def _daemon(config_path: Path) -> Daemon:
@@ -684,10 +805,13 @@ def test_adaptive_polling_uses_the_recent_entry_rate(tmp_path: Path, feed_dir: P
     busy, busy_state = due["busy"]
     quiet, quiet_state = due["quiet"]
     cron, _ = due["cron"]
-    # 200 entries a week: every 3024 s (plus up to 5% jitter), not the configured 30 minutes.
+    # 200 entries a week: on its slots every 3024 s, not the configured 30 minutes (the first
+    # gap after a first poll is between half an interval and one and a half).
     gap = (busy - busy_state.last_attempt).total_seconds()
-    assert 604800 / 200 <= gap <= 604800 / 200 * 1.05 + 1
-    assert (quiet - quiet_state.last_attempt).total_seconds() >= 86400
+    assert 604800 / 200 * 0.5 < gap <= 604800 / 200 * 1.5
+    assert _on_phase(busy, 604800 / 200, "busy")
+    assert (quiet - quiet_state.last_attempt).total_seconds() > 86400 * 0.5
+    assert _on_phase(quiet, 86400, "quiet")
     assert (cron.hour, cron.minute, cron.second) == (3, 0, 0) and cron > now
 
 
@@ -728,7 +852,8 @@ def test_each_run_moves_its_job_to_the_backoff_or_retry_after_time(tmp_path: Pat
     assert broken >= broken_state.next_due
     fine, fine_state = due["fine"]
     assert fine_state.error_streak == 0
-    assert timedelta(seconds=60) <= fine - fine_state.last_attempt <= timedelta(seconds=63)
+    assert timedelta(seconds=30) < fine - fine_state.last_attempt <= timedelta(seconds=90)
+    assert _on_phase(fine, 60, "fine")  # its own slot in the minute, not "60 s after this poll"
 
 
 def test_reload_reschedules_a_changed_source_and_keeps_the_rest(tmp_path: Path, feed_dir: Path) -> None:
@@ -737,7 +862,7 @@ def test_reload_reschedules_a_changed_source_and_keeps_the_rest(tmp_path: Path, 
     sources = [{"name": n, "url": str(feed_dir / f"{n}.xml"), "interval": "1h"} for n in ("a", "b")]
     config = write_config(tmp_path / "site", sources)
 
-    async def scenario() -> tuple[dict[str, Any], dict[str, Any], str]:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], str, Any]:
         daemon = _daemon(config)
         daemon._schedule_all(daemon.config.sources)
         daemon.scheduler.start()
@@ -747,19 +872,21 @@ def test_reload_reschedules_a_changed_source_and_keeps_the_rest(tmp_path: Path, 
             before = daemon.scheduler.due_times()
             sources[0]["interval"] = "2h"
             write_config(tmp_path / "site", sources)
+            reloaded = utcnow()
             await daemon.reload()
             after = daemon.scheduler.due_times()
             trigger = str(daemon.scheduler.scheduler.get_job("a").trigger)
         finally:
             daemon.scheduler.shutdown()
             await daemon.close()
-        return before, after, trigger
+        return before, after, trigger, reloaded
 
-    before, after, trigger = asyncio.run(scenario())
+    before, after, trigger, reloaded = asyncio.run(scenario())
     assert after["b"] == before["b"]  # untouched
     assert "2:00:00" in trigger
-    # a's config changed: it is polled again soon, then every two hours.
-    assert after["a"] < before["a"] - timedelta(minutes=55)
+    # a's config changed: it is polled again soon (within the start spread), then every two hours.
+    assert before["a"] > reloaded + timedelta(minutes=29)
+    assert after["a"] <= reloaded + timedelta(seconds=11)
 
 
 def test_the_feeds_on_disk_are_served_while_the_start_up_build_runs(tmp_path: Path) -> None:

@@ -14,9 +14,8 @@ import pytest
 from support.helpers import FIXTURES, run_cli, wait_for, write_config
 from support.servers import AppServer
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed-post.md"
-if not REFERENCE.exists():  # CI lays shared/ beside the clone
-    REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "seed-post.md"
+# The project's copy of the reference post that fixes the post format (a user's clone has nothing beside it).
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference" / "seed-post.md"
 
 
 def _posts(root: Path) -> dict[str, frontmatter.Post]:
@@ -226,14 +225,14 @@ def test_retention_follows_a_reloaded_config(tmp_path: Path) -> None:
 
     def configured(max_posts: int) -> Path:
         source = {"name": "local", "url": "local.xml", "retention": {"max_posts": max_posts}}
-        return write_config(tmp_path, [source, {"name": "other", "url": "other.xml"}])
+        return write_config(tmp_path, [source, {"name": "other", "url": "file:///nonexistent/other.xml"}])
 
     async def fetch_twice() -> None:
+        local_feed(5)
         config = load_config(configured(3))
         with config.open_store() as store:
             updater = Updater(config, store)
             try:
-                local_feed(5)
                 await updater.update(config.source_named("local"))
                 assert len(list((tmp_path / "posts").rglob("*.md"))) == 3
                 updater.reconfigure(load_config(configured(2)))

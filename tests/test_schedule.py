@@ -1,9 +1,10 @@
-"""When sources run: next_run decisions (pure) and the APScheduler jobs behind them."""
+"""When sources run: next_poll decisions (pure) and the APScheduler jobs behind them."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +19,10 @@ from aggregator.schedule import (
     SourceScheduler,
     Timing,
     adaptive_interval,
-    jitter_for,
-    next_run,
+    format_seconds,
+    next_poll,
+    next_slot,
+    phase_of,
     timing_for,
 )
 from aggregator.state import SourceState, after_failure, after_success
@@ -28,39 +31,76 @@ NOW = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
 HOUR = Timing(interval=3600.0)
 
 
-def _ok(at: datetime, interval: float = 3600.0) -> SourceState:
+def _ok(at: datetime, interval: float = 3600.0, name: str = "s") -> SourceState:
     return after_success(
-        SourceState("s"), now=at, interval=interval, http_status=200, new=1, updated=0,
+        SourceState(name, config_hash="h"), now=at, interval=interval, http_status=200, new=1, updated=0,
         etag=None, last_modified=None, permanent_url=None,
     )  # fmt: skip
 
 
+def _at(timing: Timing, state: SourceState, now: datetime, **kwargs: int | bool) -> datetime:
+    due = next_poll(timing, state, now, **kwargs).at  # type: ignore[arg-type]
+    assert due is not None
+    return due
+
+
+def _on_phase(due: datetime, period: float, name: str) -> bool:
+    """Is ``due`` one of the source's own slots (``phase`` of the way into a period)?"""
+    offset = (due.timestamp() - phase_of(name) * period) % period
+    return min(offset, period - offset) < 1e-3
+
+
+def test_phase_is_stable_and_spread() -> None:
+    assert phase_of("新浪财经-国内") == phase_of("新浪财经-国内")  # not Python's per-process hash
+    # sha1("a") starts 86f7e437faa5a7fc: the same in every process, on every machine.
+    assert phase_of("a") == int("86f7e437faa5a7fc", 16) / 2**64
+    phases = [phase_of(f"source-{i}") for i in range(10_000)]
+    assert all(0 <= p < 1 for p in phases)
+    per_tenth = Counter(int(p * 10) for p in phases)
+    assert min(per_tenth.values()) > 900 and max(per_tenth.values()) < 1100
+
+
+def test_next_slot_is_strictly_after_and_on_the_phase() -> None:
+    slot = next_slot(NOW, 60.0, 0.25)
+    assert slot == NOW + timedelta(seconds=15)  # NOW is on a whole minute
+    assert next_slot(slot, 60.0, 0.25) == slot + timedelta(seconds=60)
+    assert next_slot(slot - timedelta(microseconds=1), 60.0, 0.25) == slot
+
+
 def test_a_source_never_polled_runs_soon_but_spread() -> None:
-    rng = random.Random(1)
-    times = [next_run(HOUR, SourceState("s"), NOW, rng) for _ in range(200)]
-    assert all(t is not None and NOW <= t <= NOW + timedelta(seconds=START_SPREAD_SECONDS) for t in times)
-    assert len({t for t in times}) > 150  # spread, not a burst in one instant
+    times = [_at(HOUR, SourceState(f"s{i}"), NOW) for i in range(200)]
+    assert all(NOW <= t <= NOW + timedelta(seconds=START_SPREAD_SECONDS) for t in times)
+    assert len(set(times)) > 150  # spread, not a burst in one instant
+    assert next_poll(HOUR, SourceState("s0"), NOW).reason == "first poll"
 
 
 def test_after_a_restart_the_persisted_due_time_holds() -> None:
-    state = _ok(NOW - timedelta(minutes=20))
-    due = next_run(HOUR, state, NOW, random.Random(2))
-    assert due is not None
-    earliest = NOW + timedelta(minutes=40)
-    assert earliest <= due <= earliest + timedelta(seconds=jitter_for(3600))
+    polled = NOW - timedelta(minutes=20)
+    state = _ok(polled)
+    right_after = _at(HOUR, state, polled + timedelta(seconds=1))  # what the daemon decided then
+    assert _at(HOUR, state, NOW) == right_after  # what a restarted daemon decides now
+    assert right_after > NOW and _on_phase(right_after, 3600, "s")
+    assert timedelta(minutes=30) < right_after - polled <= timedelta(minutes=90)
 
 
-def test_missed_runs_coalesce_into_one_soon() -> None:
+def test_missed_runs_coalesce_into_one_at_the_next_slot() -> None:
     state = _ok(NOW - timedelta(days=3))  # down for three days: 72 missed runs
-    due = next_run(HOUR, state, NOW, random.Random(3))
-    assert due is not None and NOW <= due <= NOW + timedelta(seconds=START_SPREAD_SECONDS)
+    plan = next_poll(HOUR, state, NOW)
+    assert plan.at is not None and NOW < plan.at <= NOW + timedelta(hours=1)
+    assert _on_phase(plan.at, 3600, "s")
+    assert plan.reason == "interval 1h: overdue, at its next slot"
 
 
-def test_jitter_spreads_sources_with_the_same_interval() -> None:
-    rng = random.Random(4)
-    dues = {next_run(HOUR, _ok(NOW), NOW, rng) for _ in range(50)}
-    assert len(dues) == 50
-    assert all(d is not None and NOW + timedelta(hours=1) <= d <= NOW + timedelta(minutes=63) for d in dues)
+def test_sources_with_the_same_interval_keep_their_own_phase() -> None:
+    names = [f"s{i}" for i in range(50)]
+    dues = {name: _at(HOUR, _ok(NOW, name=name), NOW) for name in names}
+    assert len(set(dues.values())) == 50
+    for name, due in dues.items():
+        assert NOW + timedelta(minutes=30) < due <= NOW + timedelta(minutes=90)
+        assert _on_phase(due, 3600, name)
+        # Polled on its slot (a little late, as runs are), it comes back exactly one interval on.
+        again = _at(HOUR, _ok(due + timedelta(seconds=2), name=name), due + timedelta(seconds=3))
+        assert again == due + timedelta(hours=1)
 
 
 def test_backoff_is_respected() -> None:
@@ -69,12 +109,14 @@ def test_backoff_is_respected() -> None:
         rng=random.Random(5),
     )  # fmt: skip
     fast = Timing(interval=60.0)
-    for streak in range(1, 8):
-        due = next_run(fast, failed, NOW, random.Random(streak))
-        assert due is not None and failed.next_due is not None
-        assert due >= failed.next_due
+    for _streak in range(1, 8):
+        plan = next_poll(fast, failed, NOW)
+        assert plan.at is not None and failed.next_due is not None
+        assert plan.at >= failed.next_due
+        assert plan.reason == failed.due_reason
+        due = plan.at
         failed = after_failure(failed, FetchError("boom"), now=due, interval=60, backoff_cap=86400)
-    assert failed.error_streak == 8
+    assert failed.error_streak == 8 and failed.due_reason == "backoff after 8 failures"
     assert failed.next_due is not None and failed.next_due - due >= timedelta(seconds=60 * 2**6)
 
 
@@ -84,26 +126,39 @@ def test_retry_after_is_respected_even_for_cron_and_adaptive() -> None:
         interval=60, backoff_cap=86400,
     )  # fmt: skip
     for timing in (Timing(60.0), Timing(60.0, cron="* * * * *"), Timing(60.0, adaptive=True, min_interval=1)):
-        due = next_run(timing, limited, NOW, random.Random(6), recent_entries=10_000)
-        assert due is not None and due >= NOW + timedelta(hours=2)
+        plan = next_poll(timing, limited, NOW, recent_entries=10_000)
+        assert plan.at is not None and plan.at >= NOW + timedelta(hours=2)
+        assert plan.reason == "HTTP 429 Retry-After 7200s"
+
+
+def test_a_freshness_hint_only_lengthens_the_wait() -> None:
+    hinted = after_success(
+        SourceState("s"), now=NOW, interval=60, http_status=200, new=0, updated=0, etag=None,
+        last_modified=None, permanent_url=None, fresh_for=7200, respect_cache=True,
+    )  # fmt: skip
+    plan = next_poll(Timing(60.0), hinted, NOW + timedelta(seconds=1))
+    assert plan.at == NOW + timedelta(hours=2)
+    assert plan.reason == "interval lengthened by Cache-Control/Expires"
 
 
 def test_a_gone_source_waits_for_a_config_change() -> None:
     gone = after_failure(_ok(NOW), SourceGone("gone", status=410), now=NOW, interval=60, backoff_cap=60)
-    assert next_run(HOUR, gone, NOW, random.Random(7)) is None
+    plan = next_poll(HOUR, gone, NOW)
+    assert plan.at is None and plan.reason.startswith("gone")
     # Its config changed (fresh): it is polled again, soon.
-    due = next_run(HOUR, gone, NOW, random.Random(7), fresh=True)
-    assert due is not None and due <= NOW + timedelta(seconds=START_SPREAD_SECONDS)
+    due = _at(HOUR, gone, NOW, fresh=True)
+    assert due <= NOW + timedelta(seconds=START_SPREAD_SECONDS)
 
 
 def test_cron_runs_at_the_next_tick() -> None:
     timing = Timing(interval=1800.0, cron="0 */6 * * *")
     state = _ok(NOW + timedelta(minutes=1))  # polled at 12:01
-    assert next_run(timing, state, NOW + timedelta(minutes=2), random.Random(8)) == NOW.replace(hour=18)
+    plan = next_poll(timing, state, NOW + timedelta(minutes=2))
+    assert plan.at == NOW.replace(hour=18) and plan.reason == "cron 0 */6 * * * (UTC)"
     # A tick missed while down (18:00 passed since the last poll): one run, soon.
     late = NOW.replace(hour=19)
-    due = next_run(timing, state, late, random.Random(8))
-    assert due is not None and late <= due <= late + timedelta(seconds=START_SPREAD_SECONDS)
+    due = _at(timing, state, late)
+    assert late <= due <= late + timedelta(seconds=START_SPREAD_SECONDS)
 
 
 @pytest.mark.parametrize(
@@ -115,26 +170,106 @@ def test_adaptive_interval_follows_the_entry_rate_within_bounds(entries: int, ex
     assert adaptive_interval(entries, timing) == pytest.approx(expected)
 
 
+def _steady_gap(timing: Timing, recent_entries: int) -> tuple[timedelta, str]:
+    """Polled on one of its slots, how long until the next poll, and why."""
+    first = _at(timing, _ok(NOW), NOW, recent_entries=recent_entries)
+    plan = next_poll(timing, _ok(first), first, recent_entries=recent_entries)
+    assert plan.at is not None
+    return plan.at - first, plan.reason
+
+
 def test_adaptive_sources_poll_busy_ones_more_often() -> None:
     timing = Timing(interval=1800.0, adaptive=True, min_interval=300.0, max_interval=21600.0)
-    state = _ok(NOW)
-    busy = next_run(timing, state, NOW, random.Random(9), recent_entries=7 * 24 * 12)  # 12 an hour
-    quiet = next_run(timing, state, NOW, random.Random(9), recent_entries=0)
-    assert busy is not None and quiet is not None
-    assert busy - NOW < timedelta(minutes=6)
-    assert quiet - NOW >= timedelta(hours=6)
+    busy, why = _steady_gap(timing, 7 * 24 * 12)  # 12 an hour
+    assert busy == timedelta(minutes=5) and why == "adaptive: ~1 entries/poll (2016 in 7d), every 5m"
+    quiet, why = _steady_gap(timing, 0)
+    assert quiet == timedelta(hours=6) and why == "adaptive: no entries in 7d, every 6h"
     # Not opted in: the plain interval whatever the rate.
-    plain = next_run(replace(timing, adaptive=False), state, NOW, random.Random(9), recent_entries=10**6)
-    assert plain is not None and plain - NOW >= timedelta(minutes=30)
+    plain, why = _steady_gap(replace(timing, adaptive=False), 10**6)
+    assert plain == timedelta(minutes=30) and why == "interval 30m"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(90, "1m30s"), (1800, "30m"), (3024, "50m24s"), (90000, "1d1h"), (0.2, "1s")]
+)
+def test_durations_are_written_in_the_configs_units(seconds: float, text: str) -> None:
+    assert format_seconds(seconds) == text
+
+
+def test_the_fallback_trigger_fires_on_the_sources_slots() -> None:
+    phase = phase_of("s")
+    trigger = Timing(interval=60.0).trigger(phase)
+    fire = trigger.get_next_fire_time(None, NOW)
+    assert fire is not None and _on_phase(fire, 60, "s") and NOW <= fire < NOW + timedelta(minutes=1)
+
+
+# Issue 15, defect 12: polls spread evenly over the interval, and kept spread ----------------------
+
+SOURCES = 5_000
+INTERVAL = 60.0
+
+
+def _polls_per_second(first: dict[str, datetime], until: datetime, rng: random.Random) -> Counter[int]:
+    """Run every source from its first poll on, as the daemon does: poll, then ask next_poll.
+
+    Each poll starts a little late (0-2 s, a queue) and the state it leaves is
+    fed back; returns how many polls started in each whole second.
+    """
+    timing = Timing(interval=INTERVAL)
+    per_second: Counter[int] = Counter()
+    for name, due in first.items():
+        while due < until:
+            started = due + timedelta(seconds=rng.random() * 2)
+            per_second[int(started.timestamp())] += 1
+            state = _ok(started, INTERVAL, name)
+            due = _at(timing, state, started + timedelta(seconds=0.3))
+    return per_second
+
+
+def _spread(per_second: Counter[int], start: datetime, seconds: int) -> tuple[float, int, int]:
+    base = int(start.timestamp())
+    counts = [per_second.get(base + i, 0) for i in range(seconds)]
+    return sum(counts) / seconds, max(counts), min(counts)
+
+
+def test_a_cold_start_of_5000_sources_spreads_out_after_the_first_interval() -> None:
+    timing = Timing(interval=INTERVAL)
+    names = [f"feed-{i:05d}" for i in range(SOURCES)]
+    first = {name: _at(timing, SourceState(name), NOW) for name in names}  # never polled: all due now
+    per_second = _polls_per_second(first, NOW + timedelta(minutes=6), random.Random(12))
+    mean, most, fewest = _spread(per_second, NOW + timedelta(minutes=2), 3 * 60)
+    assert mean == pytest.approx(SOURCES / INTERVAL, rel=0.05)
+    assert most <= 3 * mean, f"a burst: {most} polls in one second, mean {mean:.0f}"
+    assert fewest >= mean / 3, f"an idle second: {fewest} polls, mean {mean:.0f}"
+
+
+def test_a_restart_with_every_source_overdue_stays_spread() -> None:
+    timing = Timing(interval=INTERVAL)
+    names = [f"feed-{i:05d}" for i in range(SOURCES)]
+    # A one-shot fetch polled all 5,000 within 12 s, and the daemon starts ten minutes later:
+    # every source is overdue.
+    rng = random.Random(13)
+    fetched = {name: _ok(NOW + timedelta(seconds=rng.random() * 12), INTERVAL, name) for name in names}
+    restart = NOW + timedelta(minutes=10)
+    first = {name: _at(timing, state, restart) for name, state in fetched.items()}
+    assert all(restart < due <= restart + timedelta(seconds=INTERVAL) for due in first.values())
+    per_second = _polls_per_second(first, restart + timedelta(minutes=5), rng)
+    mean, most, fewest = _spread(per_second, restart + timedelta(seconds=2), 4 * 60)  # from the start
+    assert most <= 3 * mean and fewest >= mean / 3, (mean, most, fewest)
+    # The daemon started right after the fetch instead: nobody overdue, and still no burst.
+    first = {name: _at(timing, state, NOW + timedelta(seconds=13)) for name, state in fetched.items()}
+    per_second = _polls_per_second(first, NOW + timedelta(minutes=5), rng)
+    mean, most, fewest = _spread(per_second, NOW + timedelta(seconds=90), 3 * 60)
+    assert most <= 3 * mean and fewest >= mean / 3, (mean, most, fewest)
 
 
 def test_timing_from_the_config(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,
         [
-            {"name": "a", "url": "a.xml"},
-            {"name": "b", "url": "b.xml", "interval": "5m", "adaptive": "false"},
-            {"name": "c", "url": "c.xml", "cron": "*/10 * * * *"},
+            {"name": "a", "url": "https://a.example.org/feed"},
+            {"name": "b", "url": "https://b.example.org/feed", "interval": "5m", "adaptive": "false"},
+            {"name": "c", "url": "https://c.example.org/feed", "cron": "*/10 * * * *"},
         ],
         defaults={"interval": "30m", "adaptive": "true", "min_interval": "2m", "max_interval": "2h"},
     )
@@ -162,7 +297,7 @@ def test_scheduler_never_runs_one_source_twice_at_once() -> None:
             await release.wait()
             active -= 1
 
-        scheduler = SourceScheduler(run_source, rng=random.Random(10))
+        scheduler = SourceScheduler(run_source)
         scheduler.add("s", Timing(interval=0.05), datetime.now(UTC))
         scheduler.start()
         try:

@@ -225,13 +225,19 @@ def test_add_on_a_terminal_asks_which_feed(tmp_path: Path, feed_dir: Path, feed_
 def test_an_unknown_source_name_gets_a_suggestion_or_a_short_list(tmp_path: Path) -> None:
     from support.helpers import write_config
 
-    sources = [{"name": f"blog-{n:03d}", "url": f"blog-{n}.xml"} for n in range(39)]
-    config = write_config(tmp_path, [*sources, {"name": "hacker-news", "url": "hn.xml"}])
+    sources = [{"name": f"blog-{n:03d}", "url": f"https://blog-{n}.example.org/feed"} for n in range(39)]
+    config = write_config(tmp_path, [*sources, {"name": "hacker-news", "url": "https://hn.example.org/rss"}])
     near = run_cli("fetch", "hackernews", config=config)
     assert near.returncode == 2
     assert near.stderr.strip() == "aggregator: no source named 'hackernews' (did you mean 'hacker-news'?)"
     far = run_cli("fetch", "zzz", config=config)
     expected = "aggregator: no source named 'zzz' (40 configured; `aggregator status` lists them)"
     assert far.stderr.strip() == expected
-    few = write_config(tmp_path, [{"name": "one", "url": "one.xml"}, {"name": "two", "url": "two.xml"}])
+    few = write_config(
+        tmp_path,
+        [
+            {"name": "one", "url": "https://one.example.org/"},
+            {"name": "two", "url": "https://two.example.org/"},
+        ],
+    )
     assert "(configured: one, two)" in run_cli("fetch", "zzz", config=few).stderr

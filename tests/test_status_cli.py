@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from support.faultserver import SAMPLE_RSS, FaultServer, Reply
 from support.helpers import run_cli, write_config
+
+from aggregator.config import load_config
+from aggregator.daemon import Daemon
+from aggregator.state import utcnow
 
 SECRETS = ("url-secret", "auth-secret", "proxy-secret")
 
@@ -60,7 +65,7 @@ def test_status_table_json_and_exit_code(tmp_path: Path, server: FaultServer) ->
     assert names[:3] == ["vanished", "broken", "secretive"], "gone first, then failing, by name"
     assert names.index("healthy") > names.index("limited")
     assert "moved permanently to" in table.stdout and server.url("/ok2.xml") in table.stdout
-    assert "6 sources, 3 failing" in table.stdout
+    assert "6 sources, 3 failing (times in UTC)" in table.stdout
     for secret in SECRETS:
         assert secret not in table.stdout + table.stderr
 
@@ -81,6 +86,13 @@ def test_status_table_json_and_exit_code(tmp_path: Path, server: FaultServer) ->
     assert by_name["healthy"]["last_attempt"] == by_name["healthy"]["last_success"]
     assert by_name["moved"]["permanent_url"] == server.url("/ok2.xml")
     assert by_name["secretive"]["url"] == f"http://127.0.0.1:{server.port}/status/404"
+    # When the scheduler polls next, and why.
+    assert by_name["vanished"]["next_poll"] is None
+    assert by_name["vanished"]["next_poll_reason"].startswith("gone")
+    assert by_name["broken"]["next_poll_reason"] == "backoff after 1 failure"
+    assert by_name["broken"]["next_poll"] == by_name["broken"]["next_due"]
+    assert by_name["limited"]["next_poll_reason"] == "HTTP 429 Retry-After 7200s"
+    assert by_name["healthy"]["next_poll_reason"] == "interval 30m"
 
     failing = run_cli("status", "--fail-on-error", config=config)
     assert failing.returncode == 1
@@ -111,3 +123,61 @@ def test_fetch_skips_gone_sources_unless_named(tmp_path: Path, server: FaultServ
     assert server.count("/status/410") == 1
     run_cli("fetch", "vanished", config=config)
     assert server.count("/status/410") == 2
+
+
+def test_status_shows_the_time_the_scheduler_will_use_with_its_reason(tmp_path: Path) -> None:
+    """Issue 15, defect 4: a cron or adaptive source's next poll is the daemon's, not now + interval."""
+    now = utcnow()
+    feeds = tmp_path / "feeds-in"
+    feeds.mkdir()
+    items = "".join(
+        f"<item><title>Busy {i}</title><guid>busy-{i}</guid><link>http://127.0.0.1/busy/{i}</link>"
+        f"<pubDate>{(now - timedelta(minutes=15 * i)):%a, %d %b %Y %H:%M:%S GMT}</pubDate></item>"
+        for i in range(200)  # 200 entries in the last two days: polled about every 50 minutes
+    )
+    (feeds / "busy.xml").write_text(
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>b</title>{items}</channel></rss>'
+    )
+    (feeds / "nightly.xml").write_bytes(SAMPLE_RSS)
+    (feeds / "plain.xml").write_bytes(SAMPLE_RSS.replace(b"fault-1", b"plain-1"))
+    config = write_config(
+        tmp_path / "site",
+        [
+            {"name": "nightly", "url": str(feeds / "nightly.xml"), "cron": "0 3 * * *"},
+            {"name": "busy", "url": str(feeds / "busy.xml"), "adaptive": True},
+            {"name": "plain", "url": str(feeds / "plain.xml")},
+        ],
+        defaults={"interval": "30m", "fsync": "off", "min_interval": "1m", "max_interval": "1d"},
+    )
+    assert run_cli("fetch", config=config).returncode == 0
+
+    listed = run_cli("status", "--json", config=config)
+    assert listed.returncode == 0, listed.stderr
+    by_name = {s["name"]: s for s in json.loads(listed.stdout)}
+    for entry in by_name.values():
+        assert entry["next_poll"].endswith("+00:00") and entry["last_attempt"].endswith("+00:00")
+    nightly = by_name["nightly"]
+    polled = datetime.fromisoformat(nightly["last_attempt"])
+    tick = (polled + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
+    if polled.hour < 3:
+        tick -= timedelta(days=1)
+    assert datetime.fromisoformat(nightly["next_poll"]) == tick  # not 30 minutes after the poll
+    assert nightly["next_poll_reason"] == "cron 0 3 * * * (UTC)"
+    assert by_name["busy"]["next_poll_reason"] == "adaptive: ~1 entries/poll (200 in 7d), every 50m24s"
+    assert by_name["plain"]["next_poll_reason"] == "interval 30m"
+
+    # The daemon's own decision, from the same state: the very same instants.
+    daemon = Daemon(config, load_config(config))
+    daemon.store = daemon.config.open_store()
+    try:
+        for source in daemon.config.sources:
+            decided = daemon._next_run(source, daemon.store.source_state(source.name))
+            assert decided == datetime.fromisoformat(by_name[source.name]["next_poll"]), source.name
+    finally:
+        daemon.store.close()
+
+    table = run_cli("status", config=config)
+    assert table.returncode == 0, table.stderr
+    assert f"{tick:%Y-%m-%d %H:%M:%S} UTC" in table.stdout
+    assert "cron 0 3 * * * (UTC)" in table.stdout
+    assert f"{polled.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" in table.stdout

@@ -173,3 +173,37 @@ def test_a_transform_whose_package_is_missing_is_a_config_error(
         load_config(config)
     assert "sources[0].transforms.full_text: needs the trafilatura package" in str(caught.value)
     assert "pip install 'aggregator[extras]'" in str(caught.value)
+
+
+# Run in the CLI's process before anything else: lxml_html_clean is not installed, as in a venv where
+# pip left out lxml's html_clean part (lxml.html.clean then raises ImportError, which justext hits).
+_WITHOUT_HTML_CLEAN = """
+import sys
+
+
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "lxml_html_clean":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NotInstalled())
+"""
+
+
+@pytest.mark.parametrize("command", ["check", "fetch"])
+def test_a_broken_optional_dependency_is_one_line_naming_the_extra(tmp_path: Path, command: str) -> None:
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(_WITHOUT_HTML_CLEAN, encoding="utf-8")
+    shutil.copy(FIXTURES / "formats" / "rss2.xml", tmp_path / "feed.xml")
+    config = write_config(tmp_path, [{"name": "a", "url": "feed.xml"}], transforms={"full_text": True})
+    result = run_cli(command, config=config, env={"PYTHONPATH": str(blocker)})
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "full_text needs the trafilatura package" in lines[0]
+    assert "lxml_html_clean" in lines[0]
+    assert lines[0].endswith("pip install 'aggregator[extras]'")
+    assert not (tmp_path / "posts").exists() or not any((tmp_path / "posts").rglob("*.md"))
