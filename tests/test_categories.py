@@ -252,8 +252,8 @@ def test_a_category_nobody_configured_is_titled_by_its_earliest_post(tmp_path: P
 
 def test_reordered_sources_retitle_the_category_at_the_next_build(tmp_path: Path) -> None:
     """The daemon swaps in a reloaded config; its next build, whatever it was asked, retitles."""
-    first = {"name": "a", "url": "a.xml", "categories": ["Programming", ASCII]}
-    second = {"name": "b", "url": "b.xml", "categories": ["programming", FULLWIDTH]}
+    first = {"name": "a", "url": "https://a.example.org/feed", "categories": ["Programming", ASCII]}
+    second = {"name": "b", "url": "https://b.example.org/feed", "categories": ["programming", FULLWIDTH]}
     config = load_config(write_config(tmp_path, [first, second]))
     with PostStore(config.posts_dir, config.index_path, fsync="off") as store:
         store.save([_post("a", 1, ("Programming", ASCII)), _post("b", 2, ("programming", FULLWIDTH))], NOW)
@@ -277,7 +277,7 @@ def test_a_custom_title_given_under_another_spelling_applies(tmp_path: Path) -> 
     config = load_config(
         write_config(
             tmp_path,
-            [{"name": "a", "url": "a.xml", "categories": ["Programming", ASCII]}],
+            [{"name": "a", "url": "https://a.example.org/feed", "categories": ["Programming", ASCII]}],
             build={
                 "categories": [{"path": ["programming", FULLWIDTH], "title": "Vector", "description": "V"}]
             },
@@ -342,7 +342,8 @@ def test_check_warns_of_two_spellings_naming_both_places(
 
     # One spelling: no warning.
     alone = write_config(
-        tmp_path / "alone", [{"name": "a", "url": "a.xml", "categories": ["Programming", ASCII]}]
+        tmp_path / "alone",
+        [{"name": "a", "url": "https://a.example.org/feed", "categories": ["Programming", ASCII]}],
     )
     quiet = run_cli("check", config=alone)
     assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
@@ -353,8 +354,8 @@ def test_category_defaults_apply_to_every_spelling_of_their_category(tmp_path: P
         write_config(
             tmp_path,
             [
-                {"name": "a", "url": "a.xml", "categories": ["Programming", ASCII]},
-                {"name": "b", "url": "b.xml", "categories": ["programming", FULLWIDTH]},
+                {"name": "a", "url": "https://a.example.org/feed", "categories": ["Programming", ASCII]},
+                {"name": "b", "url": "https://b.example.org/feed", "categories": ["programming", FULLWIDTH]},
             ],
             category_defaults=[{"path": ["Programming", FULLWIDTH], "interval": "1h"}],
         )
