@@ -58,11 +58,22 @@ from lxml import etree
 
 import aggregator.uris as uris
 from aggregator import __version__
-from aggregator.config import Config
+from aggregator.categories import display_path, first_spellings, spelling_in
+from aggregator.config import Config, category_paths
 from aggregator.errors import BuildError
 from aggregator.files import write_atomic
 from aggregator.normalize import clean_text, summary_of
-from aggregator.store import ALL_KEY, FeedRef, IndexedPost, IndexReader, PostStore, slugify, split_key
+from aggregator.store import (
+    ALL_KEY,
+    CATEGORY_PREFIX,
+    FeedRef,
+    IndexedPost,
+    IndexReader,
+    PostStore,
+    category_slugs,
+    slugify,
+    split_key,
+)
 
 log = logging.getLogger("aggregator.build")
 
@@ -105,15 +116,17 @@ class FeedSpec:
 
     key: str
     kind: str  # all | source | category
-    parts: tuple[str, ...]
+    parts: tuple[str, ...]  # the source's name, or the category's levels as titled
     title: str
     description: str
 
     @functools.cached_property
     def relative_path(self) -> str:
-        """``all``, ``source/<slug>`` or ``category/<slug>/<slug>...``."""
+        """``all``, ``source/<slug>`` or ``category/<slug>/<slug>...`` (a category key holds its slugs)."""
         if self.kind == "all":
             return "all"
+        if self.kind == "category":
+            return "/".join((self.kind, *split_key(self.key)[1]))
         return "/".join((self.kind, *(slugify(part) for part in self.parts)))
 
     @property
@@ -138,17 +151,21 @@ class BuildReport:
         return self.rendered + self.removed + self.swept
 
 
-def spec_for(key: str, config: Config) -> FeedSpec:
+def spec_for(key: str, config: Config, names: Sequence[str] | None = None) -> FeedSpec:
+    """A feed's place and titles. ``names``: a category's levels as titled (the builder
+    picks the first spelling seen, see ``aggregator.categories``); its slugs when not given."""
     kind, parts = split_key(key)
     site = config.site.title
     if kind == ALL_KEY:
         return FeedSpec(key, "all", (), site, config.site.description)
-    label = " › ".join(parts)
     if kind == "source":
+        label = " › ".join(parts)
         return FeedSpec(key, kind, parts, f"{site}: {label}", f"Posts from the source {label}")
+    slugs, parts = parts, tuple(names) if names is not None else parts
+    label = " › ".join(parts)
     title, description = f"{site}: {label}", f"Posts in the category {label}"
     for custom in config.build.categories:
-        if custom.path == parts:
+        if category_slugs(custom.path) == slugs:
             title = custom.title or title
             description = custom.description if custom.description is not None else description
     return FeedSpec(key, kind, parts, title, description)
@@ -913,6 +930,12 @@ class FeedBuilder:
         self._source_categories: dict[str, tuple[str, ...]] = {}
         self._specs: dict[str, FeedSpec] = {}
         self._specs_config: Config | None = None
+        # How each category level is titled: as first spelt in the config, else by the
+        # earliest post of its feed (asked once per build: posts come and go).
+        self._config_names: dict[tuple[str, ...], str] = {}
+        self._config_keys: set[str] = set()
+        self._post_names: dict[tuple[str, ...], str | None] = {}
+        self._titles_config: Config | None = None  # the config the published titles were checked against
 
     @property
     def root(self) -> Path:
@@ -923,14 +946,16 @@ class FeedBuilder:
         report = BuildReport()
         self.cache.reset_if_changed(ItemOptions.of(self.config))
         settings = _settings_signature(self.config)
+        self._post_names = {}
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            published = {key for key, *_ in self.store.published_feeds()}
+            titles = {key: title for key, title, *_ in self.store.published_feeds()}
+            published = set(titles)
             if keys is None:
                 wanted = set(self.store.feed_keys())
                 gone = published - wanted
             else:
-                asked = set(keys)
+                asked = set(keys) | self._retitled(published - set(keys), titles)
                 wanted = self.store.feed_keys_present(asked)
                 gone = (asked - wanted) & published
             self._source_categories = self._categories_of_sources(wanted)
@@ -955,13 +980,41 @@ class FeedBuilder:
         return report
 
     def _spec(self, key: str) -> FeedSpec:
-        """spec_for, remembered while the config stays the same (the daemon swaps it on reload)."""
+        """spec_for, remembered while the config stays the same (the daemon swaps it on reload)
+        and, for a category, while its levels keep their names."""
         if self._specs_config is not self.config:
             self._specs, self._specs_config = {}, self.config
+            self._config_names = first_spellings(category_paths(self.config))
+            # Categories whose every level the config names (their titles change only with it).
+            self._config_keys = {CATEGORY_PREFIX + "\x1f".join(slugs) for slugs in self._config_names}
+        names = display_path(split_key(key)[1], self._level_name) if key.startswith(CATEGORY_PREFIX) else None
         spec = self._specs.get(key)
-        if spec is None:
-            spec = self._specs[key] = spec_for(key, self.config)
+        if spec is None or (names is not None and spec.parts != names):
+            spec = self._specs[key] = spec_for(key, self.config, names)
         return spec
+
+    def _retitled(self, others: set[str], titles: dict[str, str]) -> set[str]:
+        """Published feeds not asked for whose title changed: the config's (checked once per
+        config: a reload may reorder spellings or retitle the site), or a category's named by
+        a post (its first spelling's post is gone, or an earlier one came, which renames the
+        feeds below it too though their posts did not change)."""
+        if self._titles_config is not self.config:
+            self._titles_config = self.config
+        else:
+            self._spec(ALL_KEY)  # the config's names, for the set below
+            others = {k for k in others if k.startswith(CATEGORY_PREFIX) and k not in self._config_keys}
+        return {key for key in others if self._spec(key).title != titles[key]}
+
+    def _level_name(self, slugs: tuple[str, ...]) -> str | None:
+        """How a category level is titled: its first spelling in the config, else in its earliest post."""
+        name = self._config_names.get(slugs)
+        if name is None:
+            if slugs not in self._post_names:
+                paths = self.store.first_post_categories(CATEGORY_PREFIX + "\x1f".join(slugs))
+                spelt = spelling_in(slugs, paths)
+                self._post_names[slugs] = spelt[-1] if spelt else None
+            name = self._post_names[slugs]
+        return name
 
     def _categories_of_sources(self, keys: set[str]) -> dict[str, tuple[str, ...]]:
         """Each source's category path: from the config, else from its newest post."""
@@ -979,7 +1032,7 @@ class FeedBuilder:
         if kind == "category":
             return (*((0, part) for part in parts), (2, ""))
         if kind == "source":
-            categories = self._source_categories.get(parts[0], ())
+            categories = category_slugs(self._source_categories.get(parts[0], ()))
             return (*((0, part) for part in categories), (1, parts[0]))
         return ((3, key),)
 

@@ -130,13 +130,17 @@ def main_options(
 @app.command()
 def check() -> None:
     """Validate the config and print what it configures."""
-    config = _load()
+    from aggregator.config import config_warnings
     from aggregator.transforms import check_dependencies
 
+    config = _load()
     try:
         check_dependencies(config)
+        warnings = config_warnings(state.config_path)
     except AggregatorError as error:
         raise _fail(str(error)) from None
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"{state.config_path}: ok, {len(config.sources)} sources")
 
 

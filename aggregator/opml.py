@@ -19,6 +19,7 @@ from lxml import etree
 
 from aggregator.config import SourceConfig
 from aggregator.errors import ParseError
+from aggregator.store import category_slugs
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,10 @@ def import_entries(
 
 
 def write_opml(sources: Sequence[SourceConfig], title: str, now: datetime | None = None) -> bytes:
-    """The sources as OPML 2.0, nested by category."""
+    """The sources as OPML 2.0, nested by category.
+
+    Spellings of a category that make one folder are one folder, named as first written.
+    """
     root = etree.Element("opml", version="2.0")
     head = etree.SubElement(root, "head")
     etree.SubElement(head, "title").text = title
@@ -109,10 +113,11 @@ def write_opml(sources: Sequence[SourceConfig], title: str, now: datetime | None
     folders: dict[tuple[str, ...], Any] = {(): body}
     for source in sources:
         parent = body
+        slugs = category_slugs(source.categories)
         for depth in range(1, len(source.categories) + 1):
-            key = tuple(source.categories[:depth])
+            key, name = slugs[:depth], source.categories[depth - 1]
             if key not in folders:
-                folders[key] = etree.SubElement(parent, "outline", text=key[-1], title=key[-1])
+                folders[key] = etree.SubElement(parent, "outline", text=name, title=name)
             parent = folders[key]
         etree.SubElement(
             parent, "outline", type="rss", text=source.name, title=source.name, xmlUrl=source.url

@@ -663,11 +663,11 @@ def test_builds_are_debounced_and_touch_only_changed_feeds(tmp_path: Path, feed_
             "source\x1fa",
             "source\x1fb",
             "source\x1fc",
-            "category\x1fA",
-            "category\x1fB",
-            "category\x1fC",
+            "category\x1fa",
+            "category\x1fb",
+            "category\x1fc",
         },
-        {"all", "source\x1fb", "category\x1fB"},
+        {"all", "source\x1fb", "category\x1fb"},
     ]
 
 
