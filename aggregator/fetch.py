@@ -57,6 +57,7 @@ from aggregator.transport import (
     describe_wire_error,
     forward_proxy_headers,
     httpx,
+    parsed_url,
     redirect_location,
 )
 
@@ -420,7 +421,9 @@ class Fetcher:
             await self._tls_context()  # every client holds the context; its CAs are loaded now
         client = self._clients.client(request.proxy)
         # Built here rather than by client.build_request: no default headers or cookies to merge.
-        outgoing = httpx.Request("GET", url, headers=headers, extensions={"timeout": self._clients.timeout})
+        outgoing = httpx.Request(
+            "GET", parsed_url(url), headers=headers, extensions={"timeout": self._clients.timeout}
+        )
         now = datetime.now(UTC)
         response = await client.send(outgoing, stream=True)
         try:

@@ -36,7 +36,6 @@ import ssl
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -68,6 +67,7 @@ __all__ = [
     "describe_wire_error",
     "forward_proxy_headers",
     "httpx",  # import httpx from here: this module imports it without its command-line tool
+    "parsed_url",
     "redirect_location",
 ]
 
@@ -93,14 +93,37 @@ class PoolSettings:
     read_timeout: float
 
 
-class _NoCookies(DefaultCookiePolicy):
+class _NoCookies(httpx.Cookies):
     """A feed poll carries no cookies: none are kept from one response for the next request."""
 
-    def set_ok(self, cookie: object, request: object) -> bool:
-        return False
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
 
-    def return_ok(self, cookie: object, request: object) -> bool:
-        return False
+
+_NO_COOKIES = _NoCookies()
+
+
+class _Client(httpx.AsyncClient):
+    """httpx's client, keeping no cookies.
+
+    httpx has no switch for that, and reading a response's cookies costs more
+    than a quarter of httpx's own CPU on a not-modified poll (it builds a
+    urllib request and an email message per response, Set-Cookie or not).
+    """
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        return None
+
+
+@functools.lru_cache(maxsize=8192)
+def parsed_url(url: str) -> httpx.URL:
+    """httpx's parse of a URL, kept: the same sources are polled again and again."""
+    return httpx.URL(url)
 
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -166,13 +189,12 @@ class Clients:
                     max_connections=self.pool.concurrency, max_keepalive_connections=self.pool.concurrency
                 ),
             )
-        # No proxies or .netrc from the environment, no cookies, no redirects (the fetcher follows
+        # No proxies or .netrc from the environment, no cookies (_Client), no redirects (the fetcher follows
         # them itself), no decompression (ours is capped: the fetcher reads raw bytes).
-        return httpx.AsyncClient(
+        return _Client(
             transport=transport,
             trust_env=False,
             follow_redirects=False,
-            cookies=CookieJar(policy=_NoCookies()),
             timeout=httpx.Timeout(**self.timeout),
             event_hooks={"response": [_hide_location]},
         )
