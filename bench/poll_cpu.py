@@ -1,14 +1,16 @@
 """CPU per not-modified poll, for each HTTP transport of the fetcher.
 
-    python -m bench.poll_cpu [--sources 1000] [--runs 3] [--baseline REV]
+    python -m bench.poll_cpu [--sources 1000] [--runs 3] [--rounds 3] [--baseline REV]
 
 One loopback server (``bench.server``, uvicorn, its own process) serves
 ``--sources`` tiny feeds; every variant runs in a fresh child process that
 fetches each once (cold: validators and connections), then polls all of them
 with their validators ``--runs`` times, every answer a 304. A run's figure is
-the child's CPU seconds (``time.process_time``) over the polls: ms per poll;
-the median of the runs is reported. The child also reports how long importing
-``aggregator.fetch`` took (wall ms, in that fresh process).
+the child's CPU seconds (``time.process_time``) over the polls: ms per poll.
+The variants take turns, ``--rounds`` times (the load of a shared machine
+moves by the minute), and the median of all a variant's runs is reported.
+The child also reports how long importing ``aggregator.fetch`` took (wall
+ms, in that fresh process; the median over the rounds).
 
 Variants: httpx over httpx-aiohttp's transport and over httpcore (this
 checkout), and, with ``--baseline REV`` (default ``main``), the fetcher of
@@ -108,6 +110,7 @@ def main() -> None:
     )
     parser.add_argument("--sources", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", default="main", help="git revision to compare with ('' for none)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--transport", help=argparse.SUPPRESS)
@@ -141,22 +144,30 @@ def main() -> None:
                 baseline.mkdir()
                 _extract(args.baseline, baseline)
                 variants.append((f"{args.baseline}'s fetcher", None, baseline))
-            rows = []
-            for name, transport, path in variants:
-                result = _run_child(base_url, args.sources, args.runs, transport, path)
-                assert result["statuses"] == [304], f"{name}: not all 304: {result['statuses']}"
-                assert str(result["module"]).startswith(str(path)), f"{name}: imported {result['module']}"
-                runs = [float(x) for x in result["ms_per_poll"]]  # type: ignore[attr-defined]
-                rows.append((name, statistics.median(runs), runs, float(result["import_ms"])))  # type: ignore[arg-type]
+            runs: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+            imports: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+            for round_ in range(args.rounds):
+                for name, transport, path in (
+                    variants[round_ % len(variants) :] + variants[: round_ % len(variants)]
+                ):
+                    result = _run_child(base_url, args.sources, args.runs, transport, path)
+                    assert result["statuses"] == [304], f"{name}: not all 304: {result['statuses']}"
+                    assert str(result["module"]).startswith(str(path)), f"{name}: {result['module']}"
+                    runs[name] += [float(x) for x in result["ms_per_poll"]]  # type: ignore[attr-defined]
+                    imports[name].append(float(result["import_ms"]))  # type: ignore[arg-type]
         finally:
             server.terminate()
             server.wait(timeout=10)
 
-    print(f"{args.sources} sources, every poll a 304, {args.runs} runs per variant (median ms CPU/poll)")
-    print("| client | CPU ms per poll (median) | runs | import aggregator.fetch, wall ms |")
+    print(
+        f"{args.sources} sources, every poll a 304; {args.rounds} rounds of {args.runs} runs per variant, "
+        "variants taking turns"
+    )
+    print("| client | CPU ms per poll (median) | runs, in order | import aggregator.fetch, wall ms |")
     print("|---|---|---|---|")
-    for name, median, runs, import_ms in rows:
-        listed = ", ".join(f"{x:.3f}" for x in runs)
+    for name, _, _ in variants:
+        listed = ", ".join(f"{x:.3f}" for x in runs[name])
+        median, import_ms = statistics.median(runs[name]), statistics.median(imports[name])
         print(f"| {name} | {median:.3f} | {listed} | {import_ms:.0f} |")
 
 
