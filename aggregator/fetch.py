@@ -424,8 +424,10 @@ class Fetcher:
             await self._tls_context()  # every client holds the context; its CAs are loaded now
         client = self._clients.client(request.proxy)
         # Built here rather than by client.build_request: no default headers or cookies to merge.
+        # Values as UTF-8, as aiohttp sent them: httpx would encode str values as ASCII, and refuse.
+        encoded = [(name.encode("ascii"), value.encode()) for name, value in headers.items()]
         outgoing = httpx.Request(
-            "GET", parsed_url(url), headers=headers, extensions={"timeout": self._clients.timeout}
+            "GET", parsed_url(url), headers=encoded, extensions={"timeout": self._clients.timeout}
         )
         now = datetime.now(UTC)
         response = await client.send(outgoing, stream=True)

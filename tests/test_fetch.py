@@ -547,6 +547,16 @@ def test_both_transports_fetch_alike(server: FaultServer, transport: str) -> Non
     assert proxied.headers["proxy-authorization"] == "Basic " + base64.b64encode(b"pu:proxy-pw").decode()
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_header_values_beyond_ascii_are_sent_as_utf8(server: FaultServer, transport: str) -> None:
+    """httpx alone would refuse them (it encodes header values as ASCII); aiohttp sent UTF-8."""
+    server.feed("/f.xml", SAMPLE_RSS)
+    request = FetchRequest(server.url("/f.xml"), headers={"X-Reader": "Zoë"})
+    assert fetch(request, transport=transport).body == SAMPLE_RSS
+    # The fault server reads the head as latin-1: UTF-8's two bytes for ë arrive as two characters.
+    assert server.last_headers("/f.xml")["x-reader"] == "Zoë".encode().decode("latin-1")
+
+
 def test_cookies_are_never_sent_back(server: FaultServer) -> None:
     server.add("/c.xml", Reply(200, SAMPLE_RSS, {"Set-Cookie": "session=abc; Path=/"}))
 
