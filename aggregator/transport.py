@@ -246,7 +246,8 @@ def _proxy(url: str, tls: ssl.SSLContext) -> httpx.Proxy:
     authorization = _proxy_authorization(url)
     parsed = httpx.URL(url).copy_with(username=None, password=None)
     headers = {"Proxy-Authorization": authorization} if authorization else {}
-    return httpx.Proxy(parsed, ssl_context=tls, headers=headers)
+    # Our context for an https proxy (httpx's default loads certifi); httpcore refuses one for http.
+    return httpx.Proxy(parsed, ssl_context=tls if parsed.scheme == "https" else None, headers=headers)
 
 
 def forward_proxy_headers(proxy: str | None, url: str) -> dict[str, str]:
