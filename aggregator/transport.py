@@ -18,12 +18,13 @@ the same TLS context, whose CA bundle is loaded at the first https request
 (see aggregator.tls).
 
 Errors: httpx's tree (``httpx.TransportError`` and below) is what both
-transports raise, with the original error chained as ``__cause__``;
-``describe_transport_error`` turns that chain into one line an operator can
-search for. The aiohttp transport maps some errors loosely (a server that
-hangs up arrives as ``httpx.ConnectTimeout``) and lets some through unmapped
-(a malformed status line is aiohttp's own ``ClientResponseError``), so the
-chain's root, when it is aiohttp's, decides.
+transports raise, with the original error chained as ``__cause__`` (or held
+in its args); ``describe_wire_error`` turns that chain into one line an
+operator can search for. The aiohttp transport maps some errors loosely (a
+refused connection, or a server that hangs up, arrives as
+``httpx.ConnectTimeout``) and lets some through unmapped (a malformed status
+line is aiohttp's own ``ClientResponseError``), so the chain's aiohttp root,
+when there is one, decides.
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ _NO_COOKIES = _NoCookies()
 class _Client(httpx.AsyncClient):
     """httpx's client, keeping no cookies.
 
-    httpx has no switch for that, and reading a response's cookies costs more
-    than a quarter of httpx's own CPU on a not-modified poll (it builds a
+    httpx has no switch for that, and reading a response's cookies was the
+    largest single part of httpx's own CPU on a not-modified poll (it builds a
     urllib request and an email message per response, Set-Cookie or not).
     """
 
