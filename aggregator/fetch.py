@@ -11,10 +11,10 @@ because httpx's timeouts are per read and a server dripping bytes would
 never trip them.
 
 The transport under httpx is aiohttp's (``httpx-aiohttp``), not httpcore: a
-not-modified poll, the commonest request we make, cost 0.47 ms of CPU
-through it, 3.1 ms through httpcore (whose HTTP/1.1 parser and pool are
-Python), and 0.30 ms through aiohttp used directly, as this module did
-before; the 0.18 ms between the first and the last is httpx's own layer
+not-modified poll, the commonest request we make, cost 0.41 ms of CPU
+through it, 2.9 ms through httpcore (whose HTTP/1.1 parser and pool are
+Python), and 0.25 ms through aiohttp used directly, as this module did
+before; the 0.16 ms between the first and the last is httpx's own layer
 (``python -m bench.poll_cpu``; bench/results.md, "The HTTP client", has the
 table and the choice).
 
