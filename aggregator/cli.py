@@ -34,7 +34,7 @@ from aggregator.store import PostStore
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from aggregator.build import BuildReport, FeedBuilder
+    from aggregator.publish.builder import BuildReport, FeedBuilder
 
 app = typer.Typer(
     add_completion=False,
@@ -212,7 +212,7 @@ def fetch(
 def _builder(config: Config, store: PostStore) -> FeedBuilder:
     # Imported when a build is due: feedgen and lxml were a fifth of the start-up of a poll
     # in which nothing changed.
-    from aggregator.build import FeedBuilder
+    from aggregator.publish.builder import FeedBuilder
 
     return FeedBuilder(config, store)
 
@@ -711,7 +711,7 @@ def import_opml(
     ] = None,
 ) -> None:
     """Add the OPML file's feeds as sources; its folders become categories."""
-    from aggregator.opml import import_entries, read_opml
+    from aggregator.publish.opml import import_entries, read_opml
     from aggregator.sources import add_sources
 
     config = _load()
@@ -738,7 +738,7 @@ def export_opml(
     ] = None,
 ) -> None:
     """Print the configured sources as OPML, nested by category, for any feed reader."""
-    from aggregator.opml import write_opml
+    from aggregator.publish.opml import write_opml
 
     config = _load()
     data = write_opml(config.sources, config.site.title)

@@ -29,10 +29,10 @@ from pathlib import Path
 
 from lxml import etree
 
-from aggregator.build import FORMAT_FILES, FeedSpec, spec_for
 from aggregator.config import Config
 from aggregator.files import TEMP_SUFFIX
-from aggregator.status_feed import STATUS_DIR
+from aggregator.publish.specs import FORMAT_FILES, FeedSpec, spec_for
+from aggregator.publish.status import STATUS_DIR
 from aggregator.store import IndexedPost, PostStore
 from aggregator.uris import atom_id
 

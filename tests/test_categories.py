@@ -19,11 +19,12 @@ from lxml import etree
 from support.helpers import run_cli, write_config
 from support.servers import AppServer
 
-from aggregator.build import FeedBuilder, spec_for
 from aggregator.categories import display_path, first_spellings, spelling_clashes, spelling_in
 from aggregator.config import load_config
 from aggregator.normalize import Post
-from aggregator.opml import read_opml, write_opml
+from aggregator.publish.builder import FeedBuilder
+from aggregator.publish.opml import read_opml, write_opml
+from aggregator.publish.specs import spec_for
 from aggregator.store import PostStore, category_key, category_slugs, feed_keys_for
 from aggregator.verify import verify
 

@@ -9,7 +9,7 @@ from support.helpers import FIXTURES, run_cli
 
 from aggregator.config import load_config
 from aggregator.errors import ParseError
-from aggregator.opml import read_opml
+from aggregator.publish.opml import read_opml
 
 EXPORT = FIXTURES / "sources" / "reader-export.opml"
 

@@ -8,17 +8,20 @@ sources, nested by their categories, in config order. (The daemon's own
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlsplit
+from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
-from aggregator.config import SourceConfig
+from aggregator.config import Config, SourceConfig
 from aggregator.errors import ParseError
+from aggregator.publish.specs import FeedSpec, feed_url
 from aggregator.store import category_slugs
 
 
@@ -124,3 +127,50 @@ def write_opml(sources: Sequence[SourceConfig], title: str, now: datetime | None
         )
     data: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
     return data
+
+
+def render_opml(config: Config, feeds: Sequence[tuple[FeedSpec, int, datetime | None]]) -> bytes:
+    """Every published feed, nested by category, for a one-step import into a reader."""
+    fmt = "atom" if "atom" in config.build.formats else config.build.formats[0]
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        '<opml version="2.0">',
+        f"<head><title>{html.escape(config.site.title)}</title></head>",
+        "<body>",
+    ]
+
+    def outline(spec: FeedSpec, text: str) -> str:
+        return (
+            f'<outline type="rss" text={quoteattr(text)} title={quoteattr(spec.title)} '
+            f"xmlUrl={quoteattr(feed_url(config, spec, fmt))} htmlUrl={quoteattr(config.site.base_url)}"
+        )
+
+    categories = [f for f in feeds if f[0].kind == "category"]
+    open_path: list[str] = []
+    for spec, _count, _newest in categories:
+        # Close folders that this category is not inside of.
+        while open_path and list(spec.parts[: len(open_path)]) != open_path:
+            lines.append("  " * len(open_path) + "</outline>")
+            open_path.pop()
+        # A category whose parent has no feed of its own still nests under it.
+        for missing in spec.parts[len(open_path) : -1]:
+            lines.append("  " * (len(open_path) + 1) + f"<outline text={quoteattr(missing)}>")
+            open_path.append(missing)
+        indent = "  " * (len(open_path) + 1)
+        lines.append(f"{indent}<outline text={quoteattr(spec.parts[-1])}>")
+        lines.append(f"{indent}  {outline(spec, spec.parts[-1] + ' (all)')}/>")
+        open_path.append(spec.parts[-1])
+    while open_path:
+        lines.append("  " * len(open_path) + "</outline>")
+        open_path.pop()
+    for spec, _count, _newest in feeds:
+        if spec.kind == "all":
+            lines.append(f"  {outline(spec, 'Everything')}/>")
+    sources = [f for f in feeds if f[0].kind == "source"]
+    if sources:
+        lines.append('  <outline text="Sources">')
+        for spec, _count, _newest in sources:
+            lines.append(f"    {outline(spec, spec.parts[-1])}/>")
+        lines.append("  </outline>")
+    lines += ["</body>", "</opml>", ""]
+    return "\n".join(lines).encode()
