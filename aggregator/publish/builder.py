@@ -29,7 +29,7 @@ from aggregator.config import Config, category_paths
 from aggregator.errors import BuildError
 from aggregator.files import write_atomic
 from aggregator.publish.items import ItemOptions
-from aggregator.publish.opml import render_opml
+from aggregator.publish.opml import index_opml
 from aggregator.publish.pages import render_index_html
 from aggregator.publish.parallel import (
     PARALLEL_MIN_FEEDS,
@@ -314,7 +314,7 @@ class FeedBuilder:
                  for key, _title, count, newest in self.store.published_feeds()]  # fmt: skip
         feeds.sort(key=lambda f: (FEED_KINDS.index(f[0].kind), f[0].parts))
         index_html = render_index_html(self.config, feeds)
-        opml = render_opml(self.config, feeds)
+        opml = index_opml(self.config, feeds)
         for name, data in (("index.html", index_html), ("index.opml", opml)):
             path = self.root / name
             if differs(path, data):

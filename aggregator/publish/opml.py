@@ -1,9 +1,10 @@
 """OPML in and out, so users move between readers and this config without losing folders.
 
 Import: every outline with an ``xmlUrl`` is a feed; the outlines around it
-(folders) become its categories, outermost first. Export: the configured
-sources, nested by their categories, in config order. (The daemon's own
-``index.opml`` lists the *generated* feeds; this is the *subscribed* ones.)
+(folders) become its categories, outermost first. Out: one writer,
+``render_opml``, for the two documents: ``export-opml`` (``write_opml``: the
+*subscribed* sources, nested by their categories, in config order) and the
+published ``index.opml`` (``index_opml``: the *generated* feeds).
 """
 
 from __future__ import annotations
@@ -103,74 +104,108 @@ def import_entries(
     return entries, skipped
 
 
+@dataclass(frozen=True)
+class Outline:
+    """One outline to write: a folder (``xml_url`` None, ``children``) or a feed."""
+
+    text: str
+    title: str | None = None
+    xml_url: str | None = None
+    html_url: str | None = None
+    children: tuple[Outline, ...] = ()
+
+
+def render_opml(title: str, outlines: Sequence[Outline], created: datetime | None = None) -> bytes:
+    """The one OPML writer (``index.opml`` and ``export-opml``): OPML 2.0, two spaces a level.
+
+    Byte-stable: the same outlines give the same bytes (``created`` is written only when given).
+    """
+    head = f"<head><title>{html.escape(title)}</title>"
+    if created is not None:
+        head += f"<dateCreated>{format_datetime(created, usegmt=True)}</dateCreated>"
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', '<opml version="2.0">', head + "</head>", "<body>"]
+    _write_outlines(outlines, 1, lines)
+    lines += ["</body>", "</opml>", ""]
+    return "\n".join(lines).encode()
+
+
+def _write_outlines(outlines: Sequence[Outline], depth: int, lines: list[str]) -> None:
+    indent = "  " * depth
+    for outline in outlines:
+        attributes = f"text={quoteattr(outline.text)}"
+        if outline.xml_url is not None:
+            attributes = 'type="rss" ' + attributes
+        if outline.title is not None:
+            attributes += f" title={quoteattr(outline.title)}"
+        if outline.xml_url is not None:
+            attributes += f" xmlUrl={quoteattr(outline.xml_url)}"
+        if outline.html_url is not None:
+            attributes += f" htmlUrl={quoteattr(outline.html_url)}"
+        if not outline.children:
+            lines.append(f"{indent}<outline {attributes}/>")
+            continue
+        lines.append(f"{indent}<outline {attributes}>")
+        _write_outlines(outline.children, depth + 1, lines)
+        lines.append(f"{indent}</outline>")
+
+
 def write_opml(sources: Sequence[SourceConfig], title: str, now: datetime | None = None) -> bytes:
-    """The sources as OPML 2.0, nested by category.
+    """The configured sources (``export-opml``), nested by category, in config order.
 
     Spellings of a category that make one folder are one folder, named as first written.
     """
-    root = etree.Element("opml", version="2.0")
-    head = etree.SubElement(root, "head")
-    etree.SubElement(head, "title").text = title
-    etree.SubElement(head, "dateCreated").text = format_datetime(now or datetime.now(UTC), usegmt=True)
-    body = etree.SubElement(root, "body")
-    folders: dict[tuple[str, ...], Any] = {(): body}
+    # Each folder's contents in order: feeds, and the slugs of the folders inside it.
+    contents: dict[tuple[str, ...], list[Outline | tuple[str, ...]]] = {(): []}
+    names: dict[tuple[str, ...], str] = {}
     for source in sources:
-        parent = body
         slugs = category_slugs(source.categories)
         for depth in range(1, len(source.categories) + 1):
-            key, name = slugs[:depth], source.categories[depth - 1]
-            if key not in folders:
-                folders[key] = etree.SubElement(parent, "outline", text=name, title=name)
-            parent = folders[key]
-        etree.SubElement(
-            parent, "outline", type="rss", text=source.name, title=source.name, xmlUrl=source.url
+            key = slugs[:depth]
+            if key not in contents:
+                contents[key], names[key] = [], source.categories[depth - 1]
+                contents[slugs[: depth - 1]].append(key)
+        contents[slugs].append(Outline(source.name, source.name, source.url))
+
+    def outlines(key: tuple[str, ...]) -> tuple[Outline, ...]:
+        return tuple(
+            Outline(names[item], names[item], children=outlines(item)) if isinstance(item, tuple) else item
+            for item in contents[key]
         )
-    data: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
-    return data
+
+    return render_opml(title, outlines(()), now or datetime.now(UTC))
 
 
-def render_opml(config: Config, feeds: Sequence[tuple[FeedSpec, int, datetime | None]]) -> bytes:
-    """Every published feed, nested by category, for a one-step import into a reader."""
+def index_opml(config: Config, feeds: Sequence[tuple[FeedSpec, int, datetime | None]]) -> bytes:
+    """Every published feed (``index.opml``), nested by category, for a one-step import into a reader.
+
+    ``feeds`` in the builder's order (kind, then levels): each category is a folder holding its
+    own feed ("<name> (all)") and then its subcategories' folders.
+    """
     fmt = "atom" if "atom" in config.build.formats else config.build.formats[0]
-    lines = [
-        '<?xml version="1.0" encoding="UTF-8"?>',
-        '<opml version="2.0">',
-        f"<head><title>{html.escape(config.site.title)}</title></head>",
-        "<body>",
-    ]
 
-    def outline(spec: FeedSpec, text: str) -> str:
-        return (
-            f'<outline type="rss" text={quoteattr(text)} title={quoteattr(spec.title)} '
-            f"xmlUrl={quoteattr(feed_url(config, spec, fmt))} htmlUrl={quoteattr(config.site.base_url)}"
-        )
+    def feed(spec: FeedSpec, text: str) -> Outline:
+        return Outline(text, spec.title, feed_url(config, spec, fmt), config.site.base_url)
 
-    categories = [f for f in feeds if f[0].kind == "category"]
-    open_path: list[str] = []
-    for spec, _count, _newest in categories:
-        # Close folders that this category is not inside of.
-        while open_path and list(spec.parts[: len(open_path)]) != open_path:
-            lines.append("  " * len(open_path) + "</outline>")
-            open_path.pop()
-        # A category whose parent has no feed of its own still nests under it.
-        for missing in spec.parts[len(open_path) : -1]:
-            lines.append("  " * (len(open_path) + 1) + f"<outline text={quoteattr(missing)}>")
-            open_path.append(missing)
-        indent = "  " * (len(open_path) + 1)
-        lines.append(f"{indent}<outline text={quoteattr(spec.parts[-1])}>")
-        lines.append(f"{indent}  {outline(spec, spec.parts[-1] + ' (all)')}/>")
-        open_path.append(spec.parts[-1])
-    while open_path:
-        lines.append("  " * len(open_path) + "</outline>")
-        open_path.pop()
+    top: list[Outline] = []
+    open_folders: list[tuple[str, list[Outline]]] = []  # the folders being filled, outermost first
+
+    def close() -> None:
+        name, children = open_folders.pop()
+        (open_folders[-1][1] if open_folders else top).append(Outline(name, children=tuple(children)))
+
     for spec, _count, _newest in feeds:
-        if spec.kind == "all":
-            lines.append(f"  {outline(spec, 'Everything')}/>")
-    sources = [f for f in feeds if f[0].kind == "source"]
+        if spec.kind != "category":
+            continue
+        # Close folders that this category is not inside of.
+        while open_folders and spec.parts[: len(open_folders)] != tuple(n for n, _ in open_folders):
+            close()
+        # A category whose parent has no feed of its own still nests under it.
+        open_folders += [(missing, []) for missing in spec.parts[len(open_folders) : -1]]
+        open_folders.append((spec.parts[-1], [feed(spec, spec.parts[-1] + " (all)")]))
+    while open_folders:
+        close()
+    top += [feed(spec, "Everything") for spec, _count, _newest in feeds if spec.kind == "all"]
+    sources = tuple(feed(spec, spec.parts[-1]) for spec, _count, _newest in feeds if spec.kind == "source")
     if sources:
-        lines.append('  <outline text="Sources">')
-        for spec, _count, _newest in sources:
-            lines.append(f"    {outline(spec, spec.parts[-1])}/>")
-        lines.append("  </outline>")
-    lines += ["</body>", "</opml>", ""]
-    return "\n".join(lines).encode()
+        top.append(Outline("Sources", children=sources))
+    return render_opml(config.site.title, top)
