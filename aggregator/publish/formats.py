@@ -121,7 +121,7 @@ def _json_bytes(data: bytes) -> bytes:
 
 def _json_string(value: str) -> str:
     """A JSON string as ``json.dumps(ensure_ascii=False)`` writes it, for text clean_text has passed
-    (FeedItem.of cleans every field): no control character is left but tab, newline and carriage
+    (item_and_content cleans every field): no control character is left but tab, newline and carriage
     return, so five replacements (fast substring searches) do the encoder's per-character work."""
     if "\\" in value or '"' in value or "\n" in value or "\r" in value or "\t" in value:  # as in _text
         value = (

@@ -57,13 +57,9 @@ class FeedItem:
         object.__setattr__(self, "published_iso", self.published.isoformat())
         object.__setattr__(self, "updated_iso", self.updated.isoformat())
 
-    @classmethod
-    def of(cls, post: IndexedPost, options: ItemOptions) -> FeedItem:
-        return item_and_content(post, options)[0]
-
 
 def item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem, bytes | None]:
-    """``FeedItem.of(post, options)``, and its content in UTF-8 (made on the way, for the templates)."""
+    """The post as published, and its content in UTF-8 (made on the way, for the templates)."""
     # Links as URIs (spaces, non-ASCII paths): RSS and JSON Feed want URLs, and so do strict readers.
     link = _url(post.link)
     item_id = _clean(post.id) or uris.own_id(post.source, post.id)

@@ -18,7 +18,7 @@ from lxml import etree
 from aggregator.config import Config
 from aggregator.errors import BuildError
 from aggregator.publish.formats import Fragments, dump_json, iso_utc, render_json_feed, summary_html
-from aggregator.publish.items import FeedItem, ItemOptions
+from aggregator.publish.items import FeedItem, ItemOptions, item_and_content
 from aggregator.publish.skeleton import DC_NS, MEDIA_NS, FeedExtension, fill_channel
 from aggregator.publish.specs import FeedSpec
 from aggregator.store import IndexedPost
@@ -127,7 +127,7 @@ def _json_item(item: FeedItem) -> dict[str, object]:
 
 def render_fragments_with_feedgen(posts: Sequence[IndexedPost], options: ItemOptions) -> list[Fragments]:
     """The reference rendering: feedgen writes each item (one batch), split out of its output."""
-    items = [FeedItem.of(post, options) for post in posts]
+    items = [item_and_content(post, options)[0] for post in posts]
     return _render_batch(items)
 
 
@@ -164,7 +164,7 @@ def _split(document: str, start: str, end: str) -> list[str]:
 def render_feed_directly(config: Config, spec: FeedSpec, fmt: str, posts: Sequence[IndexedPost]) -> bytes:
     """The whole feed rendered by feedgen in one piece, without fragments or their cache."""
     options = ItemOptions.of(config)
-    items = [FeedItem.of(post, options) for post in posts]
+    items = [item_and_content(post, options)[0] for post in posts]
     stamps = [item.updated.timestamp() for item in items]
     newest = datetime.fromtimestamp(max(stamps), UTC) if stamps else EPOCH
     if fmt == "json":
