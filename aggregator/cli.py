@@ -130,13 +130,17 @@ def main_options(
 @app.command()
 def check() -> None:
     """Validate the config and print what it configures."""
-    config = _load()
+    from aggregator.config import config_warnings
     from aggregator.transforms import check_dependencies
 
+    config = _load()
     try:
         check_dependencies(config)
+        warnings = config_warnings(state.config_path)
     except AggregatorError as error:
         raise _fail(str(error)) from None
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"{state.config_path}: ok, {len(config.sources)} sources")
 
 
@@ -676,7 +680,7 @@ def import_opml(
     ] = None,
 ) -> None:
     """Add the OPML file's feeds as sources; its folders become categories."""
-    from aggregator.opml import import_entries, read_opml
+    from aggregator.publish.opml import import_entries, read_opml
     from aggregator.sources import add_sources
 
     config = _load()
@@ -703,7 +707,7 @@ def export_opml(
     ] = None,
 ) -> None:
     """Print the configured sources as OPML, nested by category, for any feed reader."""
-    from aggregator.opml import write_opml
+    from aggregator.publish.opml import write_opml
 
     config = _load()
     data = write_opml(config.sources, config.site.title)

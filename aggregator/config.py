@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
@@ -40,8 +40,9 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 from aggregator import optional
+from aggregator.categories import spelling_clashes
 from aggregator.errors import ConfigError
-from aggregator.store import slugify
+from aggregator.store import category_slugs, slugify
 from aggregator.suggest import nearest, probable_url
 
 if TYPE_CHECKING:
@@ -543,29 +544,39 @@ def _format_path(path: Sequence[str | int]) -> str:
 
 def load_config(path: Path | str = DEFAULT_CONFIG) -> Config:
     path = Path(path)
+    return parse_config(_read_config(path), path)
+
+
+def _read_config(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError as error:
         raise ConfigError(f"{path}: no such config file") from error
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read: {error}") from error
-    return parse_config(text, path)
 
 
 def parse_config(text: str, path: Path) -> Config:
     """Validate the main file's text, merged with ``sources.d/*.yaml`` beside it."""
+    return _parse_config(text, path)[0]
+
+
+def _parse_config(text: str, path: Path) -> tuple[Config, _Places, list[Any]]:
+    """The config, where each key was written, and the ``category_defaults`` entries (valid)."""
     data, lines = _read_yaml(text, path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the config must be a mapping of settings")
     data.pop("base_dir", None)
     places = _Places(path, lines)
     _merge_sources_d(data, places)
+    category_defaults = data.get("category_defaults")
     _apply_category_defaults(data, places)
     _check_unique_sources(data, places)
     try:
-        return Config.model_validate({**data, "base_dir": path.resolve().parent})
+        config = Config.model_validate({**data, "base_dir": path.resolve().parent})
     except ValidationError as error:
         raise places.error(error) from error
+    return config, places, category_defaults if isinstance(category_defaults, list) else []
 
 
 SOURCES_DIR = "sources.d"
@@ -699,14 +710,15 @@ def _apply_category_defaults(data: dict[str, Any], places: _Places) -> None:
             SourceConfig.model_validate({"name": "defaults", "url": "defaults", **settings})
         except ValidationError as error:
             raise places.error(error, tuple(where), SourceConfig) from error
-        defaults.setdefault(tuple(p.strip() for p in raw_path), {}).update(settings)
+        # A category is its folder: [Tech] and [tech] are one (see aggregator.categories).
+        defaults.setdefault(category_slugs([p.strip() for p in raw_path]), {}).update(settings)
     for source in data.get("sources") or []:
         categories = source.get("categories") if isinstance(source, dict) else None
         if not isinstance(categories, list):
             continue
         inherited: dict[str, Any] = {}
         for depth in range(1, len(categories) + 1):
-            key = tuple(str(c).strip() for c in categories[:depth])
+            key = category_slugs([str(c).strip() for c in categories[:depth]])
             inherited.update(defaults.get(key, {}))
         own_schedule = _SCHEDULE_KEYS & source.keys()
         for key, value in inherited.items():
@@ -784,3 +796,56 @@ def _deepest_line(lines: dict[tuple[str | int, ...], int], loc: Sequence[str | i
         if (line := lines.get(tuple(loc[:depth]))) is not None:
             return line
     return None
+
+
+def category_paths(config: Config) -> Iterator[tuple[str, ...]]:
+    """Every category path the config spells, in config order: each source's categories, then
+    those its rules (its own, then the global ones) file under them; then ``build.categories``.
+    The first spelling of a level titles its feed (see ``aggregator.categories``)."""
+    for path, _places in _placed_category_paths(config, []):
+        yield path
+
+
+_Place = tuple[str | int, ...]
+
+
+def _placed_category_paths(
+    config: Config, category_defaults: Sequence[Any]
+) -> Iterator[tuple[tuple[str, ...], list[_Place | None]]]:
+    """Each category path in config order, with where each of its levels was written."""
+    for index, source in enumerate(config.sources):
+        own: _Place = ("sources", index, "categories")
+        inherited: list[_Place | None] = [None] * len(source.categories)
+        yield source.categories, [(*own, depth) for depth in range(len(source.categories))]
+        for where, rules in ((("sources", index, "rules"), source.rules), (("rules",), config.rules)):
+            for number, rule in enumerate(rules):
+                placed = [(*where, number, "category", depth) for depth in range(len(rule.category))]
+                yield (*source.categories, *rule.category), [*inherited, *placed]
+    for number, entry in enumerate(category_defaults):
+        path = tuple(str(part).strip() for part in entry["path"])
+        yield path, [("category_defaults", number, "path", depth) for depth in range(len(path))]
+    for number, custom in enumerate(config.build.categories):
+        places: list[_Place | None] = [
+            ("build", "categories", number, "path", depth) for depth in range(len(custom.path))
+        ]
+        yield custom.path, places
+
+
+def config_warnings(path: Path | str = DEFAULT_CONFIG) -> list[str]:
+    """What ``check`` warns of: valid settings that likely say something not meant.
+
+    Two spellings of one category (they make one folder, so one feed, titled by the
+    first): each later spelling, naming where the first was written.
+    """
+    path = Path(path)
+    config, places, category_defaults = _parse_config(_read_config(path), path)
+    warnings = []
+    for clash in spelling_clashes(_placed_category_paths(config, category_defaults)):
+        where, dotted = places.locate(clash.place)
+        first_where, first_dotted = places.locate(clash.first_place)
+        warnings.append(
+            f"{where}: {dotted}: {clash.spelling!r} is the category {clash.first_spelling!r} of "
+            f"{first_dotted} at {first_where} spelt another way (both make the folder {clash.folder}): "
+            f"one category, whose feed is titled {clash.first_spelling!r}"
+        )
+    return warnings

@@ -1,17 +1,22 @@
 """Retrieve a source's bytes politely, bounded in size and time.
 
-One aiohttp session (its connection pool keyed by host); a global and a
-per-host concurrency limit; conditional GET with the stored validators;
-redirects followed by hand so that permanent ones can be remembered and
-redirects into private networks refused; the body decompressed by us, with a
-cap on the decompressed size, so a compression bomb stops early; and one
-deadline over the whole exchange, because socket timeouts are per read and a
-server dripping bytes would never trip them.
+httpx is the client (``httpx.AsyncClient``, see aggregator.transport for the
+clients and the transport under them); a global and a per-host concurrency
+limit; conditional GET with the stored validators; redirects followed by hand
+so that permanent ones can be remembered and redirects into private networks
+refused; the body read raw and decompressed by us, with a cap on the
+decompressed size, so a compression bomb stops early (httpx would decompress
+inside its iterator, unbounded); and one deadline over the whole exchange,
+because httpx's timeouts are per read and a server dripping bytes would
+never trip them.
 
-aiohttp rather than httpx: a not-modified poll, the commonest request we make,
-cost 0.8-1.9 ms of CPU through httpx/httpcore (pool bookkeeping and anyio
-layers in Python) and 0.17 ms through aiohttp, whose HTTP parser is in C; at
-1,000 sources that is the difference between a one-second cycle and three.
+The transport under httpx is aiohttp's (``httpx-aiohttp``), not httpcore: a
+not-modified poll, the commonest request we make, cost 0.41 ms of CPU
+through it, 2.9 ms through httpcore (whose HTTP/1.1 parser and pool are
+Python), and 0.25 ms through aiohttp used directly, as this module did
+before; the 0.16 ms between the first and the last is httpx's own layer
+(``python -m bench.poll_cpu``; bench/results.md, "The HTTP client", has the
+table and the choice).
 
 Everything the rest of the program needs to know about a response is in the
 returned ``FetchResult``; HTTP failures are raised as ``FetchError`` subclasses.
@@ -22,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
-import functools
 import ipaddress
 import os
 import re
@@ -45,10 +49,20 @@ from aggregator.errors import (
     SourceGone,
     TooLarge,
 )
-from aggregator.tls import ClientTLS, ca_bundle_deferred
-
-with ca_bundle_deferred():  # see aggregator.tls: the CA bundle is loaded when https is first used
-    import aiohttp
+from aggregator.tls import ClientTLS
+from aggregator.transport import (
+    DEFAULT_TRANSPORT,
+    WIRE_ERRORS,
+    Clients,
+    PoolSettings,
+    TransportKind,
+    WireFault,
+    describe_wire_error,
+    forward_proxy_headers,
+    httpx,
+    parsed_url,
+    redirect_location,
+)
 
 ACCEPT = (
     "application/rss+xml, application/atom+xml, application/feed+json, "
@@ -62,8 +76,6 @@ TEMPORARY_REDIRECTS = frozenset({302, 303, 307})
 MIN_RETRY_AFTER = 60.0
 MAX_RETRY_AFTER = 86400.0
 DEFAULT_RETRY_AFTER = 3600.0
-# Longest response header line read; past it the response is a protocol error.
-MAX_HEADER_LINE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -273,7 +285,7 @@ async def host_addresses(host: str, resolver: Resolver) -> tuple[str, ...]:
 
 
 class Fetcher:
-    """Owns the HTTP session and the concurrency limits; close it when done."""
+    """Owns the HTTP clients and the concurrency limits; close it when done."""
 
     def __init__(
         self,
@@ -282,43 +294,31 @@ class Fetcher:
         *,
         resolver: Resolver = system_resolver,
         tls_context: ssl.SSLContext | None = None,
+        transport: TransportKind = DEFAULT_TRANSPORT,
     ) -> None:
         self.user_agent = user_agent
         self.limits = limits
         self.resolver = resolver
         # The system's CAs unless told otherwise; loaded at the first https request.
         self.tls = ClientTLS(tls_context)
-        self._session: aiohttp.ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
         # Socket timeouts: connect, and the longest silence while reading. The
-        # pool never makes a request wait (our semaphores match its limits).
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=limits.connect_timeout, sock_read=limits.read_timeout
+        # pools never make a request wait (our semaphores match their limits).
+        self._clients = Clients(
+            transport,
+            PoolSettings(
+                concurrency=limits.concurrency,
+                per_host=limits.per_host,
+                connect_timeout=limits.connect_timeout,
+                read_timeout=limits.read_timeout,
+            ),
+            self.tls.handle,
         )
         self._global = asyncio.Semaphore(limits.concurrency)
         self._per_host: dict[str, asyncio.Semaphore] = {}
 
-    def _client(self) -> aiohttp.ClientSession:
-        """The session of the running event loop (a session cannot move between loops)."""
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session_loop is not loop or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.limits.concurrency,
-                limit_per_host=self.limits.per_host,
-                ttl_dns_cache=300,
-            )
-            # No cookies, no proxies from the environment, no decompression (ours is capped).
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                trust_env=False,
-                timeout=self._timeout,
-                max_line_size=MAX_HEADER_LINE,
-                max_field_size=MAX_HEADER_LINE,
-            )
-            self._session_loop = loop
-        return self._session
+    @property
+    def transport(self) -> TransportKind:
+        return self._clients.kind
 
     async def _tls_context(self) -> ssl.SSLContext:
         ready = self.tls.ready
@@ -326,9 +326,7 @@ class Fetcher:
         return ready if ready is not None else await asyncio.to_thread(self.tls.context)
 
     async def aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None and self._session_loop is asyncio.get_running_loop():
-            await session.close()
+        await self._clients.aclose()
 
     async def fetch(self, request: FetchRequest) -> FetchResult:
         if "@" in request.url:
@@ -342,30 +340,20 @@ class Fetcher:
         if host_limit is None:
             host_limit = self._per_host[host] = asyncio.Semaphore(self.limits.per_host)
         started = time.monotonic()
+        safe = redact_url(request.url)
         # The host slot first: a source queueing behind its busy host must not hold
         # a global slot that a source on another host could use.
         async with host_limit, self._global:
             try:
                 async with asyncio.timeout(self.limits.deadline):
                     result = await self._fetch_following(request)
-            # aiohttp's socket timeouts are TimeoutErrors too: they come first.
-            except aiohttp.ServerTimeoutError as error:
-                raise FetchTimeout(
-                    _describe_timeout(error, self.limits), url=redact_url(request.url)
-                ) from error
             except TimeoutError as error:
                 raise FetchTimeout(
-                    f"no complete response within the {self.limits.deadline:g}s deadline",
-                    url=redact_url(request.url),
+                    f"no complete response within the {self.limits.deadline:g}s deadline", url=safe
                 ) from error
-            except aiohttp.InvalidURL as error:
-                raise FetchError(f"invalid URL: {error}", url=redact_url(request.url)) from error
-            # Before ValueError: a failed certificate check is a ValueError too (ssl's own class).
-            except (aiohttp.ClientError, OSError) as error:
-                raise FetchError(_describe_transport_error(error), url=redact_url(request.url)) from error
-            except ValueError as error:
+            except (httpx.InvalidURL, ValueError) as error:
                 # A hostile Location header (or config URL) that no URL parser accepts.
-                raise FetchError(f"invalid URL: {error}", url=redact_url(request.url)) from error
+                raise FetchError(f"invalid URL: {error}", url=safe) from error
         return _with_elapsed(result, time.monotonic() - started)
 
     async def _fetch_following(self, request: FetchRequest) -> FetchResult:
@@ -378,7 +366,12 @@ class Fetcher:
         origin_addresses: tuple[str, ...] | None = None
         safe = redact_url(request.url)
         for _ in range(MAX_REDIRECTS + 1):
-            outcome = await self._fetch_once(request, url)
+            try:
+                outcome = await self._fetch_once(request, url)
+            except WIRE_ERRORS as error:
+                # Named with the hop that failed (its host:port), reported under the source's URL.
+                fault = describe_wire_error(error, url, self.limits.connect_timeout, self.limits.read_timeout)
+                raise _as_fetch_error(fault, safe) from error
             if isinstance(outcome, FetchResult):
                 return outcome if permanent is None else replace(outcome, permanent_url=permanent)
             status, location = outcome
@@ -421,21 +414,28 @@ class Fetcher:
         if url != request.url and _origin(url) != _origin(request.url):
             # Credentials are for the configured origin only, never for wherever it redirects.
             headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+        if request.proxy is not None:
+            headers.update(forward_proxy_headers(request.proxy, url))
         if request.validators.etag:
             headers["If-None-Match"] = request.validators.etag
         if request.validators.last_modified:
             headers["If-Modified-Since"] = request.validators.last_modified
-        tls: ssl.SSLContext | bool = True  # True: plain http, no TLS at all
         if url.startswith("https:") or (request.proxy or "").startswith("https:"):
-            tls = await self._tls_context()
+            await self._tls_context()  # every client holds the context; its CAs are loaded now
+        client = self._clients.client(request.proxy)
+        # Built here rather than by client.build_request: no default headers or cookies to merge.
+        # Values as UTF-8, as aiohttp sent them: httpx would encode str values as ASCII, and refuse.
+        encoded = [(name.encode("ascii"), value.encode()) for name, value in headers.items()]
+        outgoing = httpx.Request(
+            "GET", parsed_url(url), headers=encoded, extensions={"timeout": self._clients.timeout}
+        )
         now = datetime.now(UTC)
-        async with self._client().get(
-            url, headers=headers, proxy=request.proxy, allow_redirects=False, ssl=tls
-        ) as response:
-            status = response.status
-            response_headers = _joined(response.headers)
+        response = await client.send(outgoing, stream=True)
+        try:
+            status = response.status_code
+            response_headers = _joined(response.headers.multi_items())
             if status in PERMANENT_REDIRECTS | TEMPORARY_REDIRECTS:
-                location = response_headers.get("location")
+                location = redirect_location(response)
                 if not location:
                     raise RedirectError(f"HTTP {status} without a Location header", url=redact_url(url))
                 await _drain(response)
@@ -452,7 +452,9 @@ class Fetcher:
                 )
             if not 200 <= status < 300:
                 _raise_for_status(status, response_headers, redact_url(url), now)
-            body = await self._read_body(response, url)
+            body = await self._read_body(response, response_headers, url)
+        finally:
+            await response.aclose()
         validators = Validators(
             etag=response_headers.get("etag"), last_modified=response_headers.get("last-modified")
         )
@@ -472,17 +474,21 @@ class Fetcher:
             fresh_for=freshness(response_headers, now),
         )
 
-    async def _read_body(self, response: aiohttp.ClientResponse, url: str) -> bytes:
+    async def _read_body(self, response: httpx.Response, headers: Mapping[str, str], url: str) -> bytes:
         limit = self.limits.max_body
-        declared = response.headers.get("content-length", "")
-        encoding = response.headers.get("content-encoding", "")
+        declared = headers.get("content-length", "")
+        encoding = headers.get("content-encoding", "")
         if declared.isdigit() and int(declared) > limit and not encoding:
             raise TooLarge(f"Content-Length {declared} exceeds the {limit}-byte limit", url=redact_url(url))
         decoder = _Decoder(encoding, limit, redact_url(url))
-        # Whatever has arrived, as it arrives: the cap is checked chunk by chunk.
-        async for chunk in response.content.iter_any():
+        # Raw bytes as they arrive (httpx's own decoding is unbounded): the cap is checked chunk by chunk.
+        async for chunk in response.aiter_raw():
             decoder.feed(chunk)
         return decoder.finish()
+
+
+def _as_fetch_error(fault: WireFault, url: str) -> FetchError:
+    return FetchTimeout(fault.text, url=url) if fault.timeout else FetchError(fault.text, url=url)
 
 
 def _raise_for_status(status: int, headers: Mapping[str, str], url: str, now: datetime) -> None:
@@ -503,69 +509,30 @@ def _raise_for_status(status: int, headers: Mapping[str, str], url: str, now: da
     raise HTTPStatusError(f"HTTP {status}{detail}", url=url, status=status)
 
 
-def _describe_transport_error(error: BaseException) -> str:
-    """One line naming what went wrong on the wire, in the words an operator searches for."""
-    if isinstance(error, aiohttp.ClientConnectorCertificateError):
-        reason = getattr(error.certificate_error, "verify_message", "") or _cause(error.certificate_error)
-        return f"TLS certificate not trusted: {reason} ({error.host}:{error.port})"
-    if isinstance(error, aiohttp.ClientSSLError):
-        return f"TLS handshake failed: {_cause(error)}"
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return f"cannot connect: {error.os_error.strerror or error.os_error} ({error.host}:{error.port})"
-    if isinstance(error, aiohttp.ServerDisconnectedError):
-        return "connection broken while reading: the server closed the connection"
-    if isinstance(error, aiohttp.ClientPayloadError):
-        return f"connection broken while reading: {_cause(error)}"
-    if isinstance(error, aiohttp.ClientResponseError):
-        return f"protocol error: {error.message or _cause(error)}"
-    if isinstance(error, aiohttp.ClientHttpProxyError):
-        return f"proxy error: HTTP {error.status} {error.message}"
-    if isinstance(error, aiohttp.ClientOSError | OSError):
-        return f"connection error: {_cause(error)}"
-    return f"{type(error).__name__}: {_cause(error)}"
-
-
-def _cause(error: BaseException) -> str:
-    return str(error) or str(error.__cause__ or "") or type(error).__name__
-
-
-def _joined(headers: Mapping[str, str]) -> dict[str, str]:
+def _joined(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Lower-case names; a repeated field joined with commas, as RFC 9110 §5.3 allows."""
     joined: dict[str, str] = {}
-    for name, value in headers.items():
+    for name, value in headers:
         key = name.lower()
         joined[key] = f"{joined[key]}, {value}" if key in joined else value
     return joined
 
 
-async def _drain(response: aiohttp.ClientResponse, limit: int = 64 * 1024) -> None:
+async def _drain(response: httpx.Response, limit: int = 64 * 1024) -> None:
     """Read a short body to its end so the connection goes back to the pool (not closed)."""
     size = 0
-    async for chunk in response.content.iter_any():
+    async for chunk in response.aiter_raw():
         size += len(chunk)
         if size > limit:
-            response.close()  # not worth it: closing the connection is cheaper than reading on
-            return
+            return  # not worth it: closing the connection (aclose, unread) is cheaper than reading on
 
 
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
-@functools.lru_cache(maxsize=4096)
-def _host_key(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
-
-
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     return parts.scheme, parts.hostname or "", parts.port
-
-
-def _describe_timeout(error: aiohttp.ServerTimeoutError, limits: FetchLimits) -> str:
-    if isinstance(error, aiohttp.ConnectionTimeoutError):
-        return f"connect timeout: no connection within {limits.connect_timeout:g}s"
-    return f"read timeout: the server sent nothing for {limits.read_timeout:g}s"
 
 
 def _with_elapsed(result: FetchResult, elapsed: float) -> FetchResult:

@@ -28,7 +28,7 @@ from aggregator.state import utcnow
 from aggregator.store import PostStore
 
 if TYPE_CHECKING:
-    from aggregator.build import BuildReport, FeedBuilder
+    from aggregator.publish.builder import BuildReport, FeedBuilder
     from aggregator.websub import PingResult
     from aggregator.workers import ParserPool
 
@@ -90,7 +90,7 @@ def build_due(keys: Collection[str], *, index_exists: bool) -> bool:
 def builder_for(config: Config, store: PostStore) -> FeedBuilder:
     # Imported when a build is due: feedgen and lxml were a fifth of the start-up of a poll
     # in which nothing changed.
-    from aggregator.build import FeedBuilder
+    from aggregator.publish.builder import FeedBuilder
 
     return FeedBuilder(config, store)
 

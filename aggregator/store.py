@@ -75,7 +75,7 @@ from aggregator.statedb import tombstones as _tombstones
 
 log = logging.getLogger("aggregator.store")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MAX_FILENAME_BYTES = 255
 # Source states written together while a batch of polls runs (see ``deferred_states``).
 STATE_BATCH = 200
@@ -204,7 +204,12 @@ class _Known:
 
 # Feed keys name the feeds a post belongs to: everything, its source, and each
 # level of its category hierarchy. They are stored as text in the index.
+# A category level is named by the slugs of its path, the folder its feed is
+# published in: spellings that make one folder (``Vector - Latest`` and
+# ``Vector－Latest``) are one category, one feed. How it is titled is the
+# builder's choice (see ``aggregator.categories``).
 ALL_KEY = "all"
+CATEGORY_PREFIX = "category\x1f"
 
 
 def source_key(name: str) -> str:
@@ -212,7 +217,23 @@ def source_key(name: str) -> str:
 
 
 def category_key(path: Sequence[str]) -> str:
-    return "category\x1f" + "\x1f".join(path)
+    return CATEGORY_PREFIX + "\x1f".join(category_slugs(path))
+
+
+def category_slugs(path: Sequence[str]) -> tuple[str, ...]:
+    """The folder names of a category path, one a level."""
+    return tuple(_category_slug(part) for part in path)
+
+
+@functools.lru_cache(maxsize=8192)
+def _category_slug(part: str) -> str:
+    # Every saved post asks for its levels' slugs; a few hundred names serve them all.
+    return slugify(part)
+
+
+def _slugged_category_key(key: str) -> str:
+    """A category key of schema 4 or older (the path as spelt) as it is named now."""
+    return category_key(split_key(key)[1])
 
 
 def split_key(key: str) -> tuple[str, tuple[str, ...]]:
@@ -221,9 +242,14 @@ def split_key(key: str) -> tuple[str, tuple[str, ...]]:
 
 
 def feed_keys_for(source: str, categories: Sequence[str]) -> list[str]:
-    keys = [ALL_KEY, source_key(source)]
-    keys += [category_key(categories[: depth + 1]) for depth in range(len(categories))]
-    return keys
+    return [ALL_KEY, source_key(source), *_category_keys(tuple(categories))]
+
+
+@functools.lru_cache(maxsize=4096)
+def _category_keys(categories: tuple[str, ...]) -> tuple[str, ...]:
+    # Asked twice for every saved post, and nearly every post of a source has the same path.
+    slugs = category_slugs(categories)
+    return tuple(CATEGORY_PREFIX + "\x1f".join(slugs[: depth + 1]) for depth in range(len(slugs)))
 
 
 def slugify(text: str, max_bytes: int = SLUG_BYTES) -> str:
@@ -595,6 +621,25 @@ CREATE INDEX IF NOT EXISTS aliases_target ON aliases (target_source, target_id);
 DROP TABLE IF EXISTS main.sources;
 DROP TABLE IF EXISTS main.pruned;
 """,
+    # 6: a category's feed key is the slugs of its path (see ``category_key``): the rows of
+    # spellings that make one folder become one feed. Every category feed is owed a build
+    # (an empty signature renders it again; one left without posts is removed).
+    6: """
+INSERT OR IGNORE INTO post_feeds
+    SELECT category_feed_key(feed_key), source, entry_id, date_ts FROM post_feeds
+    WHERE substr(feed_key, 1, 9) = 'category' || char(31);
+DELETE FROM post_feeds
+    WHERE substr(feed_key, 1, 9) = 'category' || char(31) AND feed_key != category_feed_key(feed_key);
+INSERT OR IGNORE INTO feeds
+    SELECT category_feed_key(key), '', title, item_count, newest_ts FROM feeds
+    WHERE substr(key, 1, 9) = 'category' || char(31) AND key != category_feed_key(key);
+UPDATE feeds SET signature = '' WHERE substr(key, 1, 9) = 'category' || char(31);
+DELETE FROM feeds WHERE substr(key, 1, 9) = 'category' || char(31) AND key != category_feed_key(key);
+DELETE FROM pending_feeds WHERE substr(key, 1, 9) = 'category' || char(31);
+INSERT OR IGNORE INTO pending_feeds
+    SELECT key FROM feeds WHERE substr(key, 1, 9) = 'category' || char(31)
+    UNION SELECT feed_key FROM post_feeds WHERE substr(feed_key, 1, 9) = 'category' || char(31);
+""",
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -695,6 +740,7 @@ class PostStore:
                 ) from error
         steps = "".join(_MIGRATIONS[step] for step in range(version + 1, SCHEMA_VERSION + 1))
         try:
+            self.db.create_function("category_feed_key", 1, _slugged_category_key, deterministic=True)
             self.db.executescript(
                 f"BEGIN IMMEDIATE; {steps}; INSERT OR REPLACE INTO meta "
                 f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
@@ -1512,6 +1558,22 @@ class PostStore:
     def indexed_posts(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], IndexedPost]:
         """Posts by (source, entry id); unknown pairs are left out."""
         return _indexed_posts(self.db, pairs)
+
+    def first_post_categories(self, key: str) -> list[tuple[str, ...]]:
+        """The category paths of a feed's earliest post (its own first, then its merged copies').
+
+        The builder titles a category nobody configured by how this post spells it:
+        earliest by date, then by source and id, so every build picks the same one.
+        """
+        row = self.db.execute(
+            "SELECT p.categories, p.merged FROM post_feeds f "
+            "JOIN posts p ON p.source=f.source AND p.entry_id=f.entry_id "
+            "WHERE f.feed_key=? ORDER BY f.date_ts, f.source, f.entry_id LIMIT 1",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return []
+        return [_terms(row[0]), *(m.categories for m in _merged_entries(row[1]))]
 
     def feed_keys_present(self, keys: Iterable[str]) -> set[str]:
         """Which of ``keys`` still have posts (cheaper than feed_keys() for a few keys)."""

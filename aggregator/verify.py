@@ -10,7 +10,8 @@ built from the index. After a crash (or a hand edit) the three can disagree;
 - every published feed file parses (RSS and Atom as XML, JSON Feed as JSON);
 - each feed holds exactly the newest ``build.max_items`` posts of its key, in
   order, as the index has them (one item per entry id); a feed the index has no
-  posts for is stale;
+  posts for is stale; no two feeds share a folder;
+- index.opml parses and lists each feed once;
 - no temporary file is left in the feeds or data directories.
 
 It reads only: the next ``build``/``fetch``/daemon start repairs what it reports.
@@ -21,16 +22,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lxml import etree
 
-from aggregator.build import FORMAT_FILES, FeedSpec, spec_for
 from aggregator.config import Config
 from aggregator.files import TEMP_SUFFIX
-from aggregator.status_feed import STATUS_DIR
+from aggregator.publish.specs import FORMAT_FILES, FeedSpec, spec_for
+from aggregator.publish.status import STATUS_DIR
 from aggregator.store import IndexedPost, PostStore
 from aggregator.uris import atom_id
 
@@ -67,6 +69,9 @@ def verify(config: Config, store: PostStore) -> VerifyReport:
     expected_dirs: dict[str, FeedSpec] = {}
     for key in keys:
         spec = spec_for(key, config)
+        if (other := expected_dirs.get(str(spec.relative_dir))) is not None:
+            names = " and ".join(repr(k.replace("\x1f", "/")) for k in (other.key, key))
+            out.add(f"feeds {names} are both published to {spec.relative_dir}")
         expected_dirs[str(spec.relative_dir)] = spec
         _check_feed(config, spec, newest_distinct(store, key, config.build.max_items), out)
     _check_stale_feeds(config.feeds_dir, expected_dirs, out)
@@ -181,9 +186,13 @@ def _check_index_pages(root: Path, out: _Collector) -> None:
     opml = root / "index.opml"
     if opml.exists():
         try:
-            etree.fromstring(opml.read_bytes(), _XML_PARSER)
+            document = etree.fromstring(opml.read_bytes(), _XML_PARSER)
         except etree.XMLSyntaxError as error:
             out.add(f"index.opml does not parse: {error}")
+        else:
+            # Two entries for one feed: two keys published to one folder (one overwrote the other).
+            urls = Counter(o.get("xmlUrl") for o in document.iter("outline") if o.get("xmlUrl"))
+            out.problems += [f"index.opml lists {url} {n} times" for url, n in sorted(urls.items()) if n > 1]
     for fmt in ("rss", "atom"):
         status = root / STATUS_DIR / f"{fmt}.xml"
         if status.exists():

@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from aggregator.build import FeedBuilder
 from aggregator.config import SourceConfig, load_config
 from aggregator.pipeline import Updater, UpdateResult
+from aggregator.publish.builder import FeedBuilder
 from aggregator.store import PostStore
 from aggregator.workers import ParserPool
 

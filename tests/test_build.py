@@ -22,21 +22,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
+from support.feedgen_reference import render_feed_directly, render_fragments_with_feedgen
 
-from aggregator import build
-from aggregator.build import (
-    FeedBuilder,
-    ItemOptions,
-    render_feed,
-    render_feed_directly,
-    render_fragments,
-    render_fragments_with_feedgen,
-    spec_for,
-    truncate_html,
-)
 from aggregator.config import Config
 from aggregator.normalize import Post, clean_text
 from aggregator.parse import Enclosure
+from aggregator.publish import formats, items
+from aggregator.publish.builder import FeedBuilder
+from aggregator.publish.formats import render_feed, render_fragments
+from aggregator.publish.items import ItemOptions, truncate_html
+from aggregator.publish.specs import spec_for
 from aggregator.store import ALL_KEY, IndexedPost, PostStore, category_key, source_key
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
@@ -398,21 +393,21 @@ _HOSTILE = st.lists(
 @given(text=_HOSTILE)
 def test_fast_cleaning_and_escaping_match_the_plain_functions(text: str) -> None:
     clean = clean_text(text)
-    assert build._clean(text) == clean
-    assert build._clean_encoded(text) == (clean, clean.encode())
+    assert items._clean(text) == clean
+    assert items._clean_encoded(text) == (clean, clean.encode())
     xml = clean.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
-    assert build._text(clean) == xml
-    assert build._text_bytes(clean.encode()) == xml.encode()
-    assert build._attr(clean) == xml.replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
-    assert build._json_string(clean) == json.dumps(clean, ensure_ascii=False)
-    assert build._json_bytes(clean.encode()) == json.dumps(clean, ensure_ascii=False).encode()
+    assert formats._text(clean) == xml
+    assert formats._text_bytes(clean.encode()) == xml.encode()
+    assert formats._attr(clean) == xml.replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
+    assert formats._json_string(clean) == json.dumps(clean, ensure_ascii=False)
+    assert formats._json_bytes(clean.encode()) == json.dumps(clean, ensure_ascii=False).encode()
 
 
 @settings(max_examples=100, deadline=None)
 @given(moment=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3, minutes=-30))])))
 def test_iso_dates_are_utc_with_a_z(moment: datetime) -> None:
     expected = moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    assert build._iso(moment) == build._iso(moment, moment.isoformat()) == expected
+    assert formats.iso_utc(moment) == formats.iso_utc(moment, moment.isoformat()) == expected
 
 
 def _image_type_as_it_was(url: str) -> str:
@@ -432,7 +427,7 @@ def _image_type_as_it_was(url: str) -> str:
     ).map("".join)
 )
 def test_image_types_by_suffix(url: str) -> None:
-    assert build._image_type(url) == _image_type_as_it_was(url)
+    assert items._image_type(url) == _image_type_as_it_was(url)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

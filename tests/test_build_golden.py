@@ -18,10 +18,10 @@ from pathlib import Path
 
 import feedparser
 
-from aggregator.build import FeedBuilder
 from aggregator.config import Config
 from aggregator.normalize import Post
 from aggregator.parse import Enclosure
+from aggregator.publish.builder import FeedBuilder
 from aggregator.store import PostStore
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "feeds"

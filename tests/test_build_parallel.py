@@ -21,9 +21,10 @@ from hypothesis import strategies as st
 from support.helpers import wait_for, write_config
 from test_build import START, Site, make_post
 
-from aggregator.build import PARALLEL_MIN_FEEDS, BuildReport, FeedBuilder, _WorkerSetup
 from aggregator.config import load_config
 from aggregator.normalize import Post, _plain_text, plain_text
+from aggregator.publish.builder import BuildReport, FeedBuilder
+from aggregator.publish.parallel import PARALLEL_MIN_FEEDS, WorkerSetup
 from aggregator.store import PostStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,11 +74,9 @@ def test_a_build_shared_with_workers_writes_the_same_bytes_and_report_as_one_pro
 class _BrokenWorkers(FeedBuilder):
     """Workers pointed at an index that does not exist: each one dies as it starts."""
 
-    def _worker_setup(self) -> _WorkerSetup:
+    def _worker_setup(self) -> WorkerSetup:
         setup = super()._worker_setup()
-        return _WorkerSetup(
-            setup.config, setup.index_path.with_name("absent.sqlite3"), 1024, setup.parent_pid
-        )
+        return WorkerSetup(setup.config, setup.index_path.with_name("absent.sqlite3"), 1024, setup.parent_pid)
 
 
 @pytest.mark.slow
@@ -90,7 +89,7 @@ def test_when_the_workers_die_this_process_renders_their_share(
         alone, files_alone = build_with(site, processes=0)
         forget_feeds(site)
         builder = _BrokenWorkers(site.config, site.store, processes=1, parallel_min_feeds=1)
-        with caplog.at_level(logging.WARNING, logger="aggregator.build"):
+        with caplog.at_level(logging.WARNING, logger="aggregator.publish.parallel"):
             report = builder.build()
         assert site.files() == files_alone
         assert report.rendered == alone.rendered
@@ -100,7 +99,7 @@ def test_when_the_workers_die_this_process_renders_their_share(
 
 
 class _NoWorkers(FeedBuilder):
-    def _worker_setup(self) -> _WorkerSetup:
+    def _worker_setup(self) -> WorkerSetup:
         raise AssertionError("a worker process was about to start")
 
 

@@ -36,11 +36,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
+from support.feedgen_reference import render_fragments_with_feedgen
 from support.helpers import FIXTURES, run_cli, write_config
 from support.servers import static_server
 
-from aggregator.build import ItemOptions, render_fragments, render_fragments_with_feedgen
 from aggregator.config import load_config
+from aggregator.publish.formats import render_fragments
+from aggregator.publish.items import ItemOptions
 from aggregator.store import ALL_KEY
 from aggregator.uris import ID_NAMESPACE, atom_id, is_known_id, own_id, uri_from_iri
 
@@ -441,7 +443,8 @@ def test_our_ids_are_what_uuid5_makes(source: str, entry_id: str) -> None:
 
 def test_the_status_feed_description_is_html_that_reads_as_the_event_text() -> None:
     from aggregator.config import Config
-    from aggregator.status_feed import StatusEvent, render_status
+    from aggregator.publish.status import render_status
+    from aggregator.status_feed import StatusEvent
 
     event = StatusEvent(
         "a", "failing", datetime(2026, 3, 1, tzinfo=UTC), "parse error: expected <rss> & found <html>", ""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -19,13 +21,14 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from support.faultserver import SAMPLE_RSS, Exchange, FaultServer, FaultServerProcess, Reply, Request
 from support.helpers import write_config
 
 from aggregator.config import load_config
-from aggregator.errors import FetchError, HTTPStatusError, RedirectError, TooLarge
+from aggregator.errors import FetchError, FetchTimeout, HTTPStatusError, RedirectError, TooLarge
 from aggregator.fetch import (
     MAX_RETRY_AFTER,
     MIN_RETRY_AFTER,
@@ -43,6 +46,7 @@ from aggregator.fetch import (
 )
 from aggregator.pipeline import Updater
 from aggregator.store import PostStore
+from aggregator.transport import TRANSPORTS, WireFault, describe_wire_error, forward_proxy_headers
 from aggregator.workers import ParserPool
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -466,6 +470,164 @@ def test_no_lookup_without_a_redirect(server: FaultServer) -> None:
     server.redirect("/hop", "/plain.xml", 302)
     fetch(FetchRequest(server.url("/hop")), resolver=resolver)
     assert resolver.asked == [], "IP literals and unredirected fetches never ask DNS"
+
+
+# The HTTP client: httpx, over either transport ----------------------------------
+
+
+def test_requests_go_through_httpx(server: FaultServer, caplog: pytest.LogCaptureFixture) -> None:
+    """httpx is the client: its own log line names each request (quiet unless asked for)."""
+    server.feed("/f.xml", SAMPLE_RSS)
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        assert fetch(FetchRequest(server.url("/f.xml"))).body == SAMPLE_RSS
+    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert any(line.startswith(f"HTTP Request: GET {server.url('/f.xml')} ") for line in lines), lines
+    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING, "one line per poll otherwise"
+
+
+def test_importing_the_fetcher_imports_httpx_without_its_command_line_tool() -> None:
+    probe = (
+        "import sys, aggregator.fetch\n"
+        "print('httpx' in sys.modules, 'httpx._main' in sys.modules, 'pygments' in sys.modules)\n"
+        "import httpx._main\n"  # still importable for whoever wants it
+        "print(callable(httpx._main.main))\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert output == ["True", "False", "False", "True"]
+
+
+async def _bad_status_line(_request: Request, exchange: Exchange) -> None:
+    await exchange.write(b"HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n")
+
+
+async def _hang_up(_request: Request, exchange: Exchange) -> None:
+    exchange.reset()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_both_transports_report_faults_in_the_same_words(server: FaultServer, transport: str) -> None:
+    server.add("/bad-status", _bad_status_line)
+    server.add("/hang-up", _hang_up)
+    limits = FetchLimits(connect_timeout=2, read_timeout=0.5, deadline=5, max_body=1024**2)
+    port = server.port
+    cases = [
+        ("/slow-headers?delay=3", FetchTimeout, r"^read timeout: the server sent nothing for 0.5s$"),
+        ("/reset", FetchError, r"^connection broken while reading: "),
+        ("/bad-status", FetchError, r"^protocol error: "),
+        ("/hang-up", FetchError, r"^connection (broken while reading|error): .*reset by peer"),
+        ("/truncated-gzip", FetchError, r"^truncated gzip body$"),
+        ("/bomb", TooLarge, r"after decompression"),
+        ("/status/404", HTTPStatusError, r"^HTTP 404 Not Found$"),
+    ]
+    for path, error_class, pattern in cases:
+        with pytest.raises(error_class, match=pattern):
+            fetch(FetchRequest(server.url(path)), limits, transport=transport)
+    server.stop()
+    with pytest.raises(FetchError, match=rf"^cannot connect: .* \(127\.0\.0\.1:{port}\)$"):
+        fetch(FetchRequest(f"http://127.0.0.1:{port}/feed.xml"), limits, transport=transport)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_both_transports_fetch_alike(server: FaultServer, transport: str) -> None:
+    """Conditional GET, a permanent redirect, gzip, and a forward proxy with credentials."""
+    server.feed("/f.xml", SAMPLE_RSS, etag='"v1"', gzip_body=True)
+    server.redirect("/old.xml", "/f.xml", 301)
+    first = fetch(FetchRequest(server.url("/old.xml")), transport=transport)
+    assert first.body == SAMPLE_RSS and first.permanent_url == server.url("/f.xml")
+    again = fetch(FetchRequest(server.url("/f.xml"), validators=first.validators), transport=transport)
+    assert again.not_modified and again.status == 304
+    server.add("/via-proxy.xml", Reply(200, SAMPLE_RSS))
+    proxy = f"http://pu:proxy-pw@127.0.0.1:{server.port}"
+    request = FetchRequest("http://feeds.example.invalid/via-proxy.xml", proxy=proxy)
+    assert fetch(request, transport=transport).body == SAMPLE_RSS
+    (proxied,) = server.requests("/via-proxy.xml")
+    assert proxied.proxied and proxied.target == "http://feeds.example.invalid/via-proxy.xml"
+    assert proxied.headers["proxy-authorization"] == "Basic " + base64.b64encode(b"pu:proxy-pw").decode()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_header_values_beyond_ascii_are_sent_as_utf8(server: FaultServer, transport: str) -> None:
+    """httpx alone would refuse them (it encodes header values as ASCII); aiohttp sent UTF-8."""
+    server.feed("/f.xml", SAMPLE_RSS)
+    request = FetchRequest(server.url("/f.xml"), headers={"X-Reader": "Zoë"})
+    assert fetch(request, transport=transport).body == SAMPLE_RSS
+    # The fault server reads the head as latin-1: UTF-8's two bytes for ë arrive as two characters.
+    assert server.last_headers("/f.xml")["x-reader"] == "Zoë".encode().decode("latin-1")
+
+
+def test_cookies_are_never_sent_back(server: FaultServer) -> None:
+    server.add("/c.xml", Reply(200, SAMPLE_RSS, {"Set-Cookie": "session=abc; Path=/"}))
+
+    async def go() -> None:
+        fetcher = Fetcher("t")
+        try:
+            for _ in range(2):
+                await fetcher.fetch(FetchRequest(server.url("/c.xml")))
+        finally:
+            await fetcher.aclose()
+
+    asyncio.run(go())
+    assert [r.headers.get("cookie") for r in server.requests("/c.xml")] == [None, None]
+
+
+def test_proxy_credentials_go_on_forwarded_requests_only() -> None:
+    """Through a tunnel (https) the origin reads the request: the proxy's credentials stay off it."""
+    token = "Basic " + base64.b64encode(b"pu:pw").decode()
+    assert forward_proxy_headers("http://pu:pw@proxy.test:3128", "http://a.test/f") == {
+        "Proxy-Authorization": token
+    }
+    assert forward_proxy_headers("http://pu:pw@proxy.test:3128", "https://a.test/f") == {}
+    assert forward_proxy_headers("http://proxy.test:3128", "http://a.test/f") == {}
+    assert forward_proxy_headers(None, "http://a.test/f") == {}
+
+
+def _raised_from(outer: BaseException, inner: BaseException) -> BaseException:
+    outer.__cause__ = inner
+    return outer
+
+
+@pytest.mark.parametrize(
+    ("error", "text", "timeout"),
+    [
+        # httpx-aiohttp's own mapping calls these ConnectTimeout: aiohttp's root decides.
+        (
+            _raised_from(
+                httpx.ConnectTimeout("x"),
+                aiohttp.ClientConnectorError(
+                    aiohttp.client_reqrep.ConnectionKey("h", 80, False, True, None, None, None),
+                    ConnectionRefusedError(111, "Connection refused"),
+                ),
+            ),
+            "cannot connect: Connection refused (feeds.example.org:8080)",
+            False,
+        ),
+        (
+            _raised_from(httpx.ConnectTimeout("x"), aiohttp.ServerDisconnectedError()),
+            "connection broken while reading: the server closed the connection",
+            False,
+        ),
+        (
+            _raised_from(httpx.ConnectTimeout("x"), aiohttp.ConnectionTimeoutError()),
+            "connect timeout: no connection within 3s",
+            True,
+        ),
+        (
+            _raised_from(httpx.ReadTimeout("x"), aiohttp.SocketTimeoutError()),
+            "read timeout: the server sent nothing for 7s",
+            True,
+        ),
+        (httpx.ConnectTimeout("x"), "connect timeout: no connection within 3s", True),  # httpcore's
+        (
+            httpx.ProxyError("407 Proxy Authentication Required"),
+            "proxy error: 407 Proxy Authentication Required",
+            False,
+        ),
+    ],
+)
+def test_wire_errors_in_words(error: BaseException, text: str, timeout: bool) -> None:
+    assert describe_wire_error(error, "http://feeds.example.org:8080/f", 3, 7) == WireFault(text, timeout)
 
 
 # Speed ----------------------------------------------------------------------

@@ -9,7 +9,7 @@ from support.helpers import FIXTURES, run_cli
 
 from aggregator.config import load_config
 from aggregator.errors import ParseError
-from aggregator.opml import read_opml
+from aggregator.publish.opml import read_opml
 
 EXPORT = FIXTURES / "sources" / "reader-export.opml"
 
@@ -80,3 +80,42 @@ def test_a_file_that_is_not_opml_is_refused(tmp_path: Path) -> None:
         read_opml(b"<rss version='2.0'><channel/></rss>")
     with pytest.raises(ParseError, match="not an OPML file"):
         read_opml(b"<opml><body><outline")
+
+
+def test_exported_and_published_opml_are_written_alike_by_one_writer(tmp_path: Path) -> None:
+    """``export-opml`` (the subscribed sources) and ``index.opml`` (the generated feeds) come from one
+    writer: the same prologue, head and outline layout, and text that needs escaping round-trips."""
+    config_path = tmp_path / "aggregator.yaml"
+    config_path.write_text(
+        "site: {title: 'Tom & \"Jerry\"', base_url: 'https://feeds.example.org/'}\n"
+        "paths: {posts: posts, feeds: feeds, data: data}\n"
+        "sources:\n"
+        "  - {name: 'A & \"B\" <c>', url: 'https://a.example.org/feed?x=1&y=2', categories: [Tech, Python]}\n"
+        "  - {name: plain, url: 'https://b.example.org/feed'}\n",
+        encoding="utf-8",
+    )
+    exported = run_cli("export-opml", "--output", str(tmp_path / "out.opml"), config=config_path)
+    assert exported.returncode == 0, exported.stderr
+    built = run_cli("build", config=config_path)
+    assert built.returncode == 0, built.stderr
+    export = (tmp_path / "out.opml").read_text(encoding="utf-8").splitlines()
+    index = (tmp_path / "feeds" / "index.opml").read_text(encoding="utf-8").splitlines()
+
+    assert export[:2] == index[:2] == ['<?xml version="1.0" encoding="UTF-8"?>', '<opml version="2.0">']
+    title = "<head><title>Tom &amp; &quot;Jerry&quot;</title>"
+    assert export[2].startswith(title) and index[2] == title + "</head>"
+    assert export[3] == index[3] == "<body>"
+    assert export[-2:] == index[-2:] == ["</body>", "</opml>"]
+    # Two spaces a level, a folder per category level, feeds as type="rss" outlines.
+    quoted = "'A &amp; \"B\" &lt;c&gt;'"
+    assert export[4:7] == [
+        '  <outline text="Tech" title="Tech">',
+        '    <outline text="Python" title="Python">',
+        f'      <outline type="rss" text={quoted} title={quoted} xmlUrl="https://a.example.org/feed?x=1&amp;y=2"/>',
+    ]
+    assert len(index) == 6  # nothing fetched yet, so no feed is published (tests/golden/ has a full one)
+    feeds = {(f.categories, f.title, f.url) for f in read_opml((tmp_path / "out.opml").read_bytes())}
+    assert feeds == {
+        (("Tech", "Python"), 'A & "B" <c>', "https://a.example.org/feed?x=1&y=2"),
+        ((), "plain", "https://b.example.org/feed"),
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -29,6 +30,7 @@ from aggregator.store import (
     Outcome,
     PostStore,
     RetentionPolicy,
+    category_key,
     post_relpath,
     read_post,
     render_post,
@@ -345,6 +347,72 @@ def test_a_version_1_index_is_migrated_in_place(tmp_path: Path) -> None:
         assert store.tombstones() == []
 
 
+def test_a_version_4_index_with_spelt_category_keys_is_migrated_and_its_feeds_rebuilt(tmp_path: Path) -> None:
+    """Up to schema 4 a category's key was its path as spelt: two spellings, one folder,
+    the last one built won. The migration makes them one key, owed a rebuild."""
+    from support.helpers import run_cli, write_config
+
+    ascii_path, wide_path = ["Programming", "Vector - Latest"], ["programming", "Vector－Latest"]
+    _local_feed(tmp_path / "a.xml", 2)
+    (tmp_path / "b.xml").write_text(
+        (tmp_path / "a.xml").read_text(encoding="utf-8").replace("local.example.org", "b.example.org"),
+        encoding="utf-8",
+    )
+    config = write_config(
+        tmp_path,
+        [
+            {"name": "a", "url": "a.xml", "categories": ascii_path},
+            {"name": "b", "url": "b.xml", "categories": wide_path},
+        ],
+    )
+    assert run_cli("fetch", config=config).returncode == 0
+    folder = tmp_path / "feeds" / "category" / "programming" / "vector-latest"
+    index = tmp_path / "data" / "index.sqlite3"
+    # Turn the index back into what version 4 wrote, and the feeds into what it published.
+    with sqlite3.connect(index) as db:
+        rows = db.execute("SELECT source, entry_id, date_ts, categories FROM posts").fetchall()
+        db.execute("DELETE FROM post_feeds WHERE feed_key LIKE 'category%'")
+        db.execute("DELETE FROM feeds WHERE key LIKE 'category%'")
+        for source, entry_id, date_ts, categories in rows:
+            path = json.loads(categories)
+            for depth in range(1, len(path) + 1):
+                key = "\x1f".join(["category", *path[:depth]])
+                db.execute("INSERT INTO post_feeds VALUES (?,?,?,?)", (key, source, entry_id, date_ts))
+                db.execute("INSERT OR REPLACE INTO feeds VALUES (?, 'old', ?, 2, NULL)", (key, key))
+        # A category whose posts are gone (they were deleted by hand), its feed still published.
+        db.execute("INSERT INTO feeds VALUES (?, 'old', 'Gone', 1, NULL)", ("category\x1fGone",))
+        db.execute("DELETE FROM pending_feeds")
+        db.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+    gone = tmp_path / "feeds" / "category" / "gone"
+    gone.mkdir()
+    for name in ("rss.xml", "atom.xml", "feed.json"):  # b was built last
+        (folder / name).write_bytes((tmp_path / "feeds" / "source" / "b" / name).read_bytes())
+        (gone / name).write_bytes((tmp_path / "feeds" / "source" / "b" / name).read_bytes())
+
+    with PostStore(tmp_path / "posts", index) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        keys = set(store.feed_keys())
+        assert {category_key(ascii_path), category_key(ascii_path[:1])} <= keys
+        assert not [k for k in keys if k.startswith("category") and k != category_key(k.split("\x1f")[1:])]
+        assert {category_key(ascii_path), category_key(ascii_path[:1])} <= store.pending_feed_keys()
+        # The feed records are renamed too, so a category left without posts is removed as usual.
+        published = [k for k, *_ in store.published_feeds() if k.startswith("category")]
+        assert sorted(published) == sorted(category_key(p) for p in (["Gone"], wide_path[:1], wide_path))
+        assert {store.feed_signature(key) for key in published} == {""}
+        assert len(store.feed_items(category_key(wide_path), 10)) == 4
+    stale = run_cli("verify", config=config)
+    assert (
+        stale.returncode == 1 and "category/programming/vector-latest/rss.xml is out of date" in stale.stdout
+    )
+
+    # The next fetch (nothing new upstream) builds what the migration left owed.
+    assert run_cli("fetch", config=config).returncode == 0
+    checked = run_cli("verify", config=config)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert len(_rss_titles(folder / "rss.xml")) == 4
+    assert not gone.exists()
+
+
 # Retention ------------------------------------------------------------------
 
 
@@ -484,7 +552,7 @@ def test_feeds_an_interrupted_run_never_built_are_built_by_the_next_fetch(tmp_pa
     # As if a run died after its index commit and before its build.
     with PostStore(tmp_path / "posts", tmp_path / "data" / "index.sqlite3", fsync="off") as store:
         store.save([make_post(source="local", categories=("Mine",), title="Saved, never built")], NOW)
-        assert {"all", "source\x1flocal", "category\x1fMine"} <= store.pending_feed_keys()
+        assert {"all", "source\x1flocal", category_key(["Mine"])} <= store.pending_feed_keys()
     assert run_cli("fetch", config=config).returncode == 0  # the source itself is unchanged
     for feed in ("all", "source/local", "category/mine"):
         assert _rss_titles(tmp_path / "feeds" / feed / "rss.xml")[0] == "Saved, never built"
@@ -529,7 +597,8 @@ def test_merging_folds_the_same_article_into_one_post(store: PostStore) -> None:
     assert (post.source, post.id, post.categories) == ("a", "a1", ("Tech",))
     assert [(m.source, m.id, m.categories) for m in post.merged] == [("b", "b1", ("News", "World"))]
     assert frontmatter.load(path)["categories"] == [["Tech"], ["News", "World"]]  # Hexo's several hierarchies
-    for key in ("source\x1fb", "category\x1fNews", "category\x1fNews\x1fWorld", "category\x1fTech", "all"):
+    news, world, tech = category_key(["News"]), category_key(["News", "World"]), category_key(["Tech"])
+    for key in ("source\x1fb", news, world, tech, "all"):
         assert [(p.source, p.id) for p in store.feed_items(key, 10)] == [("a", "a1")], key
     assert store.feed_items("all", 10)[0].categories == ("Tech", "News", "World")
     # The copy stays folded in: not written again, not duplicated.

@@ -21,6 +21,8 @@ from pytest_httpserver import HTTPServer
 
 from aggregator.errors import FetchError
 from aggregator.fetch import Fetcher, FetchRequest
+from aggregator.tls import ClientTLS
+from aggregator.transport import TRANSPORTS, TransportKind
 from aggregator.websub import publish
 
 FEED = b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title></channel></rss>'
@@ -94,6 +96,30 @@ def test_plain_http_never_loads_the_ca_bundle(httpserver: HTTPServer) -> None:
     assert fetcher.tls.ready is None
 
 
+def test_the_context_is_the_platform_default_one_with_its_cas_loaded_late(
+    ca_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every httpx client holds it from the start; it trusts nothing until the first https request."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    reference = ssl.create_default_context()
+    tls = ClientTLS()
+    settings = (
+        "options",
+        "verify_flags",
+        "verify_mode",
+        "check_hostname",
+        "minimum_version",
+        "maximum_version",
+    )
+    assert {name: getattr(tls.handle, name) for name in settings} == {
+        name: getattr(reference, name) for name in settings
+    }
+    assert tls.handle.get_ciphers() == reference.get_ciphers()
+    assert tls.ready is None and tls.handle.cert_store_stats()["x509_ca"] == 0
+    assert tls.context() is tls.handle and tls.ready is tls.handle
+    assert tls.handle.cert_store_stats()["x509_ca"] == 1  # the system's CAs (here, the one in SSL_CERT_FILE)
+
+
 def test_importing_the_fetcher_leaves_the_ssl_module_as_it_was(ca_file: Path) -> None:
     # In a fresh interpreter, so that aiohttp is imported here for the first time.
     probe = (
@@ -122,3 +148,15 @@ def test_websub_pings_an_https_hub_the_system_trusts(
     results = asyncio.run(publish(https_server.url_for("/hub"), ["http://example.test/all/rss.xml"]))
     assert [(r.ok, r.detail) for r in results] == [(True, "204")]
     assert len(https_server.log) == 1
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_both_transports_verify_with_the_same_context(
+    https_server: HTTPServer, ca_file: Path, monkeypatch: pytest.MonkeyPatch, transport: TransportKind
+) -> None:
+    https_server.expect_request("/feed.xml").respond_with_data(FEED)
+    url = https_server.url_for("/feed.xml")
+    with pytest.raises(FetchError, match=r"^TLS certificate not trusted: unable to get local issuer"):
+        _fetch(Fetcher("test-agent", transport=transport), url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    assert _fetch(Fetcher("test-agent", transport=transport), url) == FEED

@@ -170,9 +170,9 @@ def test_an_update_that_notices_a_deletion_names_the_feeds_the_post_leaves(tmp_p
     """The daemon rebuilds only the feeds an update names: a post found deleted must leave them."""
     import asyncio
 
-    from aggregator.build import FeedBuilder
     from aggregator.config import load_config
     from aggregator.pipeline import Updater
+    from aggregator.publish.builder import FeedBuilder
     from aggregator.store import category_key, source_key
     from aggregator.verify import verify
 

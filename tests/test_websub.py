@@ -23,7 +23,7 @@ from support.servers import AppServer
 from test_build import BASE, Site, make_post
 
 from aggregator import websub
-from aggregator.build import FeedBuilder
+from aggregator.publish.builder import FeedBuilder
 from aggregator.store import ALL_KEY, source_key
 
 

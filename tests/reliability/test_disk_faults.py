@@ -26,10 +26,10 @@ from support.faultserver import FaultServer
 from support.helpers import write_config
 
 import aggregator.files
-from aggregator.build import FeedBuilder
 from aggregator.config import Config, load_config
 from aggregator.errors import AggregatorError, BuildError, StoreError
 from aggregator.pipeline import Updater, UpdateResult
+from aggregator.publish.builder import FeedBuilder
 from aggregator.store import PostStore
 from aggregator.verify import verify
 from aggregator.workers import ParserPool

@@ -24,9 +24,9 @@ from lxml import etree
 from relsupport import REPO, Ledger, healthy_feed
 from support.helpers import free_port, wait_for, write_config
 
-from aggregator.build import FeedBuilder
 from aggregator.config import load_config
 from aggregator.pipeline import Updater
+from aggregator.publish.builder import FeedBuilder
 from aggregator.store import PostStore
 from aggregator.workers import ParserPool
 
