@@ -19,7 +19,7 @@ from lxml import etree
 
 from aggregator.config import SourceConfig
 from aggregator.errors import ParseError
-from aggregator.store import category_slugs
+from aggregator.keys import category_slugs
 
 
 @dataclass(frozen=True)

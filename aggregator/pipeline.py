@@ -37,6 +37,7 @@ from aggregator.fetch import (
     url_credentials,
 )
 from aggregator.filters import Selection, category_rules, filter_stages, select_posts
+from aggregator.keys import feed_keys_for
 from aggregator.normalize import NormalizedFeed, Post, SourceRules, with_first_seen
 from aggregator.state import (
     SourceState,
@@ -53,7 +54,6 @@ from aggregator.store import (
     RetentionPolicy,
     SaveBatch,
     SaveResult,
-    feed_keys_for,
 )
 from aggregator.transforms import Transformer, transforms_for
 from aggregator.workers import ParserPool, PostRecipe

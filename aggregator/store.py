@@ -1,10 +1,8 @@
 """Post files (the truth) and the SQLite index (a cache of them).
 
-A post is one Markdown file with YAML front matter, in the shape of the
-reference post (``title, categories, headimg, author, comments, date,
-thumbnail``) plus ``link, id, source, tags, updated, first_seen, enclosures``.
-``first_seen`` (RFC 822, GMT) is the moment the entry was first seen, the date
-of an entry that has none; it is kept in the file so ``reindex`` restores it.
+What a post file holds, and how it is named, rendered and read, is
+``aggregator.postfile``'s business; this module decides what each save writes,
+writes it, and keeps the index in step.
 
 Durability: files are written atomically (a temporary file in the same
 directory, then a rename), so a crash leaves the old file or the new one,
@@ -39,24 +37,19 @@ database (``aggregator.statedb``), which ``reindex`` leaves alone.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import functools
-import hashlib
 import json
 import logging
 import os
-import re
 import sqlite3
-import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import yaml
-
+from aggregator import postfile
 from aggregator.errors import StoreError
 from aggregator.files import (
     TEMP_SUFFIX,
@@ -66,6 +59,7 @@ from aggregator.files import (
     write_atomic_stat,
     writer_alive,
 )
+from aggregator.keys import ALL_KEY, feed_keys_for, slugged_category_key, source_key
 from aggregator.normalize import MergedEntry, Post, canonical_link, summary_of
 from aggregator.parse import Enclosure
 from aggregator.state import SourceState
@@ -76,22 +70,13 @@ from aggregator.statedb import tombstones as _tombstones
 log = logging.getLogger("aggregator.store")
 
 SCHEMA_VERSION = 6
-MAX_FILENAME_BYTES = 255
 # Source states written together while a batch of polls runs (see ``deferred_states``).
 STATE_BATCH = 200
-SLUG_BYTES = 80
 # An entry whose content changes on every fetch while its own updated date
 # stays put (a counter, a rotating ad) is rewritten FREE_REWRITES times, then
 # at most once per REWRITE_MIN_GAP until its updated date moves again.
 FREE_REWRITES = 3
 REWRITE_MIN_GAP = timedelta(hours=6)
-_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d|conin|conout|clock)$", re.IGNORECASE)
-_NOT_SLUG = re.compile(r"[^\w]+", re.UNICODE)
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
-_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-REFERENCE_KEYS = ("title", "categories", "headimg", "author", "comments", "date", "thumbnail")
 
 
 class Outcome(Enum):
@@ -200,341 +185,6 @@ class _Known:
     last_rewrite_ts: float | None
     first_seen_ts: float
     merged: str = "[]"  # JSON of the other sources' copies folded into this post
-
-
-# Feed keys name the feeds a post belongs to: everything, its source, and each
-# level of its category hierarchy. They are stored as text in the index.
-# A category level is named by the slugs of its path, the folder its feed is
-# published in: spellings that make one folder (``Vector - Latest`` and
-# ``Vector－Latest``) are one category, one feed. How it is titled is the
-# builder's choice (see ``aggregator.categories``).
-ALL_KEY = "all"
-CATEGORY_PREFIX = "category\x1f"
-
-
-def source_key(name: str) -> str:
-    return "source\x1f" + name
-
-
-def category_key(path: Sequence[str]) -> str:
-    return CATEGORY_PREFIX + "\x1f".join(category_slugs(path))
-
-
-def category_slugs(path: Sequence[str]) -> tuple[str, ...]:
-    """The folder names of a category path, one a level."""
-    return tuple(_category_slug(part) for part in path)
-
-
-@functools.lru_cache(maxsize=8192)
-def _category_slug(part: str) -> str:
-    # Every saved post asks for its levels' slugs; a few hundred names serve them all.
-    return slugify(part)
-
-
-def _slugged_category_key(key: str) -> str:
-    """A category key of schema 4 or older (the path as spelt) as it is named now."""
-    return category_key(split_key(key)[1])
-
-
-def split_key(key: str) -> tuple[str, tuple[str, ...]]:
-    kind, *parts = key.split("\x1f")
-    return kind, tuple(parts)
-
-
-def feed_keys_for(source: str, categories: Sequence[str]) -> list[str]:
-    return [ALL_KEY, source_key(source), *_category_keys(tuple(categories))]
-
-
-@functools.lru_cache(maxsize=4096)
-def _category_keys(categories: tuple[str, ...]) -> tuple[str, ...]:
-    # Asked twice for every saved post, and nearly every post of a source has the same path.
-    slugs = category_slugs(categories)
-    return tuple(CATEGORY_PREFIX + "\x1f".join(slugs[: depth + 1]) for depth in range(len(slugs)))
-
-
-def slugify(text: str, max_bytes: int = SLUG_BYTES) -> str:
-    """A readable, safe path component: letters of any script kept, the rest dashes.
-
-    Case-folded (no two names differ only by case), at most ``max_bytes`` of
-    UTF-8, never empty, never ``.``/``..`` or a name Windows reserves.
-    """
-    text = unicodedata.normalize("NFKC", text).casefold()
-    slug = _NOT_SLUG.sub("-", text).strip("-_")
-    encoded = slug.encode("utf-8", "ignore")[:max_bytes]
-    slug = encoded.decode("utf-8", "ignore").strip("-_")
-    if not slug or _WINDOWS_RESERVED.match(slug):
-        slug = f"_{slug}" if slug else "_"
-    return slug
-
-
-def post_relpath(post: Post) -> Path:
-    """``<source>/<yyyy>/<mm>/<slug>-<hash>.md``: deterministic, safe, under 255 bytes.
-
-    The hash is of (source, id), so two entries with the same title never share
-    a file and an entry keeps its name whatever its title becomes.
-    """
-    digest = hashlib.sha1(f"{post.source}\x00{post.id}".encode("utf-8", "replace")).hexdigest()[:10]
-    name = f"{slugify(post.title)}-{digest}.md"
-    assert len(name.encode()) <= MAX_FILENAME_BYTES
-    return Path(slugify(post.source), f"{post.date.year:04d}", f"{post.date.month:02d}", name)
-
-
-def rfc822(moment: datetime) -> str:
-    return email.utils.format_datetime(moment.astimezone(UTC), usegmt=True)
-
-
-def parse_date(value: Any) -> datetime | None:
-    """RFC 822 as we write it; also what a person may type by hand (ISO dates, YAML dates)."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        try:
-            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-parse_rfc822 = parse_date
-
-
-def render_post(post: Post) -> bytes:
-    """The post file: YAML front matter written by a YAML serializer, then the body."""
-    matter: dict[str, Any] = {
-        "title": post.title,
-        "categories": list(post.categories),
-        "headimg": post.headimg,
-        "author": post.author,
-        "comments": post.comments,
-        "date": rfc822(post.date),
-        "thumbnail": post.headimg,
-        "link": post.link,
-        "id": post.id,
-        "source": post.source,
-        "tags": list(post.tags),
-        "updated": rfc822(post.updated) if post.updated else None,
-        "first_seen": rfc822(post.first_seen) if post.first_seen else None,
-        "enclosures": [{"url": e.url, "type": e.type, "length": e.length} for e in post.enclosures],
-    }
-    # The reference leaves a key out rather than writing it empty.
-    for key in ("headimg", "thumbnail", "updated", "first_seen"):
-        if matter[key] is None:
-            del matter[key]
-    if not matter["enclosures"]:
-        del matter["enclosures"]
-    if post.merged:
-        # Hexo's form for several category hierarchies: a list of lists.
-        matter["categories"] = [list(post.categories), *(list(m.categories) for m in post.merged)]
-        matter["merged"] = [
-            {"source": m.source, "id": m.id, "categories": list(m.categories)} for m in post.merged
-        ]
-    text = None if post.merged else _front_matter_directly(matter)
-    if text is None:
-        text = yaml.emit(_events(matter), Dumper=_DUMPER, allow_unicode=True, width=2**31 - 1)
-    return f"---\n{text}---\n\n{post.body}\n".encode()
-
-
-# What libyaml writes unquoted or single-quoted on one line: its printable characters
-# (no astral planes, BOM, tab or line breaks, which it escapes or folds).
-_ONE_LINE = re.compile("[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd]*")
-# Where libyaml will not write a scalar plain in block context (an indicator).
-_BLOCK_INDICATOR = re.compile(r": | #|:\Z|\A[#,\[\]{}&*!|>'\"%@`]")
-
-
-def _front_matter_directly(matter: dict[str, Any]) -> str | None:
-    """The front matter as libyaml writes it, for the common shapes and scalars; else None.
-
-    Writing the lines ourselves costs a fifth of building YAML events for the
-    emitter; a test holds the two byte-equal over generated text.
-    """
-    lines = []
-    for key, value in matter.items():
-        if isinstance(value, list):
-            if not value:
-                lines.append(f"{key}: []")
-                continue
-            lines.append(f"{key}:")
-            for item in value:
-                if isinstance(item, dict):
-                    prefix = "- "
-                    for field_name, field_value in item.items():
-                        scalar = _scalar_directly(field_value)
-                        if scalar is None:
-                            return None
-                        lines.append(f"{prefix}{field_name}: {scalar}")
-                        prefix = "  "
-                else:
-                    scalar = _scalar_directly(item)
-                    if scalar is None:
-                        return None
-                    lines.append(f"- {scalar}")
-        else:
-            scalar = _scalar_directly(value)
-            if scalar is None:
-                return None
-            lines.append(f"{key}: {scalar}")
-    lines.append("")
-    return "\n".join(lines)
-
-
-def _scalar_directly(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if not isinstance(value, str) or not _ONE_LINE.fullmatch(value):
-        return None
-    if not value:
-        return "''"
-    if value[0] in " -?:" or value[-1] == " " or value.startswith("..."):
-        return None  # libyaml's choice here depends on more than this; let it decide
-    if not _BLOCK_INDICATOR.search(value) and _reads_back_as_text(value):
-        return value
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _reads_back_as_text(text: str) -> bool:
-    """Whether the plain scalar reads back as a string (not ``yes``, ``0123``, ``null``, a date)."""
-    if text[0] not in _IMPLICIT_FIRST and not _ALWAYS_RESOLVE:
-        return True
-    resolved = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
-    return bool(resolved == _STR_TAG)
-
-
-_STR_TAG = "tag:yaml.org,2002:str"
-_RESOLVER = yaml.resolver.Resolver()
-# Only a string starting with one of these can read back as another type; the
-# others (most titles, every URL) skip the resolver's regular expressions.
-_IMPLICIT_FIRST = frozenset(k for k in yaml.resolver.Resolver.yaml_implicit_resolvers if k)
-_ALWAYS_RESOLVE = None in yaml.resolver.Resolver.yaml_implicit_resolvers
-
-
-def _events(matter: dict[str, Any]) -> list[yaml.Event]:
-    """The YAML events ``yaml.safe_dump`` would produce for the front matter.
-
-    Emitting events with libyaml's emitter skips PyYAML's Python representer,
-    which was most of the cost of writing a post. The quoting decision is the
-    serializer's own: a string whose plain form would read back as another
-    type (``yes``, ``0123``, ``null``, a date) is marked for quoting.
-    """
-    events: list[yaml.Event] = [yaml.StreamStartEvent(), yaml.DocumentStartEvent(explicit=False)]
-    _node_events(matter, events)
-    events += [yaml.DocumentEndEvent(explicit=False), yaml.StreamEndEvent()]
-    return events
-
-
-def _node_events(value: Any, events: list[yaml.Event]) -> None:
-    if isinstance(value, dict):
-        events.append(yaml.MappingStartEvent(None, None, True, flow_style=False))
-        for key, item in value.items():
-            _node_events(key, events)
-            _node_events(item, events)
-        events.append(yaml.MappingEndEvent())
-    elif isinstance(value, list):
-        events.append(yaml.SequenceStartEvent(None, None, True, flow_style=not value))
-        for item in value:
-            _node_events(item, events)
-        events.append(yaml.SequenceEndEvent())
-    elif isinstance(value, bool):
-        events.append(yaml.ScalarEvent(None, "tag:yaml.org,2002:bool", (True, False), str(value).lower()))
-    elif isinstance(value, int):
-        events.append(yaml.ScalarEvent(None, "tag:yaml.org,2002:int", (True, False), str(value)))
-    else:
-        text = str(value)
-        plain = bool(text) and _reads_back_as_text(text)
-        events.append(yaml.ScalarEvent(None, _STR_TAG, (plain, True), text))
-
-
-def split_post(text: str) -> tuple[dict[str, Any], str]:
-    """Front matter and body of a post file; the body exactly as ``render_post`` wrote it."""
-    match = _FRONT_MATTER.match(text)
-    if match is None:
-        raise ValueError("no YAML front matter between --- lines")
-    meta = yaml.load(match.group(1), Loader=_LOADER)
-    if not isinstance(meta, dict):
-        raise ValueError("the front matter is not a mapping")
-    body = text[match.end() :]
-    body = body[1:] if body.startswith("\n") else body
-    body = body[:-1] if body.endswith("\n") else body
-    return meta, body
-
-
-def read_post(path: Path) -> Post:
-    """Read a post file back; raise StoreError when it is not one of ours."""
-    try:
-        # Bytes, then decode: no newline translation, so the body reads back exactly.
-        meta, body = split_post(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as error:
-        raise StoreError(f"{path}: unreadable post file: {error}") from error
-    moment = parse_date(meta.get("date"))
-    if not meta.get("source") or meta.get("id") is None or moment is None:
-        raise StoreError(f"{path}: not a post file (needs source, id and date)")
-    enclosures = meta.get("enclosures") or ()
-    return Post(
-        source=_text(meta["source"]),
-        id=_text(meta["id"]),
-        title=_text(meta.get("title")),
-        link=_text(meta.get("link")),
-        categories=_own_categories(meta.get("categories")),
-        author=_text(meta.get("author")),
-        comments=meta.get("comments") is True,
-        date=moment,
-        updated=parse_date(meta.get("updated")),
-        headimg=_text(meta["headimg"]) if meta.get("headimg") else None,
-        tags=tuple(_text(t) for t in _list(meta.get("tags"))),
-        enclosures=tuple(
-            Enclosure(url=_text(e.get("url")), type=_text(e.get("type")), length=_length(e.get("length")))
-            for e in (enclosures if isinstance(enclosures, list) else ())
-            if isinstance(e, dict) and e.get("url")
-        ),
-        body=body,
-        first_seen=parse_date(meta.get("first_seen")),
-        merged=tuple(
-            MergedEntry(
-                _text(m.get("source")),
-                _text(m.get("id")),
-                tuple(_text(c) for c in _list(m.get("categories"))),
-            )
-            for m in _list(meta.get("merged"))
-            if isinstance(m, dict) and m.get("source") and m.get("id") is not None
-        ),
-    )
-
-
-def _own_categories(value: Any) -> tuple[str, ...]:
-    """A flat list, or (for a merged post) the first of several hierarchies."""
-    items = _list(value)
-    if items and isinstance(items[0], list):
-        items = items[0]
-    return tuple(_text(c) for c in items)
-
-
-def _text(value: Any) -> str:
-    """A front-matter scalar as text; a hand-typed ``yes`` stays ``yes``-ish, None becomes ''."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return str(value)
-
-
-def _list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
-def _length(value: Any) -> int:
-    try:
-        return max(int(value), 0)
-    except (TypeError, ValueError):
-        return 0
 
 
 # Each step upgrades the index from the previous version; a fresh index runs them all.
@@ -740,7 +390,7 @@ class PostStore:
                 ) from error
         steps = "".join(_MIGRATIONS[step] for step in range(version + 1, SCHEMA_VERSION + 1))
         try:
-            self.db.create_function("category_feed_key", 1, _slugged_category_key, deterministic=True)
+            self.db.create_function("category_feed_key", 1, slugged_category_key, deterministic=True)
             self.db.executescript(
                 f"BEGIN IMMEDIATE; {steps}; INSERT OR REPLACE INTO meta "
                 f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
@@ -869,7 +519,7 @@ class PostStore:
             seen.add(key)
             if key in buried:
                 outcome = Outcome.DELETED if buried[key] == DELETED else Outcome.PRUNED
-                results.append(SaveResult(post, outcome, self.posts_dir / post.relpath))
+                results.append(SaveResult(post, outcome, self.posts_dir / postfile.relpath(post)))
                 continue
             if key in aliased:
                 if not os.path.exists(os.path.join(posts_dir, aliased[key])):
@@ -888,7 +538,7 @@ class PostStore:
                 relpath, previous, to_write = merge
                 outcome, revision = Outcome.MERGED, False
             elif previous is None:
-                relpath = self._free_path(Path(post.relpath), post, taken)
+                relpath = self._free_path(postfile.relpath(post), post, taken)
                 to_write = post if post.first_seen else replace(post, first_seen=now)
                 outcome, revision = Outcome.NEW, True
             else:
@@ -918,7 +568,7 @@ class PostStore:
         for _post, to_write, relpath, *_ in batch.rows:
             path = self.posts_dir / relpath
             try:
-                stat = write_atomic_stat(path, to_write.file_bytes, fsync=self.fsync == "file")
+                stat = write_atomic_stat(path, postfile.render(to_write), fsync=self.fsync == "file")
             except OSError as error:
                 raise StoreError(f"cannot write {path}: {error}") from error
             batch.written.append(path)
@@ -1000,7 +650,7 @@ class PostStore:
         target = _Known(*row)
         try:
             # The file, not the index: it may already carry a merge made earlier in this batch.
-            current = read_post(self.posts_dir / target.path)
+            current = postfile.read(self.posts_dir / target.path)
         except StoreError as error:
             log.warning("not merging %s/%s: %s", post.source, post.id, error)
             return None
@@ -1319,7 +969,7 @@ class PostStore:
     def _adopt_file(self, relpath: str) -> set[str]:
         """Index one post file (inside a transaction); return the feed keys touched."""
         try:
-            post = read_post(self.posts_dir / relpath)
+            post = postfile.read(self.posts_dir / relpath)
         except StoreError as error:
             log.warning("%s", error)
             return set()
@@ -1517,14 +1167,8 @@ class PostStore:
         row = self.db.execute("SELECT signature FROM feeds WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
-    def record_feed(self, key: str, signature: str, title: str, count: int, newest: datetime | None) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO feeds VALUES (?,?,?,?,?)",
-            (key, signature, title, count, newest.timestamp() if newest else None),
-        )
-
     def record_feeds(self, feeds: Iterable[tuple[str, str, str, int, datetime | None]]) -> None:
-        """record_feed for each (key, signature, title, count, newest), in one transaction
+        """Record each published feed (key, signature, title, count, newest), in one transaction
         (a full build records a thousand feeds: one commit, not a thousand)."""
         rows = [(k, s, t, c, n.timestamp() if n else None) for k, s, t, c, n in feeds]
         if not rows:

@@ -35,9 +35,10 @@ from aggregator.build import (
     truncate_html,
 )
 from aggregator.config import Config
+from aggregator.keys import ALL_KEY, category_key, source_key
 from aggregator.normalize import Post, clean_text
 from aggregator.parse import Enclosure
-from aggregator.store import ALL_KEY, IndexedPost, PostStore, category_key, source_key
+from aggregator.store import IndexedPost, PostStore
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 ATOM = "http://www.w3.org/2005/Atom"
@@ -105,7 +106,7 @@ class Site:
 
 
 def _keys(post: Post) -> list[str]:
-    from aggregator.store import feed_keys_for
+    from aggregator.keys import feed_keys_for
 
     return feed_keys_for(post.source, post.categories)
 

@@ -22,9 +22,10 @@ from support.servers import AppServer
 from aggregator.build import FeedBuilder, spec_for
 from aggregator.categories import display_path, first_spellings, spelling_clashes, spelling_in
 from aggregator.config import load_config
+from aggregator.keys import category_key, category_slugs, feed_keys_for
 from aggregator.normalize import Post
 from aggregator.opml import read_opml, write_opml
-from aggregator.store import PostStore, category_key, category_slugs, feed_keys_for
+from aggregator.store import PostStore
 from aggregator.verify import verify
 
 ASCII = "The Pioneer Vector - Latest"

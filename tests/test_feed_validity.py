@@ -41,7 +41,7 @@ from support.servers import static_server
 
 from aggregator.build import ItemOptions, render_fragments, render_fragments_with_feedgen
 from aggregator.config import load_config
-from aggregator.store import ALL_KEY
+from aggregator.keys import ALL_KEY
 from aggregator.uris import ID_NAMESPACE, atom_id, is_known_id, own_id, uri_from_iri
 
 BASE = "https://feeds.example.org/pub/"

@@ -24,7 +24,7 @@ from test_build import BASE, Site, make_post
 
 from aggregator import websub
 from aggregator.build import FeedBuilder
-from aggregator.store import ALL_KEY, source_key
+from aggregator.keys import ALL_KEY, source_key
 
 
 class Hub:
