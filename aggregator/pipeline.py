@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from aggregator.config import Config, SourceConfig
+from aggregator.decide import Outcome
 from aggregator.errors import AggregatorError, MissingDependency, RateLimited, SourceGone, StoreError
 from aggregator.fetch import (
     Fetcher,
@@ -49,7 +50,6 @@ from aggregator.state import (
 )
 from aggregator.store import (
     Limits,
-    Outcome,
     PostStore,
     RetentionPolicy,
     SaveBatch,

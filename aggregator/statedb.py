@@ -30,17 +30,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
+from aggregator.decide import RETENTION
 from aggregator.errors import StoreError
 
 SCHEMA = "state"
 STATE_FILE = "state.sqlite3"
 STATE_SCHEMA_VERSION = 1
-
-Reason = Literal["retention", "deleted"]
-RETENTION: Reason = "retention"
-DELETED: Reason = "deleted"  # the post file was deleted by hand
 
 _CREATE = """
 CREATE TABLE IF NOT EXISTS state.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

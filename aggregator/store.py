@@ -45,11 +45,21 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from aggregator import postfile
+from aggregator.decide import (
+    DELETED,
+    RETENTION,
+    AliasForUpdate,
+    EntryForUpdate,
+    EntryUpdateIntent,
+    IndexView,
+    MergeTarget,
+    Outcome,
+    decide,
+)
 from aggregator.errors import StoreError
 from aggregator.files import (
     TEMP_SUFFIX,
@@ -63,7 +73,7 @@ from aggregator.keys import ALL_KEY, feed_keys_for, slugged_category_key, source
 from aggregator.normalize import MergedEntry, Post, canonical_link, summary_of
 from aggregator.parse import Enclosure
 from aggregator.state import SourceState
-from aggregator.statedb import DELETED, RETENTION, STATE_FILE, Tombstone, adopt_legacy_tables, attach
+from aggregator.statedb import STATE_FILE, Tombstone, adopt_legacy_tables, attach
 from aggregator.statedb import tombstone_reasons as _tombstone_reasons
 from aggregator.statedb import tombstones as _tombstones
 
@@ -72,21 +82,6 @@ log = logging.getLogger("aggregator.store")
 SCHEMA_VERSION = 6
 # Source states written together while a batch of polls runs (see ``deferred_states``).
 STATE_BATCH = 200
-# An entry whose content changes on every fetch while its own updated date
-# stays put (a counter, a rotating ad) is rewritten FREE_REWRITES times, then
-# at most once per REWRITE_MIN_GAP until its updated date moves again.
-FREE_REWRITES = 3
-REWRITE_MIN_GAP = timedelta(hours=6)
-
-
-class Outcome(Enum):
-    NEW = "new"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    CAPPED = "capped"  # changed upstream, but rewritten too often lately
-    MERGED = "merged"  # another source's post has the same article: folded into it
-    PRUNED = "pruned"  # removed by retention earlier; not brought back
-    DELETED = "deleted"  # its post file was deleted by hand; not brought back
 
 
 @dataclass(frozen=True)
@@ -97,10 +92,6 @@ class SaveResult:
     # Feeds the save changed that the post's own categories may not name: those a post
     # found deleted by hand leaves (its categories as indexed, which a hand edit may have moved).
     left_feeds: frozenset[str] = frozenset()
-
-
-# (post as given, post as written, relative path, index row before, upstream revision?, outcome)
-_Row = tuple[Post, Post, str, "_Known | None", bool, Outcome]
 
 
 @dataclass
@@ -116,7 +107,7 @@ class SaveBatch:
     """Posts decided on, then written to files, not yet recorded in the index (see ``PostStore.save``)."""
 
     results: list[SaveResult]
-    rows: list[_Row]  # the posts to write, in order
+    rows: list[tuple[EntryUpdateIntent, str]]  # the posts to write, in order, with their paths
     now: datetime
     deleted: list[tuple[str, str]] = field(default_factory=list)  # indexed, but the file is gone
     written: list[Path] = field(default_factory=list)  # filled by write_files, one a row
@@ -174,17 +165,22 @@ class PruneResult:
     touched_keys: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class _Known:
-    """What the index remembers about a stored entry beyond its file."""
+_KNOWN_COLUMNS = "path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, first_seen_ts, merged"
 
-    path: str
-    upstream_hash: str
-    upstream_updated_ts: float | None
-    rewrites: int
-    last_rewrite_ts: float | None
-    first_seen_ts: float
-    merged: str = "[]"  # JSON of the other sources' copies folded into this post
+
+def _entry_for_update(row: Sequence[Any], file_exists: bool = True) -> EntryForUpdate:
+    """An index row of ``_KNOWN_COLUMNS`` as the decider takes it."""
+    path, upstream_hash, upstream_ts, rewrites, last_rewrite_ts, first_seen_ts, merged = row
+    return EntryForUpdate(
+        path,
+        upstream_hash,
+        upstream_ts,
+        rewrites,
+        last_rewrite_ts,
+        first_seen_ts,
+        merged=_merged_entries(merged),
+        file_exists=file_exists,
+    )
 
 
 # Each step upgrades the index from the previous version; a fresh index runs them all.
@@ -445,25 +441,24 @@ class PostStore:
         ).fetchone()
         return int(row[0])
 
-    def _known(
-        self, posts: Sequence[Post]
-    ) -> tuple[dict[tuple[str, str], _Known], dict[tuple[str, str], str], dict[tuple[str, str], str]]:
-        """The index's rows, tombstones (with their reasons) and merges for a batch of posts."""
-        known: dict[tuple[str, str], _Known] = {}
+    def _view(self, posts: Sequence[Post], *, merge_by_link: bool) -> IndexView:
+        """What the index and the disk know about a batch of posts, for ``decide``."""
+        known: dict[tuple[str, str], EntryForUpdate] = {}
         buried: dict[tuple[str, str], str] = {}
-        aliased: dict[tuple[str, str], str] = {}
+        aliased: dict[tuple[str, str], AliasForUpdate] = {}
         by_source: dict[str, list[str]] = {}
+        posts_dir = str(self.posts_dir)
         for post in posts:
             by_source.setdefault(post.source, []).append(post.id)
         for source, ids in by_source.items():
             for chunk in _chunks(ids, 500):
                 marks = ",".join("?" * len(chunk))
-                for row in self.db.execute(
-                    "SELECT entry_id, path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, "
-                    f"first_seen_ts, merged FROM posts WHERE source=? AND entry_id IN ({marks})",
+                for entry_id, *row in self.db.execute(
+                    f"SELECT entry_id, {_KNOWN_COLUMNS} FROM posts WHERE source=? AND entry_id IN ({marks})",
                     (source, *chunk),
                 ):
-                    known[(source, row[0])] = _Known(*row[1:])
+                    exists = os.path.exists(os.path.join(posts_dir, row[0]))
+                    known[(source, entry_id)] = _entry_for_update(row, exists)
                 for entry_id, reason in _tombstone_reasons(self.db, source, chunk):
                     buried[(source, entry_id)] = reason
                 for entry_id, path in self.db.execute(
@@ -472,8 +467,18 @@ class PostStore:
                     f"WHERE a.source=? AND a.entry_id IN ({marks})",
                     (source, *chunk),
                 ):
-                    aliased[(source, entry_id)] = path
-        return known, buried, aliased
+                    aliased[(source, entry_id)] = AliasForUpdate(
+                        path, os.path.exists(os.path.join(posts_dir, path))
+                    )
+        targets: dict[tuple[str, str], MergeTarget] = {}
+        if merge_by_link:
+            for post in posts:
+                key = (post.source, post.id)
+                if key not in known and key not in buried and key not in aliased and key not in targets:
+                    target = self._merge_target(post)
+                    if target is not None:
+                        targets[key] = target
+        return IndexView(known, buried, aliased, targets)
 
     def save(self, posts: Sequence[Post], now: datetime, *, merge_by_link: bool = False) -> list[SaveResult]:
         """Write new and changed posts; the index is committed after the files.
@@ -503,72 +508,36 @@ class PostStore:
     # source's batch may be planned; ``_unindexed`` keeps two batches from choosing one name.
 
     def plan_posts(self, posts: Sequence[Post], now: datetime, *, merge_by_link: bool = False) -> SaveBatch:
-        """Step 1: decide what each post needs, and the file name of each new one."""
+        """Step 1: decide what each post needs (``aggregator.decide``), and name each new file."""
         now = now.astimezone(UTC).replace(microsecond=0)
-        known, buried, aliased = self._known(posts)
+        intents = decide(
+            posts, self._view(posts, merge_by_link=merge_by_link), now, merge_by_link=merge_by_link
+        )
         results: list[SaveResult] = []
-        rows: list[_Row] = []
+        rows: list[tuple[EntryUpdateIntent, str]] = []
         deleted: list[tuple[str, str]] = []
-        seen: set[tuple[str, str]] = set()
         taken = self._unindexed
-        posts_dir = str(self.posts_dir)
-        for post in posts:
-            key = (post.source, post.id)
-            if key in seen:
-                continue
-            seen.add(key)
-            if key in buried:
-                outcome = Outcome.DELETED if buried[key] == DELETED else Outcome.PRUNED
-                results.append(SaveResult(post, outcome, self.posts_dir / postfile.relpath(post)))
-                continue
-            if key in aliased:
-                if not os.path.exists(os.path.join(posts_dir, aliased[key])):
-                    results.append(SaveResult(post, Outcome.DELETED, self.posts_dir / aliased[key]))
-                    continue  # the post it was merged into was deleted by hand: recorded with it
-                results.append(SaveResult(post, Outcome.UNCHANGED, self.posts_dir / aliased[key]))
-                continue
-            previous = known.get(key)
-            if previous is not None and not os.path.exists(os.path.join(posts_dir, previous.path)):
-                # Deleted by hand since the index last looked: a curation decision, kept.
-                deleted.append(key)
-                results.append(SaveResult(post, Outcome.DELETED, self.posts_dir / previous.path))
-                continue
-            merge = self._merge_target(post) if previous is None and merge_by_link else None
-            if merge is not None:
-                relpath, previous, to_write = merge
-                outcome, revision = Outcome.MERGED, False
-            elif previous is None:
-                relpath = self._free_path(postfile.relpath(post), post, taken)
-                to_write = post if post.first_seen else replace(post, first_seen=now)
-                outcome, revision = Outcome.NEW, True
-            else:
-                relpath = previous.path
-                if previous.upstream_hash == post.content_hash:
-                    results.append(SaveResult(post, Outcome.UNCHANGED, self.posts_dir / relpath))
-                    continue
-                revision = _is_revision(post, previous)
-                if not revision and _capped(previous, now):
-                    results.append(SaveResult(post, Outcome.CAPPED, self.posts_dir / relpath))
-                    continue
-                to_write = replace(
-                    post,
-                    updated=post.updated or now,
-                    first_seen=datetime.fromtimestamp(previous.first_seen_ts, UTC),
-                    merged=_merged_entries(previous.merged),
-                )
-                outcome = Outcome.UPDATED
-            taken.add(relpath)
-            rows.append((post, to_write, relpath, previous, revision, outcome))
-            path = self.posts_dir / relpath
-            results.append(SaveResult(post if outcome is Outcome.MERGED else to_write, outcome, path))
+        for intent in intents:
+            post = intent.post
+            relpath = intent.path
+            if intent.to_write is not None:
+                if relpath is None:
+                    relpath = self._free_path(postfile.relpath(post), post, taken)
+                taken.add(relpath)
+                rows.append((intent, relpath))
+            elif intent.forget:
+                deleted.append((post.source, post.id))
+            path = self.posts_dir / (relpath if relpath is not None else postfile.relpath(post))
+            results.append(SaveResult(intent.result_post, intent.outcome, path))
         return SaveBatch(results, rows, now, deleted)
 
     def write_files(self, batch: SaveBatch) -> None:
         """Step 2 (may run in another thread: it touches only the batch and its files)."""
-        for _post, to_write, relpath, *_ in batch.rows:
+        for intent, relpath in batch.rows:
             path = self.posts_dir / relpath
+            assert intent.to_write is not None
             try:
-                stat = write_atomic_stat(path, postfile.render(to_write), fsync=self.fsync == "file")
+                stat = write_atomic_stat(path, postfile.render(intent.to_write), fsync=self.fsync == "file")
             except OSError as error:
                 raise StoreError(f"cannot write {path}: {error}") from error
             batch.written.append(path)
@@ -585,7 +554,7 @@ class PostStore:
 
     def abandon(self, batch: SaveBatch) -> None:
         """A batch that will not be committed (its flush failed or was cancelled)."""
-        self._unindexed.difference_update(row[2] for row in batch.rows)
+        self._unindexed.difference_update(relpath for _intent, relpath in batch.rows)
 
     def commit(self, batch: SaveBatch) -> list[SaveResult]:
         """Step 4: record the batch in the index (after its files are on disk)."""
@@ -605,27 +574,16 @@ class PostStore:
                 # New posts' rows are inserted together at the end: one call instead of two a post.
                 held = _HeldRows([], [])
                 with self._transaction():
-                    for (post, to_write, relpath, previous, revision, outcome), stat in zip(
-                        rows, batch.stats, strict=True
-                    ):
-                        upstream_hash, upstream_ts = post.content_hash, _ts(post.updated)
-                        if previous is None:
-                            rewrites, last_rewrite = 0, None
-                        elif outcome is Outcome.MERGED:
-                            # Upstream said nothing new about the target: its hash and cap stay.
-                            rewrites, last_rewrite = previous.rewrites, previous.last_rewrite_ts
-                            upstream_hash, upstream_ts = previous.upstream_hash, previous.upstream_updated_ts
-                        else:
-                            rewrites = 0 if revision else previous.rewrites + 1
-                            last_rewrite = now.timestamp()
+                    for (intent, relpath), stat in zip(rows, batch.stats, strict=True):
+                        assert intent.to_write is not None
                         self._index_post(
-                            to_write,
+                            intent.to_write,
                             relpath,
-                            upstream_hash=upstream_hash,
-                            upstream_updated_ts=upstream_ts,
-                            rewrites=rewrites,
-                            last_rewrite_ts=last_rewrite,
-                            replace_feeds=previous is not None,
+                            upstream_hash=intent.upstream_hash,
+                            upstream_updated_ts=intent.upstream_updated_ts,
+                            rewrites=intent.rewrites,
+                            last_rewrite_ts=intent.last_rewrite_ts,
+                            replace_feeds=intent.previous is not None,
                             stat=stat,
                             held=held,
                         )
@@ -634,28 +592,26 @@ class PostStore:
             self.abandon(batch)  # committed or failed: its names are the index's business now
         return results
 
-    def _merge_target(self, post: Post) -> tuple[str, _Known, Post] | None:
-        """Another source's post with this entry's canonical link, with this entry folded in."""
+    def _merge_target(self, post: Post) -> MergeTarget | None:
+        """Another source's post with this entry's canonical link, as its file holds it."""
         canon = canonical_link(post.link)
         if not canon:
             return None
         row = self.db.execute(
-            "SELECT path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, first_seen_ts, "
-            "merged "
+            f"SELECT {_KNOWN_COLUMNS} "
             "FROM posts WHERE canon_link=? AND source!=? ORDER BY date_ts, source, entry_id LIMIT 1",
             (canon, post.source),
         ).fetchone()
         if row is None:
             return None
-        target = _Known(*row)
+        target = _entry_for_update(row)
         try:
             # The file, not the index: it may already carry a merge made earlier in this batch.
             current = postfile.read(self.posts_dir / target.path)
         except StoreError as error:
             log.warning("not merging %s/%s: %s", post.source, post.id, error)
             return None
-        entry = MergedEntry(post.source, post.id, post.categories)
-        return target.path, target, replace(current, merged=(*current.merged, entry))
+        return MergeTarget(target, current)
 
     def _free_path(self, relpath: Path, post: Post, taken: set[str]) -> str:
         """The deterministic path, unless another entry already holds it."""
@@ -990,12 +946,9 @@ class PostStore:
             (self.posts_dir / relpath).unlink(missing_ok=True)
             return touched
         previous = self.db.execute(
-            "SELECT path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, first_seen_ts, "
-            "merged "
-            "FROM posts WHERE source=? AND entry_id=?",
-            (post.source, post.id),
+            f"SELECT {_KNOWN_COLUMNS} FROM posts WHERE source=? AND entry_id=?", (post.source, post.id)
         ).fetchone()
-        known = _Known(*previous) if previous else None
+        known = _entry_for_update(previous) if previous else None
         if known is not None and known.path != relpath and (self.posts_dir / known.path).exists():
             # Two files for one entry: the one the index committed is the survivor.
             log.warning("%s: duplicate of %s (same source and id); removed", relpath, known.path)
@@ -1360,18 +1313,6 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 def _ts(moment: datetime | None) -> float | None:
     return moment.timestamp() if moment is not None else None
-
-
-def _is_revision(post: Post, previous: _Known) -> bool:
-    """Upstream says the entry was revised: its own updated date moved."""
-    return post.updated is not None and post.updated.timestamp() != previous.upstream_updated_ts
-
-
-def _capped(previous: _Known, now: datetime) -> bool:
-    """Rewritten too often without a new updated date: wait for the gap."""
-    if previous.rewrites < FREE_REWRITES or previous.last_rewrite_ts is None:
-        return False
-    return now - datetime.fromtimestamp(previous.last_rewrite_ts, UTC) < REWRITE_MIN_GAP
 
 
 def _merged_entries(data: str) -> tuple[MergedEntry, ...]:

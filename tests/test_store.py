@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aggregator.decide import FREE_REWRITES, REWRITE_MIN_GAP, Outcome
 from aggregator.errors import StoreError
 from aggregator.files import TEMP_SUFFIX, sweep_temp_files
 from aggregator.keys import category_key, slugify
@@ -26,12 +27,9 @@ from aggregator.postfile import render as render_post
 from aggregator.state import SourceState
 from aggregator.store import (
     _MIGRATIONS,
-    FREE_REWRITES,
-    REWRITE_MIN_GAP,
     SCHEMA_VERSION,
     STATE_BATCH,
     Limits,
-    Outcome,
     PostStore,
     RetentionPolicy,
 )
