@@ -37,11 +37,12 @@ from aggregator.build import FeedBuilder
 from aggregator.config import Config, SourceConfig, config_files, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.files import sweep_temp_files
+from aggregator.index.status import StatusLog
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
 from aggregator.schedule import SourceScheduler, format_seconds, planned_poll, timing_for
 from aggregator.serve import create_app, listen, make_server
 from aggregator.state import SourceState, utcnow
-from aggregator.status_feed import StatusLog, events_between, publish_status
+from aggregator.status_feed import events_between, publish_status
 
 log = logging.getLogger("aggregator.daemon")
 

@@ -31,7 +31,7 @@ feeds are built without reading post files. It records its schema version,
 migrates older ones step by step, and refuses a newer one. What no post file
 holds (each source's polling state, and the tombstones of entries retention
 pruned or a person deleted, so they are not fetched back) is in the state
-database (``aggregator.statedb``), which ``reindex`` leaves alone.
+database (``aggregator.index.states``), which ``reindex`` leaves alone.
 """
 
 from __future__ import annotations
@@ -69,17 +69,17 @@ from aggregator.files import (
     write_atomic_stat,
     writer_alive,
 )
-from aggregator.keys import ALL_KEY, feed_keys_for, slugged_category_key, source_key
+from aggregator.index import schema
+from aggregator.index.states import STATE_FILE, Tombstone
+from aggregator.index.states import tombstone_reasons as _tombstone_reasons
+from aggregator.index.states import tombstones as _tombstones
+from aggregator.keys import ALL_KEY, feed_keys_for, source_key
 from aggregator.normalize import MergedEntry, Post, canonical_link, summary_of
 from aggregator.parse import Enclosure
 from aggregator.state import SourceState
-from aggregator.statedb import STATE_FILE, Tombstone, adopt_legacy_tables, attach
-from aggregator.statedb import tombstone_reasons as _tombstone_reasons
-from aggregator.statedb import tombstones as _tombstones
 
 log = logging.getLogger("aggregator.store")
 
-SCHEMA_VERSION = 6
 # Source states written together while a batch of polls runs (see ``deferred_states``).
 STATE_BATCH = 200
 
@@ -183,112 +183,6 @@ def _entry_for_update(row: Sequence[Any], file_exists: bool = True) -> EntryForU
     )
 
 
-# Each step upgrades the index from the previous version; a fresh index runs them all.
-_MIGRATIONS: dict[int, str] = {
-    1: """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS posts (
-    source TEXT NOT NULL,
-    entry_id TEXT NOT NULL,
-    path TEXT NOT NULL UNIQUE,
-    title TEXT NOT NULL,
-    link TEXT NOT NULL,
-    author TEXT NOT NULL,
-    date_ts REAL NOT NULL,
-    updated_ts REAL,
-    first_seen_ts REAL NOT NULL,
-    categories TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    headimg TEXT,
-    enclosures TEXT NOT NULL,
-    body TEXT NOT NULL,
-    summary TEXT NOT NULL,
-    content_hash TEXT NOT NULL,
-    rewrites INTEGER NOT NULL DEFAULT 0,
-    last_rewrite_ts REAL,
-    file_mtime_ns INTEGER NOT NULL DEFAULT 0,
-    file_size INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (source, entry_id)
-);
-CREATE TABLE IF NOT EXISTS post_feeds (
-    feed_key TEXT NOT NULL,
-    source TEXT NOT NULL,
-    entry_id TEXT NOT NULL,
-    date_ts REAL NOT NULL,
-    PRIMARY KEY (feed_key, source, entry_id)
-);
-CREATE INDEX IF NOT EXISTS post_feeds_newest ON post_feeds (feed_key, date_ts DESC);
-CREATE INDEX IF NOT EXISTS post_feeds_by_post ON post_feeds (source, entry_id);
-CREATE TABLE IF NOT EXISTS sources (name TEXT PRIMARY KEY, state TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS feeds (
-    key TEXT PRIMARY KEY,
-    signature TEXT NOT NULL,
-    title TEXT NOT NULL,
-    item_count INTEGER NOT NULL,
-    newest_ts REAL
-);
-""",
-    # 2: what upstream last gave (so a hand edit is not mistaken for an upstream
-    # change, and churn is told from a real revision), and retention's tombstones.
-    2: """
-ALTER TABLE posts ADD COLUMN upstream_hash TEXT NOT NULL DEFAULT '';
-ALTER TABLE posts ADD COLUMN upstream_updated_ts REAL;
-UPDATE posts SET upstream_hash = content_hash, upstream_updated_ts = updated_ts;
-CREATE TABLE IF NOT EXISTS pruned (
-    source TEXT NOT NULL,
-    entry_id TEXT NOT NULL,
-    pruned_ts REAL NOT NULL,
-    PRIMARY KEY (source, entry_id)
-);
-""",
-    # 3: feeds owed a rebuild, written in the same transaction as the posts that
-    # changed them, so a crash between the index commit and the build heals.
-    3: """
-CREATE TABLE IF NOT EXISTS pending_feeds (key TEXT PRIMARY KEY);
-""",
-    # 4: cross-source merging: each post's canonical link, the copies folded
-    # into it, and which (source, entry) now lives in which post.
-    4: """
-ALTER TABLE posts ADD COLUMN canon_link TEXT NOT NULL DEFAULT '';
-ALTER TABLE posts ADD COLUMN merged TEXT NOT NULL DEFAULT '[]';
-CREATE INDEX IF NOT EXISTS posts_canon ON posts (canon_link);
-CREATE TABLE IF NOT EXISTS aliases (
-    source TEXT NOT NULL,
-    entry_id TEXT NOT NULL,
-    target_source TEXT NOT NULL,
-    target_id TEXT NOT NULL,
-    PRIMARY KEY (source, entry_id)
-);
-CREATE INDEX IF NOT EXISTS aliases_target ON aliases (target_source, target_id);
-""",
-    # 5: source states and tombstones moved to the state database (copied there
-    # first, see ``statedb.adopt_legacy_tables``), so losing the index loses neither.
-    5: """
-DROP TABLE IF EXISTS main.sources;
-DROP TABLE IF EXISTS main.pruned;
-""",
-    # 6: a category's feed key is the slugs of its path (see ``category_key``): the rows of
-    # spellings that make one folder become one feed. Every category feed is owed a build
-    # (an empty signature renders it again; one left without posts is removed).
-    6: """
-INSERT OR IGNORE INTO post_feeds
-    SELECT category_feed_key(feed_key), source, entry_id, date_ts FROM post_feeds
-    WHERE substr(feed_key, 1, 9) = 'category' || char(31);
-DELETE FROM post_feeds
-    WHERE substr(feed_key, 1, 9) = 'category' || char(31) AND feed_key != category_feed_key(feed_key);
-INSERT OR IGNORE INTO feeds
-    SELECT category_feed_key(key), '', title, item_count, newest_ts FROM feeds
-    WHERE substr(key, 1, 9) = 'category' || char(31) AND key != category_feed_key(key);
-UPDATE feeds SET signature = '' WHERE substr(key, 1, 9) = 'category' || char(31);
-DELETE FROM feeds WHERE substr(key, 1, 9) = 'category' || char(31) AND key != category_feed_key(key);
-DELETE FROM pending_feeds WHERE substr(key, 1, 9) = 'category' || char(31);
-INSERT OR IGNORE INTO pending_feeds
-    SELECT key FROM feeds WHERE substr(key, 1, 9) = 'category' || char(31)
-    UNION SELECT feed_key FROM post_feeds WHERE substr(feed_key, 1, 9) = 'category' || char(31);
-""",
-}
-assert max(_MIGRATIONS) == SCHEMA_VERSION
-
 _POST_COLUMNS = (
     "source, entry_id, path, title, link, author, date_ts, updated_ts, categories, tags, "
     "headimg, enclosures, body, summary, content_hash"
@@ -309,7 +203,7 @@ class PostStore:
     ) -> None:
         self.posts_dir = posts_dir
         self.index_path = index_path
-        # Beside the index unless told otherwise; not a cache (see aggregator.statedb).
+        # Beside the index unless told otherwise; not a cache (see aggregator.index.states).
         self.state_path = state_path or index_path.with_name(STATE_FILE)
         self.fsync = fsync
         # Feed keys touched inside the current transaction; recorded as pending when it commits.
@@ -323,15 +217,13 @@ class PostStore:
             posts_dir.mkdir(parents=True, exist_ok=True)
             index_path.parent.mkdir(parents=True, exist_ok=True)
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(index_path, timeout=30, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=30000")
-        except (OSError, sqlite3.Error) as error:
+        except OSError as error:
             raise StoreError(f"cannot open the store at {index_path}: {error}") from error
+        self.db = schema.connect(index_path, self.state_path)
         try:
-            attach(self.db, self.state_path)
-            self._migrate()
+            found = schema.migrate(self.db, index_path, self.state_path)
+            if found == 0 and self._has_post_files():
+                self.reindex()
         except BaseException:
             self.db.close()
             raise
@@ -356,62 +248,7 @@ class PostStore:
         self.close()
 
     def schema_version(self) -> int:
-        has_meta = self.db.execute(
-            "SELECT 1 FROM main.sqlite_master WHERE type='table' AND name='meta'"
-        ).fetchone()
-        if not has_meta:
-            return 0
-        row = self.db.execute("SELECT value FROM main.meta WHERE key='schema_version'").fetchone()
-        return int(row[0]) if row else 0
-
-    def _migrate(self) -> None:
-        try:
-            version = self.schema_version()
-        except (sqlite3.Error, ValueError) as error:
-            raise StoreError(f"{self.index_path}: not a readable index: {error}") from error
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.index_path}: index schema version {version} is newer than this program "
-                f"understands ({SCHEMA_VERSION}); upgrade aggregator, or delete the index and "
-                "run `aggregator reindex`"
-            )
-        if version == SCHEMA_VERSION:
-            return
-        if 0 < version < 5:
-            try:
-                adopt_legacy_tables(self.db)  # committed before step 5 drops them from the index
-            except sqlite3.Error as error:
-                raise StoreError(
-                    f"{self.index_path}: cannot copy the source states into {self.state_path}: {error}"
-                ) from error
-        steps = "".join(_MIGRATIONS[step] for step in range(version + 1, SCHEMA_VERSION + 1))
-        try:
-            self.db.create_function("category_feed_key", 1, slugged_category_key, deterministic=True)
-            self.db.executescript(
-                f"BEGIN IMMEDIATE; {steps}; INSERT OR REPLACE INTO meta "
-                f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
-            )
-        except sqlite3.Error as error:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise StoreError(
-                f"{self.index_path}: cannot migrate the index from version {version}: {error}"
-            ) from error
-        if 0 < version < 4:
-            with self._transaction():
-                self.db.executemany(
-                    "UPDATE posts SET canon_link=? WHERE source=? AND entry_id=?",
-                    [
-                        (canonical_link(link), source, entry_id)
-                        for source, entry_id, link in self.db.execute(
-                            "SELECT source, entry_id, link FROM posts"
-                        )
-                    ],
-                )
-        if version > 0:
-            log.info("index migrated from schema version %d to %d", version, SCHEMA_VERSION)
-        if version == 0 and self._has_post_files():
-            self.reindex()
+        return schema.schema_version(self.db)
 
     def _has_post_files(self) -> bool:
         return any(self.posts_dir.glob("*/*/*/*.md"))

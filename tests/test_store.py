@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from aggregator.decide import FREE_REWRITES, REWRITE_MIN_GAP, Outcome
 from aggregator.errors import StoreError
 from aggregator.files import TEMP_SUFFIX, sweep_temp_files
+from aggregator.index.schema import MIGRATIONS as _MIGRATIONS
+from aggregator.index.schema import SCHEMA_VERSION
 from aggregator.keys import category_key, slugify
 from aggregator.normalize import Post, SourceRules, clean_text, normalize, plain_text, summary_of
 from aggregator.parse import Enclosure, EntryData
@@ -26,8 +28,6 @@ from aggregator.postfile import relpath as post_relpath
 from aggregator.postfile import render as render_post
 from aggregator.state import SourceState
 from aggregator.store import (
-    _MIGRATIONS,
-    SCHEMA_VERSION,
     STATE_BATCH,
     Limits,
     PostStore,
