@@ -62,9 +62,10 @@ from aggregator.categories import display_path, first_spellings, spelling_in
 from aggregator.config import Config, category_paths
 from aggregator.errors import BuildError
 from aggregator.files import write_atomic
+from aggregator.index.feeds import FeedRef, IndexedPost, IndexReader
 from aggregator.keys import ALL_KEY, CATEGORY_PREFIX, category_slugs, slugify, split_key
 from aggregator.normalize import clean_text, summary_of
-from aggregator.store import FeedRef, IndexedPost, IndexReader, PostStore
+from aggregator.store import PostStore
 
 log = logging.getLogger("aggregator.build")
 

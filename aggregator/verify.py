@@ -32,8 +32,9 @@ from lxml import etree
 from aggregator.build import FORMAT_FILES, FeedSpec, spec_for
 from aggregator.config import Config
 from aggregator.files import TEMP_SUFFIX
+from aggregator.index.feeds import IndexedPost
 from aggregator.status_feed import STATUS_DIR
-from aggregator.store import IndexedPost, PostStore
+from aggregator.store import PostStore
 from aggregator.uris import atom_id
 
 _ATOM = "{http://www.w3.org/2005/Atom}"

@@ -35,10 +35,11 @@ from aggregator.build import (
     truncate_html,
 )
 from aggregator.config import Config
+from aggregator.index.feeds import IndexedPost
 from aggregator.keys import ALL_KEY, category_key, source_key
 from aggregator.normalize import Post, clean_text
 from aggregator.parse import Enclosure
-from aggregator.store import IndexedPost, PostStore
+from aggregator.store import PostStore
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 ATOM = "http://www.w3.org/2005/Atom"

@@ -3,8 +3,10 @@
 - ``schema``: opening the index (WAL), its schema version and migrations;
 - ``states``: the state database (source polling states and tombstones),
   ATTACHed to the index's connection;
+- ``feeds``: what the feed builder reads (posts by feed, without their files),
+  the published feeds' signatures, and the feeds owed a rebuild;
 - ``status``: the source-health events the status feed is built from.
 
-Posts, retention, file sync and published feeds are still in
-``aggregator.store`` (``PostStore``), which sequences the files and the index.
+Posts, retention and file sync/reindex are still SQL in ``aggregator.store``
+(``PostStore``, which sequences the files and the index).
 """
