@@ -20,6 +20,7 @@ from aggregator.errors import StoreError
 from aggregator.files import TEMP_SUFFIX, sweep_temp_files
 from aggregator.index.schema import MIGRATIONS as _MIGRATIONS
 from aggregator.index.schema import SCHEMA_VERSION
+from aggregator.index.states import STATE_BATCH
 from aggregator.keys import category_key, slugify
 from aggregator.normalize import Post, SourceRules, clean_text, normalize, plain_text, summary_of
 from aggregator.parse import Enclosure, EntryData
@@ -28,7 +29,6 @@ from aggregator.postfile import relpath as post_relpath
 from aggregator.postfile import render as render_post
 from aggregator.state import SourceState
 from aggregator.store import (
-    STATE_BATCH,
     Limits,
     PostStore,
     RetentionPolicy,
