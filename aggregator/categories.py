@@ -1,6 +1,6 @@
 """One category per folder: spellings that slug alike are one category.
 
-A category level is identified by the slugs of its path (``store.category_key``),
+A category level is identified by the slugs of its path (``keys.category_key``),
 so ``[Programming, The Pioneer Vector - Latest]`` and ``[programming, The
 Pioneer Vector－Latest]`` (a fullwidth hyphen) are one category with one feed,
 whichever part of the config or of the run made them: a source's categories,
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from aggregator.store import category_slugs
+from aggregator.keys import category_slugs
 
 Place = TypeVar("Place")
 

@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 from aggregator import optional
 from aggregator.categories import spelling_clashes
 from aggregator.errors import ConfigError
-from aggregator.store import category_slugs, slugify
+from aggregator.keys import category_slugs, slugify
 from aggregator.suggest import nearest, probable_url
 
 if TYPE_CHECKING:

@@ -38,13 +38,14 @@ from aggregator import jobs
 from aggregator.config import Config, SourceConfig, config_files, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.files import sweep_temp_files
+from aggregator.index.status import StatusLog
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
 from aggregator.publish.builder import FeedBuilder
 from aggregator.publish.status import publish_status
 from aggregator.schedule import SourceScheduler, format_seconds, planned_poll, timing_for
 from aggregator.serve import create_app, listen, make_server
 from aggregator.state import SourceState, utcnow
-from aggregator.status_feed import StatusLog, events_between
+from aggregator.status_feed import events_between
 
 log = logging.getLogger("aggregator.daemon")
 

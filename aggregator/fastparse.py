@@ -121,7 +121,7 @@ def _parser() -> Any:
             huge_tree=False,
             recover=False,
             remove_comments=True,  # SAX reports no comments either: text around one is one string
-            remove_pis=True,
+            remove_pis=True,  # so iterating an element yields elements only (no DTD: no entity nodes)
             collect_ids=False,
         )
     return parser
@@ -303,12 +303,6 @@ def _leaf_text(element: Any) -> str:
     return element.text or ""
 
 
-def _children(element: Any) -> Any:
-    # Only elements: the parser drops comments and PIs, and with no DTD (a
-    # DOCTYPE declines) an entity is either predefined, a character or an error.
-    return element
-
-
 class _Reader:
     """Replays feedparser's reading state over the tree, in document order.
 
@@ -431,13 +425,13 @@ class _Reader:
         self.depth -= 1
 
     def _rss(self, element: Any, attrs: dict[str, str]) -> None:
-        for child in _children(element):
+        for child in element:
             if self._name(child) != "channel":
                 raise Decline(f"{child.tag} outside the channel")
             self._element(child, self._channel)
 
     def _rdf(self, element: Any, attrs: dict[str, str]) -> None:
-        for child in _children(element):
+        for child in element:
             name = _NAME_CACHE.get(child.tag) or self._name(child)
             if name == "channel":
                 self._element(child, self._channel)
@@ -455,7 +449,7 @@ class _Reader:
 
     def _feed(self, element: Any, attrs: dict[str, str]) -> None:
         self.infeed = True
-        for child in _children(element):
+        for child in element:
             name = _NAME_CACHE.get(child.tag) or self._name(child)
             if name in ("item", "entry"):
                 self._element(child, self._item)
@@ -482,7 +476,7 @@ class _Reader:
         self.has_content = False
 
     def _entry_children(self, element: Any) -> None:
-        for child in _children(element):
+        for child in element:
             name = _NAME_CACHE.get(child.tag) or self._name(child)
             if name == "media_content" or name == "media_group":
                 self._element(child, self._media_container)
@@ -501,7 +495,7 @@ class _Reader:
         self._context().setdefault("image", {})
         self.inimage = True
         self.title_depth = -1
-        for child in _children(element):
+        for child in element:
             name = _NAME_CACHE.get(child.tag) or self._name(child)
             if name not in _IMAGE_CHILDREN:
                 raise Decline(f"{child.tag} in an image")
@@ -524,7 +518,7 @@ class _Reader:
         key = FeedParserDict.keymap.get(name, name)
         if (key[0] if isinstance(key, list) else key) in _USED_KEYS or name in _USED_KEYS:
             raise Decline(f"element {element.tag} would be stored as a field we read")
-        for child in _children(element):
+        for child in element:
             self._dispatch(child, self._name(child))
 
     def _harmless(self, element: Any, attrs: dict[str, str], name: str) -> None:
@@ -684,7 +678,7 @@ class _Reader:
         context = self._context()
         context.setdefault("authors", []).append({})
         own_text = element.text or ""
-        for child in _children(element):
+        for child in element:
             self._person_part(child, save=True)
             own_text += child.tail or ""
         self._pop("author", own_text)
@@ -693,7 +687,7 @@ class _Reader:
     def _contributor(self, element: Any, attrs: dict[str, str], name: str) -> None:
         context = self._context()
         context.setdefault("contributors", []).append({})
-        for child in _children(element):
+        for child in element:
             self._person_part(child, save=False)
 
     def _person_part(self, element: Any, save: bool) -> None:
@@ -713,7 +707,7 @@ class _Reader:
     def _itunes_owner(self, element: Any, attrs: dict[str, str], name: str) -> None:
         # The owner's name and e-mail are saved as the publisher's, and (feedparser's
         # quirk) into the last author's details as well.
-        for child in _children(element):
+        for child in element:
             part = self._name(child)
             if part not in ("itunes_name", "itunes_email", "name", "email"):
                 raise Decline(f"{child.tag} in itunes:owner")
@@ -772,7 +766,7 @@ class _Reader:
     def _itunes_category(self, element: Any, attrs: dict[str, str], name: str) -> None:
         self._add_tag(attrs.get("text"), "http://www.itunes.com/", None)
         own_text = element.text or ""
-        for child in _children(element):  # subcategories
+        for child in element:  # subcategories
             if self._name(child) != "itunes_category":
                 raise Decline(f"{child.tag} in itunes:category")
             self._dispatch(child, "itunes_category")

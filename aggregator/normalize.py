@@ -173,21 +173,6 @@ class Post:
     def summary(self) -> str:
         return summary_of(self.body)
 
-    # The post file and its place, made once. A parser worker makes them beside the parse
-    # (pickling carries a computed property along), so the main process only writes bytes;
-    # a post changed later (``dataclasses.replace``) is a new object and makes its own.
-    @cached_property
-    def file_bytes(self) -> bytes:
-        from aggregator.store import render_post  # the store imports this module
-
-        return render_post(self)
-
-    @cached_property
-    def relpath(self) -> str:
-        from aggregator.store import post_relpath  # the store imports this module
-
-        return str(post_relpath(self))
-
 
 @dataclass(frozen=True)
 class NormalizedFeed:
@@ -239,9 +224,14 @@ def with_first_seen(post: Post, first_seen: datetime, *, undated: bool) -> Post:
 
 
 def prepared(posts: Sequence[Post]) -> None:
-    """Compute what the store will ask of each post (hash, file, path, summary) now, in this process."""
+    """Compute what the store will ask of each post (hash, summary) now, in this process.
+
+    A parser worker calls it: pickling carries a computed property along, so the
+    main process does not redo them. The file itself is rendered by the store,
+    once, after first sight, transforms and merging have had their say.
+    """
     for post in posts:
-        _ = post.content_hash, post.file_bytes, post.relpath, post.summary
+        _ = post.content_hash, post.summary
 
 
 def clean_text(value: str) -> str:

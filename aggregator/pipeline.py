@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from aggregator.config import Config, SourceConfig
+from aggregator.decide import Outcome
 from aggregator.errors import AggregatorError, MissingDependency, RateLimited, SourceGone, StoreError
 from aggregator.fetch import (
     Fetcher,
@@ -41,6 +42,7 @@ from aggregator.fetch import (
     url_credentials,
 )
 from aggregator.filters import Selection, category_rules, filter_stages, select_posts
+from aggregator.keys import feed_keys_for
 from aggregator.normalize import NormalizedFeed, Post, SourceRules, with_first_seen
 from aggregator.state import (
     SourceState,
@@ -52,12 +54,10 @@ from aggregator.state import (
 )
 from aggregator.store import (
     Limits,
-    Outcome,
     PostStore,
     RetentionPolicy,
     SaveBatch,
     SaveResult,
-    feed_keys_for,
 )
 from aggregator.transforms import Transformer, transforms_for
 from aggregator.workers import ParserPool, PostRecipe

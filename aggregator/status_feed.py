@@ -5,14 +5,14 @@ recovers becomes one event, and one item of the status feed under
 ``feeds/_status/`` (RSS 2.0 and Atom 1.0; rendered by ``aggregator.publish.status``),
 so the operator subscribes to the sources' health in the same reader as the
 posts. Events come from comparing a source's state before and after a run
-(:func:`events_between`, pure) and are kept in a small table of the index, so
-they survive restarts; the feed is rendered from that table alone.
+(:func:`events_between`, pure) and are kept in a small table of the index
+(``aggregator.index.status``), so
+they survive restarts; the feed is rendered from that table alone and is
+byte-stable: with no new event the files are not rewritten.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -21,7 +21,6 @@ from aggregator.state import SourceState
 from aggregator.uris import own_id
 
 FEED_ITEMS = 50
-KEEP_EVENTS = 500
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 EventKind = Literal["failing", "recovered", "moved", "gone"]
@@ -68,44 +67,3 @@ def events_between(old: SourceState, new: SourceState, url: str = "") -> list[St
         detail = f"now at {new.permanent_url}; update the url in the config"
         events.append(StatusEvent(new.name, "moved", at, detail, new.permanent_url))
     return events
-
-
-class StatusLog:
-    """The events, in a table of the index (shares the store's connection)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS status_events ("
-            "id TEXT PRIMARY KEY, source TEXT NOT NULL, kind TEXT NOT NULL, "
-            "at_ts REAL NOT NULL, detail TEXT NOT NULL, url TEXT NOT NULL)"
-        )
-
-    def record(self, events: Sequence[StatusEvent]) -> None:
-        if not events:
-            return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self.db.executemany(
-                "INSERT OR IGNORE INTO status_events VALUES (?,?,?,?,?,?)",
-                [(e.id, e.source, e.kind, e.at.timestamp(), e.detail, e.url) for e in events],
-            )
-            self.db.execute(
-                "DELETE FROM status_events WHERE id NOT IN "
-                "(SELECT id FROM status_events ORDER BY at_ts DESC, id LIMIT ?)",
-                (KEEP_EVENTS,),
-            )
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-
-    def recent(self, limit: int = FEED_ITEMS) -> list[StatusEvent]:
-        rows = self.db.execute(
-            "SELECT source, kind, at_ts, detail, url FROM status_events ORDER BY at_ts DESC, id LIMIT ?",
-            (limit,),
-        )
-        return [
-            StatusEvent(source, kind, datetime.fromtimestamp(ts, UTC), detail, url)
-            for source, kind, ts, detail, url in rows
-        ]

@@ -1,10 +1,8 @@
 """Post files (the truth) and the SQLite index (a cache of them).
 
-A post is one Markdown file with YAML front matter, in the shape of the
-reference post (``title, categories, headimg, author, comments, date,
-thumbnail``) plus ``link, id, source, tags, updated, first_seen, enclosures``.
-``first_seen`` (RFC 822, GMT) is the moment the entry was first seen, the date
-of an entry that has none; it is kept in the file so ``reindex`` restores it.
+What a post file holds, and how it is named, rendered and read, is
+``aggregator.postfile``'s business; this module decides what each save writes,
+writes it, and keeps the index in step.
 
 Durability: files are written atomically (a temporary file in the same
 directory, then a rename), so a crash leaves the old file or the new one,
@@ -33,30 +31,35 @@ feeds are built without reading post files. It records its schema version,
 migrates older ones step by step, and refuses a newer one. What no post file
 holds (each source's polling state, and the tombstones of entries retention
 pruned or a person deleted, so they are not fetched back) is in the state
-database (``aggregator.statedb``), which ``reindex`` leaves alone.
+database (``aggregator.index.states``), which ``reindex`` leaves alone.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import functools
-import hashlib
 import json
 import logging
 import os
-import re
 import sqlite3
-import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
-from enum import Enum
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import yaml
-
+from aggregator import postfile
+from aggregator.decide import (
+    DELETED,
+    RETENTION,
+    AliasForUpdate,
+    EntryForUpdate,
+    EntryUpdateIntent,
+    IndexView,
+    MergeTarget,
+    Outcome,
+    decide,
+)
 from aggregator.errors import StoreError
 from aggregator.files import (
     TEMP_SUFFIX,
@@ -66,42 +69,15 @@ from aggregator.files import (
     write_atomic_stat,
     writer_alive,
 )
-from aggregator.normalize import MergedEntry, Post, canonical_link, summary_of
-from aggregator.parse import Enclosure
+from aggregator.index import schema
+from aggregator.index.feeds import PublishedFeeds, chunks, merged_entries
+from aggregator.index.states import STATE_FILE, SourceStates
+from aggregator.index.states import tombstone_reasons as _tombstone_reasons
+from aggregator.keys import ALL_KEY, feed_keys_for, source_key
+from aggregator.normalize import Post, canonical_link
 from aggregator.state import SourceState
-from aggregator.statedb import DELETED, RETENTION, STATE_FILE, Tombstone, adopt_legacy_tables, attach
-from aggregator.statedb import tombstone_reasons as _tombstone_reasons
-from aggregator.statedb import tombstones as _tombstones
 
 log = logging.getLogger("aggregator.store")
-
-SCHEMA_VERSION = 6
-MAX_FILENAME_BYTES = 255
-# Source states written together while a batch of polls runs (see ``deferred_states``).
-STATE_BATCH = 200
-SLUG_BYTES = 80
-# An entry whose content changes on every fetch while its own updated date
-# stays put (a counter, a rotating ad) is rewritten FREE_REWRITES times, then
-# at most once per REWRITE_MIN_GAP until its updated date moves again.
-FREE_REWRITES = 3
-REWRITE_MIN_GAP = timedelta(hours=6)
-_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d|conin|conout|clock)$", re.IGNORECASE)
-_NOT_SLUG = re.compile(r"[^\w]+", re.UNICODE)
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
-_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-REFERENCE_KEYS = ("title", "categories", "headimg", "author", "comments", "date", "thumbnail")
-
-
-class Outcome(Enum):
-    NEW = "new"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    CAPPED = "capped"  # changed upstream, but rewritten too often lately
-    MERGED = "merged"  # another source's post has the same article: folded into it
-    PRUNED = "pruned"  # removed by retention earlier; not brought back
-    DELETED = "deleted"  # its post file was deleted by hand; not brought back
 
 
 @dataclass(frozen=True)
@@ -112,10 +88,6 @@ class SaveResult:
     # Feeds the save changed that the post's own categories may not name: those a post
     # found deleted by hand leaves (its categories as indexed, which a hand edit may have moved).
     left_feeds: frozenset[str] = frozenset()
-
-
-# (post as given, post as written, relative path, index row before, upstream revision?, outcome)
-_Row = tuple[Post, Post, str, "_Known | None", bool, Outcome]
 
 
 @dataclass
@@ -131,32 +103,11 @@ class SaveBatch:
     """Posts decided on, then written to files, not yet recorded in the index (see ``PostStore.save``)."""
 
     results: list[SaveResult]
-    rows: list[_Row]  # the posts to write, in order
+    rows: list[tuple[EntryUpdateIntent, str]]  # the posts to write, in order, with their paths
     now: datetime
     deleted: list[tuple[str, str]] = field(default_factory=list)  # indexed, but the file is gone
     written: list[Path] = field(default_factory=list)  # filled by write_files, one a row
     stats: list[os.stat_result] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class IndexedPost:
-    """A post as the feed builder needs it, read from the index."""
-
-    source: str
-    id: str
-    path: str
-    title: str
-    link: str
-    author: str
-    date: datetime
-    updated: datetime | None
-    categories: tuple[str, ...]
-    tags: tuple[str, ...]
-    headimg: str | None
-    enclosures: tuple[Enclosure, ...]
-    body: str
-    summary: str
-    content_hash: str
 
 
 @dataclass(frozen=True)
@@ -189,464 +140,24 @@ class PruneResult:
     touched_keys: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class _Known:
-    """What the index remembers about a stored entry beyond its file."""
-
-    path: str
-    upstream_hash: str
-    upstream_updated_ts: float | None
-    rewrites: int
-    last_rewrite_ts: float | None
-    first_seen_ts: float
-    merged: str = "[]"  # JSON of the other sources' copies folded into this post
+_KNOWN_COLUMNS = "path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, first_seen_ts, merged"
 
 
-# Feed keys name the feeds a post belongs to: everything, its source, and each
-# level of its category hierarchy. They are stored as text in the index.
-# A category level is named by the slugs of its path, the folder its feed is
-# published in: spellings that make one folder (``Vector - Latest`` and
-# ``Vector－Latest``) are one category, one feed. How it is titled is the
-# builder's choice (see ``aggregator.categories``).
-ALL_KEY = "all"
-CATEGORY_PREFIX = "category\x1f"
-
-
-def source_key(name: str) -> str:
-    return "source\x1f" + name
-
-
-def category_key(path: Sequence[str]) -> str:
-    return CATEGORY_PREFIX + "\x1f".join(category_slugs(path))
-
-
-def category_slugs(path: Sequence[str]) -> tuple[str, ...]:
-    """The folder names of a category path, one a level."""
-    return tuple(_category_slug(part) for part in path)
-
-
-@functools.lru_cache(maxsize=8192)
-def _category_slug(part: str) -> str:
-    # Every saved post asks for its levels' slugs; a few hundred names serve them all.
-    return slugify(part)
-
-
-def _slugged_category_key(key: str) -> str:
-    """A category key of schema 4 or older (the path as spelt) as it is named now."""
-    return category_key(split_key(key)[1])
-
-
-def split_key(key: str) -> tuple[str, tuple[str, ...]]:
-    kind, *parts = key.split("\x1f")
-    return kind, tuple(parts)
-
-
-def feed_keys_for(source: str, categories: Sequence[str]) -> list[str]:
-    return [ALL_KEY, source_key(source), *_category_keys(tuple(categories))]
-
-
-@functools.lru_cache(maxsize=4096)
-def _category_keys(categories: tuple[str, ...]) -> tuple[str, ...]:
-    # Asked twice for every saved post, and nearly every post of a source has the same path.
-    slugs = category_slugs(categories)
-    return tuple(CATEGORY_PREFIX + "\x1f".join(slugs[: depth + 1]) for depth in range(len(slugs)))
-
-
-def slugify(text: str, max_bytes: int = SLUG_BYTES) -> str:
-    """A readable, safe path component: letters of any script kept, the rest dashes.
-
-    Case-folded (no two names differ only by case), at most ``max_bytes`` of
-    UTF-8, never empty, never ``.``/``..`` or a name Windows reserves.
-    """
-    text = unicodedata.normalize("NFKC", text).casefold()
-    slug = _NOT_SLUG.sub("-", text).strip("-_")
-    encoded = slug.encode("utf-8", "ignore")[:max_bytes]
-    slug = encoded.decode("utf-8", "ignore").strip("-_")
-    if not slug or _WINDOWS_RESERVED.match(slug):
-        slug = f"_{slug}" if slug else "_"
-    return slug
-
-
-def post_relpath(post: Post) -> Path:
-    """``<source>/<yyyy>/<mm>/<slug>-<hash>.md``: deterministic, safe, under 255 bytes.
-
-    The hash is of (source, id), so two entries with the same title never share
-    a file and an entry keeps its name whatever its title becomes.
-    """
-    digest = hashlib.sha1(f"{post.source}\x00{post.id}".encode("utf-8", "replace")).hexdigest()[:10]
-    name = f"{slugify(post.title)}-{digest}.md"
-    assert len(name.encode()) <= MAX_FILENAME_BYTES
-    return Path(slugify(post.source), f"{post.date.year:04d}", f"{post.date.month:02d}", name)
-
-
-def rfc822(moment: datetime) -> str:
-    return email.utils.format_datetime(moment.astimezone(UTC), usegmt=True)
-
-
-def parse_date(value: Any) -> datetime | None:
-    """RFC 822 as we write it; also what a person may type by hand (ISO dates, YAML dates)."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        try:
-            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-parse_rfc822 = parse_date
-
-
-def render_post(post: Post) -> bytes:
-    """The post file: YAML front matter written by a YAML serializer, then the body."""
-    matter: dict[str, Any] = {
-        "title": post.title,
-        "categories": list(post.categories),
-        "headimg": post.headimg,
-        "author": post.author,
-        "comments": post.comments,
-        "date": rfc822(post.date),
-        "thumbnail": post.headimg,
-        "link": post.link,
-        "id": post.id,
-        "source": post.source,
-        "tags": list(post.tags),
-        "updated": rfc822(post.updated) if post.updated else None,
-        "first_seen": rfc822(post.first_seen) if post.first_seen else None,
-        "enclosures": [{"url": e.url, "type": e.type, "length": e.length} for e in post.enclosures],
-    }
-    # The reference leaves a key out rather than writing it empty.
-    for key in ("headimg", "thumbnail", "updated", "first_seen"):
-        if matter[key] is None:
-            del matter[key]
-    if not matter["enclosures"]:
-        del matter["enclosures"]
-    if post.merged:
-        # Hexo's form for several category hierarchies: a list of lists.
-        matter["categories"] = [list(post.categories), *(list(m.categories) for m in post.merged)]
-        matter["merged"] = [
-            {"source": m.source, "id": m.id, "categories": list(m.categories)} for m in post.merged
-        ]
-    text = None if post.merged else _front_matter_directly(matter)
-    if text is None:
-        text = yaml.emit(_events(matter), Dumper=_DUMPER, allow_unicode=True, width=2**31 - 1)
-    return f"---\n{text}---\n\n{post.body}\n".encode()
-
-
-# What libyaml writes unquoted or single-quoted on one line: its printable characters
-# (no astral planes, BOM, tab or line breaks, which it escapes or folds).
-_ONE_LINE = re.compile("[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd]*")
-# Where libyaml will not write a scalar plain in block context (an indicator).
-_BLOCK_INDICATOR = re.compile(r": | #|:\Z|\A[#,\[\]{}&*!|>'\"%@`]")
-
-
-def _front_matter_directly(matter: dict[str, Any]) -> str | None:
-    """The front matter as libyaml writes it, for the common shapes and scalars; else None.
-
-    Writing the lines ourselves costs a fifth of building YAML events for the
-    emitter; a test holds the two byte-equal over generated text.
-    """
-    lines = []
-    for key, value in matter.items():
-        if isinstance(value, list):
-            if not value:
-                lines.append(f"{key}: []")
-                continue
-            lines.append(f"{key}:")
-            for item in value:
-                if isinstance(item, dict):
-                    prefix = "- "
-                    for field_name, field_value in item.items():
-                        scalar = _scalar_directly(field_value)
-                        if scalar is None:
-                            return None
-                        lines.append(f"{prefix}{field_name}: {scalar}")
-                        prefix = "  "
-                else:
-                    scalar = _scalar_directly(item)
-                    if scalar is None:
-                        return None
-                    lines.append(f"- {scalar}")
-        else:
-            scalar = _scalar_directly(value)
-            if scalar is None:
-                return None
-            lines.append(f"{key}: {scalar}")
-    lines.append("")
-    return "\n".join(lines)
-
-
-def _scalar_directly(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if not isinstance(value, str) or not _ONE_LINE.fullmatch(value):
-        return None
-    if not value:
-        return "''"
-    if value[0] in " -?:" or value[-1] == " " or value.startswith("..."):
-        return None  # libyaml's choice here depends on more than this; let it decide
-    if not _BLOCK_INDICATOR.search(value) and _reads_back_as_text(value):
-        return value
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _reads_back_as_text(text: str) -> bool:
-    """Whether the plain scalar reads back as a string (not ``yes``, ``0123``, ``null``, a date)."""
-    if text[0] not in _IMPLICIT_FIRST and not _ALWAYS_RESOLVE:
-        return True
-    resolved = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
-    return bool(resolved == _STR_TAG)
-
-
-_STR_TAG = "tag:yaml.org,2002:str"
-_RESOLVER = yaml.resolver.Resolver()
-# Only a string starting with one of these can read back as another type; the
-# others (most titles, every URL) skip the resolver's regular expressions.
-_IMPLICIT_FIRST = frozenset(k for k in yaml.resolver.Resolver.yaml_implicit_resolvers if k)
-_ALWAYS_RESOLVE = None in yaml.resolver.Resolver.yaml_implicit_resolvers
-
-
-def _events(matter: dict[str, Any]) -> list[yaml.Event]:
-    """The YAML events ``yaml.safe_dump`` would produce for the front matter.
-
-    Emitting events with libyaml's emitter skips PyYAML's Python representer,
-    which was most of the cost of writing a post. The quoting decision is the
-    serializer's own: a string whose plain form would read back as another
-    type (``yes``, ``0123``, ``null``, a date) is marked for quoting.
-    """
-    events: list[yaml.Event] = [yaml.StreamStartEvent(), yaml.DocumentStartEvent(explicit=False)]
-    _node_events(matter, events)
-    events += [yaml.DocumentEndEvent(explicit=False), yaml.StreamEndEvent()]
-    return events
-
-
-def _node_events(value: Any, events: list[yaml.Event]) -> None:
-    if isinstance(value, dict):
-        events.append(yaml.MappingStartEvent(None, None, True, flow_style=False))
-        for key, item in value.items():
-            _node_events(key, events)
-            _node_events(item, events)
-        events.append(yaml.MappingEndEvent())
-    elif isinstance(value, list):
-        events.append(yaml.SequenceStartEvent(None, None, True, flow_style=not value))
-        for item in value:
-            _node_events(item, events)
-        events.append(yaml.SequenceEndEvent())
-    elif isinstance(value, bool):
-        events.append(yaml.ScalarEvent(None, "tag:yaml.org,2002:bool", (True, False), str(value).lower()))
-    elif isinstance(value, int):
-        events.append(yaml.ScalarEvent(None, "tag:yaml.org,2002:int", (True, False), str(value)))
-    else:
-        text = str(value)
-        plain = bool(text) and _reads_back_as_text(text)
-        events.append(yaml.ScalarEvent(None, _STR_TAG, (plain, True), text))
-
-
-def split_post(text: str) -> tuple[dict[str, Any], str]:
-    """Front matter and body of a post file; the body exactly as ``render_post`` wrote it."""
-    match = _FRONT_MATTER.match(text)
-    if match is None:
-        raise ValueError("no YAML front matter between --- lines")
-    meta = yaml.load(match.group(1), Loader=_LOADER)
-    if not isinstance(meta, dict):
-        raise ValueError("the front matter is not a mapping")
-    body = text[match.end() :]
-    body = body[1:] if body.startswith("\n") else body
-    body = body[:-1] if body.endswith("\n") else body
-    return meta, body
-
-
-def read_post(path: Path) -> Post:
-    """Read a post file back; raise StoreError when it is not one of ours."""
-    try:
-        # Bytes, then decode: no newline translation, so the body reads back exactly.
-        meta, body = split_post(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as error:
-        raise StoreError(f"{path}: unreadable post file: {error}") from error
-    moment = parse_date(meta.get("date"))
-    if not meta.get("source") or meta.get("id") is None or moment is None:
-        raise StoreError(f"{path}: not a post file (needs source, id and date)")
-    enclosures = meta.get("enclosures") or ()
-    return Post(
-        source=_text(meta["source"]),
-        id=_text(meta["id"]),
-        title=_text(meta.get("title")),
-        link=_text(meta.get("link")),
-        categories=_own_categories(meta.get("categories")),
-        author=_text(meta.get("author")),
-        comments=meta.get("comments") is True,
-        date=moment,
-        updated=parse_date(meta.get("updated")),
-        headimg=_text(meta["headimg"]) if meta.get("headimg") else None,
-        tags=tuple(_text(t) for t in _list(meta.get("tags"))),
-        enclosures=tuple(
-            Enclosure(url=_text(e.get("url")), type=_text(e.get("type")), length=_length(e.get("length")))
-            for e in (enclosures if isinstance(enclosures, list) else ())
-            if isinstance(e, dict) and e.get("url")
-        ),
-        body=body,
-        first_seen=parse_date(meta.get("first_seen")),
-        merged=tuple(
-            MergedEntry(
-                _text(m.get("source")),
-                _text(m.get("id")),
-                tuple(_text(c) for c in _list(m.get("categories"))),
-            )
-            for m in _list(meta.get("merged"))
-            if isinstance(m, dict) and m.get("source") and m.get("id") is not None
-        ),
+def _entry_for_update(row: Sequence[Any], file_exists: bool = True) -> EntryForUpdate:
+    """An index row of ``_KNOWN_COLUMNS`` as the decider takes it."""
+    path, upstream_hash, upstream_ts, rewrites, last_rewrite_ts, first_seen_ts, merged = row
+    return EntryForUpdate(
+        path,
+        upstream_hash,
+        upstream_ts,
+        rewrites,
+        last_rewrite_ts,
+        first_seen_ts,
+        merged=merged_entries(merged),
+        file_exists=file_exists,
     )
 
 
-def _own_categories(value: Any) -> tuple[str, ...]:
-    """A flat list, or (for a merged post) the first of several hierarchies."""
-    items = _list(value)
-    if items and isinstance(items[0], list):
-        items = items[0]
-    return tuple(_text(c) for c in items)
-
-
-def _text(value: Any) -> str:
-    """A front-matter scalar as text; a hand-typed ``yes`` stays ``yes``-ish, None becomes ''."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return str(value)
-
-
-def _list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
-def _length(value: Any) -> int:
-    try:
-        return max(int(value), 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-# Each step upgrades the index from the previous version; a fresh index runs them all.
-_MIGRATIONS: dict[int, str] = {
-    1: """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS posts (
-    source TEXT NOT NULL,
-    entry_id TEXT NOT NULL,
-    path TEXT NOT NULL UNIQUE,
-    title TEXT NOT NULL,
-    link TEXT NOT NULL,
-    author TEXT NOT NULL,
-    date_ts REAL NOT NULL,
-    updated_ts REAL,
-    first_seen_ts REAL NOT NULL,
-    categories TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    headimg TEXT,
-    enclosures TEXT NOT NULL,
-    body TEXT NOT NULL,
-    summary TEXT NOT NULL,
-    content_hash TEXT NOT NULL,
-    rewrites INTEGER NOT NULL DEFAULT 0,
-    last_rewrite_ts REAL,
-    file_mtime_ns INTEGER NOT NULL DEFAULT 0,
-    file_size INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (source, entry_id)
-);
-CREATE TABLE IF NOT EXISTS post_feeds (
-    feed_key TEXT NOT NULL,
-    source TEXT NOT NULL,
-    entry_id TEXT NOT NULL,
-    date_ts REAL NOT NULL,
-    PRIMARY KEY (feed_key, source, entry_id)
-);
-CREATE INDEX IF NOT EXISTS post_feeds_newest ON post_feeds (feed_key, date_ts DESC);
-CREATE INDEX IF NOT EXISTS post_feeds_by_post ON post_feeds (source, entry_id);
-CREATE TABLE IF NOT EXISTS sources (name TEXT PRIMARY KEY, state TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS feeds (
-    key TEXT PRIMARY KEY,
-    signature TEXT NOT NULL,
-    title TEXT NOT NULL,
-    item_count INTEGER NOT NULL,
-    newest_ts REAL
-);
-""",
-    # 2: what upstream last gave (so a hand edit is not mistaken for an upstream
-    # change, and churn is told from a real revision), and retention's tombstones.
-    2: """
-ALTER TABLE posts ADD COLUMN upstream_hash TEXT NOT NULL DEFAULT '';
-ALTER TABLE posts ADD COLUMN upstream_updated_ts REAL;
-UPDATE posts SET upstream_hash = content_hash, upstream_updated_ts = updated_ts;
-CREATE TABLE IF NOT EXISTS pruned (
-    source TEXT NOT NULL,
-    entry_id TEXT NOT NULL,
-    pruned_ts REAL NOT NULL,
-    PRIMARY KEY (source, entry_id)
-);
-""",
-    # 3: feeds owed a rebuild, written in the same transaction as the posts that
-    # changed them, so a crash between the index commit and the build heals.
-    3: """
-CREATE TABLE IF NOT EXISTS pending_feeds (key TEXT PRIMARY KEY);
-""",
-    # 4: cross-source merging: each post's canonical link, the copies folded
-    # into it, and which (source, entry) now lives in which post.
-    4: """
-ALTER TABLE posts ADD COLUMN canon_link TEXT NOT NULL DEFAULT '';
-ALTER TABLE posts ADD COLUMN merged TEXT NOT NULL DEFAULT '[]';
-CREATE INDEX IF NOT EXISTS posts_canon ON posts (canon_link);
-CREATE TABLE IF NOT EXISTS aliases (
-    source TEXT NOT NULL,
-    entry_id TEXT NOT NULL,
-    target_source TEXT NOT NULL,
-    target_id TEXT NOT NULL,
-    PRIMARY KEY (source, entry_id)
-);
-CREATE INDEX IF NOT EXISTS aliases_target ON aliases (target_source, target_id);
-""",
-    # 5: source states and tombstones moved to the state database (copied there
-    # first, see ``statedb.adopt_legacy_tables``), so losing the index loses neither.
-    5: """
-DROP TABLE IF EXISTS main.sources;
-DROP TABLE IF EXISTS main.pruned;
-""",
-    # 6: a category's feed key is the slugs of its path (see ``category_key``): the rows of
-    # spellings that make one folder become one feed. Every category feed is owed a build
-    # (an empty signature renders it again; one left without posts is removed).
-    6: """
-INSERT OR IGNORE INTO post_feeds
-    SELECT category_feed_key(feed_key), source, entry_id, date_ts FROM post_feeds
-    WHERE substr(feed_key, 1, 9) = 'category' || char(31);
-DELETE FROM post_feeds
-    WHERE substr(feed_key, 1, 9) = 'category' || char(31) AND feed_key != category_feed_key(feed_key);
-INSERT OR IGNORE INTO feeds
-    SELECT category_feed_key(key), '', title, item_count, newest_ts FROM feeds
-    WHERE substr(key, 1, 9) = 'category' || char(31) AND key != category_feed_key(key);
-UPDATE feeds SET signature = '' WHERE substr(key, 1, 9) = 'category' || char(31);
-DELETE FROM feeds WHERE substr(key, 1, 9) = 'category' || char(31) AND key != category_feed_key(key);
-DELETE FROM pending_feeds WHERE substr(key, 1, 9) = 'category' || char(31);
-INSERT OR IGNORE INTO pending_feeds
-    SELECT key FROM feeds WHERE substr(key, 1, 9) = 'category' || char(31)
-    UNION SELECT feed_key FROM post_feeds WHERE substr(feed_key, 1, 9) = 'category' || char(31);
-""",
-}
-assert max(_MIGRATIONS) == SCHEMA_VERSION
-
-_POST_COLUMNS = (
-    "source, entry_id, path, title, link, author, date_ts, updated_ts, categories, tags, "
-    "headimg, enclosures, body, summary, content_hash"
-)
 _ROW_COLUMNS = (
     "source, entry_id, path, title, link, author, date_ts, updated_ts, first_seen_ts, categories, tags, "
     "headimg, enclosures, body, summary, content_hash, rewrites, last_rewrite_ts, file_mtime_ns, "
@@ -655,7 +166,7 @@ _ROW_COLUMNS = (
 _ROW_MARKS = ",".join("?" * len(_ROW_COLUMNS.split(",")))
 
 
-class PostStore:
+class PostStore(PublishedFeeds, SourceStates):
     """Writes post files and keeps the index in step with them."""
 
     def __init__(
@@ -663,7 +174,7 @@ class PostStore:
     ) -> None:
         self.posts_dir = posts_dir
         self.index_path = index_path
-        # Beside the index unless told otherwise; not a cache (see aggregator.statedb).
+        # Beside the index unless told otherwise; not a cache (see aggregator.index.states).
         self.state_path = state_path or index_path.with_name(STATE_FILE)
         self.fsync = fsync
         # Feed keys touched inside the current transaction; recorded as pending when it commits.
@@ -677,15 +188,13 @@ class PostStore:
             posts_dir.mkdir(parents=True, exist_ok=True)
             index_path.parent.mkdir(parents=True, exist_ok=True)
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(index_path, timeout=30, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=30000")
-        except (OSError, sqlite3.Error) as error:
+        except OSError as error:
             raise StoreError(f"cannot open the store at {index_path}: {error}") from error
+        self.db = schema.connect(index_path, self.state_path)
         try:
-            attach(self.db, self.state_path)
-            self._migrate()
+            found = schema.migrate(self.db, index_path, self.state_path)
+            if found == 0 and self._has_post_files():
+                self.reindex()
         except BaseException:
             self.db.close()
             raise
@@ -710,62 +219,7 @@ class PostStore:
         self.close()
 
     def schema_version(self) -> int:
-        has_meta = self.db.execute(
-            "SELECT 1 FROM main.sqlite_master WHERE type='table' AND name='meta'"
-        ).fetchone()
-        if not has_meta:
-            return 0
-        row = self.db.execute("SELECT value FROM main.meta WHERE key='schema_version'").fetchone()
-        return int(row[0]) if row else 0
-
-    def _migrate(self) -> None:
-        try:
-            version = self.schema_version()
-        except (sqlite3.Error, ValueError) as error:
-            raise StoreError(f"{self.index_path}: not a readable index: {error}") from error
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.index_path}: index schema version {version} is newer than this program "
-                f"understands ({SCHEMA_VERSION}); upgrade aggregator, or delete the index and "
-                "run `aggregator reindex`"
-            )
-        if version == SCHEMA_VERSION:
-            return
-        if 0 < version < 5:
-            try:
-                adopt_legacy_tables(self.db)  # committed before step 5 drops them from the index
-            except sqlite3.Error as error:
-                raise StoreError(
-                    f"{self.index_path}: cannot copy the source states into {self.state_path}: {error}"
-                ) from error
-        steps = "".join(_MIGRATIONS[step] for step in range(version + 1, SCHEMA_VERSION + 1))
-        try:
-            self.db.create_function("category_feed_key", 1, _slugged_category_key, deterministic=True)
-            self.db.executescript(
-                f"BEGIN IMMEDIATE; {steps}; INSERT OR REPLACE INTO meta "
-                f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
-            )
-        except sqlite3.Error as error:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise StoreError(
-                f"{self.index_path}: cannot migrate the index from version {version}: {error}"
-            ) from error
-        if 0 < version < 4:
-            with self._transaction():
-                self.db.executemany(
-                    "UPDATE posts SET canon_link=? WHERE source=? AND entry_id=?",
-                    [
-                        (canonical_link(link), source, entry_id)
-                        for source, entry_id, link in self.db.execute(
-                            "SELECT source, entry_id, link FROM posts"
-                        )
-                    ],
-                )
-        if version > 0:
-            log.info("index migrated from schema version %d to %d", version, SCHEMA_VERSION)
-        if version == 0 and self._has_post_files():
-            self.reindex()
+        return schema.schema_version(self.db)
 
     def _has_post_files(self) -> bool:
         return any(self.posts_dir.glob("*/*/*/*.md"))
@@ -778,7 +232,7 @@ class PostStore:
     def first_seen(self, source: str, ids: Iterable[str]) -> dict[str, datetime]:
         """When each already-known entry was first seen (its date fallback)."""
         result = {}
-        for chunk in _chunks(list(ids), 500):
+        for chunk in chunks(list(ids), 500):
             marks = ",".join("?" * len(chunk))
             for entry_id, ts in self.db.execute(
                 f"SELECT entry_id, first_seen_ts FROM posts WHERE source=? AND entry_id IN ({marks})",
@@ -795,25 +249,24 @@ class PostStore:
         ).fetchone()
         return int(row[0])
 
-    def _known(
-        self, posts: Sequence[Post]
-    ) -> tuple[dict[tuple[str, str], _Known], dict[tuple[str, str], str], dict[tuple[str, str], str]]:
-        """The index's rows, tombstones (with their reasons) and merges for a batch of posts."""
-        known: dict[tuple[str, str], _Known] = {}
+    def _view(self, posts: Sequence[Post], *, merge_by_link: bool) -> IndexView:
+        """What the index and the disk know about a batch of posts, for ``decide``."""
+        known: dict[tuple[str, str], EntryForUpdate] = {}
         buried: dict[tuple[str, str], str] = {}
-        aliased: dict[tuple[str, str], str] = {}
+        aliased: dict[tuple[str, str], AliasForUpdate] = {}
         by_source: dict[str, list[str]] = {}
+        posts_dir = str(self.posts_dir)
         for post in posts:
             by_source.setdefault(post.source, []).append(post.id)
         for source, ids in by_source.items():
-            for chunk in _chunks(ids, 500):
+            for chunk in chunks(ids, 500):
                 marks = ",".join("?" * len(chunk))
-                for row in self.db.execute(
-                    "SELECT entry_id, path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, "
-                    f"first_seen_ts, merged FROM posts WHERE source=? AND entry_id IN ({marks})",
+                for entry_id, *row in self.db.execute(
+                    f"SELECT entry_id, {_KNOWN_COLUMNS} FROM posts WHERE source=? AND entry_id IN ({marks})",
                     (source, *chunk),
                 ):
-                    known[(source, row[0])] = _Known(*row[1:])
+                    exists = os.path.exists(os.path.join(posts_dir, row[0]))
+                    known[(source, entry_id)] = _entry_for_update(row, exists)
                 for entry_id, reason in _tombstone_reasons(self.db, source, chunk):
                     buried[(source, entry_id)] = reason
                 for entry_id, path in self.db.execute(
@@ -822,8 +275,18 @@ class PostStore:
                     f"WHERE a.source=? AND a.entry_id IN ({marks})",
                     (source, *chunk),
                 ):
-                    aliased[(source, entry_id)] = path
-        return known, buried, aliased
+                    aliased[(source, entry_id)] = AliasForUpdate(
+                        path, os.path.exists(os.path.join(posts_dir, path))
+                    )
+        targets: dict[tuple[str, str], MergeTarget] = {}
+        if merge_by_link:
+            for post in posts:
+                key = (post.source, post.id)
+                if key not in known and key not in buried and key not in aliased and key not in targets:
+                    target = self._merge_target(post)
+                    if target is not None:
+                        targets[key] = target
+        return IndexView(known, buried, aliased, targets)
 
     def save(self, posts: Sequence[Post], now: datetime, *, merge_by_link: bool = False) -> list[SaveResult]:
         """Write new and changed posts; the index is committed after the files.
@@ -853,72 +316,36 @@ class PostStore:
     # source's batch may be planned; ``_unindexed`` keeps two batches from choosing one name.
 
     def plan_posts(self, posts: Sequence[Post], now: datetime, *, merge_by_link: bool = False) -> SaveBatch:
-        """Step 1: decide what each post needs, and the file name of each new one."""
+        """Step 1: decide what each post needs (``aggregator.decide``), and name each new file."""
         now = now.astimezone(UTC).replace(microsecond=0)
-        known, buried, aliased = self._known(posts)
+        intents = decide(
+            posts, self._view(posts, merge_by_link=merge_by_link), now, merge_by_link=merge_by_link
+        )
         results: list[SaveResult] = []
-        rows: list[_Row] = []
+        rows: list[tuple[EntryUpdateIntent, str]] = []
         deleted: list[tuple[str, str]] = []
-        seen: set[tuple[str, str]] = set()
         taken = self._unindexed
-        posts_dir = str(self.posts_dir)
-        for post in posts:
-            key = (post.source, post.id)
-            if key in seen:
-                continue
-            seen.add(key)
-            if key in buried:
-                outcome = Outcome.DELETED if buried[key] == DELETED else Outcome.PRUNED
-                results.append(SaveResult(post, outcome, self.posts_dir / post.relpath))
-                continue
-            if key in aliased:
-                if not os.path.exists(os.path.join(posts_dir, aliased[key])):
-                    results.append(SaveResult(post, Outcome.DELETED, self.posts_dir / aliased[key]))
-                    continue  # the post it was merged into was deleted by hand: recorded with it
-                results.append(SaveResult(post, Outcome.UNCHANGED, self.posts_dir / aliased[key]))
-                continue
-            previous = known.get(key)
-            if previous is not None and not os.path.exists(os.path.join(posts_dir, previous.path)):
-                # Deleted by hand since the index last looked: a curation decision, kept.
-                deleted.append(key)
-                results.append(SaveResult(post, Outcome.DELETED, self.posts_dir / previous.path))
-                continue
-            merge = self._merge_target(post) if previous is None and merge_by_link else None
-            if merge is not None:
-                relpath, previous, to_write = merge
-                outcome, revision = Outcome.MERGED, False
-            elif previous is None:
-                relpath = self._free_path(Path(post.relpath), post, taken)
-                to_write = post if post.first_seen else replace(post, first_seen=now)
-                outcome, revision = Outcome.NEW, True
-            else:
-                relpath = previous.path
-                if previous.upstream_hash == post.content_hash:
-                    results.append(SaveResult(post, Outcome.UNCHANGED, self.posts_dir / relpath))
-                    continue
-                revision = _is_revision(post, previous)
-                if not revision and _capped(previous, now):
-                    results.append(SaveResult(post, Outcome.CAPPED, self.posts_dir / relpath))
-                    continue
-                to_write = replace(
-                    post,
-                    updated=post.updated or now,
-                    first_seen=datetime.fromtimestamp(previous.first_seen_ts, UTC),
-                    merged=_merged_entries(previous.merged),
-                )
-                outcome = Outcome.UPDATED
-            taken.add(relpath)
-            rows.append((post, to_write, relpath, previous, revision, outcome))
-            path = self.posts_dir / relpath
-            results.append(SaveResult(post if outcome is Outcome.MERGED else to_write, outcome, path))
+        for intent in intents:
+            post = intent.post
+            relpath = intent.path
+            if intent.to_write is not None:
+                if relpath is None:
+                    relpath = self._free_path(postfile.relpath(post), post, taken)
+                taken.add(relpath)
+                rows.append((intent, relpath))
+            elif intent.forget:
+                deleted.append((post.source, post.id))
+            path = self.posts_dir / (relpath if relpath is not None else postfile.relpath(post))
+            results.append(SaveResult(intent.result_post, intent.outcome, path))
         return SaveBatch(results, rows, now, deleted)
 
     def write_files(self, batch: SaveBatch) -> None:
         """Step 2 (may run in another thread: it touches only the batch and its files)."""
-        for _post, to_write, relpath, *_ in batch.rows:
+        for intent, relpath in batch.rows:
             path = self.posts_dir / relpath
+            assert intent.to_write is not None
             try:
-                stat = write_atomic_stat(path, to_write.file_bytes, fsync=self.fsync == "file")
+                stat = write_atomic_stat(path, postfile.render(intent.to_write), fsync=self.fsync == "file")
             except OSError as error:
                 raise StoreError(f"cannot write {path}: {error}") from error
             batch.written.append(path)
@@ -935,7 +362,7 @@ class PostStore:
 
     def abandon(self, batch: SaveBatch) -> None:
         """A batch that will not be committed (its flush failed or was cancelled)."""
-        self._unindexed.difference_update(row[2] for row in batch.rows)
+        self._unindexed.difference_update(relpath for _intent, relpath in batch.rows)
 
     def commit(self, batch: SaveBatch) -> list[SaveResult]:
         """Step 4: record the batch in the index (after its files are on disk)."""
@@ -955,27 +382,16 @@ class PostStore:
                 # New posts' rows are inserted together at the end: one call instead of two a post.
                 held = _HeldRows([], [])
                 with self._transaction():
-                    for (post, to_write, relpath, previous, revision, outcome), stat in zip(
-                        rows, batch.stats, strict=True
-                    ):
-                        upstream_hash, upstream_ts = post.content_hash, _ts(post.updated)
-                        if previous is None:
-                            rewrites, last_rewrite = 0, None
-                        elif outcome is Outcome.MERGED:
-                            # Upstream said nothing new about the target: its hash and cap stay.
-                            rewrites, last_rewrite = previous.rewrites, previous.last_rewrite_ts
-                            upstream_hash, upstream_ts = previous.upstream_hash, previous.upstream_updated_ts
-                        else:
-                            rewrites = 0 if revision else previous.rewrites + 1
-                            last_rewrite = now.timestamp()
+                    for (intent, relpath), stat in zip(rows, batch.stats, strict=True):
+                        assert intent.to_write is not None
                         self._index_post(
-                            to_write,
+                            intent.to_write,
                             relpath,
-                            upstream_hash=upstream_hash,
-                            upstream_updated_ts=upstream_ts,
-                            rewrites=rewrites,
-                            last_rewrite_ts=last_rewrite,
-                            replace_feeds=previous is not None,
+                            upstream_hash=intent.upstream_hash,
+                            upstream_updated_ts=intent.upstream_updated_ts,
+                            rewrites=intent.rewrites,
+                            last_rewrite_ts=intent.last_rewrite_ts,
+                            replace_feeds=intent.previous is not None,
                             stat=stat,
                             held=held,
                         )
@@ -984,28 +400,26 @@ class PostStore:
             self.abandon(batch)  # committed or failed: its names are the index's business now
         return results
 
-    def _merge_target(self, post: Post) -> tuple[str, _Known, Post] | None:
-        """Another source's post with this entry's canonical link, with this entry folded in."""
+    def _merge_target(self, post: Post) -> MergeTarget | None:
+        """Another source's post with this entry's canonical link, as its file holds it."""
         canon = canonical_link(post.link)
         if not canon:
             return None
         row = self.db.execute(
-            "SELECT path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, first_seen_ts, "
-            "merged "
+            f"SELECT {_KNOWN_COLUMNS} "
             "FROM posts WHERE canon_link=? AND source!=? ORDER BY date_ts, source, entry_id LIMIT 1",
             (canon, post.source),
         ).fetchone()
         if row is None:
             return None
-        target = _Known(*row)
+        target = _entry_for_update(row)
         try:
             # The file, not the index: it may already carry a merge made earlier in this batch.
-            current = read_post(self.posts_dir / target.path)
+            current = postfile.read(self.posts_dir / target.path)
         except StoreError as error:
             log.warning("not merging %s/%s: %s", post.source, post.id, error)
             return None
-        entry = MergedEntry(post.source, post.id, post.categories)
-        return target.path, target, replace(current, merged=(*current.merged, entry))
+        return MergeTarget(target, current)
 
     def _free_path(self, relpath: Path, post: Post, taken: set[str]) -> str:
         """The deterministic path, unless another entry already holds it."""
@@ -1144,35 +558,6 @@ class PostStore:
         }
         self.db.execute("DELETE FROM post_feeds WHERE source=? AND entry_id=?", (source, entry_id))
         return keys
-
-    # Feeds owed a rebuild ------------------------------------------------------
-
-    def pending_feed_keys(self) -> set[str]:
-        """Feed keys whose posts changed since they were last built (survives crashes)."""
-        return {row[0] for row in self.db.execute("SELECT key FROM pending_feeds")}
-
-    def clear_pending_feed_keys(self, keys: Iterable[str] | None = None) -> None:
-        """Forget pending keys once their feeds are built (all of them when ``keys`` is None)."""
-        with self._transaction():
-            if keys is None:
-                self.db.execute("DELETE FROM pending_feeds")
-            else:
-                self.db.executemany("DELETE FROM pending_feeds WHERE key=?", [(k,) for k in keys])
-
-    def post_count(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM posts").fetchone()[0])
-
-    def feed_keys(self) -> list[str]:
-        return [row[0] for row in self.db.execute("SELECT DISTINCT feed_key FROM post_feeds")]
-
-    def feed_items(self, key: str, limit: int) -> list[IndexedPost]:
-        rows = self.db.execute(
-            f"SELECT {', '.join('p.' + c.strip() for c in _POST_COLUMNS.split(','))} "
-            "FROM post_feeds f JOIN posts p ON p.source=f.source AND p.entry_id=f.entry_id "
-            "WHERE f.feed_key=? ORDER BY f.date_ts DESC, p.source, p.entry_id LIMIT ?",
-            (key, limit),
-        )
-        return [_indexed(row) for row in rows]
 
     def iter_paths(self) -> Iterator[tuple[str, str, str, int, int]]:
         yield from self.db.execute("SELECT source, entry_id, path, file_mtime_ns, file_size FROM posts")
@@ -1319,7 +704,7 @@ class PostStore:
     def _adopt_file(self, relpath: str) -> set[str]:
         """Index one post file (inside a transaction); return the feed keys touched."""
         try:
-            post = read_post(self.posts_dir / relpath)
+            post = postfile.read(self.posts_dir / relpath)
         except StoreError as error:
             log.warning("%s", error)
             return set()
@@ -1340,12 +725,9 @@ class PostStore:
             (self.posts_dir / relpath).unlink(missing_ok=True)
             return touched
         previous = self.db.execute(
-            "SELECT path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, first_seen_ts, "
-            "merged "
-            "FROM posts WHERE source=? AND entry_id=?",
-            (post.source, post.id),
+            f"SELECT {_KNOWN_COLUMNS} FROM posts WHERE source=? AND entry_id=?", (post.source, post.id)
         ).fetchone()
-        known = _Known(*previous) if previous else None
+        known = _entry_for_update(previous) if previous else None
         if known is not None and known.path != relpath and (self.posts_dir / known.path).exists():
             # Two files for one entry: the one the index committed is the survivor.
             log.warning("%s: duplicate of %s (same source and id); removed", relpath, known.path)
@@ -1421,219 +803,6 @@ class PostStore:
             ]
         return problems
 
-    # Tombstones ------------------------------------------------------------
-
-    def tombstones(self, source: str | None = None) -> list[Tombstone]:
-        """Entries kept from being published again (deleted by hand or by retention), newest first."""
-        return _tombstones(self.db, source)
-
-    def restore_tombstones(self, source: str, ids: Sequence[str]) -> list[Tombstone]:
-        """Lift the tombstones of ``ids``, so the next fetch that finds them upstream writes them again.
-
-        The source's ETag and Last-Modified are cleared with them: otherwise a feed
-        unchanged since the deletion answers 304 and the entry waits for its next change.
-        Returns the tombstones lifted; an id without one is left out.
-        """
-        lifted = [t for t in _tombstones(self.db, source) if t.entry_id in set(ids)]
-        if not lifted:
-            return []
-        self._flush_deferred()
-        self._read_ahead.pop(source, None)
-        state = self.source_state(source)
-        with self._transaction():
-            for tombstone in lifted:
-                self._lift(source, tombstone.entry_id)
-            if state.etag is not None or state.last_modified is not None:
-                state = replace(state, etag=None, last_modified=None)
-                self.db.execute(
-                    "INSERT OR REPLACE INTO state.sources VALUES (?, ?)",
-                    (state.name, json.dumps(state.to_json(), ensure_ascii=False)),
-                )
-        return lifted
-
-    def _lift(self, source: str, entry_id: str) -> None:
-        self.db.execute("DELETE FROM state.tombstones WHERE source=? AND entry_id=?", (source, entry_id))
-
-    # Source state ----------------------------------------------------------
-
-    def source_state(self, name: str) -> SourceState:
-        if self._deferred is not None and name in self._deferred:
-            return self._deferred[name]
-        if name in self._read_ahead:
-            return self._read_ahead[name]
-        row = self.db.execute("SELECT state FROM state.sources WHERE name=?", (name,)).fetchone()
-        return SourceState.from_json(json.loads(row[0])) if row else SourceState(name=name)
-
-    def all_source_states(self) -> list[SourceState]:
-        rows = self.db.execute("SELECT state FROM state.sources")
-        states = {state.name: state for state in (SourceState.from_json(json.loads(r[0])) for r in rows)}
-        return list({**states, **(self._deferred or {})}.values())
-
-    def save_source_state(self, state: SourceState) -> None:
-        if self._deferred is None:
-            self._write_states([state])
-            return
-        self._deferred[state.name] = state
-        if len(self._deferred) >= STATE_BATCH:
-            self._flush_deferred()
-
-    @contextlib.contextmanager
-    def deferred_states(self) -> Iterator[None]:
-        """Within it, source states are written a group at a time rather than one commit each.
-
-        A not-modified poll changes nothing but its state, and a thousand polls
-        were a thousand commits (a sixth of such a cycle). Should the process die
-        first, the states not written are those of polls that simply run again.
-        """
-        self._deferred = {}
-        # The batch reads every source's state: one query, not one per source.
-        self._read_ahead = {state.name: state for state in self.all_source_states()}
-        try:
-            yield
-        finally:
-            self._read_ahead = {}
-            try:
-                self._flush_deferred()
-            finally:
-                self._deferred = None
-
-    def _flush_deferred(self) -> None:
-        if self._deferred:
-            states, self._deferred = list(self._deferred.values()), {}
-            self._write_states(states)
-
-    def _write_states(self, states: Sequence[SourceState]) -> None:
-        for state in states:
-            self._read_ahead.pop(state.name, None)  # the database has the newer one now
-        with self._transaction():
-            self.db.executemany(
-                "INSERT OR REPLACE INTO state.sources VALUES (?, ?)",
-                [(state.name, json.dumps(state.to_json(), ensure_ascii=False)) for state in states],
-            )
-
-    # Published feeds -------------------------------------------------------
-
-    def feed_signature(self, key: str) -> str | None:
-        row = self.db.execute("SELECT signature FROM feeds WHERE key=?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def record_feed(self, key: str, signature: str, title: str, count: int, newest: datetime | None) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO feeds VALUES (?,?,?,?,?)",
-            (key, signature, title, count, newest.timestamp() if newest else None),
-        )
-
-    def record_feeds(self, feeds: Iterable[tuple[str, str, str, int, datetime | None]]) -> None:
-        """record_feed for each (key, signature, title, count, newest), in one transaction
-        (a full build records a thousand feeds: one commit, not a thousand)."""
-        rows = [(k, s, t, c, n.timestamp() if n else None) for k, s, t, c, n in feeds]
-        if not rows:
-            return
-        with self._transaction():
-            self.db.executemany("INSERT OR REPLACE INTO feeds VALUES (?,?,?,?,?)", rows)
-
-    def forget_feed(self, key: str) -> None:
-        self.db.execute("DELETE FROM feeds WHERE key=?", (key,))
-
-    def published_feeds(self) -> list[tuple[str, str, int, datetime | None]]:
-        return [
-            (key, title, count, datetime.fromtimestamp(ts, UTC) if ts is not None else None)
-            for key, title, count, ts in self.db.execute(
-                "SELECT key, title, item_count, newest_ts FROM feeds ORDER BY key"
-            )
-        ]
-
-    # Read-only helpers for the feed builder (it renders each post once and reuses it).
-
-    def feed_refs(self, key: str, limit: int) -> list[FeedRef]:
-        """The newest ``limit`` posts of a feed, without their bodies (same order as feed_items)."""
-        rows = self.db.execute(
-            "SELECT p.source, p.entry_id, p.content_hash, p.date_ts, p.updated_ts "
-            "FROM post_feeds f JOIN posts p ON p.source=f.source AND p.entry_id=f.entry_id "
-            "WHERE f.feed_key=? ORDER BY f.date_ts DESC, p.source, p.entry_id LIMIT ?",
-            (key, limit),
-        )
-        return [FeedRef(*row) for row in rows]
-
-    def indexed_posts(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], IndexedPost]:
-        """Posts by (source, entry id); unknown pairs are left out."""
-        return _indexed_posts(self.db, pairs)
-
-    def first_post_categories(self, key: str) -> list[tuple[str, ...]]:
-        """The category paths of a feed's earliest post (its own first, then its merged copies').
-
-        The builder titles a category nobody configured by how this post spells it:
-        earliest by date, then by source and id, so every build picks the same one.
-        """
-        row = self.db.execute(
-            "SELECT p.categories, p.merged FROM post_feeds f "
-            "JOIN posts p ON p.source=f.source AND p.entry_id=f.entry_id "
-            "WHERE f.feed_key=? ORDER BY f.date_ts, f.source, f.entry_id LIMIT 1",
-            (key,),
-        ).fetchone()
-        if row is None:
-            return []
-        return [_terms(row[0]), *(m.categories for m in _merged_entries(row[1]))]
-
-    def feed_keys_present(self, keys: Iterable[str]) -> set[str]:
-        """Which of ``keys`` still have posts (cheaper than feed_keys() for a few keys)."""
-        query = "SELECT 1 FROM post_feeds WHERE feed_key=? LIMIT 1"
-        return {key for key in keys if self.db.execute(query, (key,)).fetchone() is not None}
-
-
-class IndexReader:
-    """The index opened only to read posts, by a feed-building worker process.
-
-    Unlike PostStore it leaves no writer mark and sweeps nothing: the process
-    that opened the store does both, and it outlives this reader.
-    """
-
-    def __init__(self, index_path: Path) -> None:
-        try:
-            uri = f"{index_path.resolve().as_uri()}?mode=ro"
-            self.db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
-            self.db.execute("PRAGMA busy_timeout=30000")
-        except sqlite3.Error as error:
-            raise StoreError(f"cannot read the index at {index_path}: {error}") from error
-
-    def indexed_posts(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], IndexedPost]:
-        """As PostStore.indexed_posts."""
-        return _indexed_posts(self.db, pairs)
-
-    def close(self) -> None:
-        self.db.close()
-
-
-def _indexed_posts(
-    db: sqlite3.Connection, pairs: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], IndexedPost]:
-    columns = ", ".join(c.strip() for c in _POST_COLUMNS.split(","))
-    found: dict[tuple[str, str], IndexedPost] = {}
-    by_source: dict[str, list[str]] = {}
-    for source, entry_id in pairs:
-        by_source.setdefault(source, []).append(entry_id)
-    for source, ids in by_source.items():
-        for chunk in _chunks(ids, 500):
-            marks = ",".join("?" * len(chunk))
-            for row in db.execute(
-                f"SELECT {columns} FROM posts WHERE source=? AND entry_id IN ({marks})", (source, *chunk)
-            ):
-                post = _indexed_unsummarized(row)
-                found[(post.source, post.id)] = post
-    return found
-
-
-class FeedRef(NamedTuple):
-    """One post of a feed as the builder first needs it: identity, version and dates.
-
-    A named tuple, not a frozen dataclass: a full build makes a hundred thousand of them."""
-
-    source: str
-    entry_id: str
-    content_hash: str
-    date_ts: float
-    updated_ts: float | None
-
 
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
@@ -1658,80 +827,8 @@ class _Transaction:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def _indexed(row: Sequence[Any], *, summarize: bool = True) -> IndexedPost:
-    """An index row as an IndexedPost.
-
-    A full build reads every post, so this is written for speed (a fifth of what it was):
-    the JSON term lists repeat across posts and are parsed once each (``_terms``), and the
-    frozen dataclass's fields are set in one ``__dict__`` update instead of one
-    ``object.__setattr__`` each, which gives the same object as the constructor (a test holds this).
-    """
-    (source, entry_id, path, title, link, author, date_ts, updated_ts, categories, tags,
-     headimg, enclosures, body, summary, content_hash) = row  # fmt: skip
-    if summarize and not summary:
-        summary = summary_of(body)  # as the stored summaries are made
-    post: IndexedPost = object.__new__(IndexedPost)
-    post.__dict__.update(
-        source=source,
-        id=entry_id,
-        path=path,
-        title=title,
-        link=link,
-        author=author,
-        date=datetime.fromtimestamp(date_ts, UTC),
-        updated=datetime.fromtimestamp(updated_ts, UTC) if updated_ts is not None else None,
-        categories=_terms(categories),
-        tags=_terms(tags),
-        headimg=headimg,
-        enclosures=_enclosures(enclosures),
-        body=body,
-        summary=summary,
-        content_hash=content_hash,
-    )
-    return post
-
-
-def _indexed_unsummarized(row: Sequence[Any]) -> IndexedPost:
-    """As _indexed, but a summary never stored stays empty: the builder makes it from the body's start
-    (plain_text over whole bodies was a third of a full build)."""
-    return _indexed(row, summarize=False)
-
-
-# Term lists (JSON text) already parsed, for _indexed: a few hundred distinct ones serve 50,000 posts.
-@functools.lru_cache(maxsize=4096)
-def _terms(data: str) -> tuple[str, ...]:
-    return tuple(json.loads(data))
-
-
-def _enclosures(data: str) -> tuple[Enclosure, ...]:
-    if data == "[]":  # most posts: no JSON parse
-        return ()
-    return tuple(Enclosure(url=u, type=t, length=n) for u, t, n in json.loads(data))
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _ts(moment: datetime | None) -> float | None:
     return moment.timestamp() if moment is not None else None
-
-
-def _is_revision(post: Post, previous: _Known) -> bool:
-    """Upstream says the entry was revised: its own updated date moved."""
-    return post.updated is not None and post.updated.timestamp() != previous.upstream_updated_ts
-
-
-def _capped(previous: _Known, now: datetime) -> bool:
-    """Rewritten too often without a new updated date: wait for the gap."""
-    if previous.rewrites < FREE_REWRITES or previous.last_rewrite_ts is None:
-        return False
-    return now - datetime.fromtimestamp(previous.last_rewrite_ts, UTC) < REWRITE_MIN_GAP
-
-
-def _merged_entries(data: str) -> tuple[MergedEntry, ...]:
-    return tuple(MergedEntry(source, entry_id, tuple(cats)) for source, entry_id, cats in json.loads(data))
 
 
 def _all_categories(post: Post) -> list[str]:

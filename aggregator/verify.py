@@ -31,9 +31,10 @@ from lxml import etree
 
 from aggregator.config import Config
 from aggregator.files import TEMP_SUFFIX
+from aggregator.index.feeds import IndexedPost
 from aggregator.publish.specs import FORMAT_FILES, FeedSpec, spec_for
 from aggregator.publish.status import STATUS_DIR
-from aggregator.store import IndexedPost, PostStore
+from aggregator.store import PostStore
 from aggregator.uris import atom_id
 
 _ATOM = "{http://www.w3.org/2005/Atom}"

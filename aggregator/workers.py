@@ -2,8 +2,9 @@
 
 Parsing is CPU-bound (feedparser is pure Python), so it runs in separate
 processes: it neither blocks the event loop nor serializes on one core. The
-worker also normalizes the entries and renders the post files (``posts``), so
-the main process is left with the index and the file writes. Each
+worker also normalizes the entries (``posts``, with their content hashes and
+summaries), so each body crosses the pipe once; the store renders each post
+file once, after first sight, transforms and merging have changed it. Each
 worker caps its own address space and handles one document at a time over its
 own pipe, so a parse that overruns its time limit costs exactly one worker:
 that process is killed and replaced, and the parses running in the other
@@ -183,7 +184,7 @@ class ParserPool:
         # The fork server imports the parser once; each worker forked from it starts warm
         # (see also cli._run_as_package_main).
         self._context.set_forkserver_preload(
-            ["aggregator.workers", "aggregator.store", "aggregator.fastparse", "feedparser"]
+            ["aggregator.workers", "aggregator.normalize", "aggregator.fastparse", "feedparser"]
         )
         self.replaced = 0  # workers killed for overrunning their limits (for tests and metrics)
 

@@ -34,10 +34,11 @@ import time  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 
 from aggregator.config import Config, load_config  # noqa: E402
+from aggregator.keys import feed_keys_for  # noqa: E402
 from aggregator.normalize import Post  # noqa: E402
 from aggregator.parse import Enclosure  # noqa: E402
 from aggregator.publish.builder import FeedBuilder  # noqa: E402
-from aggregator.store import PostStore, feed_keys_for  # noqa: E402
+from aggregator.store import PostStore  # noqa: E402
 
 WORK = Path(os.environ.get("BUILD_PROBE_DIR") or Path(__file__).resolve().parent / "work" / "build")
 START = datetime(2026, 1, 1, tzinfo=UTC)

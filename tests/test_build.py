@@ -25,6 +25,8 @@ from lxml import etree
 from support.feedgen_reference import render_feed_directly, render_fragments_with_feedgen
 
 from aggregator.config import Config
+from aggregator.index.feeds import IndexedPost
+from aggregator.keys import ALL_KEY, category_key, source_key
 from aggregator.normalize import Post, clean_text
 from aggregator.parse import Enclosure
 from aggregator.publish import formats, items
@@ -32,7 +34,7 @@ from aggregator.publish.builder import FeedBuilder
 from aggregator.publish.formats import render_feed, render_fragments
 from aggregator.publish.items import ItemOptions, truncate_html
 from aggregator.publish.specs import spec_for
-from aggregator.store import ALL_KEY, IndexedPost, PostStore, category_key, source_key
+from aggregator.store import PostStore
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 ATOM = "http://www.w3.org/2005/Atom"
@@ -100,7 +102,7 @@ class Site:
 
 
 def _keys(post: Post) -> list[str]:
-    from aggregator.store import feed_keys_for
+    from aggregator.keys import feed_keys_for
 
     return feed_keys_for(post.source, post.categories)
 

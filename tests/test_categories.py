@@ -21,11 +21,12 @@ from support.servers import AppServer
 
 from aggregator.categories import display_path, first_spellings, spelling_clashes, spelling_in
 from aggregator.config import load_config
+from aggregator.keys import category_key, category_slugs, feed_keys_for
 from aggregator.normalize import Post
 from aggregator.publish.builder import FeedBuilder
 from aggregator.publish.opml import read_opml, write_opml
 from aggregator.publish.specs import spec_for
-from aggregator.store import PostStore, category_key, category_slugs, feed_keys_for
+from aggregator.store import PostStore
 from aggregator.verify import verify
 
 ASCII = "The Pioneer Vector - Latest"

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from support.helpers import REPO, run_cli, wait_for, write_config
 
-from aggregator.store import PostStore, read_post
+from aggregator.postfile import read as read_post
+from aggregator.store import PostStore
 
 SOURCES = 3
 FIRST = 300  # entries per source in round 0

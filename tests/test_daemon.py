@@ -34,11 +34,12 @@ from support.servers import AppServer
 
 from aggregator.config import load_config
 from aggregator.daemon import Daemon
+from aggregator.index.status import StatusLog
 from aggregator.pipeline import Updater
 from aggregator.publish.status import publish_status
 from aggregator.schedule import phase_of
 from aggregator.state import SourceState, utcnow
-from aggregator.status_feed import StatusLog, events_between
+from aggregator.status_feed import events_between
 from aggregator.workers import ParserPool
 
 RSS2 = (FIXTURES / "formats" / "rss2.xml").read_bytes()

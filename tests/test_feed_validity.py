@@ -41,9 +41,9 @@ from support.helpers import FIXTURES, run_cli, write_config
 from support.servers import static_server
 
 from aggregator.config import load_config
+from aggregator.keys import ALL_KEY
 from aggregator.publish.formats import render_fragments
 from aggregator.publish.items import ItemOptions
-from aggregator.store import ALL_KEY
 from aggregator.uris import ID_NAMESPACE, atom_id, is_known_id, own_id, uri_from_iri
 
 BASE = "https://feeds.example.org/pub/"

@@ -17,7 +17,7 @@ import pytest
 from support.helpers import run_cli, write_config
 from support.servers import AppServer
 
-from aggregator.store import read_post
+from aggregator.postfile import read as read_post
 
 LONG_TITLE = ("长标题 long title " * 7000)[:100_000]
 # (id, JSON Feed item fields, the title the post must have)

@@ -18,9 +18,10 @@ from support.faultserver import FaultServer, status
 from support.helpers import run_cli, write_config
 
 from aggregator.config import load_config
+from aggregator.index.schema import MIGRATIONS as _MIGRATIONS
 from aggregator.normalize import Post
 from aggregator.state import SourceState
-from aggregator.store import _MIGRATIONS, Limits, PostStore, RetentionPolicy
+from aggregator.store import Limits, PostStore, RetentionPolicy
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 

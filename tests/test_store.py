@@ -15,26 +15,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aggregator.decide import FREE_REWRITES, REWRITE_MIN_GAP, Outcome
 from aggregator.errors import StoreError
 from aggregator.files import TEMP_SUFFIX, sweep_temp_files
+from aggregator.index.schema import MIGRATIONS as _MIGRATIONS
+from aggregator.index.schema import SCHEMA_VERSION
+from aggregator.index.states import STATE_BATCH
+from aggregator.keys import category_key, slugify
 from aggregator.normalize import Post, SourceRules, clean_text, normalize, plain_text, summary_of
 from aggregator.parse import Enclosure, EntryData
+from aggregator.postfile import read as read_post
+from aggregator.postfile import relpath as post_relpath
+from aggregator.postfile import render as render_post
 from aggregator.state import SourceState
 from aggregator.store import (
-    _MIGRATIONS,
-    FREE_REWRITES,
-    REWRITE_MIN_GAP,
-    SCHEMA_VERSION,
-    STATE_BATCH,
     Limits,
-    Outcome,
     PostStore,
     RetentionPolicy,
-    category_key,
-    post_relpath,
-    read_post,
-    render_post,
-    slugify,
 )
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -11,8 +11,10 @@ import pytest
 from support.faultserver import FaultServer
 from support.helpers import run_cli, write_config
 
+from aggregator.decide import Outcome
 from aggregator.normalize import Post
-from aggregator.store import Outcome, PostStore, read_post
+from aggregator.postfile import read as read_post
+from aggregator.store import PostStore
 
 
 def rss(*items: tuple[str, str]) -> bytes:
@@ -171,9 +173,9 @@ def test_an_update_that_notices_a_deletion_names_the_feeds_the_post_leaves(tmp_p
     import asyncio
 
     from aggregator.config import load_config
+    from aggregator.keys import category_key, source_key
     from aggregator.pipeline import Updater
     from aggregator.publish.builder import FeedBuilder
-    from aggregator.store import category_key, source_key
     from aggregator.verify import verify
 
     feed = tmp_path / "local.xml"

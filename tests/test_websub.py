@@ -23,8 +23,8 @@ from support.servers import AppServer
 from test_build import BASE, Site, make_post
 
 from aggregator import websub
+from aggregator.keys import ALL_KEY, source_key
 from aggregator.publish.builder import FeedBuilder
-from aggregator.store import ALL_KEY, source_key
 
 
 class Hub:

@@ -28,6 +28,8 @@ from aggregator.categories import display_path, first_spellings, spelling_in
 from aggregator.config import Config, category_paths
 from aggregator.errors import BuildError
 from aggregator.files import write_atomic
+from aggregator.index.feeds import FeedRef
+from aggregator.keys import ALL_KEY, CATEGORY_PREFIX, category_slugs, split_key
 from aggregator.publish.items import ItemOptions
 from aggregator.publish.opml import index_opml
 from aggregator.publish.pages import render_index_html
@@ -41,14 +43,7 @@ from aggregator.publish.parallel import (
 )
 from aggregator.publish.renderer import FRAGMENT_CACHE_BYTES, Built, FragmentCache, Job, Renderer, differs
 from aggregator.publish.specs import FEED_KINDS, FORMAT_FILES, FeedSpec, spec_for
-from aggregator.store import (
-    ALL_KEY,
-    CATEGORY_PREFIX,
-    FeedRef,
-    PostStore,
-    category_slugs,
-    split_key,
-)
+from aggregator.store import PostStore
 
 # Extra refs read per feed so that entries repeated across sources can be dropped.
 _DUPLICATE_MARGIN = 10

@@ -22,8 +22,8 @@ from lxml import etree
 
 from aggregator.config import Config, SourceConfig
 from aggregator.errors import ParseError
+from aggregator.keys import category_slugs
 from aggregator.publish.specs import FeedSpec, feed_url
-from aggregator.store import category_slugs
 
 
 @dataclass(frozen=True)

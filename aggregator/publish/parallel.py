@@ -21,8 +21,8 @@ from pathlib import Path
 
 from aggregator.config import Config
 from aggregator.errors import BuildError
+from aggregator.index.feeds import IndexReader
 from aggregator.publish.renderer import Built, FragmentCache, Job, Renderer
-from aggregator.store import IndexReader
 
 log = logging.getLogger(__name__)
 

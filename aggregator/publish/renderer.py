@@ -20,10 +20,10 @@ from pathlib import Path
 
 from aggregator.config import Config
 from aggregator.files import write_atomic
+from aggregator.index.feeds import FeedRef, IndexedPost
 from aggregator.publish.formats import Fragments, render_feed, render_fragments
 from aggregator.publish.items import ItemOptions
 from aggregator.publish.specs import FORMAT_FILES, FeedSpec, feed_url
-from aggregator.store import FeedRef, IndexedPost
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Rendered item fragments kept between feeds (and between builds in the daemon).

@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 from urllib.parse import quote
 
 from aggregator.config import Config
-from aggregator.store import ALL_KEY, category_slugs, slugify, split_key
+from aggregator.keys import ALL_KEY, category_slugs, slugify, split_key
 
 FORMAT_FILES = {"rss": "rss.xml", "atom": "atom.xml", "json": "feed.json"}
 MEDIA_TYPES = {

@@ -17,11 +17,11 @@ from lxml import etree
 
 from aggregator.config import Config
 from aggregator.errors import BuildError
+from aggregator.index.feeds import IndexedPost
 from aggregator.publish.formats import Fragments, dump_json, iso_utc, render_json_feed, summary_html
 from aggregator.publish.items import FeedItem, ItemOptions, item_and_content
 from aggregator.publish.skeleton import DC_NS, MEDIA_NS, FeedExtension, fill_channel
 from aggregator.publish.specs import FeedSpec
-from aggregator.store import IndexedPost
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # feedgen's pretty printer puts RSS items at depth 2 and Atom entries at depth 1.

@@ -25,22 +25,23 @@ migration drops them.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sqlite3
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
+from aggregator.decide import RETENTION
 from aggregator.errors import StoreError
+from aggregator.state import SourceState
 
 SCHEMA = "state"
 STATE_FILE = "state.sqlite3"
 STATE_SCHEMA_VERSION = 1
-
-Reason = Literal["retention", "deleted"]
-RETENTION: Reason = "retention"
-DELETED: Reason = "deleted"  # the post file was deleted by hand
+# Source states written together while a batch of polls runs (see ``deferred_states``).
+STATE_BATCH = 200
 
 _CREATE = """
 CREATE TABLE IF NOT EXISTS state.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -154,3 +155,108 @@ def tombstones(db: sqlite3.Connection, source: str | None = None) -> list[Tombst
         Tombstone(source, entry_id, title, datetime.fromtimestamp(ts, UTC), reason)
         for source, entry_id, title, ts, reason in rows
     ]
+
+
+class SourceStates:
+    """The state-database side of ``PostStore``: tombstones and source states.
+
+    Within ``deferred_states`` source states are held and written a group at a
+    time; ``_read_ahead`` holds every state as such a batch began.
+    """
+
+    db: sqlite3.Connection
+    _deferred: dict[str, SourceState] | None
+    _read_ahead: dict[str, SourceState]
+
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    # Tombstones ------------------------------------------------------------
+
+    def tombstones(self, source: str | None = None) -> list[Tombstone]:
+        """Entries kept from being published again (deleted by hand or by retention), newest first."""
+        return tombstones(self.db, source)
+
+    def restore_tombstones(self, source: str, ids: Sequence[str]) -> list[Tombstone]:
+        """Lift the tombstones of ``ids``, so the next fetch that finds them upstream writes them again.
+
+        The source's ETag and Last-Modified are cleared with them: otherwise a feed
+        unchanged since the deletion answers 304 and the entry waits for its next change.
+        Returns the tombstones lifted; an id without one is left out.
+        """
+        lifted = [t for t in tombstones(self.db, source) if t.entry_id in set(ids)]
+        if not lifted:
+            return []
+        self._flush_deferred()
+        self._read_ahead.pop(source, None)
+        state = self.source_state(source)
+        with self._transaction():
+            for tombstone in lifted:
+                self._lift(source, tombstone.entry_id)
+            if state.etag is not None or state.last_modified is not None:
+                state = replace(state, etag=None, last_modified=None)
+                self.db.execute(
+                    "INSERT OR REPLACE INTO state.sources VALUES (?, ?)",
+                    (state.name, json.dumps(state.to_json(), ensure_ascii=False)),
+                )
+        return lifted
+
+    def _lift(self, source: str, entry_id: str) -> None:
+        self.db.execute("DELETE FROM state.tombstones WHERE source=? AND entry_id=?", (source, entry_id))
+
+    # Source state ----------------------------------------------------------
+
+    def source_state(self, name: str) -> SourceState:
+        if self._deferred is not None and name in self._deferred:
+            return self._deferred[name]
+        if name in self._read_ahead:
+            return self._read_ahead[name]
+        row = self.db.execute("SELECT state FROM state.sources WHERE name=?", (name,)).fetchone()
+        return SourceState.from_json(json.loads(row[0])) if row else SourceState(name=name)
+
+    def all_source_states(self) -> list[SourceState]:
+        rows = self.db.execute("SELECT state FROM state.sources")
+        states = {state.name: state for state in (SourceState.from_json(json.loads(r[0])) for r in rows)}
+        return list({**states, **(self._deferred or {})}.values())
+
+    def save_source_state(self, state: SourceState) -> None:
+        if self._deferred is None:
+            self._write_states([state])
+            return
+        self._deferred[state.name] = state
+        if len(self._deferred) >= STATE_BATCH:
+            self._flush_deferred()
+
+    @contextlib.contextmanager
+    def deferred_states(self) -> Iterator[None]:
+        """Within it, source states are written a group at a time rather than one commit each.
+
+        A not-modified poll changes nothing but its state, and a thousand polls
+        were a thousand commits (a sixth of such a cycle). Should the process die
+        first, the states not written are those of polls that simply run again.
+        """
+        self._deferred = {}
+        # The batch reads every source's state: one query, not one per source.
+        self._read_ahead = {state.name: state for state in self.all_source_states()}
+        try:
+            yield
+        finally:
+            self._read_ahead = {}
+            try:
+                self._flush_deferred()
+            finally:
+                self._deferred = None
+
+    def _flush_deferred(self) -> None:
+        if self._deferred:
+            states, self._deferred = list(self._deferred.values()), {}
+            self._write_states(states)
+
+    def _write_states(self, states: Sequence[SourceState]) -> None:
+        for state in states:
+            self._read_ahead.pop(state.name, None)  # the database has the newer one now
+        with self._transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO state.sources VALUES (?, ?)",
+                [(state.name, json.dumps(state.to_json(), ensure_ascii=False)) for state in states],
+            )
