@@ -148,9 +148,14 @@ async def publish_pending(
     caller's own (the daemon keeps one, over its own connection to ``store``);
     else one is made, only when a build is due.
     """
-    keys = set(also) | await _blocking(in_thread, store.pending_feed_keys)
+    left_pending = await _blocking(in_thread, store.pending_feed_keys)
+    keys = set(also) | left_pending
     if not build_due(keys, index_exists=(config.feeds_dir / "index.html").exists()):
         return None
+    if left_pending - set(also):
+        # An earlier run stopped before building these: if it was killed mid-build, its
+        # temporary files are still there (those of a writer still running are left alone).
+        await _blocking(in_thread, sweep_temp_files, config.feeds_dir)
     return await publish(builder or builder_for(config, store), keys, in_thread=in_thread)
 
 

@@ -2,9 +2,9 @@
 
     state from the index | gone, or waiting out a backoff? skip
         | fetch (conditional; not modified: save the state, stop)
-        | parse, normalize, render the post files (one worker process)
+        | parse, normalize (one worker process)
         | first-seen dates | filter and categorize | transform
-        | save posts (decide, write and flush, index) | retention | save state
+        | save posts (decide, render, write and flush, index) | retention | save state
         | -> feed keys touched
 
 ``Updater`` only sequences the stages; ``update_many`` runs a batch with a

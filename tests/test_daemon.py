@@ -543,6 +543,8 @@ def test_at_info_the_daemon_logs_a_summary_and_failures_not_a_line_per_poll(
     daemon = start(daemons, config)
     daemon.wait_healthy()
     wait_for(lambda: app.count("/busy.xml") >= 4, what="busy polled four times")
+    # A new source's first poll comes within its first 10 s (spread by its phase), not at once.
+    wait_for(lambda: "source=dead health: failing" in daemon.log(), timeout=30, what="dead polled")
     wait_for(
         lambda: sum(int(m["polls"]) for m in SUMMARY_LINE.finditer(daemon.log())) >= 4, what="summary lines"
     )

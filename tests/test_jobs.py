@@ -7,6 +7,7 @@ WebSub hub on 127.0.0.1 (``test_websub.Hub``), the in-process daemon and the CLI
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -276,3 +277,26 @@ def test_a_fetch_in_which_nothing_changed_never_imports_the_builder(tmp_path: Pa
     assert "exit 0" in result.stderr, result.stderr
     assert '"feeds_built": 0' in result.stdout
     assert result.stdout.splitlines()[-1] == "imported: []"
+
+
+def test_building_what_an_earlier_run_left_pending_sweeps_the_temporary_files_it_left(tmp_path: Path) -> None:
+    """A fetch killed mid-build leaves its keys pending and its temporary files: the next one clears both."""
+    config = load_config(two_sources(tmp_path))
+    config.feeds_dir.write_text("a file where the feeds folder should be")
+    with config.open_store() as store:
+        with pytest.raises(BuildError):
+            poll(config, store, "a")  # the keys stay pending, as after a kill mid-build
+        config.feeds_dir.unlink()
+        folder = config.feeds_dir / "source" / "a"
+        folder.mkdir(parents=True)
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+        )
+        left = folder / f".rss.xml.{int(dead.stdout)}.0badf00d.aggtmp"
+        left.write_bytes(b"<rss")
+        running = folder / f".atom.xml.{os.getpid()}.0badf00d.aggtmp"
+        running.write_bytes(b"<feed")  # its writer still runs: left alone
+        report = poll(config, store, "a")
+        assert report.published is not None and store.pending_feed_keys() == set()
+    assert not left.exists()
+    assert running.exists()
