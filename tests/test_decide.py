@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from support.posts import make_post as _ordinary_post
+
 from aggregator.decide import (
     DELETED,
     FREE_REWRITES,
@@ -23,24 +25,8 @@ SEEN = datetime(2026, 4, 2, 9, 0, 0, tzinfo=UTC)
 
 
 def make_post(**fields: object) -> Post:
-    values: dict[str, object] = {
-        "source": "src",
-        "id": "a",
-        "title": "Hello",
-        "link": "https://example.org/1",
-        "categories": ("News",),
-        "author": "Ann",
-        "comments": False,
-        "date": datetime(2026, 4, 1, 8, 0, 0, tzinfo=UTC),
-        "updated": None,
-        "headimg": None,
-        "tags": (),
-        "enclosures": (),
-        "body": "<p>Body</p>",
-        "first_seen": None,
-    }
-    values.update(fields)
-    return Post(**values)  # type: ignore[arg-type]
+    """An entry as fetched: id "a", no first-seen date yet."""
+    return _ordinary_post(**{"id": "a", "first_seen": None, **fields})
 
 
 def known(post: Post, **fields: object) -> EntryForUpdate:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import frontmatter
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.posts import make_post
 
 from aggregator import postfile
 from aggregator.normalize import MergedEntry, Post
@@ -38,27 +38,6 @@ WORDS = [
     "...",
     "",
 ]
-
-
-def make_post(**fields: object) -> Post:
-    values: dict[str, object] = {
-        "source": "src",
-        "id": "urn:1",
-        "title": "Hello",
-        "link": "https://example.org/1",
-        "categories": ("News",),
-        "author": "Ann",
-        "comments": False,
-        "date": datetime(2026, 4, 1, 8, 0, 0, tzinfo=UTC),
-        "updated": None,
-        "headimg": None,
-        "tags": (),
-        "enclosures": (),
-        "body": "<p>Body</p>",
-        "first_seen": datetime(2026, 4, 2, 9, 0, 0, tzinfo=UTC),
-    }
-    values.update(fields)
-    return Post(**values)  # type: ignore[arg-type]
 
 
 def round_trip(tmp_path: Path, post: Post) -> Post:

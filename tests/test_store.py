@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.posts import make_post
 
 from aggregator.decide import FREE_REWRITES, REWRITE_MIN_GAP, Outcome
 from aggregator.errors import StoreError
@@ -22,7 +23,7 @@ from aggregator.index.schema import MIGRATIONS as _MIGRATIONS
 from aggregator.index.schema import SCHEMA_VERSION
 from aggregator.index.states import STATE_BATCH
 from aggregator.keys import category_key, slugify
-from aggregator.normalize import Post, SourceRules, clean_text, normalize, plain_text, summary_of
+from aggregator.normalize import SourceRules, clean_text, normalize, plain_text, summary_of
 from aggregator.parse import Enclosure, EntryData
 from aggregator.postfile import read as read_post
 from aggregator.postfile import relpath as post_relpath
@@ -35,27 +36,6 @@ from aggregator.store import (
 )
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
-
-
-def make_post(**fields: object) -> Post:
-    values: dict[str, object] = {
-        "source": "src",
-        "id": "urn:1",
-        "title": "Hello",
-        "link": "https://example.org/1",
-        "categories": ("News",),
-        "author": "Ann",
-        "comments": False,
-        "date": datetime(2026, 4, 1, 8, 0, 0, tzinfo=UTC),
-        "updated": None,
-        "headimg": None,
-        "tags": (),
-        "enclosures": (),
-        "body": "<p>Body</p>",
-        "first_seen": datetime(2026, 4, 2, 9, 0, 0, tzinfo=UTC),
-    }
-    values.update(fields)
-    return Post(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture
