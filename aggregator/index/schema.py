@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aggregator.errors import StoreError
 from aggregator.index.states import adopt_legacy_tables, attach
+from aggregator.index.versions import refuse_newer, upgrade
 from aggregator.keys import slugged_category_key
 from aggregator.normalize import canonical_link
 
@@ -157,12 +158,10 @@ def migrate(db: sqlite3.Connection, index_path: Path, state_path: Path) -> int:
         version = schema_version(db)
     except (sqlite3.Error, ValueError) as error:
         raise StoreError(f"{index_path}: not a readable index: {error}") from error
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{index_path}: index schema version {version} is newer than this program "
-            f"understands ({SCHEMA_VERSION}); upgrade aggregator, or delete the index and "
-            "run `aggregator reindex`"
-        )
+    refuse_newer(
+        version, SCHEMA_VERSION, index_path, "index",
+        "upgrade aggregator, or delete the index and run `aggregator reindex`",
+    )  # fmt: skip
     if version == SCHEMA_VERSION:
         return version
     if 0 < version < 5:
@@ -173,16 +172,11 @@ def migrate(db: sqlite3.Connection, index_path: Path, state_path: Path) -> int:
                 f"{index_path}: cannot copy the source states into {state_path}: {error}"
             ) from error
     steps = "".join(MIGRATIONS[step] for step in range(version + 1, SCHEMA_VERSION + 1))
-    try:
-        db.create_function("category_feed_key", 1, slugged_category_key, deterministic=True)
-        db.executescript(
-            f"BEGIN IMMEDIATE; {steps}; INSERT OR REPLACE INTO meta "
-            f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
-        )
-    except sqlite3.Error as error:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise StoreError(f"{index_path}: cannot migrate the index from version {version}: {error}") from error
+    db.create_function("category_feed_key", 1, slugged_category_key, deterministic=True)
+    upgrade(
+        db, steps, meta="main.meta", version=SCHEMA_VERSION,
+        failure=f"{index_path}: cannot migrate the index from version {version}",
+    )  # fmt: skip
     if 0 < version < 4:
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from aggregator.decide import RETENTION
 from aggregator.errors import StoreError
+from aggregator.index.versions import refuse_newer, upgrade
 from aggregator.state import SourceState
 
 SCHEMA = "state"
@@ -94,22 +95,13 @@ def attach(db: sqlite3.Connection, path: Path) -> None:
         version = int(row[0]) if row else 0
     except (sqlite3.Error, ValueError) as error:
         raise StoreError(f"{path}: not a readable state database: {error}") from error
-    if version > STATE_SCHEMA_VERSION:
-        raise StoreError(
-            f"{path}: state database schema version {version} is newer than this program "
-            f"understands ({STATE_SCHEMA_VERSION}); upgrade aggregator"
-        )
+    refuse_newer(version, STATE_SCHEMA_VERSION, path, "state database", "upgrade aggregator")
     if version == STATE_SCHEMA_VERSION:
         return
-    try:
-        db.executescript(
-            f"BEGIN IMMEDIATE; {_CREATE}; INSERT OR REPLACE INTO {SCHEMA}.meta "
-            f"VALUES ('schema_version', '{STATE_SCHEMA_VERSION}'); COMMIT;"
-        )
-    except sqlite3.Error as error:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise StoreError(f"{path}: cannot create the state database: {error}") from error
+    upgrade(
+        db, _CREATE, meta=f"{SCHEMA}.meta", version=STATE_SCHEMA_VERSION,
+        failure=f"{path}: cannot create the state database",
+    )  # fmt: skip
 
 
 def adopt_legacy_tables(db: sqlite3.Connection) -> None:
