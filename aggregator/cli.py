@@ -399,7 +399,7 @@ def tombstones(
     config = _load()
     try:
         with config.open_store() as store:
-            found = store.tombstones(source)
+            found = store.index.tombstones(source)
     except AggregatorError as error:
         raise _fail(str(error)) from None
     if as_json:
@@ -427,11 +427,11 @@ def restore_tombstones(
     config = _load()
     try:
         with config.open_store() as store:
-            known = {t.entry_id for t in store.tombstones(source)}
+            known = {t.entry_id for t in store.index.tombstones(source)}
             unknown = [entry_id for entry_id in ids if entry_id not in known]
             if unknown:
                 raise _fail(", ".join(f"no tombstone for {source}/{entry_id}" for entry_id in unknown))
-            lifted = store.restore_tombstones(source, ids)
+            lifted = store.index.restore_tombstones(source, ids)
     except AggregatorError as error:
         raise _fail(str(error)) from None
     one = len(lifted) == 1
@@ -483,12 +483,12 @@ def status(
     try:
         with config.open_store() as store:
             # The scheduler's own decision, from the same state and store the daemon reads.
-            states_of = [(source, store.source_state(source.name)) for source in config.sources]
+            states_of = [(source, store.index.source_state(source.name)) for source in config.sources]
             rows = [
                 (
                     s,
                     planned_poll(
-                        config, source, s, now, fingerprint=source_fingerprint(source), entries=store
+                        config, source, s, now, fingerprint=source_fingerprint(source), entries=store.index
                     ),
                 )
                 for source, s in states_of
@@ -648,7 +648,7 @@ def _configured_urls(config: Config) -> dict[str, list[str]]:
     if config.index_path.exists():  # never create an index just to look
         try:
             with config.open_store() as store:
-                for learned in store.all_source_states():
+                for learned in store.index.all_source_states():
                     if learned.permanent_url and learned.name in known:
                         known[learned.name].append(learned.permanent_url)
         except StoreError as error:
