@@ -265,8 +265,9 @@ def test_reindex_keeps_one_file_per_entry(store: PostStore) -> None:
 
 def test_hand_edits_and_deletions_are_picked_up_and_kept(store: PostStore) -> None:
     store.save([make_post(id="keep"), make_post(id="gone", title="Gone")], NOW)
-    keep = store.posts_dir / store.index.db.execute("SELECT path FROM posts WHERE entry_id='keep'").fetchone()[0]
-    gone = store.posts_dir / store.index.db.execute("SELECT path FROM posts WHERE entry_id='gone'").fetchone()[0]
+    db = store.index.db
+    keep = store.posts_dir / db.execute("SELECT path FROM posts WHERE entry_id='keep'").fetchone()[0]
+    gone = store.posts_dir / db.execute("SELECT path FROM posts WHERE entry_id='gone'").fetchone()[0]
     keep.write_bytes(keep.read_bytes().replace(b"title: Hello", b"title: Edited by hand"))
     gone.unlink()
     touched = store.sync_with_files()
