@@ -27,6 +27,7 @@ from aggregator.config import DEFAULT_CONFIG, SOURCES_DIR, Config, SourceConfig,
 from aggregator.errors import AggregatorError, StoreError
 from aggregator.fetch import redact_url
 from aggregator.filters import Selection
+from aggregator.index.media import MediaFailures
 from aggregator.pipeline import Updater, UpdateResult
 from aggregator.state import utcnow
 from aggregator.store import PostStore
@@ -366,7 +367,7 @@ def prune() -> None:
             pruned = asyncio.run(jobs.prune_and_publish(config, store))
     except AggregatorError as error:
         raise _fail(str(error)) from None
-    typer.echo(f"pruned {pruned.removed} posts")
+    typer.echo(f"pruned {pruned.removed} posts, {pruned.media_removed} unreferenced media files")
 
 
 @app.command()
@@ -493,6 +494,7 @@ def status(
                 )
                 for source, s in states_of
             ]
+            media_failures = {f.source: f for f in store.index.media_failures()}
     except AggregatorError as error:
         raise _fail(str(error)) from None
     # Failing first (gone, then the longest streaks), then the rate-limited, then the healthy.
@@ -504,6 +506,7 @@ def status(
         report = [
             s.public_json()
             | {"next_poll": plan.at.isoformat() if plan.at else None, "next_poll_reason": plan.reason}
+            | _media_json(media_failures.get(s.name))
             for s, plan in rows
         ]
         typer.echo(json.dumps(report, ensure_ascii=False, indent=1))
@@ -542,8 +545,25 @@ def status(
         Console(width=max(Console().width, 160)).print(table)
         failing = sum(s.failing for s in states)
         typer.echo(f"{len(states)} sources, {failing} failing (times in UTC)")
+        for failure in media_failures.values():
+            typer.echo(
+                f"media: {failure.source}: {failure.count} images not archived yet "
+                f"(last try {_utc(failure.last_try, 'never')}: {failure.last_error})"
+            )
     if fail_on_error and any(s.failing for s in states):
         raise typer.Exit(1)
+
+
+def _media_json(failure: MediaFailures | None) -> dict[str, object]:
+    """A source's media failures in ``status --json`` (only where it has some)."""
+    if failure is None:
+        return {}
+    last_try = failure.last_try.isoformat() if failure.last_try else None
+    return {
+        "media_failures": failure.count,
+        "media_last_error": failure.last_error,
+        "media_last_try": last_try,
+    }
 
 
 def _utc(moment: datetime | None, missing: str) -> str:

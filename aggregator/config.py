@@ -131,6 +131,7 @@ class PathsConfig(_Strict):
     posts: Path = Path("../posts")
     feeds: Path = Path("../feeds")
     data: Path = Path("../data")
+    media: Path = Path("../media")  # the media archive (see aggregator.media)
 
 
 class DefaultsConfig(_Strict):
@@ -153,6 +154,9 @@ class DefaultsConfig(_Strict):
     merge_by_link: bool = False
     # RSS <ttl>, Cache-Control max-age and Expires may lengthen (never shorten) the interval.
     respect_cache_headers: bool = False
+    # archive: keep a local copy of every image a post uses (aggregator.media); off: link the originals.
+    media: Literal["off", "archive"] = "off"
+    max_media: Size = 10 * 1024**2  # largest image archived
 
 
 class LoggingConfig(_Strict):
@@ -325,6 +329,8 @@ class SourceConfig(_Strict):
     filters: FiltersConfig | None = None  # applied after the global filters
     rules: tuple[CategoryRule, ...] = ()  # tried before the global rules; the first match wins
     transforms: TransformsConfig | None = None  # keys given here override the global ones
+    media: Literal["off", "archive"] | None = None  # None: the defaults' setting
+    media_referer: str | None = None  # a Referer sent with its image downloads (none by default)
 
     @field_validator("headers", mode="before")
     @classmethod
@@ -453,6 +459,13 @@ class Config(_Strict):
     @property
     def data_dir(self) -> Path:
         return self.resolve(self.paths.data)
+
+    @property
+    def media_dir(self) -> Path:
+        return self.resolve(self.paths.media)
+
+    def archives_media(self, source: SourceConfig) -> bool:
+        return (source.media or self.defaults.media) == "archive"
 
     @property
     def index_path(self) -> Path:

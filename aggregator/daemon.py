@@ -216,7 +216,9 @@ class Daemon:
         except BaseException:
             sock.close()
             raise
-        app = create_app(config.feeds_dir, health=self.health, registry=self.metrics.registry)
+        app = create_app(
+            config.feeds_dir, media_dir=config.media_dir, health=self.health, registry=self.metrics.registry
+        )
         server = make_server(app, config.server.host, config.server.port)
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
         await asyncio.to_thread(self.build_store.sync_with_files)

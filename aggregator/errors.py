@@ -12,7 +12,8 @@ third-party errors are translated at the boundary with ``raise ... from e``::
     │   ├── RateLimited      429/503 with a retry delay (not counted as a failure)
     │   ├── TooLarge         the body exceeded the size cap (after decompression)
     │   ├── FetchTimeout     connect, read or total deadline exceeded
-    │   └── RedirectError    too many redirects, a loop, or a refused target
+    │   ├── RedirectError    too many redirects, a loop, or a refused target
+│   └── NotAnImage       a media download that is not an image we keep (type vs bytes, SVG)
     ├── ParseError           the bytes are not a feed we can read
     │   └── NotAFeed         an HTML page, a challenge page or an empty body
     ├── StoreError           the post files or the index could not be written/read
@@ -67,6 +68,10 @@ class FetchTimeout(FetchError):
 
 
 class RedirectError(FetchError):
+    pass
+
+
+class NotAnImage(FetchError):
     pass
 
 

@@ -94,6 +94,7 @@ class FetchRequest:
     auth: tuple[str, str] | None = field(default=None, repr=False)  # (username, password)
     proxy: str | None = field(default=None, repr=False)  # may carry credentials
     allow_private_redirects: bool = False
+    max_body: int | None = None  # this request's size cap (an image's); None: the fetcher's
 
 
 @dataclass(frozen=True)
@@ -452,7 +453,7 @@ class Fetcher:
                 )
             if not 200 <= status < 300:
                 _raise_for_status(status, response_headers, redact_url(url), now)
-            body = await self._read_body(response, response_headers, url)
+            body = await self._read_body(response, response_headers, url, request.max_body)
         finally:
             await response.aclose()
         validators = Validators(
@@ -474,8 +475,10 @@ class Fetcher:
             fresh_for=freshness(response_headers, now),
         )
 
-    async def _read_body(self, response: httpx.Response, headers: Mapping[str, str], url: str) -> bytes:
-        limit = self.limits.max_body
+    async def _read_body(
+        self, response: httpx.Response, headers: Mapping[str, str], url: str, cap: int | None
+    ) -> bytes:
+        limit = cap if cap is not None else self.limits.max_body
         declared = headers.get("content-length", "")
         encoding = headers.get("content-encoding", "")
         if declared.isdigit() and int(declared) > limit and not encoding:

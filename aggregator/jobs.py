@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aggregator.config import Config, SourceConfig
 from aggregator.files import sweep_temp_files
+from aggregator.media.archive import MediaArchive
+from aggregator.media.archiver import MediaArchiver
 from aggregator.pipeline import Updater, UpdateResult, retention_policy
 from aggregator.state import utcnow
 from aggregator.store import PostStore
@@ -68,6 +70,7 @@ class BatchReport:
 class PruneReport:
     removed: int  # posts
     published: Published | None
+    media_removed: int = 0  # archived images no post references any more
 
 
 def touched_keys(results: Iterable[UpdateResult]) -> frozenset[str]:
@@ -198,5 +201,6 @@ async def rebuild_everything(config: Config, store: PostStore) -> Published:
 async def prune_and_publish(config: Config, store: PostStore) -> PruneReport:
     """``aggregator prune``: apply retention now, then publish the feeds it (or earlier runs) changed."""
     pruned = store.prune(retention_policy(config), utcnow())
+    media_removed = MediaArchiver(MediaArchive(config.media_dir), store.index).collect()
     published = await publish_pending(config, store, pruned.touched_keys, in_thread=False)
-    return PruneReport(pruned.removed, published)
+    return PruneReport(pruned.removed, published, media_removed)

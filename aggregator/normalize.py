@@ -146,6 +146,9 @@ class Post:
     first_seen: datetime | None = None
     # Other sources' copies of this article (same canonical link), when merging is on.
     merged: tuple[MergedEntry, ...] = ()
+    # The media archive's map, (original image URL, local copy) sorted by URL; None when the
+    # post was not archived. Not part of the content hash: upstream did not change it.
+    media: tuple[tuple[str, str], ...] | None = None
 
     @cached_property  # a frozen post: computed once (the store asks several times)
     def content_hash(self) -> str:

@@ -4,7 +4,8 @@
         | fetch (conditional; not modified: save the state, stop)
         | parse, normalize (one worker process)
         | first-seen dates | filter and categorize | transform
-        | save posts (decide, render, write and flush, index) | retention | save state
+        | save posts (decide | archive their images, if on | render, write and flush, index)
+        | retry images whose download failed earlier, if due | retention | save state
         | -> feed keys touched
 
 ``Updater`` only sequences the stages; ``update_many`` runs a batch with a
@@ -43,6 +44,10 @@ from aggregator.fetch import (
 )
 from aggregator.filters import Selection, category_rules, filter_stages, select_posts
 from aggregator.keys import feed_keys_for
+from aggregator.media.archive import MediaArchive
+from aggregator.media.archiver import MediaArchiver, MediaSettings, pending_urls
+from aggregator.media.html import image_urls, rewrite_post
+from aggregator.media.repair import point_posts_at
 from aggregator.normalize import NormalizedFeed, Post, SourceRules, with_first_seen
 from aggregator.state import (
     SourceState,
@@ -108,10 +113,13 @@ class Updater:
         self.fetcher = Fetcher(config.defaults.user_agent, fetch_limits(config))
         self.parser = parser or ParserPool()
         self.transformer = Transformer(config)
+        self.media = MediaArchiver(MediaArchive(config.media_dir), store.index)
         self._running: set[str] = set()
         self._merge_turn = asyncio.Lock()
         self._retention_policy = RetentionPolicy()
         self._retention_of: Config | None = None
+        self._sources: dict[str, SourceConfig] = {}
+        self._sources_of: Config | None = None
         # Post files are written and flushed here, off the event loop. Two threads: the disk
         # serializes them anyway, and a fixed pool keeps the daemon's thread count flat.
         self._writers = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="post-writer")
@@ -139,6 +147,7 @@ class Updater:
         """
         old_limits = self.fetcher.limits
         self.config = config
+        self.media.archive = MediaArchive(config.media_dir)
         limits = fetch_limits(config)
         if limits == old_limits and config.defaults.user_agent == self.fetcher.user_agent:
             return
@@ -229,7 +238,8 @@ class Updater:
                     ttl=state.ttl, respect_cache=respect_cache,
                 )  # fmt: skip
                 self.store.index.save_source_state(state)
-                return UpdateResult(source.name, state, not_modified=True)
+                retried = await self._retry_media(source, now)
+                return UpdateResult(source.name, state, not_modified=True, touched_keys=retried)
             assert fetched.body is not None
             # Parsed, normalized and rendered in a worker process.
             normalized = await self.parser.posts(
@@ -241,7 +251,10 @@ class Updater:
                 posts, transforms_for(self.config, source), trusted=source.trusted
             )
             saved = await self._save(posts, now)
+            retried = await self._retry_media(source, now)
             pruned = self.store.prune(self._retention(), now, sources=[source.name])
+            if pruned.removed and self.config.archives_media(source):
+                self.media.collect()  # the images only the pruned posts used
             new = sum(1 for r in saved if r.outcome is Outcome.NEW)
             updated = sum(1 for r in saved if r.outcome is Outcome.UPDATED)
             touched = pruned.touched_keys | frozenset(
@@ -250,7 +263,7 @@ class Updater:
                 if r.outcome in (Outcome.NEW, Outcome.UPDATED, Outcome.MERGED)
                 for key in feed_keys_for(r.post.source, r.post.categories)
             )
-            touched |= frozenset(key for r in saved for key in r.left_feeds)
+            touched |= frozenset(key for r in saved for key in r.left_feeds) | retried
             # A change held back by the rewrite cap must come again: no validators, no 304.
             capped = any(r.outcome is Outcome.CAPPED for r in saved)
             validators = Validators() if capped else fetched.validators
@@ -326,11 +339,73 @@ class Updater:
         async with self._merge_turn if merge_by_link else contextlib.nullcontext():
             batch = self.store.plan_posts(posts, now, merge_by_link=merge_by_link)
             try:
+                await self._archive_media(batch, now)
                 await asyncio.get_running_loop().run_in_executor(self._writers, self._write_and_flush, batch)
             except BaseException:
                 self.store.abandon(batch)
                 raise
             return self.store.commit(batch)
+
+    def _media_settings(self, name: str) -> MediaSettings | None:
+        """A source's media download settings; None when it does not archive its images."""
+        source = self._source_named(name)
+        if source is None or not self.config.archives_media(source):
+            return None
+        return MediaSettings(
+            name,
+            self.config.defaults.max_media,
+            referer=source.media_referer,
+            allow_private_redirects=source.allow_private_redirects,
+        )
+
+    def _source_named(self, name: str) -> SourceConfig | None:
+        if self._sources_of is not self.config:
+            self._sources, self._sources_of = {s.name: s for s in self.config.sources}, self.config
+        return self._sources.get(name)
+
+    async def _archive_media(self, batch: SaveBatch, now: datetime) -> None:
+        """Point the posts about to be written at archived copies of their images (rendered after)."""
+        wanted: dict[int, tuple[MediaSettings, list[str]]] = {}
+        for number, (intent, _relpath) in enumerate(batch.rows):
+            post = intent.to_write
+            settings = self._media_settings(post.source) if post is not None else None
+            if post is not None and settings is not None:
+                wanted[number] = (settings, image_urls(post))
+        if not wanted:
+            return
+        by_source: dict[str, tuple[MediaSettings, list[str]]] = {}
+        for settings, urls in wanted.values():
+            by_source.setdefault(settings.source, (settings, []))[1].extend(urls)
+        found = await asyncio.gather(
+            *(self.media.copies(self.fetcher, urls, settings, now) for settings, urls in by_source.values())
+        )
+        copies = {url: local for part in found for url, local in part.items()}
+        for number, (_settings, urls) in wanted.items():
+            intent, relpath = batch.rows[number]
+            assert intent.to_write is not None
+            post = intent.to_write
+            mine = {url: copies[url] for url in urls if url in copies}
+            archived = rewrite_post(post if post.media is not None else replace(post, media=()), mine)
+            batch.rows[number] = (replace(intent, to_write=archived), relpath)
+
+    async def _retry_media(self, source: SourceConfig, now: datetime) -> frozenset[str]:
+        """Images of this source's posts whose download failed and whose retry is due: try again."""
+        settings = self._media_settings(source.name)
+        if settings is None:
+            return frozenset()
+        due = self.store.index.media_due(source.name, now)
+        if not due:
+            return frozenset()
+        copies = await self.media.copies(self.fetcher, pending_urls(due), settings, now)
+        entries = sorted({entry_id for entry_id, url in due if url in copies})
+        if not entries:
+            return frozenset()
+        return frozenset(
+            point_posts_at(
+                self.store.index, self.store.posts_dir, source.name, entries, copies,
+                fsync=self.store.fsync != "off",
+            )
+        )  # fmt: skip
 
     def _write_and_flush(self, batch: SaveBatch) -> None:
         self.store.write_files(batch)

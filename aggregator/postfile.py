@@ -3,7 +3,8 @@
 A post is one Markdown file with YAML front matter, in the shape of the
 reference post (``title, categories, headimg, author, comments, date,
 thumbnail``) plus ``link, id, source, tags, updated, first_seen, enclosures``
-(and ``merged``, for a post other sources' copies were folded into).
+(and ``merged``, for a post other sources' copies were folded into, and ``media``, the
+media archive's map from each original image URL to its local copy).
 ``first_seen`` (RFC 822, GMT) is the moment the entry was first seen, the date
 of an entry that has none; it is kept in the file so ``reindex`` restores it.
 
@@ -143,6 +144,9 @@ def front_matter(post: Post) -> dict[str, Any]:
         matter["merged"] = [
             {"source": m.source, "id": m.id, "categories": list(m.categories)} for m in post.merged
         ]
+    if post.media is not None:
+        # The media archive: each original image URL and its local copy (the body points at the copy).
+        matter["media"] = dict(post.media)
     return matter
 
 
@@ -217,7 +221,15 @@ def read(path: Path) -> Post:
             for m in _list(meta.get("merged"))
             if isinstance(m, dict) and m.get("source") and m.get("id") is not None
         ),
+        media=_media_map(meta.get("media")),
     )
+
+
+def _media_map(value: Any) -> tuple[tuple[str, str], ...] | None:
+    """The ``media:`` map as (original URL, local copy) pairs sorted by URL; None when absent."""
+    if not isinstance(value, dict):
+        return None
+    return tuple(sorted((_text(url), _text(copy)) for url, copy in value.items() if url and copy))
 
 
 def _own_categories(value: Any) -> tuple[str, ...]:

@@ -34,6 +34,8 @@ from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Scope
 
 from aggregator.errors import AggregatorError
+from aggregator.media.html import parse_local
+from aggregator.media.sniff import media_type_of
 
 MEDIA_TYPES = {
     "rss.xml": "application/rss+xml; charset=utf-8",
@@ -81,9 +83,40 @@ class FeedFiles(StaticFiles):
         return response
 
 
+class MediaFiles(StaticFiles):
+    """The media archive's copies: a name says its content, so they are cached for a year.
+
+    The ETag is the hash in the name (strong: the bytes never change); the content type
+    comes from the name's extension, which the download checked against the bytes.
+    """
+
+    def file_response(
+        self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200
+    ) -> Response:
+        path = Path(str(full_path))
+        parsed = parse_local(f"/media/{path.parent.name}/{path.name}")
+        if parsed is None:
+            return PlainTextResponse("Not Found", status_code=404)
+        digest, ext = parsed
+        headers = {
+            "etag": f'"{digest}"',
+            "cache-control": "public, max-age=31536000, immutable",
+            "last-modified": formatdate(stat_result.st_mtime, usegmt=True),
+            "x-content-type-options": "nosniff",
+        }
+        if self.is_not_modified(Headers(headers), Headers(scope=scope)):
+            return NotModifiedResponse(Headers(headers))
+        try:
+            body = path.read_bytes()
+        except FileNotFoundError:
+            return PlainTextResponse("Not Found", status_code=404)
+        return Response(body, status_code=status_code, headers=headers, media_type=media_type_of(ext))
+
+
 def create_app(
     feeds_dir: Path,
     *,
+    media_dir: Path | None = None,
     health: Callable[[], dict[str, Any]] | None = None,
     registry: CollectorRegistry | None = None,
 ) -> Starlette:
@@ -101,6 +134,7 @@ def create_app(
         routes=[
             Route("/healthz", healthz),
             Route("/metrics", metrics),
+            *([Mount("/media", app=MediaFiles(directory=media_dir, check_dir=False))] if media_dir else []),
             Mount("/", app=FeedFiles(directory=feeds_dir, html=True, check_dir=False)),
         ],
         middleware=[Middleware(GZipMiddleware, minimum_size=1024)],

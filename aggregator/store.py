@@ -71,6 +71,8 @@ from aggregator.index.posts import PostRecord
 from aggregator.index.sqlite import SqliteIndex
 from aggregator.index.states import STATE_FILE
 from aggregator.keys import ALL_KEY, feed_keys_for, source_key
+from aggregator.media.html import original_post
+from aggregator.media.repair import record_media
 from aggregator.normalize import Post, canonical_link
 
 log = logging.getLogger("aggregator.store")
@@ -327,6 +329,7 @@ class PostStore:
                 ]
                 with self.index.transaction():
                     self.index.record_posts(records)
+                    record_media(self.index, records)
         finally:
             self.abandon(batch)  # committed or failed: its names are the index's business now
         return results
@@ -531,25 +534,27 @@ class PostStore:
             mtime_ns, size = stat.st_mtime_ns, stat.st_size
         except OSError:
             mtime_ns, size = 0, 0
-        self.index.record_posts(
-            [
-                PostRecord(
-                    post,
-                    relpath,
-                    upstream_hash=known.upstream_hash if known else replace(post, merged=()).content_hash,
-                    upstream_updated_ts=(
-                        known.upstream_updated_ts
-                        if known
-                        else (post.updated.timestamp() if post.updated else None)
-                    ),
-                    rewrites=known.rewrites if known else 0,
-                    last_rewrite_ts=known.last_rewrite_ts if known else None,
-                    replacing=True,
-                    file_mtime_ns=mtime_ns,
-                    file_size=size,
-                )
-            ]
-        )
+        adopted = [
+            PostRecord(
+                post,
+                relpath,
+                upstream_hash=known.upstream_hash
+                if known
+                else replace(original_post(post), merged=()).content_hash,
+                upstream_updated_ts=(
+                    known.upstream_updated_ts
+                    if known
+                    else (post.updated.timestamp() if post.updated else None)
+                ),
+                rewrites=known.rewrites if known else 0,
+                last_rewrite_ts=known.last_rewrite_ts if known else None,
+                replacing=True,
+                file_mtime_ns=mtime_ns,
+                file_size=size,
+            )
+        ]
+        self.index.record_posts(adopted)
+        record_media(self.index, adopted)  # the media map in its front matter
         touched.update(feed_keys_for(post.source, post.categories))
         return touched
 

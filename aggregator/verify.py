@@ -12,6 +12,7 @@ built from the index. After a crash (or a hand edit) the three can disagree;
   order, as the index has them (one item per entry id); a feed the index has no
   posts for is stale; no two feeds share a folder;
 - index.opml parses and lists each feed once;
+- each archived image a post points at exists, and its bytes hash to its name;
 - no temporary file is left in the feeds or data directories.
 
 It reads only: the next ``build``/``fetch``/daemon start repairs what it reports.
@@ -32,6 +33,8 @@ from lxml import etree
 from aggregator.config import Config
 from aggregator.files import TEMP_SUFFIX
 from aggregator.index.feeds import IndexedPost
+from aggregator.media.archive import MediaArchive
+from aggregator.media.archiver import MediaArchiver
 from aggregator.publish.specs import FORMAT_FILES, FeedSpec, spec_for
 from aggregator.publish.status import STATUS_DIR
 from aggregator.store import PostStore
@@ -66,6 +69,7 @@ def verify(config: Config, store: PostStore) -> VerifyReport:
     """Every difference between post files, index and published feeds."""
     out = _Collector()
     out.problems += store.verify()
+    out.problems += MediaArchiver(MediaArchive(config.media_dir), store.index).verify()
     keys = sorted(store.index.feed_keys())
     expected_dirs: dict[str, FeedSpec] = {}
     for key in keys:

@@ -485,7 +485,7 @@ def test_a_newer_index_stops_the_cli_with_one_line(tmp_path: Path) -> None:
     config = write_config(tmp_path, [])
     PostStore(tmp_path / "posts", tmp_path / "data" / "index.sqlite3").close()
     with sqlite3.connect(tmp_path / "data" / "index.sqlite3") as db:
-        db.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
+        db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
     for command in ("fetch", "build", "reindex", "verify"):
         result = run_cli(command, config=config)
         assert result.returncode == 2, command

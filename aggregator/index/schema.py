@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from aggregator.errors import StoreError
+from aggregator.index import media
 from aggregator.index.states import adopt_legacy_tables, attach
 from aggregator.index.versions import refuse_newer, upgrade
 from aggregator.keys import slugged_category_key
@@ -18,7 +19,7 @@ from aggregator.normalize import canonical_link
 
 log = logging.getLogger("aggregator.store")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Each step upgrades the index from the previous version; a fresh index runs them all.
 MIGRATIONS: dict[int, str] = {
@@ -123,6 +124,8 @@ INSERT OR IGNORE INTO pending_feeds
     SELECT key FROM feeds WHERE substr(key, 1, 9) = 'category' || char(31)
     UNION SELECT feed_key FROM post_feeds WHERE substr(feed_key, 1, 9) = 'category' || char(31);
 """,
+    # 7: the media archive: each image URL's download state, each post's images.
+    7: media.MIGRATION,
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
 

@@ -1,7 +1,7 @@
 """The SQLite index: one connection (WAL), the state database attached, the concerns mixed in.
 
 Each concern's SQL is a module of its own (``posts``, ``feeds``, ``states``,
-``status``); this class owns what they share: the connection, the schema
+``status``, ``media``); this class owns what they share: the connection, the schema
 migration on open, and transactions, which record the feed keys touched inside
 them as pending in the same commit.
 """
@@ -13,13 +13,14 @@ from pathlib import Path
 
 from aggregator.index import schema, status
 from aggregator.index.feeds import PublishedFeeds
+from aggregator.index.media import MediaRows
 from aggregator.index.posts import PostRows
 from aggregator.index.states import SourceStates
 from aggregator.index.status import StatusEvents
 from aggregator.state import SourceState
 
 
-class SqliteIndex(PostRows, PublishedFeeds, SourceStates, StatusEvents):
+class SqliteIndex(PostRows, PublishedFeeds, SourceStates, StatusEvents, MediaRows):
     """The embedded index (``data/index.sqlite3`` and ``data/state.sqlite3``)."""
 
     def __init__(self, index_path: Path, state_path: Path) -> None:

@@ -16,6 +16,7 @@ from datetime import datetime
 import aggregator.uris as uris
 from aggregator.config import Config
 from aggregator.index.feeds import IndexedPost
+from aggregator.media.html import MEDIA_PREFIX, absolute_media, absolute_url
 from aggregator.normalize import clean_text, summary_of
 
 
@@ -25,10 +26,12 @@ class ItemOptions:
 
     full_content: bool = True
     max_content_chars: int | None = None
+    # Where the media archive's copies are published: ``/media/...`` becomes ``<base_url>media/...``.
+    media_base: str = "http://127.0.0.1:8080/"
 
     @classmethod
     def of(cls, config: Config) -> ItemOptions:
-        return cls(config.build.full_content, config.build.max_content_chars)
+        return cls(config.build.full_content, config.build.max_content_chars, config.site.base_url)
 
 
 @dataclass(frozen=True)
@@ -64,17 +67,25 @@ def item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem,
     link = _url(post.link)
     item_id = _clean(post.id) or uris.own_id(post.source, post.id)
     content = data = None
-    if options.full_content and post.body:
-        content, data = _clean_encoded(post.body)
+    body = post.body
+    if MEDIA_PREFIX in body:  # archived images, published as absolute URLs
+        body = absolute_media(body, options.media_base)
+    if options.full_content and body:
+        content, data = _clean_encoded(body)
         if not content:
             content = data = None
         elif options.max_content_chars is not None and len(content) > options.max_content_chars:
             content = truncate_html(content, options.max_content_chars)
             data = content.encode()
-    image = _url(post.headimg) if post.headimg else None
+    image = _url(absolute_url(post.headimg, options.media_base)) if post.headimg else None
     title = _clean(post.title) or "(untitled)"
     enclosures = tuple(
-        (_url(e.url), _clean(e.type) or "application/octet-stream", e.length) for e in post.enclosures
+        (
+            _url(absolute_url(e.url, options.media_base)),
+            _clean(e.type) or "application/octet-stream",
+            e.length,
+        )
+        for e in post.enclosures
     )
     if not enclosures and image:
         enclosures = ((image, _image_type(image), 0),)
@@ -94,7 +105,7 @@ def item_and_content(post: IndexedPost, options: ItemOptions) -> tuple[FeedItem,
         author=_clean(post.author) or _clean(post.source),
         published=published,
         updated=updated,
-        summary=(_clean(post.summary) if post.summary else summary_of(post.body)) or title,
+        summary=(_clean(post.summary) if post.summary else summary_of(body)) or title,
         content=content,
         terms=_item_terms(post.categories, post.tags),
         image=image,
