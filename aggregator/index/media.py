@@ -48,6 +48,7 @@ class MediaState:
 
     url: str
     local: str | None  # its archived copy's address, once downloaded
+    source: str = ""  # the source that last downloaded it, or tried to
     failures: int = 0
     next_try_ts: float | None = None
     last_error: str | None = None
@@ -72,12 +73,12 @@ class MediaRows:
         states: dict[str, MediaState] = {}
         for chunk in chunks(list(urls), 500):
             marks = ",".join("?" * len(chunk))
-            for url, local, failures, next_try_ts, last_error in self.db.execute(
-                "SELECT url, local, failures, next_try_ts, last_error FROM media_urls "
+            for url, local, source, failures, next_try_ts, last_error in self.db.execute(
+                "SELECT url, local, source, failures, next_try_ts, last_error FROM media_urls "
                 f"WHERE url IN ({marks})",
                 chunk,
             ):
-                states[url] = MediaState(url, local, failures, next_try_ts, last_error)
+                states[url] = MediaState(url, local, source, failures, next_try_ts, last_error)
         return states
 
     def record_media_download(self, url: str, source: str, local: str, now: datetime) -> None:

@@ -59,7 +59,9 @@ class MediaArchiver:
     ) -> dict[str, str]:
         """Original URL -> local copy for each of ``urls`` archived now or before.
 
-        An URL whose last download failed is tried again only once its retry time has come.
+        An URL whose last download for this source failed is tried again only once its retry
+        time has come (another source's failure does not hold this one back: its settings,
+        a Referer say, may differ).
         """
         wanted = list(dict.fromkeys(urls))
         if not wanted:
@@ -74,8 +76,13 @@ class MediaArchiver:
                 if path is not None and path.exists():
                     found[url] = state.local
                     continue
-            waiting = state is not None and state.local is None and state.next_try_ts is not None
-            if waiting and state is not None and (state.next_try_ts or 0) > now.timestamp():
+            # Backing off after this source's failure; another source (its own Referer) may try.
+            if (
+                state is not None
+                and state.local is None
+                and state.source == settings.source
+                and (state.next_try_ts or 0) > now.timestamp()
+            ):
                 continue
             due.append(url)
         failures = {url: states[url].failures if url in states else 0 for url in due}

@@ -1,0 +1,315 @@
+"""The media archive end to end: the real CLI over a local feed whose posts use images on a
+loopback image host with the faults image hosts have (tests/support/imageserver.py)."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.helpers import run_cli, write_config
+from support.imageserver import HUGE_SIZE, PHOTO, STRICT, ImageHost, image_server
+from support.servers import AppServer
+
+from aggregator import postfile
+from aggregator.media.archive import digest_of
+from aggregator.media.html import local_path
+
+PHOTO_LOCAL = local_path(digest_of(PHOTO), "jpg")
+STRICT_LOCAL = local_path(digest_of(STRICT), "png")
+
+
+@pytest.fixture
+def images() -> Iterator[tuple[AppServer, ImageHost]]:
+    server, host = image_server()
+    with server:
+        yield server, host
+
+
+def write_feed(path: Path, items: Sequence[dict[str, Any]]) -> None:
+    """An RSS file whose items have the given ids, HTML bodies and (optionally) an enclosure."""
+    parts = []
+    for n, item in enumerate(items):
+        enclosure = item.get("enclosure")
+        parts.append(
+            f"<item><guid>{item['id']}</guid><title>{item.get('title', item['id'])}</title>"
+            f"<link>https://site.example.org/{item['id']}</link>"
+            f"<description>{html.escape(item['body'])}</description>"
+            + (
+                f'<enclosure url="{html.escape(enclosure[0])}" type="{enclosure[1]}" length="1"/>'
+                if enclosure
+                else ""
+            )
+            + f"<pubDate>Mon, {n + 1:02d} Mar 2026 10:00:00 GMT</pubDate></item>"
+        )
+    path.write_text(
+        "<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel><title>Pics</title>"
+        f"<link>https://site.example.org/</link><description>d</description>{''.join(parts)}</channel></rss>",
+        encoding="utf-8",
+    )
+
+
+def media_config(tmp_path: Path, sources: Sequence[dict[str, Any]], **defaults: Any) -> Path:
+    return write_config(
+        tmp_path,
+        list(sources),
+        paths={"media": "media"},
+        defaults={"media": "archive", "max_media": "100KiB", "deadline": "3s", "timeout": "2s", **defaults},
+    )
+
+
+def posts_by_id(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    found = {}
+    for path in (tmp_path / "posts").rglob("*.md"):
+        found[postfile.read(path).id] = (path, path.read_text(encoding="utf-8"))
+    return found
+
+
+def media_files(tmp_path: Path) -> list[str]:
+    root = tmp_path / "media"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def fetch(config: Path) -> None:
+    result = run_cli("fetch", config=config)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_image_under_two_urls_is_one_file_and_the_posts_point_at_it(
+    tmp_path: Path, images: tuple[AppServer, ImageHost]
+) -> None:
+    server, host = images
+    photo, same = server.url("a/photo.jpg"), server.url("b/same.jpg")
+    write_feed(
+        tmp_path / "one.xml", [{"id": "p1", "body": f'<p>One</p><img src="{photo}" srcset="{same} 2x">'}]
+    )
+    write_feed(tmp_path / "two.xml", [{"id": "p2", "body": "<p>Two</p>", "enclosure": (same, "image/jpeg")}])
+    config = media_config(tmp_path, [{"name": "one", "url": "one.xml"}, {"name": "two", "url": "two.xml"}])
+    fetch(config)
+
+    assert media_files(tmp_path) == [PHOTO_LOCAL.removeprefix("/media/")]
+    assert (tmp_path / "media" / PHOTO_LOCAL.removeprefix("/media/")).read_bytes() == PHOTO
+    posts = posts_by_id(tmp_path)
+    _, one = posts["p1"]
+    assert f'src="{PHOTO_LOCAL}" srcset="{PHOTO_LOCAL} 2x"' in one
+    assert f"  {photo}: {PHOTO_LOCAL}" in one and f"  {same}: {PHOTO_LOCAL}" in one  # the originals, kept
+    assert f"headimg: {PHOTO_LOCAL}" in one and f"thumbnail: {PHOTO_LOCAL}" in one
+    path_two, two = posts["p2"]
+    assert f"- url: {PHOTO_LOCAL}" in two and f"headimg: {PHOTO_LOCAL}" in two
+    # Each URL asked once, with no Referer.
+    assert host.requests["/a/photo.jpg"] == 1 and host.requests["/b/same.jpg"] == 1
+    assert host.referers["/a/photo.jpg"] == [None]
+
+    # Published feeds use absolute URLs of the copies.
+    rss = (tmp_path / "feeds" / "all" / "rss.xml").read_text(encoding="utf-8")
+    absolute = "http://127.0.0.1:8080" + PHOTO_LOCAL
+    assert absolute in rss and photo not in rss.split("<item>")[1]
+    feed = json.loads((tmp_path / "feeds" / "all" / "feed.json").read_text(encoding="utf-8"))
+    assert {item.get("image") for item in feed["items"]} == {absolute}
+
+    # A second run: nothing new, nothing requested, nothing rewritten.
+    before = path_two.read_bytes(), path_two.stat().st_mtime_ns
+    os.utime(tmp_path / "one.xml")  # the local feed reads as changed: the same entries come again
+    fetch(config)
+    assert host.requests["/a/photo.jpg"] == 1 and host.requests["/b/same.jpg"] == 1
+    assert (path_two.read_bytes(), path_two.stat().st_mtime_ns) == before
+    assert run_cli("verify", config=config).returncode == 0
+
+
+def test_images_that_cannot_be_archived_never_hold_back_their_posts(
+    tmp_path: Path, images: tuple[AppServer, ImageHost]
+) -> None:
+    server, host = images
+    broken = {
+        "missing": server.url("missing.jpg"),
+        "huge": server.url("huge.jpg"),
+        "fake": server.url("fake.jpg"),
+        "svg": server.url("vector.svg"),
+        "slow": server.url("slow.jpg"),
+    }
+    write_feed(
+        tmp_path / "bad.xml", [{"id": name, "body": f'<img src="{url}">'} for name, url in broken.items()]
+    )
+    config = media_config(tmp_path, [{"name": "bad", "url": "bad.xml"}])
+    started = time.monotonic()
+    result = run_cli("fetch", config=config)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 20  # the slow image was cut off at the 3 s deadline, not dripped for minutes
+    posts = posts_by_id(tmp_path)
+    assert sorted(posts) == sorted(broken)  # every post written
+    for name, url in broken.items():
+        text = posts[name][1]
+        assert f'src="{url}"' in text, name  # the original stays
+        assert "media: {}" in text, name
+    assert media_files(tmp_path) == []
+    assert host.requests["/huge.jpg"] == 1 and HUGE_SIZE > 100 * 1024
+
+    status = run_cli("status", "--json", config=config)
+    report = {row["name"]: row for row in json.loads(status.stdout)}
+    assert report["bad"]["media_failures"] == 5
+    assert report["bad"]["media_last_error"]
+    text_status = run_cli("status", config=config).stdout
+    assert "media: bad: 5 images not archived yet" in text_status
+    errors = _errors_by_url(tmp_path)
+    assert "HTTP 404" in errors[broken["missing"]]
+    assert "exceeds the 102400-byte limit" in errors[broken["huge"]]
+    assert "bytes are not an image" in errors[broken["fake"]]
+    assert "SVG" in errors[broken["svg"]]
+    assert "deadline" in errors[broken["slow"]]
+
+    # Backoff: an immediate second run asks for none of them again.
+    asked = dict(host.requests)
+    os.utime(tmp_path / "bad.xml")
+    fetch(config)
+    assert dict(host.requests) == asked
+
+
+def _errors_by_url(tmp_path: Path) -> dict[str, str]:
+    with sqlite3.connect(tmp_path / "data" / "index.sqlite3") as db:
+        return dict(db.execute("SELECT url, last_error FROM media_urls WHERE local IS NULL"))
+
+
+def test_no_referer_by_default_and_a_sources_media_referer_is_sent(
+    tmp_path: Path, images: tuple[AppServer, ImageHost]
+) -> None:
+    server, host = images
+    strict = server.url("strict.png")
+    write_feed(tmp_path / "plain.xml", [{"id": "plain", "body": f'<img src="{strict}">'}])
+    write_feed(tmp_path / "refer.xml", [{"id": "refer", "body": f'<img src="{strict}">'}])
+    config = media_config(
+        tmp_path,
+        [
+            {"name": "refer", "url": "refer.xml", "media_referer": "https://my.site.example/"},
+        ],
+    )
+    fetch(config)
+    assert host.referers["/strict.png"] == ["https://my.site.example/"]
+    assert f'src="{strict}"' in posts_by_id(tmp_path)["refer"][1]  # refused: the original stays
+
+    config = media_config(tmp_path, [{"name": "plain", "url": "plain.xml"}])
+    fetch(config)
+    assert host.referers["/strict.png"][-1] is None
+    assert f'src="{STRICT_LOCAL}"' in posts_by_id(tmp_path)["plain"][1]
+
+
+def test_a_failed_image_is_retried_when_due_and_the_post_then_points_at_the_copy(
+    tmp_path: Path, images: tuple[AppServer, ImageHost]
+) -> None:
+    server, host = images
+    flaky = server.url("flaky.png")
+    write_feed(tmp_path / "f.xml", [{"id": "f1", "body": f'<p>F</p><img src="{flaky}">'}])
+    config = media_config(tmp_path, [{"name": "f", "url": "f.xml"}])
+    fetch(config)
+    path, text = posts_by_id(tmp_path)["f1"]
+    assert f'src="{flaky}"' in text and host.requests["/flaky.png"] == 1
+    host.flaky_fixed = True
+    fetch(config)  # not due yet (ten minutes)
+    assert host.requests["/flaky.png"] == 1
+    with sqlite3.connect(tmp_path / "data" / "index.sqlite3") as db:
+        (next_try,) = db.execute("SELECT next_try_ts FROM media_urls WHERE url=?", (flaky,)).fetchone()
+        assert 500 < next_try - time.time() < 700
+        db.execute("UPDATE media_urls SET next_try_ts=0")  # ten minutes later
+    fetch(config)  # the feed is unchanged (304-like): the retry still runs
+    assert host.requests["/flaky.png"] == 2
+    text = path.read_text(encoding="utf-8")
+    copy = media_files(tmp_path)
+    assert len(copy) == 1 and f'src="/media/{copy[0]}"' in text and f"  {flaky}: /media/{copy[0]}" in text
+    rss = (tmp_path / "feeds" / "source" / "f" / "rss.xml").read_text(encoding="utf-8")
+    assert f"http://127.0.0.1:8080/media/{copy[0]}" in rss
+    assert "images not archived" not in run_cli("status", config=config).stdout
+    assert run_cli("verify", config=config).returncode == 0
+
+
+def test_verify_names_missing_and_corrupt_copies(tmp_path: Path, images: tuple[AppServer, ImageHost]) -> None:
+    server, _host = images
+    write_feed(tmp_path / "v.xml", [{"id": "v1", "body": f'<img src="{server.url("a/photo.jpg")}">'}])
+    config = media_config(tmp_path, [{"name": "v", "url": "v.xml"}])
+    fetch(config)
+    copy = tmp_path / "media" / PHOTO_LOCAL.removeprefix("/media/")
+    copy.write_bytes(b"\xff\xd8\xff other bytes")
+    result = run_cli("verify", config=config)
+    assert (
+        result.returncode == 1
+        and f"media {PHOTO_LOCAL}: the file's SHA-256 does not match its name" in result.stdout
+    )
+    copy.unlink()
+    result = run_cli("verify", config=config)
+    assert result.returncode == 1 and f"media {PHOTO_LOCAL} is referenced, but" in result.stdout
+
+
+def test_reindex_rebuilds_the_media_map_from_the_post_files(
+    tmp_path: Path, images: tuple[AppServer, ImageHost]
+) -> None:
+    server, host = images
+    write_feed(tmp_path / "r.xml", [{"id": "r1", "body": f'<img src="{server.url("a/photo.jpg")}">'}])
+    config = media_config(tmp_path, [{"name": "r", "url": "r.xml"}])
+    fetch(config)
+    path, before = posts_by_id(tmp_path)["r1"]
+    for name in ("index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm"):
+        (tmp_path / "data" / name).unlink(missing_ok=True)
+    assert run_cli("reindex", config=config).returncode == 0
+    assert run_cli("verify", config=config).returncode == 0
+    # The entry is unchanged upstream (the rewrite is not taken for a change): the post stays as it is.
+    os.utime(tmp_path / "r.xml")
+    report = json.loads(run_cli("fetch", "--json", config=config).stdout)
+    assert [(s["name"], s["outcome"], s["updated"]) for s in report["sources"]] == [("r", "ok", 0)]
+    assert path.read_text(encoding="utf-8") == before
+    assert host.requests["/a/photo.jpg"] == 1
+    # The rebuilt index knows the post uses the copy (from its front matter): verify misses it.
+    (tmp_path / "media" / PHOTO_LOCAL.removeprefix("/media/")).unlink()
+    result = run_cli("verify", config=config)
+    assert result.returncode == 1 and f"r/r1: media {PHOTO_LOCAL} is referenced, but" in result.stdout
+
+
+def test_prune_removes_the_copies_no_post_references(
+    tmp_path: Path, images: tuple[AppServer, ImageHost]
+) -> None:
+    server, _host = images
+    only_old = server.url("n/old.png")
+    shared = server.url("a/photo.jpg")
+    items = [
+        {"id": "old", "body": f'<img src="{only_old}"><img src="{shared}">'},
+        {"id": "new", "body": f'<img src="{shared}">'},
+    ]
+    write_feed(tmp_path / "p.xml", items)
+    config = media_config(tmp_path, [{"name": "p", "url": "p.xml"}])
+    fetch(config)
+    assert len(media_files(tmp_path)) == 2
+    hour_ago = time.time() - 7200  # copies younger than an hour are never collected
+    for name in media_files(tmp_path):
+        os.utime(tmp_path / "media" / name, (hour_ago, hour_ago))
+    config = write_config(
+        tmp_path, [{"name": "p", "url": "p.xml", "retention": {"max_posts": 1}}], paths={"media": "media"}
+    )
+    result = run_cli("prune", config=config)
+    assert result.returncode == 0 and "pruned 1 posts, 1 unreferenced media files" in result.stdout
+    assert media_files(tmp_path) == [PHOTO_LOCAL.removeprefix("/media/")]
+    assert run_cli("verify", config=config).returncode == 0
+
+
+def test_the_daemons_media_route_serves_copies_with_immutable_caching(tmp_path: Path) -> None:
+    import httpx
+
+    from aggregator.serve import create_app
+
+    digest = digest_of(PHOTO)
+    (tmp_path / "media" / digest[:2]).mkdir(parents=True)
+    (tmp_path / "media" / PHOTO_LOCAL.removeprefix("/media/")).write_bytes(PHOTO)
+    (tmp_path / "media" / digest[:2] / "notes.txt").write_text("not a copy")
+    with AppServer(create_app(tmp_path / "feeds", media_dir=tmp_path / "media")) as server:
+        response = httpx.get(server.url(PHOTO_LOCAL))
+        assert response.status_code == 200 and response.content == PHOTO
+        assert response.headers["content-type"] == "image/jpeg"
+        assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert response.headers["etag"] == f'"{digest}"'
+        again = httpx.get(server.url(PHOTO_LOCAL), headers={"If-None-Match": f'"{digest}"'})
+        assert again.status_code == 304 and again.content == b""
+        assert httpx.get(server.url(f"media/{digest[:2]}/notes.txt")).status_code == 404
+        assert httpx.get(server.url("media/../aggregator.yaml")).status_code == 404
