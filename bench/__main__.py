@@ -9,7 +9,9 @@ Steps, each a measured child process (see ``bench.measure``): a cold
 one where 1% of the feeds gained an entry, a full ``aggregator build`` (feeds
 folder removed first), a no-op build; ``reader`` cold and warm on the same
 URLs; feedparser alone over the same bytes; the floor (``bench.floor``: the
-cold cycle's work inside C libraries and the kernel, redone alone); then a store of ``--big-posts``
+cold cycle's work inside C libraries and the kernel, redone alone); the cold
+cycle with the media archive on, the corpus's images on loopback, and a second cycle
+(``--only-media`` runs just that, with its own baseline); then a store of ``--big-posts``
 posts made by a cold fetch of a larger corpus (same generator, more entries a
 feed), one new post into it with the incremental build timed, and the daemon's
 idle memory on that store. Everything lives in ``bench/work`` (git-ignored).
@@ -38,6 +40,7 @@ import yaml
 
 from bench import measure
 from bench.corpus import Corpus, CorpusSpec, ensure_corpus, render_feed
+from bench.media import point_images_at
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -145,7 +148,9 @@ class Server:
         self.proc.wait(timeout=10)
 
 
-def write_config(path: Path, corpus: Corpus, server: Server, *, port: int = 8080) -> Path:
+def write_config(
+    path: Path, corpus: Corpus, server: Server, *, port: int = 8080, media: bool = False
+) -> Path:
     sources = []
     for info in corpus.feeds():
         sources.append(
@@ -153,10 +158,10 @@ def write_config(path: Path, corpus: Corpus, server: Server, *, port: int = 8080
         )
     config = {
         "site": {"title": "bench", "base_url": f"http://127.0.0.1:{port}/"},
-        "paths": {"posts": "posts", "feeds": "feeds", "data": "data"},
+        "paths": {"posts": "posts", "feeds": "feeds", "data": "data", "media": "media"},
         # Every benchmark feed is on one host (127.0.0.1), so the per-host limit is raised
         # to the global one; real sources are spread over many hosts.
-        "defaults": {"concurrency": 16, "per_host": 16},
+        "defaults": {"concurrency": 16, "per_host": 16, "media": "archive" if media else "off"},
         "server": {"host": "127.0.0.1", "port": port},
         "logging": {"level": "warning"},
         "sources": sources,
@@ -167,7 +172,7 @@ def write_config(path: Path, corpus: Corpus, server: Server, *, port: int = 8080
 
 
 def fresh_store(run_dir: Path) -> None:
-    for name in ("posts", "feeds", "data"):
+    for name in ("posts", "feeds", "data", "media"):
         set_aside(run_dir / name)
 
 
@@ -349,6 +354,9 @@ def run_all(args: argparse.Namespace) -> list[Row]:
                         note=f"{s['new']} new posts, {s['feeds_built']} feeds rebuilt; "
                         f"runs {walls(runs)} s"))  # fmt: skip
 
+        if not args.skip_media:
+            rows += media_rows(corpus, work, keep, cold.m)
+
         log("full build")
         set_aside(run_dir / "feeds")
         m = aggregator(config, "build", keep=keep)
@@ -427,6 +435,56 @@ def run_all(args: argparse.Namespace) -> list[Row]:
 
 
 REPEATS = 3
+
+
+def media_rows(
+    corpus: Corpus, work: Path, keep: list[int], baseline: measure.Measurement | None
+) -> list[Row]:
+    """The cold cycle with the media archive on, the corpus's images on loopback (``bench.media``).
+
+    Then a second cycle: every image must have been requested exactly once over the two. The
+    added time per image is against ``baseline`` (the cold cycle with the archive off), or
+    against a cold run of this corpus with the archive off when none is given.
+    """
+    server = Server(corpus, work / "override" / "media")
+    keep = [*keep, server.proc.pid]
+    rows: list[Row] = []
+    n, total = corpus.spec.feeds, corpus.spec.feeds * corpus.spec.entries
+    run_dir = work / "run-media"
+    try:
+        point_images_at(corpus, server.override, server.base)
+        if baseline is None:
+            fresh_store(run_dir)
+            config = write_config(run_dir / "aggregator.yaml", corpus, server, port=free_port())
+            log("media: cold fetch, archive off (the baseline)")
+            baseline = aggregator(config, "fetch", "--json", keep=keep)
+            rows.append(Row("aggregator cold fetch, archive off (images on loopback)", baseline, n,
+                            fetch_summary(baseline)["new"]))  # fmt: skip
+        fresh_store(run_dir)
+        config = write_config(run_dir / "aggregator.yaml", corpus, server, port=free_port(), media=True)
+        server.stats()
+        log("media: cold fetch, archive on")
+        m = aggregator(config, "fetch", "--json", keep=keep)
+        s = fetch_summary(m)
+        first = server.stats(reset=False)
+        log("media: second cycle")
+        second = aggregator(config, "fetch", "--json", keep=keep)
+        both = server.stats()
+        images = first["image_paths"]
+        files = sum(1 for path in (run_dir / "media").rglob("*") if path.is_file())
+        once = both["image_max"] == 1 and both["image_requests"] == images and both["image_paths"] == images
+        wall_ms = (m.wall - baseline.wall) / max(images, 1) * 1000
+        cpu_ms = (m.cpu - baseline.cpu) / max(images, 1) * 1000
+        rows.append(Row("aggregator cold fetch, media archive on", m, n, s["new"],
+                        "each image requested once in 2 cycles", once and s["new"] == total,
+                        note=f"{images} images archived ({files} files); +{wall_ms:.2f} ms wall, "
+                        f"+{cpu_ms:.2f} ms CPU an image over the cold fetch with it off "
+                        f"({baseline.wall:.2f} s, {baseline.cpu:.2f} CPU s); second cycle "
+                        f"{second.wall:.2f} s, {both['image_requests'] - first['image_requests']} "
+                        "image requests"))  # fmt: skip
+    finally:
+        server.stop()
+    return rows
 
 
 def median_run(runs: list[tuple[measure.Measurement, Any]]) -> tuple[measure.Measurement, Any]:
@@ -532,6 +590,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument("--skip-media", action="store_true")
+    parser.add_argument(
+        "--only-media", action="store_true", help="only the media archive's rows; results.md is left alone"
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "work")
     parser.add_argument("--output", type=Path, default=ROOT / "results.md")
     args = parser.parse_args(argv)
@@ -542,6 +604,16 @@ def main(argv: list[str] | None = None) -> None:
     measure.become_subreaper()
     load_before = loadavg()
     started = time.perf_counter()
+    if args.only_media:
+        spec = CorpusSpec(args.feeds, args.entries)
+        corpus = ensure_corpus(spec, args.work / "corpus")
+        try:
+            rows = media_rows(corpus, args.work, [], None)
+        finally:
+            empty_trash(args.work)
+        print(table(rows))
+        log(f"media rows in {time.perf_counter() - started:.0f} s (results.md not written)")
+        return
     rows = run_all(args)
     elapsed = time.perf_counter() - started
     load_after = loadavg()

@@ -6,8 +6,9 @@
 entries), else from CORPUS_DIR. The validators come from the file's size and
 mtime, so writing an override changes them. ``/_stats`` counts the requests and
 the 304s since the last ``/_stats?reset=1``, so the driver can check that a warm
-cycle really was all 304. Python's http.server is not used: with keep-alive it
-stalls about 35 ms a response.
+cycle really was all 304. ``/img/<path>`` answers with a small image and counts each
+path's requests (the media archive's step, see ``bench.media``). Python's http.server
+is not used: with keep-alive it stalls about 35 ms a response.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import uvicorn
 
 from bench.corpus import FORMATS, MEDIA_TYPES
+from bench.media import image_bytes
 
 Scope = dict[str, Any]
 
@@ -32,16 +34,29 @@ class CorpusApp:
         self.corpus = corpus
         self.override = override
         self.stats = {"requests": 0, "not_modified": 0, "bytes": 0}
+        self.images: dict[str, int] = {}  # requests of each /img/ path, since the last reset
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
         if path == "/_stats":
-            body = json.dumps(self.stats).encode()
+            counts = self.images.values()
+            images = {
+                "image_requests": sum(counts),
+                "image_paths": len(self.images),
+                "image_max": max(counts, default=0),
+            }
+            body = json.dumps(self.stats | images).encode()
             if b"reset=1" in scope.get("query_string", b""):
                 self.stats = {"requests": 0, "not_modified": 0, "bytes": 0}
+                self.images = {}
             await _respond(send, 200, [(b"content-type", b"application/json")], body)
+            return
+        if path.startswith("/img/"):  # the media archive's step (bench.media)
+            self.images[path] = self.images.get(path, 0) + 1
+            image, image_type = image_bytes(path)
+            await _respond(send, 200, [(b"content-type", image_type.encode())], image)
             return
         name = path.removeprefix("/f/")
         if name == path or "/" in name or name.startswith("."):
