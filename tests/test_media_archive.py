@@ -313,3 +313,23 @@ def test_the_daemons_media_route_serves_copies_with_immutable_caching(tmp_path: 
         assert again.status_code == 304 and again.content == b""
         assert httpx.get(server.url(f"media/{digest[:2]}/notes.txt")).status_code == 404
         assert httpx.get(server.url("media/../aggregator.yaml")).status_code == 404
+
+
+def test_archiving_is_per_source_and_a_source_with_it_off_is_left_as_it_was(
+    tmp_path: Path, images: tuple[AppServer, ImageHost]
+) -> None:
+    server, host = images
+    write_feed(tmp_path / "on.xml", [{"id": "on1", "body": f'<img src="{server.url("a/photo.jpg")}">'}])
+    write_feed(tmp_path / "off.xml", [{"id": "off1", "body": f'<img src="{server.url("strict.png")}">'}])
+    config = write_config(
+        tmp_path,
+        [{"name": "on", "url": "on.xml", "media": "archive"}, {"name": "off", "url": "off.xml"}],
+        paths={"media": "media"},
+    )  # defaults.media is off
+    fetch(config)
+    posts = posts_by_id(tmp_path)
+    assert f'src="{PHOTO_LOCAL}"' in posts["on1"][1]
+    assert f'src="{server.url("strict.png")}"' in posts["off1"][1] and "\nmedia:" not in posts["off1"][1]
+    assert host.requests["/strict.png"] == 0 and media_files(tmp_path) == [
+        PHOTO_LOCAL.removeprefix("/media/")
+    ]
