@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from aggregator.config import Config, SourceConfig
-from aggregator.decide import Outcome
 from aggregator.errors import AggregatorError, MissingDependency, RateLimited, SourceGone, StoreError
 from aggregator.fetch import (
     Fetcher,
@@ -43,7 +42,8 @@ from aggregator.fetch import (
 )
 from aggregator.filters import Selection, category_rules, filter_stages, select_posts
 from aggregator.keys import feed_keys_for
-from aggregator.normalize import NormalizedFeed, Post, SourceRules, with_first_seen
+from aggregator.model import NormalizedFeed, Outcome, Post, SourceRules
+from aggregator.normalize import with_first_seen
 from aggregator.state import (
     SourceState,
     after_failure,

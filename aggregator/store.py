@@ -54,7 +54,6 @@ from aggregator.decide import (
     EntryUpdateIntent,
     IndexView,
     MergeTarget,
-    Outcome,
     decide,
 )
 from aggregator.errors import StoreError
@@ -71,7 +70,8 @@ from aggregator.index.posts import PostRecord
 from aggregator.index.sqlite import SqliteIndex
 from aggregator.index.states import STATE_FILE
 from aggregator.keys import ALL_KEY, feed_keys_for, source_key
-from aggregator.normalize import Post, canonical_link
+from aggregator.model import Outcome, Post
+from aggregator.normalize import canonical_link
 
 log = logging.getLogger("aggregator.store")
 

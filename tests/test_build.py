@@ -27,14 +27,14 @@ from support.feedgen_reference import render_feed_directly, render_fragments_wit
 from aggregator.config import Config
 from aggregator.index.feeds import IndexedPost
 from aggregator.keys import ALL_KEY, category_key, source_key
-from aggregator.normalize import Post, clean_text
-from aggregator.parse import Enclosure
+from aggregator.model import Enclosure, Post
 from aggregator.publish import formats, items
 from aggregator.publish.builder import FeedBuilder
 from aggregator.publish.formats import render_feed, render_fragments
 from aggregator.publish.items import ItemOptions, truncate_html
 from aggregator.publish.specs import spec_for
 from aggregator.store import PostStore
+from aggregator.text import clean_text
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 ATOM = "http://www.w3.org/2005/Atom"

@@ -11,8 +11,7 @@ import pytest
 from support.faultserver import FaultServer
 from support.helpers import run_cli, write_config
 
-from aggregator.decide import Outcome
-from aggregator.normalize import Post
+from aggregator.model import Outcome, Post
 from aggregator.postfile import read as read_post
 from aggregator.store import PostStore
 
