@@ -312,7 +312,7 @@ def test_entries_with_one_id_from_two_sources_appear_once(site: Site) -> None:
 
 
 def _indexed(post: Post) -> IndexedPost:
-    from aggregator.normalize import plain_text
+    from aggregator.text import plain_text
 
     return IndexedPost(
         source=post.source, id=post.id, path="", title=post.title, link=post.link, author=post.author,
@@ -733,7 +733,7 @@ _html_pieces = st.sampled_from(
 def test_summaries_from_the_start_of_a_body_equal_summaries_of_the_whole(
     pieces: list[str], limit: int
 ) -> None:
-    from aggregator.normalize import plain_text, summary_of
+    from aggregator.text import plain_text, summary_of
 
     markup = "".join(pieces)
     assert summary_of(markup, limit) == plain_text(markup, limit=limit)
