@@ -573,8 +573,8 @@ def add(
     ] = None,
 ) -> None:
     """Find the feed at URL (or the feeds a page advertises), check it parses, append it to the config."""
-    from aggregator.config import source_folder
     from aggregator.fetch import Fetcher, FetchLimits
+    from aggregator.keys import source_folder
     from aggregator.sources import FeedCandidate, add_sources, configured_as, discover
 
     config = _load()

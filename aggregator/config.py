@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -42,8 +42,8 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 from aggregator import optional
 from aggregator.categories import spelling_clashes
 from aggregator.errors import ConfigError
-from aggregator.keys import category_slugs, slugify
-from aggregator.suggest import nearest, probable_url
+from aggregator.keys import category_slugs, source_folder
+from aggregator.suggest import did_you_mean, known_keys, nearest, same_folder, unknown_key
 
 if TYPE_CHECKING:
     from aggregator.store import PostStore
@@ -353,7 +353,7 @@ class SourceConfig(_Strict):
     def _url_or_path(cls, value: str) -> str:
         if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value):
             if not re.match(r"^(https?://[^/\s]+|file://)", value):
-                raise ValueError(f"not an http(s) URL or file path{_did_you_mean(value)}")
+                raise ValueError(f"not an http(s) URL or file path{did_you_mean(value)}")
         elif any(ch in value for ch in "\n\r\0"):
             raise ValueError("not an http(s) URL or file path")
         return value
@@ -415,7 +415,7 @@ class Config(_Strict):
                 if key in seen:
                     what = "name" if seen is seen_names else "url"
                     first = self.sources[seen[key]]
-                    note = _same_folder(first.name, source.name) if what == "name" else ""
+                    note = same_folder(first.name, source.name) if what == "name" else ""
                     where = f"sources[{seen[key]}].{what}{note}"
                     raise ValueError(f"sources[{index}].{what}: duplicate of {where}")
                 seen[key] = index
@@ -435,7 +435,7 @@ class Config(_Strict):
             ):
                 raise ValueError(
                     f"sources[{index}].url: not an http(s) URL, and no such file: "
-                    f"{self.source_location(source)}{_did_you_mean(source.url)}"
+                    f"{self.source_location(source)}{did_you_mean(source.url)}"
                 )
         return self
 
@@ -640,7 +640,7 @@ class _Places:
         loc = [part for part in first["loc"] if isinstance(part, str | int)]
         message = str(first["msg"]).removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
-            message = _unknown_key(str(loc[-1]), _known_keys(model, loc[:-1]))
+            message = unknown_key(str(loc[-1]), known_keys(model, loc[:-1]))
         if not loc and (match := re.match(r"^([\w.\[\]]+): (.*)$", message)):
             # A cross-field error that names its own key path.
             dotted, message = match.groups()
@@ -705,7 +705,7 @@ def _apply_category_defaults(data: dict[str, Any], places: _Places) -> None:
         settings = {k: v for k, v in entry.items() if k != "path"}
         for key in settings:
             if key not in inheritable:
-                raise places.fail([*where, key], _unknown_key(key, inheritable))
+                raise places.fail([*where, key], unknown_key(key, inheritable))
         try:
             SourceConfig.model_validate({"name": "defaults", "url": "defaults", **settings})
         except ValidationError as error:
@@ -726,18 +726,6 @@ def _apply_category_defaults(data: dict[str, Any], places: _Places) -> None:
                 source[key] = value
 
 
-def source_folder(name: str) -> str:
-    """The folder a source's posts and feed go to: two names that make the same one would collide."""
-    return slugify(name.strip())
-
-
-def _same_folder(first: str, second: str) -> str:
-    """For two names that differ beyond case yet make the same folder: say which folder."""
-    if first.strip().casefold() == second.strip().casefold():
-        return ""
-    return f" (both make the folder {source_folder(second)!r})"
-
-
 def _check_unique_sources(data: dict[str, Any], places: _Places) -> None:
     """Names (as folders: case, spacing and punctuation aside) and URLs are unique across all files."""
     sources = data.get("sources")
@@ -752,43 +740,10 @@ def _check_unique_sources(data: dict[str, Any], places: _Places) -> None:
             folded = source_folder(value) if key == "name" else value.strip()
             if folded in seen:
                 first_where, first_path = places.locate(["sources", seen[folded], key])
-                note = _same_folder(sources[seen[folded]][key], value) if key == "name" else ""
+                note = same_folder(sources[seen[folded]][key], value) if key == "name" else ""
                 where = f"{first_path} at {first_where}{note}"
                 raise places.fail(["sources", index, key], f"duplicate of {where}")
             seen[folded] = index
-
-
-def _did_you_mean(url: str) -> str:
-    guess = probable_url(url)
-    return f" (did you mean {guess}?)" if guess else ""
-
-
-def _unknown_key(key: str, known: Iterable[str]) -> str:
-    close = nearest(key, known)
-    return f"unknown key (did you mean {close!r}?)" if close else "unknown key (check its spelling)"
-
-
-def _known_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    """The keys the model nested at ``loc`` accepts (list indexes skipped); none if loc leaves the models."""
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        nested = _model_in(field.annotation) if field is not None else None
-        if nested is None:
-            return []
-        model = nested
-    return list(model.model_fields)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside ``X``, ``X | None``, ``tuple[X, ...]`` or ``Annotated[X, ...]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for argument in get_args(annotation):
-        if (found := _model_in(argument)) is not None:
-            return found
-    return None
 
 
 def _deepest_line(lines: dict[tuple[str | int, ...], int], loc: Sequence[str | int]) -> int | None:
