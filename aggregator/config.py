@@ -30,20 +30,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from yaml import MarkedYAMLError, YAMLError
-from yaml import compose as compose_yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-
-try:  # libyaml's composer is 25x faster than the pure-Python one on a 1,000-source file
-    from yaml import CSafeLoader as _Loader
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 from aggregator import optional
 from aggregator.categories import spelling_clashes
+from aggregator.config_yaml import Places, read_yaml
 from aggregator.errors import ConfigError
 from aggregator.keys import category_slugs, source_folder
-from aggregator.suggest import did_you_mean, known_keys, nearest, same_folder, unknown_key
+from aggregator.suggest import did_you_mean, nearest, same_folder, unknown_key
 
 if TYPE_CHECKING:
     from aggregator.store import PostStore
@@ -506,42 +499,6 @@ class Config(_Strict):
         raise ConfigError(f"no source named {name!r} ({hint})")
 
 
-_NULLS = {"", "~", "null", "Null", "NULL"}
-
-
-def _to_python(node: Node, path: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> Any:
-    """A composed YAML node to plain Python, every scalar kept as its text.
-
-    Keeping the text (``0123``, ``1e3``, ``no``, ``2021-01-01``) and letting the
-    typed models convert it avoids every YAML 1.1/1.2 guessing trap: a name or a
-    category is exactly what the user wrote.
-    """
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, MappingNode):
-        mapping: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            if key in mapping:
-                raise ConfigError(f"{{line}}:{key_node.start_mark.line + 1}: duplicate key {key!r}")
-            mapping[key] = _to_python(value_node, (*path, key), lines)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-        return mapping
-    if isinstance(node, SequenceNode):
-        return [_to_python(item, (*path, i), lines) for i, item in enumerate(node.value)]
-    assert isinstance(node, ScalarNode)
-    if node.style is None and node.value in _NULLS:
-        return None
-    return str(node.value)
-
-
-def _format_path(path: Sequence[str | int]) -> str:
-    text = ""
-    for key in path:
-        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
-    return text or "(top level)"
-
-
 def load_config(path: Path | str = DEFAULT_CONFIG) -> Config:
     path = Path(path)
     return parse_config(_read_config(path), path)
@@ -561,13 +518,13 @@ def parse_config(text: str, path: Path) -> Config:
     return _parse_config(text, path)[0]
 
 
-def _parse_config(text: str, path: Path) -> tuple[Config, _Places, list[Any]]:
+def _parse_config(text: str, path: Path) -> tuple[Config, Places, list[Any]]:
     """The config, where each key was written, and the ``category_defaults`` entries (valid)."""
-    data, lines = _read_yaml(text, path)
+    data, lines = read_yaml(text, path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the config must be a mapping of settings")
     data.pop("base_dir", None)
-    places = _Places(path, lines)
+    places = Places(path, lines)
     _merge_sources_d(data, places)
     category_defaults = data.get("category_defaults")
     _apply_category_defaults(data, places)
@@ -575,7 +532,7 @@ def _parse_config(text: str, path: Path) -> tuple[Config, _Places, list[Any]]:
     try:
         config = Config.model_validate({**data, "base_dir": path.resolve().parent})
     except ValidationError as error:
-        raise places.error(error) from error
+        raise places.error(error, Config) from error
     return config, places, category_defaults if isinstance(category_defaults, list) else []
 
 
@@ -591,64 +548,7 @@ def config_files(path: Path) -> list[Path]:
     return [path, *extra]
 
 
-def _read_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[str | int, ...], int]]:
-    try:
-        root = compose_yaml(text, Loader=_Loader)
-    except MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {error.problem or error}") from error
-    except YAMLError as error:  # characters YAML refuses (NUL, control characters)
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from error
-    lines: dict[tuple[str | int, ...], int] = {}
-    try:
-        data = _to_python(root, (), lines) if root is not None else {}
-    except ConfigError as error:
-        raise ConfigError(str(error).replace("{line}", str(path))) from None
-    return data, lines
-
-
-class _Places:
-    """Where each key path was written, across the main file and the sources.d files."""
-
-    def __init__(self, path: Path, lines: dict[tuple[str | int, ...], int]) -> None:
-        self.path = path
-        self.lines = lines
-        # merged source index -> (file, index in that file, that file's lines, key prefix in that file)
-        self.origins: dict[int, tuple[Path, int, dict[tuple[str | int, ...], int], tuple[str, ...]]] = {}
-
-    def locate(self, loc: Sequence[str | int]) -> tuple[str, str]:
-        """``file:line`` and the key path as written in that file."""
-        path, lines, local = self.path, self.lines, tuple(loc)
-        if len(loc) >= 2 and loc[0] == "sources" and isinstance(loc[1], int) and loc[1] in self.origins:
-            path, index, lines, prefix = self.origins[loc[1]]
-            local = (*prefix, index, *loc[2:])
-            loc = ("sources", index, *loc[2:])
-        line = _deepest_line(lines, local)
-        return (f"{path}:{line}" if line else str(path)), _format_path(loc)
-
-    def fail(self, loc: Sequence[str | int], message: str) -> ConfigError:
-        where, dotted = self.locate(loc)
-        return ConfigError(f"{where}: {dotted}: {message}")
-
-    def error(
-        self, error: ValidationError, prefix: tuple[str | int, ...] = (), model: type[BaseModel] | None = None
-    ) -> ConfigError:
-        """The first validation error, located; ``model`` is the one validated (default: Config)."""
-        model = model or Config
-        first = error.errors()[0]
-        loc = [part for part in first["loc"] if isinstance(part, str | int)]
-        message = str(first["msg"]).removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = unknown_key(str(loc[-1]), known_keys(model, loc[:-1]))
-        if not loc and (match := re.match(r"^([\w.\[\]]+): (.*)$", message)):
-            # A cross-field error that names its own key path.
-            dotted, message = match.groups()
-            loc = [int(p) if p.isdigit() else p for p in re.findall(r"\w+", dotted)]
-        return self.fail([*prefix, *loc], message)
-
-
-def _merge_sources_d(data: dict[str, Any], places: _Places) -> None:
+def _merge_sources_d(data: dict[str, Any], places: Places) -> None:
     """Append the sources of every ``sources.d`` file (a list, or a mapping with ``sources``)."""
     merged = data.get("sources")
     if merged is None:
@@ -660,7 +560,7 @@ def _merge_sources_d(data: dict[str, Any], places: _Places) -> None:
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(f"{file}: cannot read: {error}") from error
-        part, lines = _read_yaml(text, file)
+        part, lines = read_yaml(text, file)
         prefix: tuple[str, ...] = ()
         if isinstance(part, dict):
             for key in part:
@@ -682,7 +582,7 @@ def _merge_sources_d(data: dict[str, Any], places: _Places) -> None:
         data["sources"] = merged
 
 
-def _apply_category_defaults(data: dict[str, Any], places: _Places) -> None:
+def _apply_category_defaults(data: dict[str, Any], places: Places) -> None:
     """Fill each source's missing settings from ``category_defaults`` along its category path.
 
     A deeper category's setting wins over a shallower one; the source's own wins over both.
@@ -709,7 +609,7 @@ def _apply_category_defaults(data: dict[str, Any], places: _Places) -> None:
         try:
             SourceConfig.model_validate({"name": "defaults", "url": "defaults", **settings})
         except ValidationError as error:
-            raise places.error(error, tuple(where), SourceConfig) from error
+            raise places.error(error, SourceConfig, tuple(where)) from error
         # A category is its folder: [Tech] and [tech] are one (see aggregator.categories).
         defaults.setdefault(category_slugs([p.strip() for p in raw_path]), {}).update(settings)
     for source in data.get("sources") or []:
@@ -726,7 +626,7 @@ def _apply_category_defaults(data: dict[str, Any], places: _Places) -> None:
                 source[key] = value
 
 
-def _check_unique_sources(data: dict[str, Any], places: _Places) -> None:
+def _check_unique_sources(data: dict[str, Any], places: Places) -> None:
     """Names (as folders: case, spacing and punctuation aside) and URLs are unique across all files."""
     sources = data.get("sources")
     if not isinstance(sources, list):
@@ -744,13 +644,6 @@ def _check_unique_sources(data: dict[str, Any], places: _Places) -> None:
                 where = f"{first_path} at {first_where}{note}"
                 raise places.fail(["sources", index, key], f"duplicate of {where}")
             seen[folded] = index
-
-
-def _deepest_line(lines: dict[tuple[str | int, ...], int], loc: Sequence[str | int]) -> int | None:
-    for depth in range(len(loc), 0, -1):
-        if (line := lines.get(tuple(loc[:depth]))) is not None:
-            return line
-    return None
 
 
 def category_paths(config: Config) -> Iterator[tuple[str, ...]]:
