@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 import typer
 
 from aggregator import jobs
-from aggregator.config import DEFAULT_CONFIG, SOURCES_DIR, Config, SourceConfig, load_config, parse_duration
+from aggregator.config import DEFAULT_CONFIG, Config, SourceConfig, load_config, parse_duration
+from aggregator.config_merge import SOURCES_DIR
 from aggregator.errors import AggregatorError, StoreError
 from aggregator.fetch import redact_url
 from aggregator.filters import Selection
