@@ -131,7 +131,7 @@ def main_options(
 @app.command()
 def check() -> None:
     """Validate the config and print what it configures."""
-    from aggregator.config import config_warnings
+    from aggregator.config_categories import config_warnings
     from aggregator.transforms import check_dependencies
 
     config = _load()

@@ -1,9 +1,9 @@
-"""Load and validate the YAML configuration.
+"""The configuration's typed models, and ``load_config``: read, merge, validate.
 
-The YAML is only composed (libyaml's node tree, with line numbers), never
-resolved: every scalar is kept as the text the user wrote, so ``no`` stays a
-string and ``0123`` stays ``0123``, and pydantic models that forbid unknown
-keys convert what is typed. Every error names the file, the line where it can, and the key path::
+Pydantic models that forbid unknown keys convert what is typed; the YAML under them is read with
+every scalar kept as the text the user wrote (``config_yaml``), and the ``sources.d`` files and
+``category_defaults`` are merged in before validation (``config_merge``). Every error names the
+file, the line where it can, and the key path::
 
     config/aggregator.yaml:14: sources[3].url: not an http(s) URL or file path
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -32,7 +31,6 @@ from pydantic import (
 )
 
 from aggregator import optional
-from aggregator.categories import spelling_clashes
 from aggregator.config_merge import apply_category_defaults, check_unique_sources, merge_sources_d
 from aggregator.config_yaml import Places, read_yaml
 from aggregator.errors import ConfigError
@@ -514,6 +512,12 @@ def _read_config(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read: {error}") from error
 
 
+def load_placed_config(path: Path) -> tuple[Config, Places, list[Any]]:
+    """``load_config``, with what warnings that point at a line need: where each key was written,
+    and the ``category_defaults`` entries (valid)."""
+    return _parse_config(_read_config(path), path)
+
+
 def parse_config(text: str, path: Path) -> Config:
     """Validate the main file's text, merged with ``sources.d/*.yaml`` beside it."""
     return _parse_config(text, path)[0]
@@ -535,56 +539,3 @@ def _parse_config(text: str, path: Path) -> tuple[Config, Places, list[Any]]:
     except ValidationError as error:
         raise places.error(error, Config) from error
     return config, places, category_defaults if isinstance(category_defaults, list) else []
-
-
-def category_paths(config: Config) -> Iterator[tuple[str, ...]]:
-    """Every category path the config spells, in config order: each source's categories, then
-    those its rules (its own, then the global ones) file under them; then ``build.categories``.
-    The first spelling of a level titles its feed (see ``aggregator.categories``)."""
-    for path, _places in _placed_category_paths(config, []):
-        yield path
-
-
-_Place = tuple[str | int, ...]
-
-
-def _placed_category_paths(
-    config: Config, category_defaults: Sequence[Any]
-) -> Iterator[tuple[tuple[str, ...], list[_Place | None]]]:
-    """Each category path in config order, with where each of its levels was written."""
-    for index, source in enumerate(config.sources):
-        own: _Place = ("sources", index, "categories")
-        inherited: list[_Place | None] = [None] * len(source.categories)
-        yield source.categories, [(*own, depth) for depth in range(len(source.categories))]
-        for where, rules in ((("sources", index, "rules"), source.rules), (("rules",), config.rules)):
-            for number, rule in enumerate(rules):
-                placed = [(*where, number, "category", depth) for depth in range(len(rule.category))]
-                yield (*source.categories, *rule.category), [*inherited, *placed]
-    for number, entry in enumerate(category_defaults):
-        path = tuple(str(part).strip() for part in entry["path"])
-        yield path, [("category_defaults", number, "path", depth) for depth in range(len(path))]
-    for number, custom in enumerate(config.build.categories):
-        places: list[_Place | None] = [
-            ("build", "categories", number, "path", depth) for depth in range(len(custom.path))
-        ]
-        yield custom.path, places
-
-
-def config_warnings(path: Path | str = DEFAULT_CONFIG) -> list[str]:
-    """What ``check`` warns of: valid settings that likely say something not meant.
-
-    Two spellings of one category (they make one folder, so one feed, titled by the
-    first): each later spelling, naming where the first was written.
-    """
-    path = Path(path)
-    config, places, category_defaults = _parse_config(_read_config(path), path)
-    warnings = []
-    for clash in spelling_clashes(_placed_category_paths(config, category_defaults)):
-        where, dotted = places.locate(clash.place)
-        first_where, first_dotted = places.locate(clash.first_place)
-        warnings.append(
-            f"{where}: {dotted}: {clash.spelling!r} is the category {clash.first_spelling!r} of "
-            f"{first_dotted} at {first_where} spelt another way (both make the folder {clash.folder}): "
-            f"one category, whose feed is titled {clash.first_spelling!r}"
-        )
-    return warnings
