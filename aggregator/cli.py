@@ -1,113 +1,51 @@
-"""The ``aggregator`` command line.
+"""The ``aggregator`` command line: the Typer app, its global options and the small commands.
 
-User errors (a bad config, a store that cannot be opened, a second daemon)
-end with a one-line reason on stderr and a non-zero exit code, never a
-traceback.
+The larger commands live in modules named for them (``cli_fetch``, ``cli_status``,
+``cli_sources``, ``cli_tombstones``) and are registered on ``app`` at the end of this file, in
+the order ``--help`` lists them. User errors (a bad config, a store that cannot be opened, a
+second daemon) end with a one-line reason on stderr and a non-zero exit code, never a traceback
+(``cli_context.fail``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import importlib.machinery
 import json
-import logging
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
-from urllib.parse import urlsplit
 
 import typer
 
 from aggregator import jobs
-from aggregator.config import DEFAULT_CONFIG, Config, SourceConfig, load_config, parse_duration
-from aggregator.config_merge import SOURCES_DIR
+from aggregator.cli_context import fail, read_config, stderr_console
+from aggregator.config import Config, SourceConfig
 from aggregator.errors import AggregatorError, StoreError
-from aggregator.fetch import redact_url
 from aggregator.filters import Selection
 from aggregator.pipeline import Updater, UpdateResult
-from aggregator.state import utcnow
 from aggregator.store import PostStore
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from aggregator.jobs import BatchReport
+import logging
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from aggregator.cli_context import setup_logging, state
+from aggregator.config import DEFAULT_CONFIG, parse_duration
+from aggregator.config_merge import SOURCES_DIR
+from aggregator.fetch import redact_url
+from aggregator.state import utcnow
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Poll RSS/Atom/JSON feeds, keep every entry as a Markdown post, republish per-category feeds.",
 )
-
-
-@functools.cache
-def _stderr() -> Console:
-    # rich is imported where something is drawn: a poll from cron (JSON or plain lines)
-    # never needs it, and it was a twentieth of such a run's start-up.
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-EXIT_USER_ERROR = 2
-
-
-class _State:
-    config_path: Path = DEFAULT_CONFIG
-    log_level: str = "INFO"
-    json_logs: bool = False
-    log_level_given: bool = False  # else the config's logging section decides
-
-
-state = _State()
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-            },
-            ensure_ascii=False,
-        )
-
-
-def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if state.json_logs:
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(state.log_level.upper())
-    for noisy in ("aiohttp", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _fail(message: str) -> typer.Exit:
-    _stderr().print(f"aggregator: {message}", markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_USER_ERROR)
-
-
-def _load() -> Config:
-    try:
-        config = load_config(state.config_path)
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    if not state.log_level_given or (config.logging.format == "json" and not state.json_logs):
-        if not state.log_level_given:
-            state.log_level = config.logging.level
-        state.json_logs = state.json_logs or config.logging.format == "json"
-        _setup_logging()
-    return config
 
 
 @app.callback()
@@ -124,41 +62,96 @@ def main_options(
     state.log_level = log_level
     state.json_logs = json_logs
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise _fail(f"--log-level: {log_level!r} is not one of debug, info, warning, error")
-    _setup_logging()
+        raise fail(f"--log-level: {log_level!r} is not one of debug, info, warning, error")
+    setup_logging()
 
 
-@app.command()
 def check() -> None:
     """Validate the config and print what it configures."""
     from aggregator.config_categories import config_warnings
     from aggregator.transforms import check_dependencies
 
-    config = _load()
+    config = read_config()
     try:
         check_dependencies(config)
         warnings = config_warnings(state.config_path)
     except AggregatorError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"{state.config_path}: ok, {len(config.sources)} sources")
 
 
-@app.command()
 def run() -> None:
     """Run the daemon: poll every source on its schedule, rebuild and serve the feeds."""
     from aggregator.daemon import Daemon
 
-    config = _load()
+    config = read_config()
     try:
         code = asyncio.run(Daemon(state.config_path, config).run())
     except AggregatorError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     raise typer.Exit(code)
 
 
-@app.command()
+def build() -> None:
+    """Rebuild every feed from the posts (picks up posts edited or deleted by hand)."""
+    config = read_config()
+    try:
+        with config.open_store() as store:
+            published = asyncio.run(jobs.rebuild_everything(config, store))
+    except AggregatorError as error:
+        raise fail(str(error)) from None
+    report = published.build
+    typer.echo(
+        f"{len(report.rendered)} feeds written, {report.skipped} unchanged, {len(report.removed)} removed"
+    )
+
+
+def prune() -> None:
+    """Apply the retention limits now (posts and their files), then rebuild the feeds."""
+    config = read_config()
+    try:
+        with config.open_store() as store:
+            pruned = asyncio.run(jobs.prune_and_publish(config, store))
+    except AggregatorError as error:
+        raise fail(str(error)) from None
+    typer.echo(f"pruned {pruned.removed} posts")
+
+
+def reindex() -> None:
+    """Rebuild the index from the post files."""
+    config = read_config()
+    try:
+        with config.open_store() as store:
+            count = store.reindex()
+    except AggregatorError as error:
+        raise fail(str(error)) from None
+    typer.echo(f"indexed {count} posts")
+
+
+def verify() -> None:
+    """Compare post files, index and published feeds; exit 1 and list each difference."""
+    from aggregator.verify import verify as verify_all
+
+    config = read_config()
+    try:
+        with config.open_store() as store:
+            report = verify_all(config, store)
+    except AggregatorError as error:
+        raise fail(str(error)) from None
+    for problem in report.problems:
+        typer.echo(problem)
+    if report.problems:
+        stderr_console().print(
+            f"aggregator: inconsistent: {len(report.problems)} problems "
+            "(`aggregator build` or the next run repairs the feeds; `aggregator reindex` the index)",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        raise typer.Exit(1)
+    typer.echo(f"consistent: {report.posts_indexed} posts, {report.feeds_checked} feeds")
+
+
 def fetch(
     sources: Annotated[list[str] | None, typer.Argument(help="Source names; all when none.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
@@ -178,7 +171,7 @@ def fetch(
     The interval is ignored, but a source waiting out a backoff or a server's
     Retry-After is skipped (and listed) unless --force is given or it is named.
     """
-    config = _load()
+    config = read_config()
     try:
         selected = [config.source_named(name) for name in sources] if sources else list(config.sources)
         if dry_run:
@@ -196,7 +189,7 @@ def fetch(
                 _poll_and_publish(config, store, selected, force=forced, progress=show_progress)
             )
     except AggregatorError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     _print_fetch_report(list(batch.results), batch.feeds_written, as_json)
     raise typer.Exit(1 if batch.all_failed else 0)
 
@@ -210,7 +203,11 @@ async def _poll_and_publish(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=_stderr()
+        TextColumn("fetching"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr_console(),
     ) as bar:
         task = bar.add_task("fetch", total=len(sources))
 
@@ -343,132 +340,6 @@ def _fetch_detail(result: UpdateResult) -> str:
     return str(result.error or result.skipped or "")
 
 
-@app.command()
-def build() -> None:
-    """Rebuild every feed from the posts (picks up posts edited or deleted by hand)."""
-    config = _load()
-    try:
-        with config.open_store() as store:
-            published = asyncio.run(jobs.rebuild_everything(config, store))
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    report = published.build
-    typer.echo(
-        f"{len(report.rendered)} feeds written, {report.skipped} unchanged, {len(report.removed)} removed"
-    )
-
-
-@app.command()
-def prune() -> None:
-    """Apply the retention limits now (posts and their files), then rebuild the feeds."""
-    config = _load()
-    try:
-        with config.open_store() as store:
-            pruned = asyncio.run(jobs.prune_and_publish(config, store))
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    typer.echo(f"pruned {pruned.removed} posts")
-
-
-@app.command()
-def reindex() -> None:
-    """Rebuild the index from the post files."""
-    config = _load()
-    try:
-        with config.open_store() as store:
-            count = store.reindex()
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    typer.echo(f"indexed {count} posts")
-
-
-tombstones_app = typer.Typer(
-    help="Entries kept from being published again: post files deleted by hand, posts retention pruned."
-)
-app.add_typer(tombstones_app, name="tombstones")
-
-
-@tombstones_app.callback(invoke_without_command=True)
-def tombstones(
-    ctx: typer.Context,
-    source: Annotated[str | None, typer.Option("--source", help="Only this source's.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """List the tombstones, newest first (`tombstones restore SOURCE ID...` lifts them)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    config = _load()
-    try:
-        with config.open_store() as store:
-            found = store.tombstones(source)
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    if as_json:
-        typer.echo(json.dumps([t.to_json() for t in found], ensure_ascii=False, indent=1))
-        return
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title="tombstones")
-    for column in ("source", "id", "title", "removed", "reason"):
-        table.add_column(column)
-    for t in found:
-        table.add_row(t.source, Text(t.entry_id), Text(t.title), f"{t.removed:%Y-%m-%d %H:%M:%S}", t.reason)
-    Console(width=max(Console().width, 160)).print(table)
-    typer.echo(f"{len(found)} tombstones")
-
-
-@tombstones_app.command("restore")
-def restore_tombstones(
-    source: Annotated[str, typer.Argument(help="The source's name.")],
-    ids: Annotated[list[str], typer.Argument(help="Entry ids, as `aggregator tombstones` lists them.")],
-) -> None:
-    """Lift tombstones: the next fetch of the source writes those entries again if upstream has them."""
-    config = _load()
-    try:
-        with config.open_store() as store:
-            known = {t.entry_id for t in store.tombstones(source)}
-            unknown = [entry_id for entry_id in ids if entry_id not in known]
-            if unknown:
-                raise _fail(", ".join(f"no tombstone for {source}/{entry_id}" for entry_id in unknown))
-            lifted = store.restore_tombstones(source, ids)
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    one = len(lifted) == 1
-    typer.echo(
-        f"restored {len(lifted)} {'entry' if one else 'entries'} of {source}: the next fetch of {source} "
-        f"reads its whole feed and writes {'it' if one else 'them'} again if upstream still has "
-        f"{'it' if one else 'them'}"
-    )
-    if any(t.reason == "retention" for t in lifted):
-        typer.echo("note: retention prunes them again while they are beyond its limits")
-
-
-@app.command()
-def verify() -> None:
-    """Compare post files, index and published feeds; exit 1 and list each difference."""
-    from aggregator.verify import verify as verify_all
-
-    config = _load()
-    try:
-        with config.open_store() as store:
-            report = verify_all(config, store)
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    for problem in report.problems:
-        typer.echo(problem)
-    if report.problems:
-        _stderr().print(
-            f"aggregator: inconsistent: {len(report.problems)} problems "
-            "(`aggregator build` or the next run repairs the feeds; `aggregator reindex` the index)",
-            markup=False, highlight=False, soft_wrap=True,
-        )  # fmt: skip
-        raise typer.Exit(1)
-    typer.echo(f"consistent: {report.posts_indexed} posts, {report.feeds_checked} feeds")
-
-
-@app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     fail_on_error: Annotated[
@@ -479,7 +350,7 @@ def status(
     from aggregator.pipeline import source_fingerprint
     from aggregator.schedule import planned_poll
 
-    config = _load()
+    config = read_config()
     now = utcnow()
     try:
         with config.open_store() as store:
@@ -495,7 +366,7 @@ def status(
                 for source, s in states_of
             ]
     except AggregatorError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     # Failing first (gone, then the longest streaks), then the rate-limited, then the healthy.
     rows.sort(
         key=lambda r: (not r[0].failing, not r[0].gone, -r[0].error_streak, r[0].health == "ok", r[0].name)
@@ -552,6 +423,68 @@ def _utc(moment: datetime | None, missing: str) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else missing
 
 
+tombstones_app = typer.Typer(
+    help="Entries kept from being published again: post files deleted by hand, posts retention pruned."
+)
+
+
+@tombstones_app.callback(invoke_without_command=True)
+def tombstones(
+    ctx: typer.Context,
+    source: Annotated[str | None, typer.Option("--source", help="Only this source's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the tombstones, newest first (`tombstones restore SOURCE ID...` lifts them)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    config = read_config()
+    try:
+        with config.open_store() as store:
+            found = store.tombstones(source)
+    except AggregatorError as error:
+        raise fail(str(error)) from None
+    if as_json:
+        typer.echo(json.dumps([t.to_json() for t in found], ensure_ascii=False, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="tombstones")
+    for column in ("source", "id", "title", "removed", "reason"):
+        table.add_column(column)
+    for t in found:
+        table.add_row(t.source, Text(t.entry_id), Text(t.title), f"{t.removed:%Y-%m-%d %H:%M:%S}", t.reason)
+    Console(width=max(Console().width, 160)).print(table)
+    typer.echo(f"{len(found)} tombstones")
+
+
+@tombstones_app.command("restore")
+def restore_tombstones(
+    source: Annotated[str, typer.Argument(help="The source's name.")],
+    ids: Annotated[list[str], typer.Argument(help="Entry ids, as `aggregator tombstones` lists them.")],
+) -> None:
+    """Lift tombstones: the next fetch of the source writes those entries again if upstream has them."""
+    config = read_config()
+    try:
+        with config.open_store() as store:
+            known = {t.entry_id for t in store.tombstones(source)}
+            unknown = [entry_id for entry_id in ids if entry_id not in known]
+            if unknown:
+                raise fail(", ".join(f"no tombstone for {source}/{entry_id}" for entry_id in unknown))
+            lifted = store.restore_tombstones(source, ids)
+    except AggregatorError as error:
+        raise fail(str(error)) from None
+    one = len(lifted) == 1
+    typer.echo(
+        f"restored {len(lifted)} {'entry' if one else 'entries'} of {source}: the next fetch of {source} "
+        f"reads its whole feed and writes {'it' if one else 'them'} again if upstream still has "
+        f"{'it' if one else 'them'}"
+    )
+    if any(t.reason == "retention" for t in lifted):
+        typer.echo("note: retention prunes them again while they are beyond its limits")
+
+
 def _sources_file(to: Path | None) -> Path | None:
     """``--to``: a path as given, or a bare file name inside ``sources.d`` beside the config."""
     if to is None or to.parent != Path("."):
@@ -559,7 +492,6 @@ def _sources_file(to: Path | None) -> Path | None:
     return state.config_path.parent / SOURCES_DIR / to
 
 
-@app.command()
 def add(
     url: Annotated[str, typer.Argument(help="A feed, or a web page whose feeds are discovered.")],
     name: Annotated[str | None, typer.Option(help="The source's name (default: the feed's title).")] = None,
@@ -578,7 +510,7 @@ def add(
     from aggregator.keys import source_folder
     from aggregator.sources import FeedCandidate, add_sources, configured_as, discover
 
-    config = _load()
+    config = read_config()
     if urlsplit(url).scheme not in ("http", "https"):
         # A local file: stored absolute, since the config resolves paths against its own folder.
         url = str(Path(url.removeprefix("file://")).expanduser().resolve())
@@ -586,11 +518,11 @@ def add(
         try:
             parse_duration(interval)
         except ValueError as error:
-            raise _fail(f"--interval: {error}") from None
+            raise fail(f"--interval: {error}") from None
     categories = [part.strip() for value in category or () for part in value.split("/") if part.strip()]
     known = _configured_urls(config)
     if (existing := configured_as(url, known)) is not None:
-        raise _fail(f"{redact_url(url)} is already configured as {existing!r}")
+        raise fail(f"{redact_url(url)} is already configured as {existing!r}")
     defaults = config.defaults
     limits = FetchLimits(
         read_timeout=defaults.timeout, deadline=defaults.deadline, max_body=defaults.max_body
@@ -606,7 +538,7 @@ def add(
     try:
         candidates = asyncio.run(find())
     except AggregatorError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     for number, candidate in enumerate(candidates, 1):
         taken = configured_as(candidate.url, known)
         note = f"  (already configured as {taken!r})" if taken is not None else ""
@@ -614,7 +546,7 @@ def add(
     chosen = candidates[0]
     if len(candidates) > 1 and not yes:
         if not sys.stdin.isatty():
-            raise _fail(
+            raise fail(
                 f"{len(candidates)} feeds found; pass --yes to take the first, or add one of their URLs"
             )
         number = 0
@@ -622,11 +554,11 @@ def add(
             number = typer.prompt(f"Which one (1-{len(candidates)})", type=int, default=1)
         chosen = candidates[number - 1]
     if (existing := configured_as(chosen.url, known)) is not None:
-        raise _fail(f"{redact_url(chosen.url)} is already configured as {existing!r}")
+        raise fail(f"{redact_url(chosen.url)} is already configured as {existing!r}")
     source_name = (name or chosen.title or urlsplit(chosen.url).netloc or chosen.url).strip()
     for source in config.sources:
         if source_folder(source.name) == source_folder(source_name):
-            raise _fail(f"a source named {source.name!r} exists already (choose another with --name)")
+            raise fail(f"a source named {source.name!r} exists already (choose another with --name)")
     entry: dict[str, object] = {"name": source_name, "url": chosen.url}
     if categories:
         entry["categories"] = categories
@@ -635,7 +567,7 @@ def add(
     try:
         written = add_sources(state.config_path, [entry], _sources_file(to))
     except AggregatorError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     placed = f"in {' / '.join(categories)}" if categories else "in no category (--category sets one)"
     typer.echo(
         f"added {source_name!r} {placed}: {redact_url(chosen.url)} ({chosen.title!r}, "
@@ -657,20 +589,18 @@ def _configured_urls(config: Config) -> dict[str, list[str]]:
     return known
 
 
-@app.command()
 def remove(name: Annotated[str, typer.Argument(help="The source's name.")]) -> None:
     """Remove a source from the config (its posts stay until pruned)."""
     from aggregator.sources import remove_source
 
-    _load()
+    read_config()
     try:
         written = remove_source(state.config_path, name)
     except AggregatorError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     typer.echo(f"removed {name!r} from {written}")
 
 
-@app.command("import-opml")
 def import_opml(
     file: Annotated[Path, typer.Argument(help="An OPML file exported from a feed reader.")],
     category: Annotated[
@@ -684,7 +614,7 @@ def import_opml(
     from aggregator.publish.opml import import_entries, read_opml
     from aggregator.sources import add_sources
 
-    config = _load()
+    config = read_config()
     prefix = [part.strip() for part in (category or "").split("/") if part.strip()]
     try:
         feeds = read_opml(file.read_bytes())
@@ -693,15 +623,14 @@ def import_opml(
         )
         written = add_sources(state.config_path, entries, _sources_file(to)) if entries else None
     except OSError as error:
-        raise _fail(f"{file}: cannot read: {error.strerror}") from None
+        raise fail(f"{file}: cannot read: {error.strerror}") from None
     except AggregatorError as error:
-        raise _fail(f"{file}: {error}") from None
+        raise fail(f"{file}: {error}") from None
     for feed in skipped:
         typer.echo(f"skipped {feed.title!r}: {feed.url} is configured already")
     typer.echo(f"imported {len(entries)} sources" + (f" into {written}" if written else ""))
 
 
-@app.command("export-opml")
 def export_opml(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
@@ -710,7 +639,7 @@ def export_opml(
     """Print the configured sources as OPML, nested by category, for any feed reader."""
     from aggregator.publish.opml import write_opml
 
-    config = _load()
+    config = read_config()
     data = write_opml(config.sources, config.site.title)
     if output is None:
         sys.stdout.buffer.write(data)
@@ -719,8 +648,24 @@ def export_opml(
     try:
         output.write_bytes(data)
     except OSError as error:
-        raise _fail(f"{output}: cannot write: {error.strerror}") from None
+        raise fail(f"{output}: cannot write: {error.strerror}") from None
     typer.echo(f"wrote {len(config.sources)} sources to {output}")
+
+
+# The commands, in the order ``aggregator --help`` lists them (groups, such as tombstones, after).
+app.command()(check)
+app.command()(run)
+app.command()(fetch)
+app.command()(build)
+app.command()(prune)
+app.command()(reindex)
+app.command()(verify)
+app.command()(status)
+app.command()(add)
+app.command()(remove)
+app.command("import-opml")(import_opml)
+app.command("export-opml")(export_opml)
+app.add_typer(tombstones_app, name="tombstones")
 
 
 def main() -> None:
