@@ -118,7 +118,7 @@ def _configured_urls(config: Config) -> dict[str, list[str]]:
     if config.index_path.exists():  # never create an index just to look
         try:
             with config.open_store() as store:
-                for learned in store.all_source_states():
+                for learned in store.index.all_source_states():
                     if learned.permanent_url and learned.name in known:
                         known[learned.name].append(learned.permanent_url)
         except StoreError as error:

@@ -33,12 +33,12 @@ def status(
     try:
         with config.open_store() as store:
             # The scheduler's own decision, from the same state and store the daemon reads.
-            states_of = [(source, store.source_state(source.name)) for source in config.sources]
+            states_of = [(source, store.index.source_state(source.name)) for source in config.sources]
             rows = [
                 (
                     s,
                     planned_poll(
-                        config, source, s, now, fingerprint=source_fingerprint(source), entries=store
+                        config, source, s, now, fingerprint=source_fingerprint(source), entries=store.index
                     ),
                 )
                 for source, s in states_of

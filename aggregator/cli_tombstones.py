@@ -31,7 +31,7 @@ def tombstones(
     config = read_config()
     try:
         with config.open_store() as store:
-            found = store.tombstones(source)
+            found = store.index.tombstones(source)
     except AggregatorError as error:
         raise fail(str(error)) from None
     if as_json:
@@ -59,11 +59,11 @@ def restore_tombstones(
     config = read_config()
     try:
         with config.open_store() as store:
-            known = {t.entry_id for t in store.tombstones(source)}
+            known = {t.entry_id for t in store.index.tombstones(source)}
             unknown = [entry_id for entry_id in ids if entry_id not in known]
             if unknown:
                 raise fail(", ".join(f"no tombstone for {source}/{entry_id}" for entry_id in unknown))
-            lifted = store.restore_tombstones(source, ids)
+            lifted = store.index.restore_tombstones(source, ids)
     except AggregatorError as error:
         raise fail(str(error)) from None
     one = len(lifted) == 1

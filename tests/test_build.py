@@ -461,7 +461,7 @@ def test_index_rows_become_the_posts_the_constructor_makes(tmp_path: Path) -> No
         ),
     ]
     site.add(*posts)
-    found = site.store.indexed_posts([(p.source, p.id) for p in posts])
+    found = site.store.index.indexed_posts([(p.source, p.id) for p in posts])
     for post in posts:
         got = found[(post.source, post.id)]
         expected = IndexedPost(
@@ -533,7 +533,7 @@ def test_building_twice_gives_identical_bytes_even_from_a_new_process(site: Site
     assert report.rendered == [] and report.skipped == len(KEYS)
     assert site.files() == first
     # A fresh builder, empty cache, signatures forgotten: everything rendered again, same bytes.
-    site.store.db.execute("DELETE FROM feeds")
+    site.store.index.db.execute("DELETE FROM feeds")
     fresh = FeedBuilder(site.config, site.store)
     report = fresh.build()
     assert report.rendered == [] and report.written_urls == [], "rendered again, but no file had to change"

@@ -39,7 +39,7 @@ def fill(site: Site, sources: int, posts: int) -> None:
 
 def forget_feeds(site: Site) -> None:
     """As after ``rm -rf feeds`` with the journal cleared: every feed is built from scratch."""
-    site.store.db.execute("DELETE FROM feeds")
+    site.store.index.db.execute("DELETE FROM feeds")
     shutil.rmtree(site.config.feeds_dir, ignore_errors=True)
 
 

@@ -1,8 +1,10 @@
-"""No import cycle in the package: every import counts, at module level or inside a function."""
+"""The package's layout rules: no import cycle (every import counts, at module level or inside a
+function), and SQL only inside aggregator/index/."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "aggregator"
@@ -75,3 +77,14 @@ def test_the_package_has_no_import_cycle() -> None:
     graph = import_graph()
     assert "aggregator.postfile" in graph and "aggregator.normalize" in graph["aggregator.postfile"]
     assert cycles(graph) == []
+
+
+def test_only_the_index_runs_sql() -> None:
+    """SQL belongs to aggregator/index/ (behind its Protocol), so a second backend replaces it whole."""
+    offenders = [
+        str(path.relative_to(PACKAGE.parent))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "index" not in path.relative_to(PACKAGE).parts[:1]
+        and re.search(r"^\s*import sqlite3|\.execute(many)?\(", path.read_text(), re.MULTILINE)
+    ]
+    assert offenders == []

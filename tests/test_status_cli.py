@@ -171,7 +171,7 @@ def test_status_shows_the_time_the_scheduler_will_use_with_its_reason(tmp_path: 
     daemon.store = daemon.config.open_store()
     try:
         for source in daemon.config.sources:
-            decided = daemon._next_run(source, daemon.store.source_state(source.name))
+            decided = daemon._next_run(source, daemon.store.index.source_state(source.name))
             assert decided == datetime.fromisoformat(by_name[source.name]["next_poll"]), source.name
     finally:
         daemon.store.close()
