@@ -35,7 +35,8 @@ from typing import IO, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aggregator import jobs
-from aggregator.config import Config, SourceConfig, config_files, load_config
+from aggregator.config import Config, SourceConfig, load_config
+from aggregator.config_merge import config_files
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.files import sweep_temp_files
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
