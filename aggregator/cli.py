@@ -26,6 +26,7 @@ from aggregator.cli_status import status
 from aggregator.cli_tombstones import tombstones_app
 from aggregator.config import DEFAULT_CONFIG
 from aggregator.errors import AggregatorError
+from aggregator.store import open_store
 
 app = typer.Typer(
     add_completion=False,
@@ -84,7 +85,7 @@ def build() -> None:
     """Rebuild every feed from the posts (picks up posts edited or deleted by hand)."""
     config = read_config()
     try:
-        with config.open_store() as store:
+        with open_store(config) as store:
             published = asyncio.run(jobs.rebuild_everything(config, store))
     except AggregatorError as error:
         raise fail(str(error)) from None
@@ -98,7 +99,7 @@ def prune() -> None:
     """Apply the retention limits now (posts and their files), then rebuild the feeds."""
     config = read_config()
     try:
-        with config.open_store() as store:
+        with open_store(config) as store:
             pruned = asyncio.run(jobs.prune_and_publish(config, store))
     except AggregatorError as error:
         raise fail(str(error)) from None
@@ -109,7 +110,7 @@ def reindex() -> None:
     """Rebuild the index from the post files."""
     config = read_config()
     try:
-        with config.open_store() as store:
+        with open_store(config) as store:
             count = store.reindex()
     except AggregatorError as error:
         raise fail(str(error)) from None
@@ -122,7 +123,7 @@ def verify() -> None:
 
     config = read_config()
     try:
-        with config.open_store() as store:
+        with open_store(config) as store:
             report = verify_all(config, store)
     except AggregatorError as error:
         raise fail(str(error)) from None

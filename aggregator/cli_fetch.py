@@ -21,7 +21,7 @@ from aggregator.config import Config, SourceConfig
 from aggregator.errors import AggregatorError, StoreError
 from aggregator.filters import Selection
 from aggregator.pipeline import Updater, UpdateResult
-from aggregator.store import PostStore
+from aggregator.store import PostStore, open_store
 
 if TYPE_CHECKING:
     from aggregator.jobs import BatchReport
@@ -50,11 +50,11 @@ def fetch(
     try:
         selected = [config.source_named(name) for name in sources] if sources else list(config.sources)
         if dry_run:
-            with config.open_store() as store:
+            with open_store(config) as store:
                 previews = asyncio.run(_preview_all(config, store, selected))
             _print_dry_run(previews, as_json)
             return
-        with config.open_store() as store:
+        with open_store(config) as store:
             # A gone source (HTTP 410), or one waiting out a backoff or a Retry-After, is polled
             # only when forced; naming a source forces it.
             # The progress bar only on a terminal: a pipe or a log file gets the summary alone.

@@ -20,6 +20,7 @@ from aggregator.config import Config, parse_duration
 from aggregator.config_merge import SOURCES_DIR
 from aggregator.errors import AggregatorError, StoreError
 from aggregator.fetch import redact_url
+from aggregator.store import open_store
 
 
 def _sources_file(to: Path | None) -> Path | None:
@@ -117,7 +118,7 @@ def _configured_urls(config: Config) -> dict[str, list[str]]:
     known = {source.name: [config.source_location(source)] for source in config.sources}
     if config.index_path.exists():  # never create an index just to look
         try:
-            with config.open_store() as store:
+            with open_store(config) as store:
                 for learned in store.index.all_source_states():
                     if learned.permanent_url and learned.name in known:
                         known[learned.name].append(learned.permanent_url)

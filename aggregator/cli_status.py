@@ -16,6 +16,7 @@ from aggregator.cli_context import fail, read_config
 from aggregator.errors import AggregatorError
 from aggregator.fetch import redact_url
 from aggregator.state import utcnow
+from aggregator.store import open_store
 
 
 def status(
@@ -31,7 +32,7 @@ def status(
     config = read_config()
     now = utcnow()
     try:
-        with config.open_store() as store:
+        with open_store(config) as store:
             # The scheduler's own decision, from the same state and store the daemon reads.
             states_of = [(source, store.index.source_state(source.name)) for source in config.sources]
             rows = [

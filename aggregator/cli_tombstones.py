@@ -13,6 +13,7 @@ import typer
 
 from aggregator.cli_context import fail, read_config
 from aggregator.errors import AggregatorError
+from aggregator.store import open_store
 
 tombstones_app = typer.Typer(
     help="Entries kept from being published again: post files deleted by hand, posts retention pruned."
@@ -30,7 +31,7 @@ def tombstones(
         return
     config = read_config()
     try:
-        with config.open_store() as store:
+        with open_store(config) as store:
             found = store.index.tombstones(source)
     except AggregatorError as error:
         raise fail(str(error)) from None
@@ -58,7 +59,7 @@ def restore_tombstones(
     """Lift tombstones: the next fetch of the source writes those entries again if upstream has them."""
     config = read_config()
     try:
-        with config.open_store() as store:
+        with open_store(config) as store:
             known = {t.entry_id for t in store.index.tombstones(source)}
             unknown = [entry_id for entry_id in ids if entry_id not in known]
             if unknown:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -36,9 +36,6 @@ from aggregator.config_yaml import Places, read_yaml
 from aggregator.errors import ConfigError
 from aggregator.keys import source_folder
 from aggregator.suggest import did_you_mean, same_folder
-
-if TYPE_CHECKING:
-    from aggregator.store import PostStore
 
 DEFAULT_CONFIG = Path("config/aggregator.yaml")
 USER_AGENT = "aggregator/0.1 (+https://github.com/aggregator-project/aggregator)"
@@ -454,14 +451,6 @@ class Config(_Strict):
     def state_path(self) -> Path:
         """Source states and tombstones: not a cache, unlike the index beside it."""
         return self.data_dir / "state.sqlite3"
-
-    def open_store(self) -> PostStore:
-        """The post store (files, index and state database) this config points at."""
-        from aggregator.store import PostStore
-
-        return PostStore(
-            self.posts_dir, self.index_path, fsync=self.defaults.fsync, state_path=self.state_path
-        )
 
     def source_location(self, source: SourceConfig) -> str:
         """An http(s) URL as given, or the absolute path of a local source."""

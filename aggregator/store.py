@@ -46,6 +46,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aggregator import postfile
+from aggregator.config import Config
 from aggregator.decide import (
     DELETED,
     RETENTION,
@@ -595,3 +596,10 @@ class PostStore:
                 if n.endswith(TEMP_SUFFIX) and not writer_alive(n)
             ]
         return problems
+
+
+def open_store(config: Config) -> PostStore:
+    """The post store (files, index and state database) a config points at."""
+    return PostStore(
+        config.posts_dir, config.index_path, fsync=config.defaults.fsync, state_path=config.state_path
+    )

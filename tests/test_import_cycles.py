@@ -86,6 +86,14 @@ def test_the_model_imports_no_stage() -> None:
     assert graph["aggregator.text"] == set()
 
 
+def test_the_config_does_not_reach_the_store() -> None:
+    """Reading a config opens nothing: the store is opened from a config (``store.open_store``)."""
+    graph = import_graph()
+    assert not {
+        m for m in graph["aggregator.config"] if m == "aggregator.store" or m.startswith("aggregator.index")
+    }
+
+
 def test_only_the_index_runs_sql() -> None:
     """SQL belongs to aggregator/index/ (behind its Protocol), so a second backend replaces it whole."""
     offenders = [
