@@ -35,7 +35,8 @@ from typing import IO, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aggregator import jobs
-from aggregator.config import Config, SourceConfig, config_files, load_config
+from aggregator.config import Config, SourceConfig, load_config
+from aggregator.config_merge import config_files
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.files import sweep_temp_files
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
@@ -45,6 +46,7 @@ from aggregator.schedule import SourceScheduler, format_seconds, planned_poll, t
 from aggregator.serve import create_app, listen, make_server
 from aggregator.state import SourceState, utcnow
 from aggregator.status_feed import events_between
+from aggregator.store import open_store
 
 log = logging.getLogger("aggregator.daemon")
 
@@ -188,9 +190,9 @@ class Daemon:
         config = self.config
         for root in (config.feeds_dir, config.posts_dir):
             sweep_temp_files(root, own_too=True)
-        self.store = config.open_store()
+        self.store = open_store(config)
         # Builds run in a thread, on a connection of their own.
-        self.build_store = config.open_store()
+        self.build_store = open_store(config)
         self.updater = Updater(config, self.store)
         self.builder = FeedBuilder(config, self.build_store)
 

@@ -30,7 +30,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from aggregator.config import Config, SourceConfig
-from aggregator.decide import Outcome
 from aggregator.errors import AggregatorError, MissingDependency, RateLimited, SourceGone, StoreError
 from aggregator.fetch import (
     Fetcher,
@@ -48,7 +47,8 @@ from aggregator.media.archive import MediaArchive
 from aggregator.media.archiver import MediaArchiver, MediaSettings, pending_urls
 from aggregator.media.html import image_urls, rewrite_post
 from aggregator.media.repair import point_posts_at
-from aggregator.normalize import NormalizedFeed, Post, SourceRules, with_first_seen
+from aggregator.model import NormalizedFeed, Outcome, Post, SourceRules
+from aggregator.normalize import with_first_seen
 from aggregator.state import (
     SourceState,
     after_failure,

@@ -46,6 +46,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aggregator import postfile
+from aggregator.config import Config
 from aggregator.decide import (
     DELETED,
     RETENTION,
@@ -54,7 +55,6 @@ from aggregator.decide import (
     EntryUpdateIntent,
     IndexView,
     MergeTarget,
-    Outcome,
     decide,
 )
 from aggregator.errors import StoreError
@@ -73,7 +73,8 @@ from aggregator.index.states import STATE_FILE
 from aggregator.keys import ALL_KEY, feed_keys_for, source_key
 from aggregator.media.html import original_post
 from aggregator.media.repair import record_media
-from aggregator.normalize import Post, canonical_link
+from aggregator.model import Outcome, Post
+from aggregator.normalize import canonical_link
 
 log = logging.getLogger("aggregator.store")
 
@@ -600,3 +601,10 @@ class PostStore:
                 if n.endswith(TEMP_SUFFIX) and not writer_alive(n)
             ]
         return problems
+
+
+def open_store(config: Config) -> PostStore:
+    """The post store (files, index and state database) a config points at."""
+    return PostStore(
+        config.posts_dir, config.index_path, fsync=config.defaults.fsync, state_path=config.state_path
+    )

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta  # noqa: E402
 
 from aggregator.config import Config, load_config  # noqa: E402
 from aggregator.keys import feed_keys_for  # noqa: E402
-from aggregator.normalize import Post  # noqa: E402
+from aggregator.model import Post  # noqa: E402
 from aggregator.parse import Enclosure  # noqa: E402
 from aggregator.publish.builder import FeedBuilder  # noqa: E402
 from aggregator.store import PostStore  # noqa: E402

@@ -75,8 +75,23 @@ def test_the_checker_finds_a_cycle() -> None:
 
 def test_the_package_has_no_import_cycle() -> None:
     graph = import_graph()
-    assert "aggregator.postfile" in graph and "aggregator.normalize" in graph["aggregator.postfile"]
+    assert "aggregator.postfile" in graph and "aggregator.model" in graph["aggregator.postfile"]
     assert cycles(graph) == []
+
+
+def test_the_model_imports_no_stage() -> None:
+    """Every stage imports the model's types, so the model imports nothing of ours but pure text helpers."""
+    graph = import_graph()
+    assert graph["aggregator.model"] == {"aggregator.text"}
+    assert graph["aggregator.text"] == set()
+
+
+def test_the_config_does_not_reach_the_store() -> None:
+    """Reading a config opens nothing: the store is opened from a config (``store.open_store``)."""
+    graph = import_graph()
+    assert not {
+        m for m in graph["aggregator.config"] if m == "aggregator.store" or m.startswith("aggregator.index")
+    }
 
 
 def test_only_the_index_runs_sql() -> None:

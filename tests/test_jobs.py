@@ -23,7 +23,7 @@ from aggregator.daemon import Daemon
 from aggregator.errors import BuildError, FetchError
 from aggregator.pipeline import Updater, UpdateResult
 from aggregator.state import SourceState
-from aggregator.store import ALL_KEY, PostStore, feed_keys_for
+from aggregator.store import ALL_KEY, PostStore, feed_keys_for, open_store
 from aggregator.workers import ParserPool
 
 BASE = "http://127.0.0.1:8080/"  # write_config's site.base_url
@@ -100,7 +100,7 @@ def save_without_building(config: Config, store: PostStore, source: SourceConfig
 
 def test_a_batch_builds_the_feeds_it_touched_and_those_left_pending(tmp_path: Path, hub: Hub) -> None:
     config = load_config(two_sources(tmp_path, build={"websub_hub": hub.url}))
-    with config.open_store() as store:
+    with open_store(config) as store:
         save_without_building(config, store, config.source_named("b"))
         assert store.index.pending_feed_keys() == keys_of(config, "b")
         assert hub.pings == []
@@ -123,7 +123,7 @@ def test_a_batch_builds_the_feeds_it_touched_and_those_left_pending(tmp_path: Pa
 def test_pending_keys_survive_a_failed_build_and_the_next_run_builds_them(tmp_path: Path) -> None:
     config = load_config(two_sources(tmp_path))
     config.feeds_dir.write_text("a file where the feeds folder should be")  # every feed write fails
-    with config.open_store() as store:
+    with open_store(config) as store:
         with pytest.raises(BuildError, match="cannot write feeds"):
             poll(config, store, "a")
         assert store.index.pending_feed_keys() == keys_of(config, "a")
@@ -219,7 +219,7 @@ def test_prune_announces_the_feeds_it_rewrote(tmp_path: Path, hub: Hub) -> None:
     # The two oldest posts were a 0 and b 0: every feed lost one.
     assert titles(config.feeds_dir / "all" / "atom.xml") == ["a 1", "b 1"]
     assert hub.urls() == atom_urls("all", "source/a", "source/b", "category/tech", "category/science")
-    with config.open_store() as store:
+    with open_store(config) as store:
         assert store.index.pending_feed_keys() == set()
 
 
@@ -283,7 +283,7 @@ def test_building_what_an_earlier_run_left_pending_sweeps_the_temporary_files_it
     """A fetch killed mid-build leaves its keys pending and its temporary files: the next one clears both."""
     config = load_config(two_sources(tmp_path))
     config.feeds_dir.write_text("a file where the feeds folder should be")
-    with config.open_store() as store:
+    with open_store(config) as store:
         with pytest.raises(BuildError):
             poll(config, store, "a")  # the keys stay pending, as after a kill mid-build
         config.feeds_dir.unlink()

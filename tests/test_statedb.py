@@ -19,7 +19,7 @@ from support.helpers import run_cli, write_config
 
 from aggregator.config import load_config
 from aggregator.index.schema import MIGRATIONS as _MIGRATIONS
-from aggregator.normalize import Post
+from aggregator.model import Post
 from aggregator.state import SourceState
 from aggregator.store import Limits, PostStore, RetentionPolicy
 

@@ -16,15 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.posts import make_post
 
-from aggregator.decide import FREE_REWRITES, REWRITE_MIN_GAP, Outcome
+from aggregator.decide import FREE_REWRITES, REWRITE_MIN_GAP
 from aggregator.errors import StoreError
 from aggregator.files import TEMP_SUFFIX, sweep_temp_files
 from aggregator.index.schema import MIGRATIONS as _MIGRATIONS
 from aggregator.index.schema import SCHEMA_VERSION
 from aggregator.index.states import STATE_BATCH
 from aggregator.keys import category_key, slugify
-from aggregator.normalize import SourceRules, clean_text, normalize, plain_text, summary_of
-from aggregator.parse import Enclosure, EntryData
+from aggregator.model import Enclosure, EntryData, Outcome, SourceRules
+from aggregator.normalize import normalize
 from aggregator.postfile import read as read_post
 from aggregator.postfile import relpath as post_relpath
 from aggregator.postfile import render as render_post
@@ -34,6 +34,7 @@ from aggregator.store import (
     PostStore,
     RetentionPolicy,
 )
+from aggregator.text import clean_text, plain_text, summary_of
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -11,10 +11,9 @@ import pytest
 from support.faultserver import FaultServer
 from support.helpers import run_cli, write_config
 
-from aggregator.decide import Outcome
-from aggregator.normalize import Post
+from aggregator.model import Outcome, Post
 from aggregator.postfile import read as read_post
-from aggregator.store import PostStore
+from aggregator.store import PostStore, open_store
 
 
 def rss(*items: tuple[str, str]) -> bytes:
@@ -186,7 +185,7 @@ def test_an_update_that_notices_a_deletion_names_the_feeds_the_post_leaves(tmp_p
     config = load_config(write_config(tmp_path, [source]))
 
     async def scenario() -> frozenset[str]:
-        with config.open_store() as store:
+        with open_store(config) as store:
             updater = Updater(config, store)
             try:
                 await updater.update(config.source_named("local"))

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from aggregator.errors import StoreError
-from aggregator.normalize import MergedEntry, summary_of
-from aggregator.parse import Enclosure
+from aggregator.model import Enclosure, MergedEntry
+from aggregator.text import summary_of
 
 _POST_COLUMNS = (
     "source, entry_id, path, title, link, author, date_ts, updated_ts, categories, tags, "

@@ -21,7 +21,8 @@ from aggregator.decide import AliasForUpdate, EntryForUpdate
 from aggregator.index.feeds import chunks, merged_entries
 from aggregator.index.states import tombstone_reasons
 from aggregator.keys import ALL_KEY, feed_keys_for
-from aggregator.normalize import Post, canonical_link
+from aggregator.model import Post
+from aggregator.normalize import canonical_link
 
 _ROW_COLUMNS = (
     "source, entry_id, path, title, link, author, date_ts, updated_ts, first_seen_ts, categories, tags, "

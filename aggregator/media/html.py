@@ -18,8 +18,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 
-from aggregator.normalize import Post
-from aggregator.parse import Enclosure
+from aggregator.model import Enclosure, Post
 
 MEDIA_PREFIX = "/media/"
 _LOCAL = re.compile(r"/media/([0-9a-f]{2})/([0-9a-f]{64})\.([a-z0-9]{2,5})")

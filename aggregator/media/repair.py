@@ -21,7 +21,7 @@ from aggregator.index.interface import Index
 from aggregator.index.posts import PostRecord
 from aggregator.keys import feed_keys_for
 from aggregator.media.html import image_urls, rewrite_post
-from aggregator.normalize import Post
+from aggregator.model import Post
 
 log = logging.getLogger("aggregator.media")
 

@@ -25,7 +25,8 @@ from pathlib import Path, PurePosixPath
 
 from aggregator import __version__
 from aggregator.categories import display_path, first_spellings, spelling_in
-from aggregator.config import Config, category_paths
+from aggregator.config import Config
+from aggregator.config_categories import category_paths
 from aggregator.errors import BuildError
 from aggregator.files import write_atomic
 from aggregator.index.feeds import FeedRef

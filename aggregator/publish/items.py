@@ -17,7 +17,7 @@ import aggregator.uris as uris
 from aggregator.config import Config
 from aggregator.index.feeds import IndexedPost
 from aggregator.media.html import MEDIA_PREFIX, absolute_media, absolute_url
-from aggregator.normalize import clean_text, summary_of
+from aggregator.text import clean_text, summary_of
 
 
 @dataclass(frozen=True)
