@@ -3,21 +3,19 @@ loopback image host with the faults image hosts have (tests/support/imageserver.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support.helpers import run_cli, write_config
 from support.imageserver import HUGE_SIZE, PHOTO, STRICT, ImageHost, image_server
+from support.mediafeeds import fetch, media_config, media_files, posts_by_id, write_feed
 from support.servers import AppServer
 
-from aggregator import postfile
 from aggregator.media.archive import digest_of
 from aggregator.media.html import local_path
 
@@ -30,55 +28,6 @@ def images() -> Iterator[tuple[AppServer, ImageHost]]:
     server, host = image_server()
     with server:
         yield server, host
-
-
-def write_feed(path: Path, items: Sequence[dict[str, Any]]) -> None:
-    """An RSS file whose items have the given ids, HTML bodies and (optionally) an enclosure."""
-    parts = []
-    for n, item in enumerate(items):
-        enclosure = item.get("enclosure")
-        parts.append(
-            f"<item><guid>{item['id']}</guid><title>{item.get('title', item['id'])}</title>"
-            f"<link>https://site.example.org/{item['id']}</link>"
-            f"<description>{html.escape(item['body'])}</description>"
-            + (
-                f'<enclosure url="{html.escape(enclosure[0])}" type="{enclosure[1]}" length="1"/>'
-                if enclosure
-                else ""
-            )
-            + f"<pubDate>Mon, {n + 1:02d} Mar 2026 10:00:00 GMT</pubDate></item>"
-        )
-    path.write_text(
-        "<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel><title>Pics</title>"
-        f"<link>https://site.example.org/</link><description>d</description>{''.join(parts)}</channel></rss>",
-        encoding="utf-8",
-    )
-
-
-def media_config(tmp_path: Path, sources: Sequence[dict[str, Any]], **defaults: Any) -> Path:
-    return write_config(
-        tmp_path,
-        list(sources),
-        paths={"media": "media"},
-        defaults={"media": "archive", "max_media": "100KiB", "deadline": "3s", "timeout": "2s", **defaults},
-    )
-
-
-def posts_by_id(tmp_path: Path) -> dict[str, tuple[Path, str]]:
-    found = {}
-    for path in (tmp_path / "posts").rglob("*.md"):
-        found[postfile.read(path).id] = (path, path.read_text(encoding="utf-8"))
-    return found
-
-
-def media_files(tmp_path: Path) -> list[str]:
-    root = tmp_path / "media"
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
-def fetch(config: Path) -> None:
-    result = run_cli("fetch", config=config)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_an_image_under_two_urls_is_one_file_and_the_posts_point_at_it(
@@ -333,3 +282,58 @@ def test_archiving_is_per_source_and_a_source_with_it_off_is_left_as_it_was(
     assert host.requests["/strict.png"] == 0 and media_files(tmp_path) == [
         PHOTO_LOCAL.removeprefix("/media/")
     ]
+
+
+def test_the_daemon_publishes_absolute_copies_and_serves_them(
+    tmp_path: Path, images: tuple[AppServer, ImageHost]
+) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+    from support.helpers import REPO, free_port, wait_for
+
+    server, _host = images
+    write_feed(tmp_path / "d.xml", [{"id": "d1", "body": f'<img src="{server.url("a/photo.jpg")}">'}])
+    port = free_port()
+    config = write_config(
+        tmp_path,
+        [{"name": "d", "url": "d.xml"}],
+        site={"title": "Test site", "base_url": f"http://127.0.0.1:{port}/"},
+        paths={"media": "media"},
+        defaults={"media": "archive"},
+        server={"host": "127.0.0.1", "port": port},
+    )
+    log = (tmp_path / "daemon.log").open("wb")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "-c", str(config), "run"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+    try:
+
+        def published() -> str | None:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/all/rss.xml", timeout=2)
+            except httpx.HTTPError:
+                return None
+            found = re.search(rf"http://127\.0\.0\.1:{port}/media/[0-9a-f/]+\.jpg", response.text)
+            return found.group(0) if response.status_code == 200 and found else None
+
+        url = wait_for(published, timeout=30, what="the feed with the archived image")
+        response = httpx.get(url, timeout=5)
+        assert response.status_code == 200 and response.content == PHOTO
+        assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert response.headers["etag"] == f'"{digest_of(PHOTO)}"'
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=25)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+            log.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from support.imageserver import PHOTO, image_server
-from test_media_archive import fetch, media_config, write_feed
+from support.mediafeeds import fetch, media_config, write_feed
 
 HEXO_PACKAGES = {"hexo": "^7", "hexo-renderer-marked": "^6", "hexo-renderer-ejs": "^2"}
 POST_LAYOUT = '<html><body><img class="headimg" src="<%= page.headimg %>"><%- page.content %></body></html>\n'
