@@ -356,6 +356,7 @@ class Updater:
             self.config.defaults.max_media,
             referer=source.media_referer,
             allow_private_redirects=source.allow_private_redirects,
+            origin=None if source.is_local else source.url,
         )
 
     def _source_named(self, name: str) -> SourceConfig | None:

@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.helpers import run_cli, write_config
@@ -337,3 +338,31 @@ def test_the_daemon_publishes_absolute_copies_and_serves_them(
                 daemon.kill()
                 daemon.wait()
             log.close()
+
+
+def test_a_feed_on_a_public_address_cannot_make_us_fetch_images_from_a_private_one(
+    images: tuple[AppServer, ImageHost],
+) -> None:
+    import asyncio
+
+    from aggregator.errors import RedirectError
+    from aggregator.fetch import Fetcher
+    from aggregator.media.download import download
+
+    server, host = images
+
+    async def public_resolver(name: str) -> tuple[str, ...]:
+        return ("93.184.216.34",) if name == "feed.example" else ()
+
+    async def attempt(**options: Any) -> bytes:
+        fetcher = Fetcher("test", resolver=public_resolver)
+        try:
+            return (await download(fetcher, server.url("a/photo.jpg"), max_media=2**20, **options)).data
+        finally:
+            await fetcher.aclose()
+
+    with pytest.raises(RedirectError, match="private address"):
+        asyncio.run(attempt(origin="https://feed.example/feed.xml"))
+    assert host.requests["/a/photo.jpg"] == 0  # refused before any request
+    assert asyncio.run(attempt(origin="https://feed.example/feed.xml", allow_private_redirects=True)) == PHOTO
+    assert asyncio.run(attempt(origin=None)) == PHOTO  # a local feed file

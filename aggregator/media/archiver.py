@@ -43,6 +43,7 @@ class MediaSettings:
     max_media: int
     referer: str | None = None
     allow_private_redirects: bool = False
+    origin: str | None = None  # the feed's http(s) URL; None for a local file
 
 
 class MediaArchiver:
@@ -124,6 +125,7 @@ class MediaArchiver:
                 max_media=settings.max_media,
                 referer=settings.referer,
                 allow_private_redirects=settings.allow_private_redirects,
+                origin=settings.origin,
             )
             stored = await asyncio.to_thread(self.archive.put, image.data, image.ext)
         except FetchError as error:

@@ -10,9 +10,10 @@ URL is never fetched again (its copy is content-addressed), so no conditional GE
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from aggregator.errors import NotAnImage
-from aggregator.fetch import Fetcher, FetchRequest
+from aggregator.errors import NotAnImage, RedirectError
+from aggregator.fetch import Fetcher, FetchRequest, host_addresses, refuse_redirect
 from aggregator.media.sniff import sniff
 
 ACCEPT_IMAGES = "image/avif,image/webp,image/png,image/jpeg,image/gif;q=0.9,*/*;q=0.1"
@@ -32,8 +33,16 @@ async def download(
     max_media: int,
     referer: str | None = None,
     allow_private_redirects: bool = False,
+    origin: str | None = None,
 ) -> Downloaded:
-    """The image at ``url``; raises a ``FetchError`` (``NotAnImage`` for what is not one)."""
+    """The image at ``url``; raises a ``FetchError`` (``NotAnImage`` for what is not one).
+
+    ``origin`` is the feed's URL: an image URL comes from the feed's content, so a feed on a
+    public address may not make us fetch from a private one (loopback, the LAN), as the
+    redirect guard refuses for feeds. A local or private feed (None, or private) may.
+    """
+    if origin is not None and not allow_private_redirects:
+        await _refuse_private(fetcher, origin, url)
     headers = {"Accept": ACCEPT_IMAGES}
     if referer:
         headers["Referer"] = referer
@@ -47,3 +56,16 @@ async def download(
     if verdict.ext is None:
         raise NotAnImage(verdict.reason, url=url)
     return Downloaded(url, data, verdict.ext)
+
+
+async def _refuse_private(fetcher: Fetcher, origin: str, url: str) -> None:
+    origin_addresses = await host_addresses(urlsplit(origin).hostname or "", fetcher.resolver)
+    if not origin_addresses:
+        return
+    target = await host_addresses(urlsplit(url).hostname or "", fetcher.resolver)
+    if refuse_redirect(origin_addresses, target):
+        raise RedirectError(
+            "refused: an image on a private address in a feed on a public one "
+            "(set allow_private_redirects on the source to permit it)",
+            url=url,
+        )
