@@ -366,3 +366,25 @@ def test_a_feed_on_a_public_address_cannot_make_us_fetch_images_from_a_private_o
     assert host.requests["/a/photo.jpg"] == 0  # refused before any request
     assert asyncio.run(attempt(origin="https://feed.example/feed.xml", allow_private_redirects=True)) == PHOTO
     assert asyncio.run(attempt(origin=None)) == PHOTO  # a local feed file
+
+
+def test_many_slow_images_hold_their_post_back_one_deadline_not_one_each(
+    tmp_path: Path, images: tuple[AppServer, ImageHost]
+) -> None:
+    server, host = images
+    slow = [server.url(f"slow.jpg?copy={n}") for n in range(4)]
+    write_feed(tmp_path / "s.xml", [{"id": "s1", "body": "".join(f'<img src="{url}">' for url in slow)}])
+    config = media_config(tmp_path, [{"name": "s", "url": "s.xml"}], per_host=1)  # one at a time
+    report = json.loads(run_cli("fetch", "--json", config=config).stdout)
+    assert report["sources"][0]["new"] == 1
+    assert report["sources"][0]["duration"] < 10  # one 3 s deadline for the lot (one each: over 12 s)
+    assert all(f'src="{html_escaped(url)}"' in posts_by_id(tmp_path)["s1"][1] for url in slow)
+    errors = _errors_by_url(tmp_path)
+    assert sorted(errors) == sorted(slow)
+    # The queued ones were cut off by the save's budget, not each by a deadline of its own.
+    assert sum("not downloaded within the 3s one save gives its images" in e for e in errors.values()) >= 3
+    assert host.requests["/slow.jpg"] <= 2  # those still queued behind the per-host limit never started
+
+
+def html_escaped(url: str) -> str:
+    return url.replace("&", "&amp;")

@@ -56,9 +56,19 @@ class MediaArchiver:
         self._in_flight: dict[str, asyncio.Future[str | None]] = {}
 
     async def copies(
-        self, fetcher: Fetcher, urls: Iterable[str], settings: MediaSettings, now: datetime
+        self,
+        fetcher: Fetcher,
+        urls: Iterable[str],
+        settings: MediaSettings,
+        now: datetime,
+        *,
+        budget: float | None = None,
     ) -> dict[str, str]:
         """Original URL -> local copy for each of ``urls`` archived now or before.
+
+        The downloads together get ``budget`` seconds (the fetch deadline unless told), so
+        many slow images cost their posts one deadline, not one each: those not done by then
+        are recorded as failed, to be retried.
 
         An URL whose last download for this source failed is tried again only once its retry
         time has come (another source's failure does not hold this one back: its settings,
@@ -86,11 +96,26 @@ class MediaArchiver:
             ):
                 continue
             due.append(url)
+        if not due:
+            return found
         failures = {url: states[url].failures if url in states else 0 for url in due}
-        results = await asyncio.gather(
-            *(self._one(fetcher, url, settings, now, failures[url]) for url in due)
-        )
-        found.update({url: local for url, local in zip(due, results, strict=True) if local is not None})
+        tasks = {
+            url: asyncio.ensure_future(self._one(fetcher, url, settings, now, failures[url])) for url in due
+        }
+        budget = fetcher.limits.deadline if budget is None else budget
+        _done, late = await asyncio.wait(tasks.values(), timeout=budget)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        for url, task in tasks.items():
+            if task in late:
+                # The posts are not held back longer than this: the rest are retried later.
+                error = f"not downloaded within the {budget:g}s one save gives its images"
+                self.index.record_media_failure(
+                    url, settings.source, error, now, retry_at(failures[url] + 1, now)
+                )
+            elif (local := task.result()) is not None:
+                found[url] = local
         return found
 
     async def _one(
@@ -98,7 +123,13 @@ class MediaArchiver:
     ) -> str | None:
         running = self._in_flight.get(url)
         if running is not None:
-            return await asyncio.shield(running)
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                return None  # the download it shared was cut off by its own save's budget
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._in_flight[url] = future
         try:
