@@ -39,7 +39,7 @@ def media_config(tmp_path: Path, sources: Sequence[dict[str, Any]], **defaults: 
         tmp_path,
         list(sources),
         paths={"media": "media"},
-        defaults={"media": "archive", "max_media": "100KiB", "deadline": "3s", "timeout": "2s", **defaults},
+        defaults={"media": "archive", "max_media": "100KiB", "deadline": "20s", **defaults},
     )
 
 
