@@ -49,6 +49,7 @@ from aggregator.media.html import image_urls, rewrite_post
 from aggregator.media.repair import point_posts_at
 from aggregator.model import NormalizedFeed, Outcome, Post, SourceRules
 from aggregator.normalize import with_first_seen
+from aggregator.retention import Limits, RetentionPolicy
 from aggregator.state import (
     SourceState,
     after_failure,
@@ -57,13 +58,7 @@ from aggregator.state import (
     poll_hold,
     utcnow,
 )
-from aggregator.store import (
-    Limits,
-    PostStore,
-    RetentionPolicy,
-    SaveBatch,
-    SaveResult,
-)
+from aggregator.store import PostStore, SaveBatch, SaveResult
 from aggregator.transforms import Transformer, transforms_for
 from aggregator.workers import ParserPool, PostRecipe
 
