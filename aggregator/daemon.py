@@ -329,7 +329,7 @@ class Daemon:
         finally:
             self._in_flight.discard(task)
         self._account(source, before, result)
-        if not self._stopping.is_set() and name in self.scheduler.names():
+        if not self._stopping.is_set() and self.scheduler.has(name):
             self.scheduler.reschedule(name, self._next_run(self.config.source_named(name), result.state))
 
     def _account(self, source: SourceConfig, before: SourceState, result: UpdateResult) -> None:

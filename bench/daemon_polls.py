@@ -1,6 +1,6 @@
 """The daemon's CPU per not-modified poll, beside ``aggregator fetch``'s per source, in one run.
 
-    python -m bench.daemon_polls --sources 5000 --minutes 3 [--repeats 1] [--work DIR]
+    python -m bench.daemon_polls --sources 5000 --minutes 3 [--repeats 1] [--profile OUT.txt]
 
 A loopback server (``bench.server``, its own process) serves ``--sources`` tiny
 feeds; they answer 304 to a conditional request once fetched. The config polls
@@ -169,7 +169,13 @@ def _healthy(port: int) -> bool:
 
 
 def daemon_window(
-    config: Path, server: FeedServer, sources: int, port: int, minutes: float, keep: list[int]
+    config: Path,
+    server: FeedServer,
+    sources: int,
+    port: int,
+    minutes: float,
+    keep: list[int],
+    profile: Path | None = None,
 ) -> DaemonWindow:
     """Run the daemon to its steady state, then read its CPU and the polls over ``minutes``."""
     log = config.parent / "daemon.log"
@@ -196,12 +202,17 @@ def daemon_window(
         warmup = time.monotonic() - started
         server.stats()
         cpu_before, t0 = tree_cpu(proc.pid), time.monotonic()
-        time.sleep(minutes * 60)  # the window itself: nothing to wait for but the clock
+        if profile is None:
+            time.sleep(minutes * 60)  # the window itself: nothing to wait for but the clock
+        else:
+            record(proc.pid, minutes * 60, profile)
         cpu_after, t1 = tree_cpu(proc.pid), time.monotonic()
         served = server.stats()
         if proc.poll() is not None:
             raise SystemExit(f"the daemon exited during the window ({proc.returncode})")
-        return DaemonWindow(cpu_after - cpu_before, served["not_modified"], served["requests"], t1 - t0, warmup)
+        return DaemonWindow(
+            cpu_after - cpu_before, served["not_modified"], served["requests"], t1 - t0, warmup
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -210,6 +221,14 @@ def daemon_window(
             proc.kill()
             proc.wait()
         measure._reap_orphans(set(keep))
+
+
+def record(pid: int, seconds: float, out: Path) -> None:
+    """py-spy samples of the daemon (and its children) over the window, idle threads left out."""
+    py_spy = str(Path(sys.executable).parent / "py-spy")
+    argv = [py_spy, "record", "--pid", str(pid), "--subprocesses", "--format", "raw", "--rate", "100"]
+    argv += ["--duration", str(round(seconds)), "-o", str(out)]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @dataclass(frozen=True)
@@ -222,13 +241,22 @@ class Comparison:
         return self.daemon.ms_per_poll / self.fetch.ms_per_source
 
 
-def compare(sources: int, minutes: float, work: Path, repeats: int = 1) -> list[Comparison]:
+def compare(
+    sources: int,
+    minutes: float,
+    work: Path,
+    repeats: int = 1,
+    profile: Path | None = None,
+    reuse: bool = False,
+) -> list[Comparison]:
     """The whole measurement: cold fetch once, then warm fetch and daemon window, ``repeats`` times."""
     measure.become_subreaper()
     corpus, override, run_dir = work / f"feeds-{sources}", work / "override", work / "run"
     write_feeds(corpus, sources)
     override.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(run_dir, ignore_errors=True)
+    reuse = reuse and (run_dir / "data").exists()
+    if not reuse:
+        shutil.rmtree(run_dir, ignore_errors=True)
     server = FeedServer(corpus, override)
     keep = [server.proc.pid]
     from bench.__main__ import free_port
@@ -237,13 +265,15 @@ def compare(sources: int, minutes: float, work: Path, repeats: int = 1) -> list[
     results = []
     try:
         config = write_config(run_dir / "aggregator.yaml", server, sources, port)
-        _log(f"cold fetch of {sources} sources")
+        if not reuse:
+            _log(f"cold fetch of {sources} sources")
+        # A reused store is warmed the same way (the server's port, so its URLs, changed).
         fetch(config, keep)
         for attempt in range(1, repeats + 1):
             _log(f"warm fetch ({attempt}/{repeats})")
             warm = warm_fetch(config, server, sources, keep)
             _log(f"daemon: steady state, then a {minutes:g} min window ({attempt}/{repeats})")
-            window = daemon_window(config, server, sources, port, minutes, keep)
+            window = daemon_window(config, server, sources, port, minutes, keep, profile)
             results.append(Comparison(warm, window))
             _log(f"daemon {window.ms_per_poll:.2f} ms/poll, fetch {warm.ms_per_source:.2f} ms/source")
     finally:
@@ -273,15 +303,23 @@ def _log(message: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sources", type=int, default=5000)
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--work", type=Path, default=ROOT / "work" / "daemon-polls")
+    parser.add_argument("--profile", type=Path, help="record the window with py-spy into this file")
+    parser.add_argument("--reuse", action="store_true", help="keep the store of the last run")
     args = parser.parse_args()
-    results = compare(args.sources, args.minutes, args.work, args.repeats)
+    results = compare(args.sources, args.minutes, args.work, args.repeats, args.profile, args.reuse)
     print(f"{args.sources} sources at interval 1m, every poll a 304; window {args.minutes:g} min")
     print(table(results))
+    if args.profile is not None:
+        from bench.profile import summarize
+
+        print(summarize(args.profile, 40))
 
 
 if __name__ == "__main__":
