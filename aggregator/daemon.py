@@ -310,8 +310,6 @@ class Daemon:
         except ConfigError:
             self.scheduler.remove(name)
             return
-        self.scheduler.hold(name)
-        before = self.store.index.source_state(name)
         # The run is a task of our own, so a stop can cancel it at its deadline without
         # the scheduler reporting the cancellation as a crash of the job.
         task = asyncio.create_task(self.updater.update(source))
@@ -330,20 +328,20 @@ class Daemon:
             return
         finally:
             self._in_flight.discard(task)
-        self._account(source, before, result)
-        if not self._stopping.is_set() and name in self.scheduler.names():
+        self._account(source, result)
+        if not self._stopping.is_set() and self.scheduler.has(name):
             self.scheduler.reschedule(name, self._next_run(self.config.source_named(name), result.state))
 
-    def _account(self, source: SourceConfig, before: SourceState, result: UpdateResult) -> None:
+    def _account(self, source: SourceConfig, result: UpdateResult) -> None:
         self._tally = self._tally.add(result)
         self.metrics.fetches.labels(result.outcome).inc()
         self.metrics.fetch_seconds.observe(result.duration)
         self.metrics.entries.labels("new").inc(result.new)
         self.metrics.entries.labels("updated").inc(result.updated)
         self.metrics.source_state(result.state)
-        if result.skipped:
+        if result.skipped or result.previous is None:
             return
-        events = events_between(before, result.state, url=source.url)
+        events = events_between(result.previous, result.state, url=source.url)
         if events:
             self.store.index.record_status_events(events)
             for event in events:

@@ -1,11 +1,10 @@
 """When each source is polled next.
 
 One APScheduler job per source (``max_instances=1``: a source never runs twice
-at once; ``coalesce``: missed runs collapse into one). The job's own trigger
-(an interval, or a crontab expression) is only the fallback: after every run
-the daemon moves the job to the time :func:`next_poll` decides from the state
-the run left behind, and ``aggregator status`` shows that same decision, so the
-two cannot disagree.
+at once; ``coalesce``: missed runs collapse into one). A job's trigger parks it
+when it fires (:class:`HeldTrigger`); after every run the daemon moves the job to
+the time :func:`next_poll` decides from the state the run left behind, and
+``aggregator status`` shows that same decision, so the two cannot disagree.
 
 Polls are spread evenly over each interval: every source has a stable phase
 (a fraction of its interval, from a hash of its name), and it is polled on the
@@ -22,6 +21,7 @@ The decisions are pure functions of the state, the source's timing and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Awaitable, Callable
@@ -41,8 +41,8 @@ from aggregator.state import SourceState, utcnow
 START_SPREAD_SECONDS = 10.0
 # Adaptive polling aims at about one new entry per poll, judged over this window.
 ADAPTIVE_WINDOW_SECONDS = 7 * 86400.0
-# While a run is in flight its job is parked this far ahead, so the fallback
-# trigger does not keep knocking on max_instances.
+# Once a job fires it is parked this far ahead (``HeldTrigger``) until its run moves it,
+# so a long run does not keep knocking on max_instances.
 HOLD_SECONDS = 3600.0
 # Two polls of a source on the same interval are at least this share of it apart:
 # a first poll just before its slot does not poll again at the slot.
@@ -92,6 +92,7 @@ def timing_for(config: Config, source: SourceConfig) -> Timing:
     )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def phase_of(name: str) -> float:
     """A stable fraction in [0, 1) per source: how far into each interval it is polled.
 
@@ -228,6 +229,32 @@ def planned_poll(
     return next_poll(timing, state, now, recent_entries=recent, fresh=state.config_hash != fingerprint)
 
 
+class HeldTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler ships no types
+    """A source's fallback trigger that parks its job for ``HOLD_SECONDS`` each time it fires.
+
+    The run it starts moves the job to its next poll when it ends (``reschedule``).
+    Parking the job in its trigger, as APScheduler computes the next fire time anyway,
+    rather than by moving it once the run has started, spares every poll a job change
+    and a wake-up of the scheduler. The fallback still gives the first fire time (a
+    job resumed without a time of its own) and the trigger's description.
+    """
+
+    def __init__(self, fallback: BaseTrigger) -> None:
+        self.fallback = fallback
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        if previous_fire_time is None:
+            first: datetime | None = self.fallback.get_next_fire_time(None, now)
+            return first
+        return now + timedelta(seconds=HOLD_SECONDS)
+
+    def __str__(self) -> str:
+        return str(self.fallback)
+
+    def __repr__(self) -> str:
+        return f"<HeldTrigger ({self.fallback!r})>"
+
+
 class SourceScheduler:
     """One APScheduler job per source; jobs are moved, never run twice at once."""
 
@@ -254,6 +281,10 @@ class SourceScheduler:
     def names(self) -> set[str]:
         return {job.id for job in self.scheduler.get_jobs()}
 
+    def has(self, name: str) -> bool:
+        """Whether ``name`` has a job: one lookup, where ``names()`` lists every job (0.5 ms at 5,000)."""
+        return self.scheduler.get_job(name) is not None
+
     def due_times(self) -> dict[str, datetime | None]:
         return {job.id: job.next_run_time for job in self.scheduler.get_jobs()}
 
@@ -261,7 +292,7 @@ class SourceScheduler:
         """Add or replace a source's job; ``first=None`` adds it paused (a gone source)."""
         self.scheduler.add_job(
             self.run_source,
-            timing.trigger(phase_of(name)),
+            HeldTrigger(timing.trigger(phase_of(name))),
             args=[name],
             id=name,
             name=name,
@@ -275,10 +306,6 @@ class SourceScheduler:
     def remove(self, name: str) -> None:
         if self.scheduler.get_job(name) is not None:
             self.scheduler.remove_job(name)
-
-    def hold(self, name: str) -> None:
-        """Park a running source's job while its run is in flight."""
-        self.reschedule(name, utcnow() + timedelta(seconds=HOLD_SECONDS))
 
     def reschedule(self, name: str, due: datetime | None) -> None:
         """Move a job to ``due``; None pauses it (gone)."""

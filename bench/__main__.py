@@ -14,7 +14,8 @@ cycle with the media archive on, the corpus's images on loopback, and a second c
 (``--only-media`` runs just that, with its own baseline); then a store of ``--big-posts``
 posts made by a cold fetch of a larger corpus (same generator, more entries a
 feed), one new post into it with the incremental build timed, and the daemon's
-idle memory on that store. Everything lives in ``bench/work`` (git-ignored).
+idle memory on that store; last, the daemon's CPU per not-modified poll beside a warm
+fetch's per source (``bench.daemon_polls``). Everything lives in ``bench/work`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ METHOD = """## How each number is measured
   the build in-process (what the daemon does after such a poll). Daemon idle: `aggregator run` on that
   store, read once `/healthz` answers 200 (start-up sync and build done; the feeds are served from the
   start) and VmRSS has stopped moving.
+- Daemon polls: `bench/daemon_polls.py`, its own loopback server of `--daemon-sources` tiny feeds, every
+  source at `interval: 1m`. After a cold fetch, a warm `aggregator fetch` (all 304) gives CPU per source;
+  then `aggregator run` on the same config and data, once every source has been polled since it
+  started: its CPU (it and its children, from `/proc`) over a `--daemon-minutes` window, divided by the
+  304s the server answered in it.
 - Floor: `bench/floor.py`, in one process, redoes only the cold cycle's work that runs inside C
   libraries and the kernel, on the cold run's own bytes: lxml building every document's tree, nh3
   sanitizing every entry (our allowlist and URL rewriting), writing every post file and every feed
@@ -427,6 +433,9 @@ def run_all(args: argparse.Namespace) -> list[Row]:
         grow = math.ceil(args.big_posts / n) - spec.entries
         if not args.skip_big and grow > 0:
             rows += big_store(args, corpus, server, config, grow, keep)
+
+        if not args.skip_daemon_polls:
+            rows.append(daemon_polls_row(args))
     finally:
         server.stop()
         log("removing the stores set aside")
@@ -538,6 +547,23 @@ def big_store(
     return rows
 
 
+def daemon_polls_row(args: argparse.Namespace) -> Row:
+    """``bench.daemon_polls``: the daemon's CPU per not-modified poll beside a warm fetch's per source."""
+    from bench.daemon_polls import compare
+
+    sources, minutes = args.daemon_sources, args.daemon_minutes
+    log(f"daemon polls: {sources} sources at 1m, a {minutes:g} min window")
+    (result,) = compare(sources, minutes, args.work / "daemon-polls")
+    daemon, fetch = result.daemon, result.fetch
+    return Row(
+        f"daemon, {sources} sources at 1m: CPU per not-modified poll", None,
+        goal="<= 1.5x fetch", passed=result.ratio <= 1.5 and fetch.not_modified == fetch.sources,
+        note=f"daemon {daemon.ms_per_poll:.2f} ms a poll ({daemon.polls} polls, {daemon.cpu:.1f} CPU s "
+        f"in {daemon.seconds:.0f} s); warm fetch {fetch.ms_per_source:.2f} ms a source "
+        f"({fetch.cpu:.2f} CPU s, {fetch.not_modified} 304s); {result.ratio:.2f}x; bench/daemon_polls.py",
+    )  # fmt: skip
+
+
 def table(rows: list[Row]) -> str:
     head = (
         "| step | wall s | CPU s | sources/s | entries/s | peak RSS MB (process / tree) "
@@ -594,6 +620,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only-media", action="store_true", help="only the media archive's rows; results.md is left alone"
     )
+    parser.add_argument("--skip-daemon-polls", action="store_true")
+    parser.add_argument("--daemon-sources", type=int, default=5000, help="sources of the daemon-polls row")
+    parser.add_argument("--daemon-minutes", type=float, default=3.0, help="its measured window")
     parser.add_argument("--work", type=Path, default=ROOT / "work")
     parser.add_argument("--output", type=Path, default=ROOT / "results.md")
     args = parser.parse_args(argv)

@@ -15,7 +15,9 @@ from support.helpers import write_config
 from aggregator.config import load_config
 from aggregator.errors import FetchError, RateLimited, SourceGone
 from aggregator.schedule import (
+    HOLD_SECONDS,
     START_SPREAD_SECONDS,
+    HeldTrigger,
     SourceScheduler,
     Timing,
     adaptive_interval,
@@ -304,12 +306,15 @@ def test_scheduler_never_runs_one_source_twice_at_once() -> None:
             deadline = asyncio.get_running_loop().time() + 10
             while started == 0 and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.01)
-            # The fallback trigger fires every 50 ms for half a second: all refused.
+            # The job made due every 50 ms for half a second: all refused.
             for _ in range(10):
                 scheduler.reschedule("s", datetime.now(UTC))
                 await asyncio.sleep(0.05)
             during = started
             release.set()
+            while active and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+            scheduler.reschedule("s", datetime.now(UTC))  # as the daemon does when a run ends
             while started < 2 and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.01)
         finally:
@@ -320,6 +325,39 @@ def test_scheduler_never_runs_one_source_twice_at_once() -> None:
     assert during == 1
     assert started >= 2  # and it does run again once the first run is over
     assert most == 1
+
+
+def test_a_job_that_fires_is_parked_until_its_run_moves_it() -> None:
+    """The trigger holds a fired job (no job change a poll); its first fire time is the fallback's."""
+    trigger = HeldTrigger(Timing(interval=60.0).trigger(phase_of("s")))
+    first = trigger.get_next_fire_time(None, NOW)
+    assert first is not None and _on_phase(first, 60, "s") and NOW <= first < NOW + timedelta(minutes=1)
+    assert trigger.get_next_fire_time(first, first) == first + timedelta(seconds=HOLD_SECONDS)
+    assert str(trigger) == str(Timing(interval=60.0).trigger(phase_of("s")))
+
+    async def scenario() -> tuple[int, datetime | None, datetime]:
+        runs = 0
+
+        async def run_source(_name: str) -> None:
+            nonlocal runs
+            runs += 1
+
+        scheduler = SourceScheduler(run_source)
+        scheduler.start()
+        try:
+            fired = datetime.now(UTC)
+            scheduler.add("s", Timing(interval=0.05), fired)
+            deadline = asyncio.get_running_loop().time() + 10
+            while runs == 0 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+            return runs, scheduler.due_times()["s"], fired
+        finally:
+            scheduler.shutdown()
+
+    runs, due, fired = asyncio.run(scenario())
+    assert runs == 1
+    # Parked an hour on, not at the fallback's next slot 50 ms later.
+    assert due is not None and due >= fired + timedelta(seconds=HOLD_SECONDS - 60)
 
 
 def test_scheduler_moves_pauses_and_removes_jobs() -> None:
