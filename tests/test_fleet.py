@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from support.helpers import wait_for
 
 from aggregator.errors import StoreError
 from aggregator.fleet import hosts, leases, nodes
@@ -192,13 +193,16 @@ def test_registering_again_keeps_due_times_and_leases(connect: Connect) -> None:
     assert [lease.source for lease in leases.claim(conn, "n", 10, LEASE, now=seconds(100))] == ["b"]
 
 
-def test_a_node_claims_only_sources_its_config_has(connect: Connect) -> None:
+def test_a_node_skips_the_sources_it_declined(connect: Connect) -> None:
     conn = connect()
     leases.register_sources(conn, ["old", "new"], due=seconds(0))
-    claimed = leases.claim(conn, "old-config", 10, LEASE, now=seconds(0), among=["old"])
+    [met] = leases.claim(conn, "old-config", 1, LEASE, now=seconds(0), skip=["old"])
+    assert met.source == "new"
+    assert leases.release(conn, "old-config", ["new"]) == 1
+    claimed = leases.claim(conn, "old-config", 10, LEASE, now=seconds(1), skip=["new"])
     assert [lease.source for lease in claimed] == ["old"]
     assert leases.forget_sources(conn, ["new"]) == 1
-    assert leases.claim(conn, "n", 10, LEASE, now=seconds(1)) == [], "forgotten, and the other one leased"
+    assert leases.claim(conn, "n", 10, LEASE, now=seconds(2)) == [], "forgotten, and the other one leased"
 
 
 # Nodes
@@ -333,8 +337,28 @@ def test_the_build_lock_excludes_a_second_holder(connect: Connect) -> None:
 def test_the_build_lock_frees_when_its_holders_connection_dies(connect: Connect, postgres_url: str) -> None:
     holder = psycopg.connect(postgres_url, autocommit=True)
     other = connect()
+
+    def other_takes_it() -> bool:
+        with build_lock(other) as taken:
+            return taken
+
     with build_lock(holder) as held:
         assert held
+        assert not other_takes_it()
         holder.close()
-        with build_lock(other) as taken:
-            assert taken
+        # The server ends the dead connection's session, and its locks, a moment later.
+        wait_for(other_takes_it, timeout=10, what="the build lock to free")
+
+
+def test_a_connection_in_transaction_mode_is_refused(postgres_url: str, connect: Connect) -> None:
+    with psycopg.connect(postgres_url) as conn, pytest.raises(ValueError, match="autocommit"):
+        leases.claim(conn, "n", 1, LEASE)
+
+
+def test_an_expired_lease_is_claimed_before_sources_merely_due(connect: Connect) -> None:
+    first, second = connect(), connect()
+    leases.register_sources(first, ["orphan"], due=seconds(0))
+    leases.claim(first, "dead-node", 1, LEASE, now=seconds(0))
+    leases.register_sources(first, ["fresh"], due=seconds(0))
+    [taken] = leases.claim(second, "node-2", 1, LEASE, now=seconds(121))
+    assert taken.source == "orphan"

@@ -14,13 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-import psycopg
-
-Connection = psycopg.Connection[Any]
-
-_NOW = "COALESCE(%(now)s::timestamptz, clock_timestamp())"
+from aggregator.fleet.db import NOW, Connection, require_autocommit
 
 
 @dataclass(frozen=True)
@@ -47,10 +42,11 @@ def take_slot(
     """A free slot of ``host`` for ``holder`` (a node id), or why there is none."""
     if limit <= 0:
         raise ValueError("a per-host limit must be positive")
+    require_autocommit(conn)
     params = {"host": host, "limit": limit, "holder": holder, "lease": lease, "now": now}
     with conn.transaction():
         waiting = conn.execute(
-            f"SELECT not_before FROM fleet_host_waits WHERE host = %(host)s AND not_before > {_NOW}", params
+            f"SELECT not_before FROM fleet_host_waits WHERE host = %(host)s AND not_before > {NOW}", params
         ).fetchone()
         if waiting:
             return HostBusy(host, not_before=waiting[0])
@@ -62,7 +58,7 @@ def take_slot(
         )
         row = conn.execute(
             f"""
-            WITH clock AS (SELECT {_NOW} AS now),
+            WITH clock AS MATERIALIZED (SELECT {NOW} AS now),
             free AS (
                 SELECT host, slot FROM fleet_host_slots, clock
                 WHERE host = %(host)s AND slot < %(limit)s
@@ -85,31 +81,31 @@ def take_slot(
 
 def give_back(conn: Connection, slot: HostSlot) -> bool:
     """Free a slot after its request; False when its lease had run out and another holder took it."""
-    with conn.transaction():
-        cursor = conn.execute(
-            "UPDATE fleet_host_slots SET holder = NULL, lease_until = NULL "
-            "WHERE host = %s AND slot = %s AND holder = %s",
-            (slot.host, slot.slot, slot.holder),
-        )
-        return cursor.rowcount == 1
+    require_autocommit(conn)
+    cursor = conn.execute(
+        "UPDATE fleet_host_slots SET holder = NULL, lease_until = NULL "
+        "WHERE host = %s AND slot = %s AND holder = %s",
+        (slot.host, slot.slot, slot.holder),
+    )
+    return cursor.rowcount == 1
 
 
 def give_back_all(conn: Connection, holder: str) -> int:
     """Free every slot ``holder`` holds (a node stopping)."""
-    with conn.transaction():
-        cursor = conn.execute(
-            "UPDATE fleet_host_slots SET holder = NULL, lease_until = NULL WHERE holder = %s", (holder,)
-        )
-        return cursor.rowcount
+    require_autocommit(conn)
+    cursor = conn.execute(
+        "UPDATE fleet_host_slots SET holder = NULL, lease_until = NULL WHERE holder = %s", (holder,)
+    )
+    return cursor.rowcount
 
 
 def in_flight(conn: Connection, host: str, *, now: datetime | None = None) -> int:
     """Slots of ``host`` held under a live lease."""
-    with conn.transaction():
-        row = conn.execute(
-            f"SELECT count(*) FROM fleet_host_slots WHERE host = %(host)s AND lease_until > {_NOW}",
-            {"host": host, "now": now},
-        ).fetchone()
+    require_autocommit(conn)
+    row = conn.execute(
+        f"SELECT count(*) FROM fleet_host_slots WHERE host = %(host)s AND lease_until > {NOW}",
+        {"host": host, "now": now},
+    ).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -118,17 +114,17 @@ def defer_host(conn: Connection, host: str, until: datetime, reason: str = "") -
 
     A shorter wait never shortens a longer one another node recorded.
     """
-    with conn.transaction():
-        row = conn.execute(
-            "INSERT INTO fleet_host_waits (host, not_before, reason) "
-            "VALUES (%(host)s, %(until)s, %(reason)s) "
-            "ON CONFLICT (host) DO UPDATE SET "
-            "reason = CASE WHEN excluded.not_before > fleet_host_waits.not_before "
-            "THEN excluded.reason ELSE fleet_host_waits.reason END, "
-            "not_before = GREATEST(fleet_host_waits.not_before, excluded.not_before) "
-            "RETURNING not_before",
-            {"host": host, "until": until, "reason": reason},
-        ).fetchone()
+    require_autocommit(conn)
+    row = conn.execute(
+        "INSERT INTO fleet_host_waits (host, not_before, reason) "
+        "VALUES (%(host)s, %(until)s, %(reason)s) "
+        "ON CONFLICT (host) DO UPDATE SET "
+        "reason = CASE WHEN excluded.not_before > fleet_host_waits.not_before "
+        "THEN excluded.reason ELSE fleet_host_waits.reason END, "
+        "not_before = GREATEST(fleet_host_waits.not_before, excluded.not_before) "
+        "RETURNING not_before",
+        {"host": host, "until": until, "reason": reason},
+    ).fetchone()
     assert row is not None  # an upsert with RETURNING returns its row
     result: datetime = row[0]
     return result
@@ -139,16 +135,16 @@ def host_waits(
 ) -> dict[str, datetime]:
     """Hosts that must not be requested yet, and until when (of ``hosts``, or all)."""
     only = "" if hosts is None else "AND host = ANY(%(hosts)s::text[])"
-    with conn.transaction():
-        rows = conn.execute(
-            f"SELECT host, not_before FROM fleet_host_waits WHERE not_before > {_NOW} {only}",
-            {"now": now, "hosts": list(hosts or ())},
-        ).fetchall()
+    require_autocommit(conn)
+    rows = conn.execute(
+        f"SELECT host, not_before FROM fleet_host_waits WHERE not_before > {NOW} {only}",
+        {"now": now, "hosts": list(hosts or ())},
+    ).fetchall()
     return {row[0]: row[1] for row in rows}
 
 
 def clear_waits(conn: Connection, *, now: datetime | None = None) -> int:
     """Drop waits that are over (housekeeping; an expired wait already blocks nothing)."""
-    with conn.transaction():
-        cursor = conn.execute(f"DELETE FROM fleet_host_waits WHERE not_before <= {_NOW}", {"now": now})
-        return cursor.rowcount
+    require_autocommit(conn)
+    cursor = conn.execute(f"DELETE FROM fleet_host_waits WHERE not_before <= {NOW}", {"now": now})
+    return cursor.rowcount

@@ -13,16 +13,10 @@ import secrets
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
-
-import psycopg
 
 from aggregator.fleet import hosts, leases
+from aggregator.fleet.db import NOW, Connection, require_autocommit
 from aggregator.fleet.plan import node_id
-
-Connection = psycopg.Connection[Any]
-
-_NOW = "COALESCE(%(now)s::timestamptz, clock_timestamp())"
 
 
 @dataclass(frozen=True)
@@ -45,26 +39,28 @@ def this_node_id() -> str:
 
 def join(conn: Connection, node: str, *, port: int | None = None, now: datetime | None = None) -> None:
     """Record this process (its host name and pid) as the live node ``node``, serving on ``port``."""
-    with conn.transaction():
-        conn.execute(
-            "INSERT INTO fleet_nodes (node, hostname, pid, port, started, heartbeat) "
-            f"VALUES (%(node)s, %(hostname)s, %(pid)s, %(port)s, {_NOW}, {_NOW}) "
-            "ON CONFLICT (node) DO UPDATE SET port = excluded.port, heartbeat = excluded.heartbeat",
-            {"node": node, "hostname": socket.gethostname(), "pid": os.getpid(), "port": port, "now": now},
-        )
+    require_autocommit(conn)
+    conn.execute(
+        "INSERT INTO fleet_nodes (node, hostname, pid, port, started, heartbeat) "
+        f"VALUES (%(node)s, %(hostname)s, %(pid)s, %(port)s, {NOW}, {NOW}) "
+        "ON CONFLICT (node) DO UPDATE SET port = excluded.port, heartbeat = excluded.heartbeat",
+        {"node": node, "hostname": socket.gethostname(), "pid": os.getpid(), "port": port, "now": now},
+    )
 
 
 def heartbeat(conn: Connection, node: str, lease: timedelta, *, now: datetime | None = None) -> int:
     """Say ``node`` is alive and renew its source leases; how many leases it holds."""
+    require_autocommit(conn)
     with conn.transaction():
         conn.execute(
-            f"UPDATE fleet_nodes SET heartbeat = {_NOW} WHERE node = %(node)s", {"node": node, "now": now}
+            f"UPDATE fleet_nodes SET heartbeat = {NOW} WHERE node = %(node)s", {"node": node, "now": now}
         )
         return leases.renew(conn, node, lease, now=now)
 
 
 def leave(conn: Connection, node: str) -> int:
     """Hand back every source lease and host slot of ``node`` and remove it; leases released."""
+    require_autocommit(conn)
     with conn.transaction():
         released = leases.release(conn, node)
         hosts.give_back_all(conn, node)
@@ -74,12 +70,12 @@ def leave(conn: Connection, node: str) -> int:
 
 def list_nodes(conn: Connection) -> list[NodeInfo]:
     """Every recorded node with the number of source leases it holds, oldest first."""
-    with conn.transaction():
-        rows = conn.execute(
-            "SELECT n.node, n.hostname, n.pid, n.port, n.started, n.heartbeat, "
-            "(SELECT count(*) FROM fleet_sources s WHERE s.lease_node = n.node) "
-            "FROM fleet_nodes n ORDER BY n.started, n.node"
-        ).fetchall()
+    require_autocommit(conn)
+    rows = conn.execute(
+        "SELECT n.node, n.hostname, n.pid, n.port, n.started, n.heartbeat, "
+        "(SELECT count(*) FROM fleet_sources s WHERE s.lease_node = n.node) "
+        "FROM fleet_nodes n ORDER BY n.started, n.node"
+    ).fetchall()
     return [
         NodeInfo(
             node=row[0],
@@ -96,8 +92,8 @@ def list_nodes(conn: Connection) -> list[NodeInfo]:
 
 def prune_nodes(conn: Connection, older_than: timedelta, *, now: datetime | None = None) -> int:
     """Forget nodes silent for longer than ``older_than`` (their leases have long run out)."""
-    with conn.transaction():
-        cursor = conn.execute(
-            f"DELETE FROM fleet_nodes WHERE heartbeat < {_NOW} - %(age)s", {"now": now, "age": older_than}
-        )
-        return cursor.rowcount
+    require_autocommit(conn)
+    cursor = conn.execute(
+        f"DELETE FROM fleet_nodes WHERE heartbeat < {NOW} - %(age)s", {"now": now, "age": older_than}
+    )
+    return cursor.rowcount

@@ -50,7 +50,10 @@ CREATE TABLE fleet_sources (
     last_polled timestamptz,
     CHECK ((lease_node IS NULL) = (lease_until IS NULL))
 );
-CREATE INDEX fleet_sources_due ON fleet_sources (next_due);
+-- Claims read unleased sources by due time and leases by expiry: two partial indexes, so
+-- the leases in flight (due, but held) are never scanned over.
+CREATE INDEX fleet_sources_unleased ON fleet_sources (next_due, source) WHERE lease_node IS NULL;
+CREATE INDEX fleet_sources_leased ON fleet_sources (lease_until) WHERE lease_node IS NOT NULL;
 CREATE INDEX fleet_sources_lease_node ON fleet_sources (lease_node) WHERE lease_node IS NOT NULL;
 
 CREATE TABLE fleet_host_slots (
