@@ -99,7 +99,10 @@ class PostgresServer:
 
     def __init__(self, bindir: Path) -> None:
         self.bindir = bindir
-        self.folder = Path(tempfile.mkdtemp(prefix="aggregator-pg-"))
+        # As root the server runs as another user, who must reach the folder: a TMPDIR under
+        # /root would not do, /tmp does (and keeps the socket's path short).
+        parent = "/tmp" if os.geteuid() == 0 and os.path.isdir("/tmp") else None
+        self.folder = Path(tempfile.mkdtemp(prefix="aggregator-pg-", dir=parent))
         self.data = self.folder / "data"
         self.log = self.folder / "server.log"
         self.port = 0
