@@ -15,17 +15,28 @@ from aggregator.fleet.db import Connection, require_autocommit
 BUILD_LOCK_KEY = 0x6167676275696C64
 
 
+def try_build_lock(conn: Connection) -> bool:
+    """Take the build lock on ``conn`` if no other session holds it; never waits."""
+    require_autocommit(conn)
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (BUILD_LOCK_KEY,)).fetchone()
+    return bool(row and row[0])
+
+
+def release_build_lock(conn: Connection) -> None:
+    """Give the build lock back (a closed connection's was given back by the server)."""
+    if not conn.closed:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (BUILD_LOCK_KEY,))
+
+
 @contextmanager
 def build_lock(conn: Connection) -> Iterator[bool]:
     """True inside when this node holds the build lock (and releases it after); False when another does.
 
-    Never waits: a node that finds the lock taken leaves the build to its holder.
+    A node that finds the lock taken leaves the build to its holder.
     """
-    require_autocommit(conn)
-    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (BUILD_LOCK_KEY,)).fetchone()
-    held = bool(row and row[0])
+    held = try_build_lock(conn)
     try:
         yield held
     finally:
-        if held and not conn.closed:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (BUILD_LOCK_KEY,))
+        if held:
+            release_build_lock(conn)
