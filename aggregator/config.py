@@ -170,7 +170,7 @@ class ServerConfig(_Strict):
 class FleetConfig(_Strict):
     """Several daemons sharing one PostgreSQL ``index:`` (aggregator.fleet)."""
 
-    lease: Duration = 120.0  # a dead node's sources go to the others after this long
+    lease: Duration = 120.0  # a dead node's sources go to the others after this long (> defaults.deadline)
     heartbeat: Duration | None = None  # how often a node renews its leases; None: a quarter of the lease
 
     @model_validator(mode="after")

@@ -31,6 +31,12 @@ def test_a_configured_heartbeat_stays_below_half_the_lease() -> None:
     assert FleetTiming().lease == DEFAULT_LEASE_SECONDS
 
 
+def test_a_lease_outlasts_one_polls_deadline() -> None:
+    assert fleet_timing(30, None, deadline=60).lease == 70
+    assert fleet_timing(120, None, deadline=60).lease == 120
+    assert fleet_timing(30, None, deadline=60).heartbeat == 17.5
+
+
 def test_a_lease_must_be_positive() -> None:
     with pytest.raises(ValueError):
         fleet_timing(0, None)

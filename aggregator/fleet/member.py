@@ -5,7 +5,8 @@ blocking psycopg work in a thread on a pooled autocommit connection, and every p
 error becomes a :class:`~aggregator.errors.StoreError` naming the database with its
 password hidden. The daemon's loop, in short::
 
-    member = FleetMember(config.index, fleet_timing(config.fleet.lease, config.fleet.heartbeat))
+    timing = fleet_timing(config.fleet.lease, config.fleet.heartbeat, config.defaults.deadline)
+    member = FleetMember(config.index, timing)
     await member.start(names_of_configured_sources, port=...)
     for lease in await member.claim(capacity, in_flight):   # when a place is free, or on a tick
         ... poll lease.source ...

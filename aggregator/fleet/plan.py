@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 DEFAULT_LEASE_SECONDS = 120.0
 # A node renews its leases this many times per lease, so one late heartbeat loses nothing.
 HEARTBEATS_PER_LEASE = 4
-# A host slot outlives the request's own deadline by this much before another node may take it.
+# A lease or host slot outlives a request's total deadline by this much before another node may take it.
 SLOT_MARGIN_SECONDS = 10.0
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
@@ -31,14 +31,17 @@ class FleetTiming:
         return timedelta(seconds=self.lease)
 
 
-def fleet_timing(lease: float, heartbeat: float | None) -> FleetTiming:
+def fleet_timing(lease: float, heartbeat: float | None, deadline: float = 0.0) -> FleetTiming:
     """The configured lease, and a heartbeat that renews it well before it runs out.
 
+    The lease outlasts one poll's total ``deadline`` (and a margin), so even a node whose
+    heartbeats stall cannot have a poll still running when another node takes the source.
     Without a configured heartbeat, a quarter of the lease; a configured one is kept below
     half of it, so a single missed heartbeat never lets a live node's leases expire.
     """
     if lease <= 0:
         raise ValueError("a lease must be positive")
+    lease = max(lease, deadline + SLOT_MARGIN_SECONDS) if deadline > 0 else lease
     every = lease / HEARTBEATS_PER_LEASE if heartbeat is None else min(heartbeat, lease / 2)
     return FleetTiming(lease=lease, heartbeat=every)
 
