@@ -30,8 +30,7 @@ from frontmatter.default_handlers import YAMLHandler
 
 from aggregator.errors import StoreError
 from aggregator.keys import slugify
-from aggregator.normalize import MergedEntry, Post
-from aggregator.parse import Enclosure
+from aggregator.model import Enclosure, MergedEntry, Post
 
 MAX_FILENAME_BYTES = 255
 _DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)

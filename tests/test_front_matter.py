@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from support.posts import make_post
 
 from aggregator import postfile
-from aggregator.normalize import MergedEntry, Post
-from aggregator.parse import Enclosure
+from aggregator.model import Enclosure, MergedEntry, Post
 
 # Text a feed can carry, weighted towards what YAML treats specially.
 SPECIAL = list(" :#-?.,[]{}&*!|>'\"%@`~=<+0123456789yYnNtTfFoOaz\u00a0é中")
