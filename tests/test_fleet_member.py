@@ -6,6 +6,7 @@ Each test runs two members in one event loop, as two nodes would run on two mach
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -13,10 +14,10 @@ import psycopg
 import pytest
 
 from aggregator.errors import StoreError
-from aggregator.fleet import leases
-from aggregator.fleet.hosts import HostBusy, HostSlot
-from aggregator.fleet.member import FleetMember
+from aggregator.fleet.member import FleetMember, this_node_id
 from aggregator.fleet.plan import FleetTiming
+from aggregator.index.fleet import leases
+from aggregator.index.fleet.hosts import HostBusy, HostSlot
 
 pytestmark = pytest.mark.postgres
 
@@ -147,3 +148,8 @@ def test_pool_connections_commit_each_statement(postgres_url: str) -> None:
         assert row == (2,)
 
     run(postgres_url, scenario)
+
+
+def test_a_node_id_names_this_process() -> None:
+    assert f"-{os.getpid()}-" in this_node_id()
+    assert this_node_id() != this_node_id()

@@ -19,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -28,9 +31,9 @@ from psycopg_pool import ConnectionPool
 
 from aggregator.dburl import redact
 from aggregator.errors import StoreError
-from aggregator.fleet import buildlock, hosts, leases, nodes
-from aggregator.fleet.db import Connection
-from aggregator.fleet.plan import FleetTiming, claim_size, slot_lease_seconds
+from aggregator.fleet.plan import FleetTiming, claim_size, node_id, slot_lease_seconds
+from aggregator.index.fleet import buildlock, hosts, leases, nodes
+from aggregator.index.fleet.db import Connection
 from aggregator.index.pg_schema import migrate
 
 log = logging.getLogger("aggregator.fleet")
@@ -40,6 +43,11 @@ T = TypeVar("T")
 # Sources one claim takes at most: a node that starts with 20,000 due takes them in steps.
 CLAIM_BATCH = 50
 POOL_OPEN_SECONDS = 30.0
+
+
+def this_node_id() -> str:
+    """A new id for this process: its host name, its pid and a random token."""
+    return node_id(socket.gethostname(), os.getpid(), secrets.token_hex(3))
 
 
 class FleetMember:
@@ -56,7 +64,7 @@ class FleetMember:
     ) -> None:
         self.url = url
         self.timing = timing
-        self.node = node or nodes.this_node_id()
+        self.node = node or this_node_id()
         self.open_timeout = open_timeout
         self.pool: ConnectionPool[Connection] = ConnectionPool(
             url,
