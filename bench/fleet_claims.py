@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from support.postgres import start_server
 
-from aggregator.fleet import leases
+from aggregator.index.fleet import leases
 from aggregator.index.pg_schema import migrate
 
 

@@ -18,8 +18,8 @@ import pytest
 from support.helpers import wait_for
 
 from aggregator.errors import StoreError
-from aggregator.fleet import hosts, leases, nodes
-from aggregator.fleet.buildlock import build_lock
+from aggregator.index.fleet import hosts, leases, nodes
+from aggregator.index.fleet.buildlock import build_lock
 from aggregator.index.pg_schema import STEPS, Step, latest_version, migrate, schema_version
 
 pytestmark = pytest.mark.postgres
@@ -232,13 +232,6 @@ def test_silent_nodes_are_pruned(connect: Connect) -> None:
     nodes.heartbeat(conn, "busy", LEASE, now=seconds(3000))
     assert nodes.prune_nodes(conn, timedelta(hours=1), now=seconds(3700)) == 1
     assert [n.node for n in nodes.list_nodes(conn)] == ["busy"]
-
-
-def test_a_node_id_names_this_process() -> None:
-    import os
-
-    assert f"-{os.getpid()}-" in nodes.this_node_id()
-    assert nodes.this_node_id() != nodes.this_node_id()
 
 
 # Host slots and waits

@@ -6,6 +6,7 @@ Each test runs two members in one event loop, as two nodes would run on two mach
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -13,10 +14,10 @@ import psycopg
 import pytest
 
 from aggregator.errors import StoreError
-from aggregator.fleet import leases
-from aggregator.fleet.hosts import HostBusy, HostSlot
-from aggregator.fleet.member import FleetMember
+from aggregator.fleet.member import FleetMember, this_node_id
 from aggregator.fleet.plan import FleetTiming
+from aggregator.index.fleet import leases
+from aggregator.index.fleet.hosts import HostBusy, HostSlot
 
 pytestmark = pytest.mark.postgres
 
@@ -125,6 +126,48 @@ def test_the_host_limit_and_the_build_lock_hold_across_members(postgres_url: str
     run(postgres_url, scenario)
 
 
+def test_a_waiting_member_gets_the_slot_when_the_holder_gives_it_back(postgres_url: str) -> None:
+    async def scenario(first: FleetMember, second: FleetMember) -> None:
+        released = asyncio.Event()
+
+        async def wait_for_slot() -> HostSlot | HostBusy:
+            async with second.waiting_host_slot("example.org", 1, deadline=30) as got:
+                assert released.is_set(), "granted only once the holder gave its slot back"
+                return got
+
+        async with first.host_slot("example.org", 1, deadline=60) as held:
+            assert isinstance(held, HostSlot)
+            waiter = asyncio.create_task(wait_for_slot())
+            await eventually(lambda: _retried(second), what="the waiter to find the host busy")
+            assert not waiter.done()
+            released.set()
+        assert isinstance(await asyncio.wait_for(waiter, 30), HostSlot)
+        # A host that asked for a pause is not waited for.
+        until = datetime.now(UTC) + timedelta(minutes=1)
+        await first.defer_host("example.org", until)
+        async with second.waiting_host_slot("example.org", 1, deadline=30) as paused:
+            assert paused == HostBusy("example.org", not_before=until)
+
+    run(postgres_url, scenario)
+
+
+def test_a_member_waits_no_longer_than_the_deadline(postgres_url: str) -> None:
+    async def scenario(first: FleetMember, second: FleetMember) -> None:
+        async with (
+            first.host_slot("example.org", 1, deadline=60),
+            second.waiting_host_slot("example.org", 1, deadline=0.3) as got,
+        ):
+            assert got == HostBusy("example.org")
+        assert second.slot_waits >= 1
+
+    run(postgres_url, scenario)
+
+
+async def _retried(member: FleetMember) -> bool:
+    """True once ``member`` has asked for a slot, been refused, and is waiting to ask again."""
+    return member.slot_waits >= 1
+
+
 def test_an_unreachable_database_is_a_store_error_without_the_password() -> None:
     async def main() -> None:
         member = FleetMember(
@@ -147,3 +190,8 @@ def test_pool_connections_commit_each_statement(postgres_url: str) -> None:
         assert row == (2,)
 
     run(postgres_url, scenario)
+
+
+def test_a_node_id_names_this_process() -> None:
+    assert f"-{os.getpid()}-" in this_node_id()
+    assert this_node_id() != this_node_id()

@@ -15,6 +15,7 @@ from aggregator.fleet.plan import (
     node_alive,
     node_id,
     slot_lease_seconds,
+    slot_retry_delay,
 )
 from aggregator.index.pg_schema import STEPS, Step, check_steps, pending_steps
 
@@ -80,3 +81,10 @@ def test_pending_steps_refuse_a_newer_database() -> None:
     assert pending_steps(2, steps) == []
     with pytest.raises(StoreError, match="newer than this program"):
         pending_steps(3, steps)
+
+
+def test_a_busy_host_is_asked_again_sooner_than_a_second_and_never_past_the_deadline() -> None:
+    assert [slot_retry_delay(n, 60) for n in range(6)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0]
+    assert slot_retry_delay(50, 60) == 1.0
+    assert slot_retry_delay(0, 0.01) is None
+    assert slot_retry_delay(5, 0.5) is None

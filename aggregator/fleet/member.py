@@ -19,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -28,9 +31,9 @@ from psycopg_pool import ConnectionPool
 
 from aggregator.dburl import redact
 from aggregator.errors import StoreError
-from aggregator.fleet import buildlock, hosts, leases, nodes
-from aggregator.fleet.db import Connection
-from aggregator.fleet.plan import FleetTiming, claim_size, slot_lease_seconds
+from aggregator.fleet.plan import FleetTiming, claim_size, node_id, slot_lease_seconds, slot_retry_delay
+from aggregator.index.fleet import buildlock, hosts, leases, nodes
+from aggregator.index.fleet.db import Connection
 from aggregator.index.pg_schema import migrate
 
 log = logging.getLogger("aggregator.fleet")
@@ -40,6 +43,11 @@ T = TypeVar("T")
 # Sources one claim takes at most: a node that starts with 20,000 due takes them in steps.
 CLAIM_BATCH = 50
 POOL_OPEN_SECONDS = 30.0
+
+
+def this_node_id() -> str:
+    """A new id for this process: its host name, its pid and a random token."""
+    return node_id(socket.gethostname(), os.getpid(), secrets.token_hex(3))
 
 
 class FleetMember:
@@ -56,7 +64,7 @@ class FleetMember:
     ) -> None:
         self.url = url
         self.timing = timing
-        self.node = node or nodes.this_node_id()
+        self.node = node or this_node_id()
         self.open_timeout = open_timeout
         self.pool: ConnectionPool[Connection] = ConnectionPool(
             url,
@@ -69,6 +77,8 @@ class FleetMember:
         # Sources this node met in a claim but has no config for (another node's is newer).
         self.declined: set[str] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        # Times a request found all of its host's slots taken and waited (for the metrics).
+        self.slot_waits = 0
 
     def _with_connection(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
@@ -153,6 +163,31 @@ class FleetMember:
         finally:
             if isinstance(got, hosts.HostSlot):
                 await self._call(hosts.give_back, got)
+
+    @contextlib.asynccontextmanager
+    async def waiting_host_slot(
+        self, host: str, limit: int, deadline: float
+    ) -> AsyncIterator[hosts.HostSlot | hosts.HostBusy]:
+        """Like :meth:`host_slot`, but waits while all of the host's slots are taken.
+
+        Waits at most ``deadline`` seconds; a host that asked to be left alone (Retry-After)
+        is not waited for: its ``HostBusy`` with ``not_before`` comes back at once.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + deadline
+        attempt = 0
+        while True:
+            async with self.host_slot(host, limit, deadline) as got:
+                if isinstance(got, hosts.HostSlot) or got.not_before is not None:
+                    yield got
+                    return
+            delay = slot_retry_delay(attempt, give_up - loop.time())
+            if delay is None:
+                yield got
+                return
+            self.slot_waits += 1
+            await asyncio.sleep(delay)
+            attempt += 1
 
     async def defer_host(self, host: str, until: datetime, reason: str = "") -> datetime:
         """Tell every node to leave ``host`` alone until ``until`` (Retry-After, backoff)."""

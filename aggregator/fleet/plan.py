@@ -15,6 +15,9 @@ DEFAULT_LEASE_SECONDS = 120.0
 HEARTBEATS_PER_LEASE = 4
 # A lease or host slot outlives a request's total deadline by this much before another node may take it.
 SLOT_MARGIN_SECONDS = 10.0
+# Asking again for a busy host's slot: a short pause that doubles up to a second.
+SLOT_RETRY_FIRST = 0.05
+SLOT_RETRY_MAX = 1.0
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 
@@ -68,3 +71,13 @@ def claim_size(capacity: int, in_flight: int, batch: int) -> int:
 def slot_lease_seconds(deadline: float) -> float:
     """A host slot's lease: the request's total deadline and a margin (a crashed node's slot frees)."""
     return deadline + SLOT_MARGIN_SECONDS
+
+
+def slot_retry_delay(attempt: int, remaining: float) -> float | None:
+    """How long to wait before asking again for a slot of a host whose slots were all taken.
+
+    None when the wait would outlast the ``remaining`` time the request may still take: it
+    is then put off (the source comes back at its next poll), rather than held past its deadline.
+    """
+    delay = min(SLOT_RETRY_FIRST * 2 ** max(attempt, 0), SLOT_RETRY_MAX)
+    return delay if delay < remaining else None

@@ -15,6 +15,7 @@ fixtures are skipped and say why.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import pwd
@@ -189,6 +190,9 @@ class PostgresServer:
 def start_server() -> PostgresServer:
     """Find the binaries and start a server, or raise :class:`PostgresUnavailable`."""
     server = PostgresServer(find_bindir())
+    # Should the session's teardown never run (an interpreter exiting on an error), the
+    # server still stops with the process that started it.
+    atexit.register(server.stop)
     try:
         return server.start()
     except BaseException:

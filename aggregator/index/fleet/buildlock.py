@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from aggregator.fleet.db import Connection, require_autocommit
+from aggregator.index.fleet.db import Connection, require_autocommit
 
 # pg_try_advisory_lock key of the feed build ("aggbuild" in ASCII).
 BUILD_LOCK_KEY = 0x6167676275696C64

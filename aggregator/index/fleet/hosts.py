@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from aggregator.fleet.db import NOW, Connection, require_autocommit
+from aggregator.index.fleet.db import NOW, Connection, require_autocommit
 
 
 @dataclass(frozen=True)

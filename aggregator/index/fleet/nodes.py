@@ -9,14 +9,12 @@ its heartbeat is older than a lease, and :func:`prune_nodes` clears such rows la
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from aggregator.fleet import hosts, leases
-from aggregator.fleet.db import NOW, Connection, require_autocommit
-from aggregator.fleet.plan import node_id
+from aggregator.index.fleet import hosts, leases
+from aggregator.index.fleet.db import NOW, Connection, require_autocommit
 
 
 @dataclass(frozen=True)
@@ -30,11 +28,6 @@ class NodeInfo:
     started: datetime
     heartbeat: datetime
     leases: int
-
-
-def this_node_id() -> str:
-    """A new id for this process: its host name, its pid and a random token."""
-    return node_id(socket.gethostname(), os.getpid(), secrets.token_hex(3))
 
 
 def join(conn: Connection, node: str, *, port: int | None = None, now: datetime | None = None) -> None:
