@@ -1,4 +1,4 @@
-"""Post files (the truth) and the SQLite index (a cache of them).
+"""Post files (the truth) and the index (a cache of them: SQLite, or PostgreSQL for a fleet).
 
 What a post file holds, and how it is named, rendered and read, is
 ``aggregator.postfile``'s business; this module decides what each save writes,
@@ -139,7 +139,11 @@ class PostStore:
         *,
         fsync: str = "batch",
         state_path: Path | None = None,
+        index: Index | None = None,
     ) -> None:
+        """``index``: an index opened elsewhere (``open_store`` gives a PgIndex), which the store
+        then owns and closes; else the SQLite files at ``index_path`` and ``state_path``. The
+        writer marks are under ``index_path``'s folder (the data folder) either way."""
         self.posts_dir = posts_dir
         self.index_path = index_path
         # Beside the index unless told otherwise; not a cache (see aggregator.index.states).
@@ -152,8 +156,10 @@ class PostStore:
             index_path.parent.mkdir(parents=True, exist_ok=True)
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
+            if index is not None:
+                index.close()
             raise StoreError(f"cannot open the store at {index_path}: {error}") from error
-        self.index: Index = SqliteIndex(index_path, self.state_path)
+        self.index: Index = index if index is not None else SqliteIndex(index_path, self.state_path)
         try:
             if self.index.found_version == 0 and self._has_post_files():
                 self.reindex()
@@ -598,8 +604,21 @@ class PostStore:
         return problems
 
 
+def open_index(config: Config) -> Index | None:
+    """The PostgreSQL index when the config names one (``index:``); None: the SQLite files."""
+    if config.index is None:
+        return None
+    from aggregator.index.postgres.pgindex import PgIndex  # psycopg is imported only for it
+
+    return PgIndex(config.index)
+
+
 def open_store(config: Config) -> PostStore:
     """The post store (files, index and state database) a config points at."""
     return PostStore(
-        config.posts_dir, config.index_path, fsync=config.defaults.fsync, state_path=config.state_path
+        config.posts_dir,
+        config.index_path,
+        fsync=config.defaults.fsync,
+        state_path=config.state_path,
+        index=open_index(config),
     )

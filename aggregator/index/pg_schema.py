@@ -73,7 +73,95 @@ CREATE TABLE fleet_host_waits (
 );
 """
 
-STEPS: tuple[Step, ...] = (Step(1, "fleet: nodes, source leases, host slots and host waits", FLEET_TABLES),)
+# The index (aggregator.index.postgres), as SQLite's schema 6 has it, and the state database's
+# tables beside it: one database, so one transaction covers a tombstone and the rows it replaces.
+# Keys and paths compare byte by byte (COLLATE "C"), as SQLite's text does: the same ties, the
+# same order, whatever collation the database was created with.
+INDEX_TABLES = """
+CREATE TABLE posts (
+    source text COLLATE "C" NOT NULL,
+    entry_id text COLLATE "C" NOT NULL,
+    path text COLLATE "C" NOT NULL UNIQUE,
+    title text NOT NULL,
+    link text NOT NULL,
+    author text NOT NULL,
+    date_ts double precision NOT NULL,
+    updated_ts double precision,
+    first_seen_ts double precision NOT NULL,
+    categories text NOT NULL,
+    tags text NOT NULL,
+    headimg text,
+    enclosures text NOT NULL,
+    body text NOT NULL,
+    summary text NOT NULL,
+    content_hash text NOT NULL,
+    rewrites integer NOT NULL DEFAULT 0,
+    last_rewrite_ts double precision,
+    file_mtime_ns bigint NOT NULL DEFAULT 0,
+    file_size bigint NOT NULL DEFAULT 0,
+    upstream_hash text NOT NULL DEFAULT '',
+    upstream_updated_ts double precision,
+    canon_link text NOT NULL DEFAULT '',
+    merged text NOT NULL DEFAULT '[]',
+    PRIMARY KEY (source, entry_id)
+);
+CREATE INDEX posts_canon ON posts (canon_link);
+
+CREATE TABLE post_feeds (
+    feed_key text COLLATE "C" NOT NULL,
+    source text COLLATE "C" NOT NULL,
+    entry_id text COLLATE "C" NOT NULL,
+    date_ts double precision NOT NULL,
+    PRIMARY KEY (feed_key, source, entry_id)
+);
+CREATE INDEX post_feeds_newest ON post_feeds (feed_key, date_ts DESC);
+CREATE INDEX post_feeds_by_post ON post_feeds (source, entry_id);
+
+CREATE TABLE aliases (
+    source text COLLATE "C" NOT NULL,
+    entry_id text COLLATE "C" NOT NULL,
+    target_source text COLLATE "C" NOT NULL,
+    target_id text COLLATE "C" NOT NULL,
+    PRIMARY KEY (source, entry_id)
+);
+CREATE INDEX aliases_target ON aliases (target_source, target_id);
+
+CREATE TABLE feeds (
+    key text COLLATE "C" PRIMARY KEY,
+    signature text NOT NULL,
+    title text NOT NULL,
+    item_count integer NOT NULL,
+    newest_ts double precision
+);
+CREATE TABLE pending_feeds (key text COLLATE "C" PRIMARY KEY);
+
+CREATE TABLE source_states (name text COLLATE "C" PRIMARY KEY, state text NOT NULL);
+CREATE TABLE tombstones (
+    source text COLLATE "C" NOT NULL,
+    entry_id text COLLATE "C" NOT NULL,
+    removed_ts double precision NOT NULL,
+    reason text NOT NULL,
+    title text NOT NULL DEFAULT '',
+    PRIMARY KEY (source, entry_id)
+);
+
+CREATE TABLE status_events (
+    id text COLLATE "C" PRIMARY KEY,
+    source text NOT NULL,
+    kind text NOT NULL,
+    at_ts double precision NOT NULL,
+    detail text NOT NULL,
+    url text NOT NULL
+);
+CREATE INDEX status_events_newest ON status_events (at_ts DESC, id);
+"""
+
+STEPS: tuple[Step, ...] = (
+    Step(1, "fleet: nodes, source leases, host slots and host waits", FLEET_TABLES),
+    Step(2, "index: posts, their feeds and aliases, feeds, pending feeds, states, tombstones", INDEX_TABLES),
+)
+# The first version with the index's tables: a database older than it holds no index (yet).
+INDEX_VERSION = 2
 
 _META = """
 CREATE TABLE IF NOT EXISTS aggregator_meta (
