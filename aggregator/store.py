@@ -263,12 +263,17 @@ class PostStore:
         rows: list[tuple[EntryUpdateIntent, str]] = []
         deleted: list[tuple[str, str]] = []
         taken = self._unindexed
+        # Who holds each new post's own path: one question for the batch, not one a post
+        # (a round trip each on PostgreSQL); a path taken sends ``_free_path`` to ask on.
+        owners = self.index.path_owners(
+            str(postfile.relpath(i.post)) for i in intents if i.to_write is not None and i.path is None
+        )
         for intent in intents:
             post = intent.post
             relpath = intent.path
             if intent.to_write is not None:
                 if relpath is None:
-                    relpath = self._free_path(postfile.relpath(post), post, taken)
+                    relpath = self._free_path(postfile.relpath(post), post, taken, owners)
                 taken.add(relpath)
                 rows.append((intent, relpath))
             elif intent.forget:
@@ -354,11 +359,16 @@ class PostStore:
             return None
         return MergeTarget(target, current)
 
-    def _free_path(self, relpath: Path, post: Post, taken: set[str]) -> str:
-        """The deterministic path, unless another entry already holds it."""
+    def _free_path(
+        self, relpath: Path, post: Post, taken: set[str], owners: Mapping[str, tuple[str, str]]
+    ) -> str:
+        """The deterministic path, unless another entry already holds it (``owners``: the
+        owners of the deterministic paths, asked of the index for the whole batch)."""
         candidate = relpath
         for attempt in range(2, 100):
-            owner = self.index.path_owner(str(candidate))
+            owner = (
+                owners.get(str(candidate)) if candidate == relpath else self.index.path_owner(str(candidate))
+            )
             free = owner is None or owner == (post.source, post.id)
             if free and str(candidate) not in taken:
                 return str(candidate)

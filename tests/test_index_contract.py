@@ -105,6 +105,11 @@ def test_what_the_decider_reads(index: Index) -> None:
     assert entries.buried == {} and entries.aliased == {}
     assert index.path_owner("src/a.md") == ("src", "a")
     assert index.path_owner("src/none.md") is None
+    assert index.path_owners(["src/a.md", "src/none.md", "src/b.md"]) == {
+        "src/a.md": ("src", "a"),
+        "src/b.md": ("src", "b"),
+    }
+    assert index.path_owners([]) == {}
     assert index.first_seen("src", ["a", "zz"]) == {"a": NOW - DAY}
     assert index.known_entries("other", ["a"]).known == {}
 

@@ -91,6 +91,14 @@ class PgPostRows(PgConnections):
         row = self._one("SELECT source, entry_id FROM posts WHERE path=%s", (path,))
         return (row[0], row[1]) if row else None
 
+    def path_owners(self, paths: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """The (source, entry id) at each of ``paths`` that a post holds (one query)."""
+        wanted = list(paths)
+        if not wanted:
+            return {}
+        rows = self._all("SELECT path, source, entry_id FROM posts WHERE path = ANY(%s)", (wanted,))
+        return {path: (source, entry_id) for path, source, entry_id in rows}
+
     def first_seen(self, source: str, ids: Iterable[str]) -> dict[str, datetime]:
         """When each already-known entry was first seen (its date fallback)."""
         rows = self._all(
@@ -139,8 +147,9 @@ class PgPostRows(PgConnections):
                         )
                     cursor.executemany(_UPSERT_POST_FEED, feed_rows)
             if new_rows:
-                cursor.executemany(_UPSERT_POST, new_rows)
-                cursor.executemany(_UPSERT_POST_FEED, new_feeds)
+                with conn.pipeline():  # the posts and their feeds: one round trip
+                    cursor.executemany(_UPSERT_POST, new_rows)
+                    cursor.executemany(_UPSERT_POST_FEED, new_feeds)
 
     def forget(self, source: str, entry_id: str) -> set[str]:
         """Drop a post's rows (inside ``transaction()``); return the feed keys it leaves, now pending."""
