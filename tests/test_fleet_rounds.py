@@ -98,8 +98,7 @@ def test_three_nodes_poll_each_source_once_per_interval_and_survive_a_kill(postg
                 lambda: all(len(polls.starts[s]) >= 3 for s in SOURCES), 30, "three polls of every source"
             )
             # SIGKILL of node c, mid-poll: no leave, no more heartbeats, its leases stay behind.
-            while not any(node == "node-c" for node in polls.active.values()):
-                await asyncio.sleep(0.005)
+            await until(lambda: "node-c" in polls.active.values(), 30, "node c to be polling")
             killed = members[2]
             held_at_kill = {source for source, node in polls.active.items() if node == "node-c"}
             loops[2].cancel()
