@@ -6,7 +6,8 @@ registers ``--sources`` sources, all due, and times one node on one connection:
 - the server's start (initdb + pg_ctl) and one empty database (CREATE DATABASE);
 - claiming them all in batches of ``--batch`` (sources leased per second);
 - completing each (one UPDATE per finished poll, as the daemon would);
-- claiming them all again while skipping 100 declined sources (the ``skip`` filter).
+- claiming them all again, then while skipping 100 declined sources (the ``skip`` filter);
+- a fleet-wide host slot taken and given back around each of 2,000 requests.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from support.postgres import start_server
 
-from aggregator.index.fleet import leases
+from aggregator.index.fleet import hosts, leases
 from aggregator.index.pg_schema import migrate
 
 
@@ -50,6 +51,9 @@ def main() -> None:
                 (("claim", []), ("claim again", []), ("claim skip", names[-100:])), start=1
             ):
                 now = t0 + timedelta(hours=round_number)
+                # What autovacuum does between rounds of a long-running fleet: each poll
+                # leaves two dead row versions that the next claims would step over.
+                conn.execute("VACUUM fleet_sources")
                 claimed: list[leases.Lease] = []
                 began = time.perf_counter()
                 while batch := leases.claim(conn, "bench", args.batch, lease, now=now, skip=skip):
@@ -67,6 +71,17 @@ def main() -> None:
                     f"{'complete':12} {len(claimed):6} sources one by one: {seconds:.2f} s, "
                     f"{len(claimed) / seconds:,.0f} sources/s"
                 )
+            requests = 2_000
+            began = time.perf_counter()
+            for number in range(requests):
+                slot = hosts.take_slot(conn, f"host-{number % 100}", 2, "bench", lease)
+                assert isinstance(slot, hosts.HostSlot)
+                hosts.give_back(conn, slot)
+            seconds = time.perf_counter() - began
+            print(
+                f"{'host slot':12} {requests:6} takes and give-backs: {seconds:.2f} s, "
+                f"{seconds / requests * 1000:.2f} ms a request"
+            )
     finally:
         server.stop()
 

@@ -9,7 +9,9 @@ import psycopg
 Connection = psycopg.Connection[Any]
 
 # A ``now`` the caller gives, else the database's clock: the one clock every node shares.
-NOW = "COALESCE(%(now)s::timestamptz, clock_timestamp())"
+# statement_timestamp() is stable within a statement (clock_timestamp() is volatile), so a
+# comparison with it is an index condition, and every row of one statement sees one ``now``.
+NOW = "COALESCE(%(now)s::timestamptz, statement_timestamp())"
 
 
 def require_autocommit(conn: Connection) -> None:

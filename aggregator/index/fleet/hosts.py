@@ -36,47 +36,59 @@ class HostBusy:
     not_before: datetime | None = None
 
 
+_TAKE_SLOT = f"""
+    WITH waiting AS MATERIALIZED (
+        SELECT not_before FROM fleet_host_waits WHERE host = %(host)s AND not_before > {NOW}
+    ),
+    free AS (
+        SELECT host, slot FROM fleet_host_slots
+        WHERE host = %(host)s AND slot < %(limit)s
+          AND (holder IS NULL OR lease_until <= {NOW})
+          AND NOT EXISTS (SELECT 1 FROM waiting)
+        ORDER BY slot
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ),
+    taken AS (
+        UPDATE fleet_host_slots AS s SET holder = %(holder)s, lease_until = {NOW} + %(lease)s
+        FROM free
+        WHERE s.host = free.host AND s.slot = free.slot
+        RETURNING s.slot, s.lease_until
+    )
+    SELECT (SELECT not_before FROM waiting), taken.slot, taken.lease_until,
+           (SELECT count(*) FROM fleet_host_slots WHERE host = %(host)s AND slot < %(limit)s)
+    FROM (SELECT 1) AS one LEFT JOIN taken ON true
+"""
+
+
 def take_slot(
     conn: Connection, host: str, limit: int, holder: str, lease: timedelta, *, now: datetime | None = None
 ) -> HostSlot | HostBusy:
-    """A free slot of ``host`` for ``holder`` (a node id), or why there is none."""
+    """A free slot of ``host`` for ``holder`` (a node id), or why there is none.
+
+    One statement (one round trip) once the host's rows exist; the first node to meet a host,
+    or a higher limit, makes its rows and asks again.
+    """
     if limit <= 0:
         raise ValueError("a per-host limit must be positive")
     require_autocommit(conn)
     params = {"host": host, "limit": limit, "holder": holder, "lease": lease, "now": now}
-    with conn.transaction():
-        waiting = conn.execute(
-            f"SELECT not_before FROM fleet_host_waits WHERE host = %(host)s AND not_before > {NOW}", params
-        ).fetchone()
-        if waiting:
-            return HostBusy(host, not_before=waiting[0])
-        # The host's rows, made once by whichever node meets the host (or a higher limit) first.
+    for _attempt in range(2):
+        row = conn.execute(_TAKE_SLOT, params).fetchone()
+        assert row is not None  # the statement always returns its one row
+        not_before, slot, until, rows = row
+        if not_before is not None:
+            return HostBusy(host, not_before=not_before)
+        if slot is not None:
+            return HostSlot(host=host, slot=slot, holder=holder, until=until)
+        if rows >= limit:
+            break
         conn.execute(
             "INSERT INTO fleet_host_slots (host, slot) SELECT %(host)s, generate_series(0, %(limit)s - 1) "
             "ON CONFLICT (host, slot) DO NOTHING",
             params,
         )
-        row = conn.execute(
-            f"""
-            WITH clock AS MATERIALIZED (SELECT {NOW} AS now),
-            free AS (
-                SELECT host, slot FROM fleet_host_slots, clock
-                WHERE host = %(host)s AND slot < %(limit)s
-                  AND (holder IS NULL OR lease_until <= clock.now)
-                ORDER BY slot
-                LIMIT 1
-                FOR UPDATE OF fleet_host_slots SKIP LOCKED
-            )
-            UPDATE fleet_host_slots AS s SET holder = %(holder)s, lease_until = clock.now + %(lease)s
-            FROM free, clock
-            WHERE s.host = free.host AND s.slot = free.slot
-            RETURNING s.slot, s.lease_until
-            """,
-            params,
-        ).fetchone()
-    if row is None:
-        return HostBusy(host)
-    return HostSlot(host=host, slot=row[0], holder=holder, until=row[1])
+    return HostBusy(host)
 
 
 def give_back(conn: Connection, slot: HostSlot) -> bool:

@@ -72,31 +72,29 @@ def claim(
     skip_filter = "AND NOT source = ANY(%(skip)s::text[])" if skip else ""
     rows = conn.execute(
         f"""
-        WITH clock AS MATERIALIZED (SELECT {NOW} AS now),
-        expired AS (
-            SELECT source FROM fleet_sources, clock
-            WHERE lease_node IS NOT NULL AND lease_until <= clock.now AND next_due <= clock.now
+        WITH expired AS (
+            SELECT source FROM fleet_sources
+            WHERE lease_node IS NOT NULL AND lease_until <= {NOW} AND next_due <= {NOW}
               {skip_filter}
             ORDER BY lease_until, source
             LIMIT %(limit)s
-            FOR UPDATE OF fleet_sources SKIP LOCKED
+            FOR UPDATE SKIP LOCKED
         ),
         unleased AS (
-            SELECT source FROM fleet_sources, clock
-            WHERE lease_node IS NULL AND next_due <= clock.now
+            SELECT source FROM fleet_sources
+            WHERE lease_node IS NULL AND next_due <= {NOW}
               {skip_filter}
             ORDER BY next_due, source
             LIMIT %(limit)s
-            FOR UPDATE OF fleet_sources SKIP LOCKED
+            FOR UPDATE SKIP LOCKED
         ),
         chosen AS (
             (SELECT source FROM expired) UNION ALL (SELECT source FROM unleased) LIMIT %(limit)s
         )
-        UPDATE fleet_sources AS s
-        SET lease_node = %(node)s, lease_until = clock.now + %(lease)s
-        FROM chosen, clock
-        WHERE s.source = chosen.source
-        RETURNING s.source, s.next_due, s.lease_until
+        UPDATE fleet_sources
+        SET lease_node = %(node)s, lease_until = {NOW} + %(lease)s
+        WHERE source = ANY(ARRAY(SELECT source FROM chosen))
+        RETURNING source, next_due, lease_until
         """,
         {"now": now, "limit": limit, "node": node, "lease": lease, "skip": list(skip)},
     ).fetchall()
