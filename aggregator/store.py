@@ -67,6 +67,7 @@ from aggregator.files import (
     writer_alive,
 )
 from aggregator.index.interface import Index
+from aggregator.index.opening import open_index
 from aggregator.index.posts import PostRecord
 from aggregator.index.sqlite import SqliteIndex
 from aggregator.index.states import STATE_FILE
@@ -612,15 +613,6 @@ class PostStore:
                 if n.endswith(TEMP_SUFFIX) and not writer_alive(n)
             ]
         return problems
-
-
-def open_index(config: Config) -> Index | None:
-    """The PostgreSQL index when the config names one (``index:``); None: the SQLite files."""
-    if config.index is None:
-        return None
-    from aggregator.index.postgres.pgindex import PgIndex  # psycopg is imported only for it
-
-    return PgIndex(config.index)
 
 
 def open_store(config: Config) -> PostStore:
