@@ -15,9 +15,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from support.helpers import write_config
 from support.indexes import BACKENDS, open_test_index
 from support.posts import make_post
 
+from aggregator.config import load_config
 from aggregator.errors import StoreError
 from aggregator.index import pg_schema
 from aggregator.index.deferral import STATE_BATCH
@@ -25,11 +27,13 @@ from aggregator.index.interface import Index
 from aggregator.index.postgres.pgindex import PgIndex
 from aggregator.index.posts import PostRecord
 from aggregator.index.readers import open_reader
+from aggregator.index.sqlite import SqliteIndex
 from aggregator.index.status import KEEP_EVENTS
 from aggregator.keys import ALL_KEY, category_key, source_key
 from aggregator.model import Enclosure, MergedEntry, Post
 from aggregator.state import SourceState
 from aggregator.status_feed import StatusEvent
+from aggregator.store import PostStore, open_store
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -401,3 +405,34 @@ def test_an_unreachable_database_is_one_clear_error_without_the_password() -> No
     with pytest.raises(StoreError) as raised:
         PgIndex(url)
     assert "s3cret-pw" not in str(raised.value) and "someone:***@127.0.0.1" in str(raised.value)
+
+
+# Which index a config opens ---------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_open_store_picks_postgres_for_an_index_url_and_sqlite_without(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    on_postgres = load_config(write_config(tmp_path / "pg", [], index=postgres_url))
+    with open_store(on_postgres) as store:
+        assert isinstance(store.index, PgIndex)
+        store.save([make_post(id="a")], NOW)
+    assert not (tmp_path / "pg" / "data" / "index.sqlite3").exists()
+    assert not (tmp_path / "pg" / "data" / "state.sqlite3").exists()
+    on_sqlite = load_config(write_config(tmp_path / "lite", []))
+    with open_store(on_sqlite) as store:
+        assert isinstance(store.index, SqliteIndex) and store.index.post_count() == 0
+    assert (tmp_path / "lite" / "data" / "index.sqlite3").exists()
+
+
+@pytest.mark.postgres
+def test_an_empty_postgres_index_is_filled_from_the_post_files(tmp_path: Path, postgres_url: str) -> None:
+    with PostStore(tmp_path / "posts", tmp_path / "data" / "index.sqlite3", fsync="off") as lite:
+        lite.save([make_post(id=str(n), title=f"T{n}") for n in range(4)], NOW)
+        expected = [(p.source, p.id, p.title) for p in lite.index.feed_items(ALL_KEY, 10)]
+    with PostStore(
+        tmp_path / "posts", tmp_path / "data" / "index.sqlite3", index=PgIndex(postgres_url)
+    ) as store:
+        assert [(p.source, p.id, p.title) for p in store.index.feed_items(ALL_KEY, 10)] == expected
+        assert store.verify() == []
