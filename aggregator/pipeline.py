@@ -44,6 +44,7 @@ from aggregator.filters import Selection, category_rules, filter_stages, select_
 from aggregator.keys import feed_keys_for
 from aggregator.model import NormalizedFeed, Outcome, Post, SourceRules
 from aggregator.normalize import with_first_seen
+from aggregator.retention import Limits, RetentionPolicy
 from aggregator.state import (
     SourceState,
     after_failure,
@@ -52,13 +53,7 @@ from aggregator.state import (
     poll_hold,
     utcnow,
 )
-from aggregator.store import (
-    Limits,
-    PostStore,
-    RetentionPolicy,
-    SaveBatch,
-    SaveResult,
-)
+from aggregator.store import PostStore, SaveBatch, SaveResult
 from aggregator.transforms import Transformer, transforms_for
 from aggregator.workers import ParserPool, PostRecipe
 

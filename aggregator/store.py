@@ -1,8 +1,12 @@
-"""Post files (the truth) and the index (a cache of them: SQLite, or PostgreSQL for a fleet).
+"""Post files (the truth) and the index (a cache of them: SQLite, or PostgreSQL): saving.
 
 What a post file holds, and how it is named, rendered and read, is
-``aggregator.postfile``'s business; this module decides what each save writes,
-writes it, and keeps the index in step.
+``aggregator.postfile``'s business; what each entry becomes is
+``aggregator.decide``'s. This module names the new files, writes them, and
+keeps the index (``aggregator.index``, behind its Protocol) in step. Pruning
+is ``aggregator.retention``'s and reading the files back (hand edits,
+deletions, reindex, verify) ``aggregator.filesync``'s; ``PostStore`` mixes
+both in.
 
 Durability: files are written atomically (a temporary file in the same
 directory, then a rename), so a crash leaves the old file or the new one,
@@ -26,30 +30,26 @@ Saving runs in steps (``plan_posts``, ``write_files``, ``make_durable``,
 ``commit``) so that a caller on an event loop can write and flush the files
 in a thread; ``save`` runs them all.
 
-The index (WAL mode) also holds what each published feed was built from, so
-feeds are built without reading post files. It records its schema version,
-migrates older ones step by step, and refuses a newer one. What no post file
-holds (each source's polling state, and the tombstones of entries retention
-pruned or a person deleted, so they are not fetched back) is in the state
-database (``aggregator.index.states``), which ``reindex`` leaves alone.
+The index also holds what each published feed was built from, so feeds are
+built without reading post files. It records its schema version, migrates
+older ones step by step, and refuses a newer one. What no post file holds
+(each source's polling state, and the tombstones of entries retention pruned
+or a person deleted, so they are not fetched back) is in the state database
+(``aggregator.index.states``), which ``reindex`` leaves alone.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aggregator import postfile
 from aggregator.config import Config
 from aggregator.decide import (
-    DELETED,
-    RETENTION,
     AliasForUpdate,
     EntryForUpdate,
     EntryUpdateIntent,
@@ -59,21 +59,20 @@ from aggregator.decide import (
 )
 from aggregator.errors import StoreError
 from aggregator.files import (
-    TEMP_SUFFIX,
     WriterMark,
     fsync_batch,
     sweep_temp_files,
     write_atomic_stat,
-    writer_alive,
 )
+from aggregator.filesync import FileSync
 from aggregator.index.interface import Index
 from aggregator.index.opening import open_index
 from aggregator.index.posts import PostRecord
 from aggregator.index.sqlite import SqliteIndex
 from aggregator.index.states import STATE_FILE
-from aggregator.keys import ALL_KEY, feed_keys_for, source_key
 from aggregator.model import Outcome, Post
 from aggregator.normalize import canonical_link
+from aggregator.retention import Retention
 
 log = logging.getLogger("aggregator.store")
 
@@ -100,37 +99,7 @@ class SaveBatch:
     stats: list[os.stat_result] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Limits:
-    """How many posts to keep, and for how long (by post date); None means no limit."""
-
-    max_age: timedelta | None = None
-    max_posts: int | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.max_age is not None or self.max_posts is not None
-
-
-@dataclass(frozen=True)
-class RetentionPolicy:
-    """Limits over all posts together and per source; everything off by default."""
-
-    overall: Limits = Limits()
-    per_source: Mapping[str, Limits] = field(default_factory=dict)
-
-    @functools.cached_property
-    def active(self) -> bool:  # asked on every update; per_source can hold every source
-        return self.overall.active or any(limits.active for limits in self.per_source.values())
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    removed: int = 0
-    touched_keys: frozenset[str] = frozenset()
-
-
-class PostStore:
+class PostStore(Retention, FileSync):
     """Writes post files and keeps the index (``self.index``) in step with them."""
 
     def __init__(
@@ -375,244 +344,6 @@ class PostStore:
                 return str(candidate)
             candidate = relpath.with_name(f"{relpath.stem}-{attempt}{relpath.suffix}")
         raise StoreError(f"no free file name for {post.source}/{post.id}")
-
-    def _forget_deleted(
-        self, keys: Sequence[tuple[str, str]], now: datetime
-    ) -> dict[tuple[str, str], set[str]]:
-        """Indexed posts whose files were deleted by hand: tombstones, then out of the index.
-
-        Returns the feed keys each post leaves."""
-        for source, entry_id in keys:
-            log.info("%s/%s: post file deleted by hand; not published again", source, entry_id)
-        self.index.bury(keys, DELETED, now)
-        with self.index.transaction():
-            return {(source, entry_id): self.index.forget(source, entry_id) for source, entry_id in keys}
-
-    # Retention ---------------------------------------------------------------
-
-    def prune(
-        self, policy: RetentionPolicy, now: datetime, *, sources: Iterable[str] | None = None
-    ) -> PruneResult:
-        """Remove posts beyond the limits, index rows and files together.
-
-        ``sources`` restricts the per-source limits to those sources (the
-        overall limits always apply). A pruned entry is remembered (a tombstone
-        in the state database), so a later fetch that still sees it upstream
-        does not bring it back. The tombstones commit first, then the index,
-        then the files go: a crash in between leaves rows or files that
-        ``sync_with_files`` recognises as pruned and removes.
-        """
-        if not policy.active:
-            return PruneResult()
-        scopes: list[tuple[str, Limits]] = [(ALL_KEY, policy.overall)]
-        names = policy.per_source.keys() if sources is None else sources
-        scopes += [(source_key(n), policy.per_source[n]) for n in names if n in policy.per_source]
-        victims: dict[tuple[str, str], str] = {}
-        for key, limits in scopes:
-            if limits.max_age is not None:
-                victims.update(self.index.posts_older_than(key, now - limits.max_age))
-            if limits.max_posts is not None:
-                victims.update(self.index.posts_beyond(key, limits.max_posts))
-        if not victims:
-            return PruneResult()
-        touched: set[str] = set()
-        self.index.bury(list(victims), RETENTION, now)  # copies merged into a post are pruned with it
-        with self.index.transaction():
-            for source, entry_id in victims:
-                touched |= self.index.forget(source, entry_id)
-        for path in victims.values():
-            try:
-                (self.posts_dir / path).unlink(missing_ok=True)
-            except OSError as error:
-                log.warning("cannot remove pruned post %s: %s", path, error)
-        log.info("retention pruned %d posts", len(victims))
-        return PruneResult(len(victims), frozenset(touched))
-
-    # Keeping the index a faithful cache of the files -------------------------
-
-    def scan_files(self) -> dict[str, tuple[int, int]]:
-        """Every post file's (mtime in ns, size) by its path relative to the posts folder."""
-        return self._scan()[0]
-
-    def _scan(self) -> tuple[dict[str, tuple[int, int]], list[str]]:
-        """Post files with their (mtime in ns, size), and the temporary files seen on the way.
-
-        os.scandir, and relative paths joined as text (os.path.relpath took
-        more than half of a scan of 50,000 posts); two numbers kept per file,
-        not its whole stat (a third of the memory of a build at 50,000 posts).
-        """
-        found: dict[str, tuple[int, int]] = {}
-        temporary: list[str] = []
-        pending = [("", str(self.posts_dir))]
-        while pending:
-            relative, directory = pending.pop()
-            try:
-                entries = os.scandir(directory)
-            except OSError:
-                continue
-            with entries:
-                for entry in entries:
-                    name = entry.name
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            pending.append((relative + name + os.sep, entry.path))
-                        elif name.endswith(".md") and not name.startswith("."):
-                            stat = entry.stat()
-                            found[relative + name] = (stat.st_mtime_ns, stat.st_size)
-                        elif name.endswith(TEMP_SUFFIX):
-                            temporary.append(entry.path)
-                    except OSError:
-                        continue
-        return found, temporary
-
-    def sync_with_files(self, now: datetime | None = None) -> set[str]:
-        """Reflect posts edited, added or deleted by hand; return the feed keys touched.
-
-        An edited file keeps what the index knows about its entry upstream, so
-        the next fetch of an unchanged entry leaves the edit alone. A deleted
-        file becomes a tombstone (dated ``now``): the entry is not written
-        again, whatever upstream does, until ``restore_tombstones``.
-        """
-        now = now or datetime.now(UTC)
-        on_disk, temporary = self._scan()
-        for path in temporary:  # as sweep_temp_files, without a second walk of the tree
-            if not writer_alive(os.path.basename(path)):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-        # One pass over the index, keeping only the differences (not a second map of every post).
-        missing: list[tuple[str, str]] = []
-        changed: list[str] = []
-        for source, entry_id, path, mtime, size in self.index.iter_paths():
-            stamp = on_disk.pop(path, None)
-            if stamp is None:
-                missing.append((source, entry_id))
-            elif stamp != (mtime, size):
-                changed.append(path)
-        touched: set[str] = set()
-        if missing:
-            touched.update(*self._forget_deleted(missing, now).values())
-        # A tombstone beside an indexed post whose file is there (a crash between the tombstone's
-        # commit and the index's, or a deleted file put back by hand): retention's wins, while
-        # a file put back undoes a deletion.
-        both = self.index.tombstoned_posts()
-        with self.index.transaction():
-            for source, entry_id, reason, _path in both:
-                if reason == DELETED:
-                    self.index.lift(source, entry_id)
-                else:
-                    touched |= self.index.forget(source, entry_id)
-            for path in changed:
-                touched |= self._adopt_file(path)
-            for path in sorted(on_disk):  # files the index does not know
-                touched |= self._adopt_file(path)
-        for _source, _entry_id, reason, path in both:
-            if reason != DELETED:
-                log.info("%s: removing the file of a post retention pruned", path)
-                with contextlib.suppress(OSError):
-                    (self.posts_dir / path).unlink()
-        return touched
-
-    def _adopt_file(self, relpath: str) -> set[str]:
-        """Index one post file (inside a transaction); return the feed keys touched."""
-        try:
-            post = postfile.read(self.posts_dir / relpath)
-        except StoreError as error:
-            log.warning("%s", error)
-            return set()
-        touched: set[str] = set()
-        # The file at this path may have held another entry before a hand edit.
-        owner = self.index.path_owner(relpath)
-        if owner is not None and owner != (post.source, post.id):
-            touched |= self.index.forget(*owner)
-        entries = self.index.known_entries(post.source, [post.id])
-        reason = entries.buried.get(post.id)
-        if reason == DELETED:
-            # Its file was deleted by hand, and now someone put one back: the file is the truth.
-            log.info("%s: post file back; its entry is published again", relpath)
-            self.index.lift(post.source, post.id)
-        elif reason is not None:
-            log.info("%s: removing the file of a post retention pruned", relpath)
-            (self.posts_dir / relpath).unlink(missing_ok=True)
-            return touched
-        known = entries.known.get(post.id)
-        if known is not None and known.path != relpath and (self.posts_dir / known.path).exists():
-            # Two files for one entry: the one the index committed is the survivor.
-            log.warning("%s: duplicate of %s (same source and id); removed", relpath, known.path)
-            (self.posts_dir / relpath).unlink(missing_ok=True)
-            return touched
-        if known is not None:
-            touched |= self.index.forget(post.source, post.id)
-        if post.first_seen is None and known is not None:
-            post = replace(post, first_seen=datetime.fromtimestamp(known.first_seen_ts, UTC))
-        try:
-            stat = os.stat(self.posts_dir / relpath)
-            mtime_ns, size = stat.st_mtime_ns, stat.st_size
-        except OSError:
-            mtime_ns, size = 0, 0
-        self.index.record_posts(
-            [
-                PostRecord(
-                    post,
-                    relpath,
-                    upstream_hash=known.upstream_hash if known else replace(post, merged=()).content_hash,
-                    upstream_updated_ts=(
-                        known.upstream_updated_ts
-                        if known
-                        else (post.updated.timestamp() if post.updated else None)
-                    ),
-                    rewrites=known.rewrites if known else 0,
-                    last_rewrite_ts=known.last_rewrite_ts if known else None,
-                    replacing=True,
-                    file_mtime_ns=mtime_ns,
-                    file_size=size,
-                )
-            ]
-        )
-        touched.update(feed_keys_for(post.source, post.categories))
-        return touched
-
-    def reindex(self, now: datetime | None = None) -> int:
-        """Rebuild the posts part of the index from the post files alone.
-
-        When two files hold the same entry, the most recently written one wins
-        and the other is removed. Posts the index listed whose files are gone
-        were deleted by hand: they become tombstones first, as in
-        ``sync_with_files``. Source states and tombstones are not touched.
-        """
-        sweep_temp_files(self.posts_dir)
-        files = self.scan_files()
-        missing = [
-            (source, entry_id) for source, entry_id, path, *_ in self.index.iter_paths() if path not in files
-        ]
-        if missing:
-            self.index.bury(missing, DELETED, now or datetime.now(UTC))
-        with self.index.transaction():
-            self.index.forget_all_posts()
-            for relpath in sorted(files, key=lambda p: (-files[p][0], p)):
-                self._adopt_file(relpath)
-        return self.index.post_count()
-
-    def verify(self) -> list[str]:
-        """Differences between the files and the index, as readable lines."""
-        problems = []
-        on_disk = self.scan_files()
-        indexed = {path: (source, entry_id) for source, entry_id, path, _m, _s in self.index.iter_paths()}
-        for path in sorted(indexed.keys() - on_disk.keys()):
-            problems.append(f"index lists {path}, but the file is missing")
-        for path in sorted(on_disk.keys() - indexed.keys()):
-            problems.append(f"{path} is not in the index")
-        without_feed = self.index.posts_without_feed()
-        if without_feed:
-            problems.append(f"{without_feed} indexed posts belong to no feed")
-        for source, entry_id, reason, _path in self.index.tombstoned_posts():
-            problems.append(f"{source}/{entry_id} has a tombstone ({reason}) but the index lists it")
-        for dirpath, _dirs, filenames in os.walk(self.posts_dir):
-            problems += [
-                f"leftover temporary file {os.path.join(dirpath, n)}"
-                for n in filenames
-                if n.endswith(TEMP_SUFFIX) and not writer_alive(n)
-            ]
-        return problems
 
 
 def open_store(config: Config) -> PostStore:

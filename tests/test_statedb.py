@@ -20,8 +20,9 @@ from support.helpers import run_cli, write_config
 from aggregator.config import load_config
 from aggregator.index.schema import MIGRATIONS as _MIGRATIONS
 from aggregator.model import Post
+from aggregator.retention import Limits, RetentionPolicy
 from aggregator.state import SourceState
-from aggregator.store import Limits, PostStore, RetentionPolicy
+from aggregator.store import PostStore
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -30,12 +30,9 @@ from aggregator.normalize import normalize
 from aggregator.postfile import read as read_post
 from aggregator.postfile import relpath as post_relpath
 from aggregator.postfile import render as render_post
+from aggregator.retention import Limits, RetentionPolicy
 from aggregator.state import SourceState
-from aggregator.store import (
-    Limits,
-    PostStore,
-    RetentionPolicy,
-)
+from aggregator.store import PostStore
 from aggregator.text import clean_text, plain_text, summary_of
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
