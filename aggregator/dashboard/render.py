@@ -168,6 +168,8 @@ def _shown(value: Any) -> str:
     """A front-matter value as text: lists joined, mappings as ``key: value``, nothing as ``—``."""
     if value is None or value == "" or value == []:
         return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as the file says it
     if isinstance(value, datetime):
         return _utc(value, "%Y-%m-%d %H:%M:%S UTC")
     if isinstance(value, list | tuple):
