@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,10 +187,8 @@ def test_a_post_page_renders_the_post_sanitized_with_its_front_matter_and_feeds(
         body.locator("p", has_text="Hover me").hover()
         assert page.title() != "pwned"
         assert page.get_attribute("a:text('Read the original')", "href") == "https://world-news.example.org/0"
-        front = dict(
-            zip(page.locator(".front-matter dt").all_inner_texts(), page.locator(".front-matter dd").all_inner_texts(),
-                strict=True)
-        )  # fmt: skip
+        keys = page.locator(".front-matter dt").all_inner_texts()
+        front = dict(zip(keys, page.locator(".front-matter dd").all_inner_texts(), strict=True))
         assert front["source"] == "world-news" and front["id"] == "urn:world-news:0"
         feeds = page.eval_on_selector_all(".in-feeds a", "links => links.map(a => a.getAttribute('href'))")
         assert {"/all/rss.xml", "/source/world-news/atom.xml", "/category/news/feed.json"} <= set(feeds)
@@ -275,7 +272,7 @@ def test_status_refreshes_itself_without_a_reload(browser: Any, site: DashboardS
         assert any(url.endswith("/status.json") for _kind, url in seen.requests)
 
 
-def test_docs_screenshots_are_small(site: DashboardSite) -> None:
+def test_docs_screenshots_are_small() -> None:
     """The README's pictures stay a few tens of KB (they are committed)."""
     for name in ("dashboard.png", "status.png", "post.png"):
         path = REPO / "docs" / name
