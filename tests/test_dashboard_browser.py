@@ -63,7 +63,8 @@ def screenshot(page: Any, shots: Path, name: str, docs_name: str | None = None) 
     path = shots / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 1000
-    if DOCS and docs_name:
+    if DOCS and docs_name:  # scripts/dashboard_screenshots.sh, which then shrinks them
+        page.set_viewport_size({"width": 1100, "height": 640})
         page.screenshot(path=str(REPO / "docs" / docs_name))
 
 

@@ -164,7 +164,7 @@ class Dashboard:
             )
         except StoreError as error:
             return self._unavailable(error)
-        return self._page(render.render_home(config, listings, posts))
+        return self._page(render.render_home(config, listings, posts, utcnow()))
 
     async def status(self, request: Request) -> Response:
         if (refused := self._refused(request)) is not None:

@@ -89,15 +89,17 @@ def _index(config: Config, listings: Sequence[FeedListing], **values: Any) -> st
     )
 
 
-def render_home(config: Config, listings: Sequence[FeedListing], posts: Sequence[PostSummary]) -> str:
-    return _index(config, listings, posts=posts)
+def render_home(
+    config: Config, listings: Sequence[FeedListing], posts: Sequence[PostSummary], now: datetime
+) -> str:
+    return _index(config, listings, posts=posts, now=now)
 
 
 def render_static_index(config: Config, feeds: Sequence[tuple[FeedSpec, int, datetime | None]]) -> bytes:
     """The feeds folder's index.html: each feed with its item count, newest item and formats."""
     listings = sort_listings(FeedListing(spec, count, newest) for spec, count, newest in feeds)
     css = static_file("style.css").decode()
-    return (_index(config, listings, live=False, posts=(), css=css) + "\n").encode()
+    return (_index(config, listings, live=False, posts=(), css=css, now=None) + "\n").encode()
 
 
 def render_status(

@@ -98,7 +98,7 @@ class Files:
 def rss(name: str, titles: list[str], now: datetime, images: str, *, first_image: int = 0) -> bytes:
     items = []
     for number, title in enumerate(titles):
-        when = format_datetime(now - timedelta(hours=7 * number + 1), usegmt=True)
+        when = format_datetime(now - timedelta(hours=(19 + len(name)) * number + 1), usegmt=True)
         image = f"{images}img/{first_image + number}.png"
         body = (
             f'<p><img src="{image}" alt=""></p><p>{escape(title)}。 This is post {number} of {name}, '
