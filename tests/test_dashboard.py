@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from support.helpers import free_port, run_cli, write_config
 from support.posts import make_post
 from support.servers import AppServer
 
@@ -130,8 +131,8 @@ def test_entries_per_day_cover_thirty_days_oldest_first() -> None:
 
 
 def test_the_sparkline_scales_to_the_busiest_day() -> None:
-    line = sparkline((0, 5, 10, 0), width=30, height=12)
-    assert line.points == "0,11 10,6 20,1 30,11"
+    line = sparkline((0, 5, 10, 0), step=10, height=12)
+    assert line.points == "0,11 10,6 20,1 30,11" and line.width == 30
     assert (line.peak, line.total) == (10, 15)
     assert line.label == "15 entries in 30 days, at most 10 a day"
     flat = sparkline((0,) * 30)
@@ -307,3 +308,17 @@ def test_the_dashboard_says_not_ready_before_the_index_exists(tmp_path: Path) ->
     with AppServer(Starlette(routes=Dashboard(lambda: config).routes())) as server:
         answer = httpx.get(server.url("/"))
     assert answer.status_code == 503 and "Not ready" in answer.text
+
+
+def test_the_daemon_refuses_to_start_when_the_password_variable_is_unset(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        [],
+        server={
+            "port": free_port(),
+            "dashboard_auth": {"username": "me", "password_env": "NOT_SET_HERE"},
+        },
+    )
+    result = run_cli("run", config=config, env={"NOT_SET_HERE": ""}, timeout=60)
+    assert result.returncode != 0
+    assert "password_env: the environment variable NOT_SET_HERE is not set" in result.stderr

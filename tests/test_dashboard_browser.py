@@ -115,7 +115,7 @@ def test_home_lists_the_categories_with_counts_and_takes_its_assets_from_the_dae
 def test_the_text_filter_narrows_the_posts_and_the_page_is_keyboard_navigable(
     browser: Any, site: DashboardSite
 ) -> None:
-    with visit(browser, site.url(), **WIDE) as seen:
+    with visit(browser, site.url(), until="load", **WIDE) as seen:
         page = seen.page
         page.keyboard.press("Tab")
         assert page.evaluate("document.activeElement.textContent") == "Skip to content"
@@ -153,7 +153,7 @@ def test_status_shows_the_unreachable_source_failing_with_its_reason_first(
         # Each source's sparkline: its posts of the last 30 days.
         labels = page.eval_on_selector_all(
             "#sources tr", "rows => rows.map(r => [r.querySelector('.source-name').innerText, "
-            "r.querySelector('svg').getAttribute('aria-label')])",
+            "r.querySelector('svg title').textContent])",
         )  # fmt: skip
         assert dict(labels)["新浪财经-国内"].startswith(f"{len(FINANCE)} entries in 30 days")
         assert dict(labels)[site.unreachable].startswith("0 entries")
@@ -238,12 +238,14 @@ def test_the_static_index_dark_mode_and_a_narrow_screen(
         assert static.page.locator("#posts, script").count() == 0
         screenshot(static.page, shots, "static-index")
         light = static.page.evaluate("getComputedStyle(document.body).backgroundColor")
-    with visit(browser, site.url(), color_scheme="dark", **WIDE) as dark:
+    with visit(browser, site.url(), until="load", color_scheme="dark", **WIDE) as dark:
         assert dark.page.evaluate("getComputedStyle(document.body).backgroundColor") != light
         assert dark.errors == []
         screenshot(dark.page, shots, "home-dark")
     for path in ("", "status"):
-        with visit(browser, site.url(path), viewport={"width": 390, "height": 800}, **LOGIN) as narrow:
+        with visit(
+            browser, site.url(path), until="load", viewport={"width": 390, "height": 800}, **LOGIN
+        ) as narrow:
             overflow = narrow.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, path
             screenshot(narrow.page, shots, f"narrow-{path or 'home'}")
@@ -251,7 +253,7 @@ def test_the_static_index_dark_mode_and_a_narrow_screen(
 
 def test_status_refreshes_itself_without_a_reload(browser: Any, site: DashboardSite) -> None:
     """A config change the daemon picks up shows in the open page, which is never reloaded."""
-    with visit(browser, site.url("status?refresh=1"), **WIDE, **LOGIN) as seen:
+    with visit(browser, site.url("status?refresh=1"), until="load", **WIDE, **LOGIN) as seen:
         page = seen.page
         page.evaluate("window.notReloaded = true")
         row = page.locator("#sources tr").first

@@ -1,9 +1,10 @@
 """The dashboard's routes: /, /status, /status.json, /post/..., and its own assets under /_dashboard/.
 
-Read-only: every query runs in a worker thread (``run_in_threadpool``) on one
-read-only connection, so the daemon's event loop, which also polls the sources,
-only waits for the rendering. Every page forbids assets from other hosts
-(Content-Security-Policy) except images, which come from where the posts point.
+Read-only: every page is read and rendered in a worker thread
+(``run_in_threadpool``), its queries on one read-only connection, so the
+daemon's event loop, which also polls the sources, goes on meanwhile. Every
+page forbids assets from other hosts (Content-Security-Policy) except images,
+which come from where the posts point.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def status_report(db: sqlite3.Connection, config: Config, now: datetime) -> tupl
     The next poll is ``schedule.planned_poll``, the decision the daemon and ``aggregator status`` make.
     """
     states = data.source_states(db)
-    per_day = data.entries_per_day(db, window_start(now), now)
+    per_day = data.entries_per_day(db, [s.name for s in config.sources], window_start(now), now)
     entries = data.EntryCounts(db)
     rows = []
     for source in config.sources:
@@ -135,9 +136,6 @@ class Dashboard:
                 self._db = None
                 raise StoreError(f"cannot read the index: {error}") from error
 
-    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        return await run_in_threadpool(self._read_now, query)
-
     # Pages ----------------------------------------------------------------------------------
 
     def _page(self, html: str, status_code: int = 200) -> HTMLResponse:
@@ -158,57 +156,75 @@ class Dashboard:
 
     async def home(self, _request: Request) -> Response:
         config = self.config()
-        try:
-            listings, posts = await self._read(
+
+        def page() -> str:
+            listings, posts = self._read_now(
                 lambda db: (data.published_listings(db, config), data.newest_posts(db, NEWEST_POSTS))
             )
+            return render.render_home(config, listings, posts, utcnow())
+
+        try:
+            return self._page(await run_in_threadpool(page))
         except StoreError as error:
             return self._unavailable(error)
-        return self._page(render.render_home(config, listings, posts, utcnow()))
 
     async def status(self, request: Request) -> Response:
         if (refused := self._refused(request)) is not None:
             return refused
         config, now = self.config(), utcnow()
+        refresh = _refresh_seconds(request.query_params.get("refresh"))
+
+        def page() -> str:
+            rows, summary = self._read_now(lambda db: status_report(db, config, now))
+            return render.render_status(config, rows, summary, now, refresh_seconds=refresh)
+
         try:
-            rows, summary = await self._read(lambda db: status_report(db, config, now))
+            return self._page(await run_in_threadpool(page))
         except StoreError as error:
             return self._unavailable(error)
-        refresh = _refresh_seconds(request.query_params.get("refresh"))
-        return self._page(render.render_status(config, rows, summary, now, refresh_seconds=refresh))
 
     async def status_json(self, request: Request) -> Response:
         if (refused := self._refused(request)) is not None:
             return refused
         config, now = self.config(), utcnow()
+
+        def report() -> dict[str, Any]:
+            rows, summary = self._read_now(lambda db: status_report(db, config, now))
+            return {
+                "generated": now.isoformat(timespec="seconds"),
+                "summary": {"total": summary.total, **dict(summary.by_health), "line": summary.line()},
+                "sources": [row_json(row) for row in rows],
+                "html": render.render_status_parts(config, rows, summary, now),
+            }
+
         try:
-            rows, summary = await self._read(lambda db: status_report(db, config, now))
+            return JSONResponse(await run_in_threadpool(report), headers={"cache-control": "no-store"})
         except StoreError as error:
             return JSONResponse({"error": str(error)}, status_code=503)
-        report = {
-            "generated": now.isoformat(timespec="seconds"),
-            "summary": {"total": summary.total, **dict(summary.by_health), "line": summary.line()},
-            "sources": [row_json(row) for row in rows],
-            "html": render.render_status_parts(config, rows, summary, now),
-        }
-        return JSONResponse(report, headers={"cache-control": "no-store"})
 
     async def post(self, request: Request) -> Response:
         if (refused := self._refused(request)) is not None:
             return refused
         config = self.config()
         path = render.post_path(request.path_params["path"])
+
+        def page() -> str | None:
+            found = self._read_now(lambda db: _post_and_feeds(db, config, path))
+            if found is None:
+                return None
+            post, feeds, indexed_body = found
+            meta, body = _read_post_file(config.posts_dir, path)
+            html = sanitize_html(body if meta is not None else indexed_body, post.link)
+            return render.render_post(config, post, body=html, meta=meta, feeds=feeds)
+
         try:
-            found = await self._read(lambda db: _post_and_feeds(db, config, path))
+            html = await run_in_threadpool(page)
         except StoreError as error:
             return self._unavailable(error)
-        if found is None:
-            page = render.render_message(config, "No such post", "The index has no post at this address.")
-            return self._page(page, 404)
-        post, feeds, indexed_body = found
-        meta, body = await run_in_threadpool(_read_post_file, config.posts_dir, path)
-        html = sanitize_html(body if meta is not None else indexed_body, post.link)
-        return self._page(render.render_post(config, post, body=html, meta=meta, feeds=feeds))
+        if html is None:
+            message = render.render_message(config, "No such post", "The index has no post at this address.")
+            return self._page(message, 404)
+        return self._page(html)
 
 
 def _post_and_feeds(

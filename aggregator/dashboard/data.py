@@ -21,7 +21,7 @@ from aggregator.config import Config, category_paths
 from aggregator.errors import StoreError
 from aggregator.index.feeds import PublishedFeeds
 from aggregator.index.states import SCHEMA
-from aggregator.keys import CATEGORY_PREFIX, feed_keys_for, split_key
+from aggregator.keys import CATEGORY_PREFIX, feed_keys_for, source_key, split_key
 from aggregator.publish.specs import FeedSpec, spec_for
 from aggregator.state import SourceState
 
@@ -60,16 +60,23 @@ def source_states(db: sqlite3.Connection) -> dict[str, SourceState]:
     return {state.name: state for state in states}
 
 
-def entries_per_day(db: sqlite3.Connection, since: datetime, until: datetime) -> dict[str, dict[int, int]]:
-    """Each source's posts dated in [since, until], counted per UTC day (days since the epoch)."""
-    found: dict[str, dict[int, int]] = {}
-    for source, day, count in db.execute(
-        "SELECT source, CAST(date_ts / 86400 AS INTEGER) AS day, COUNT(*) FROM posts "
-        "WHERE date_ts >= ? AND date_ts <= ? GROUP BY source, day",
-        (since.timestamp(), until.timestamp()),
-    ):
-        found.setdefault(source, {})[int(day)] = int(count)
-    return found
+def entries_per_day(
+    db: sqlite3.Connection, sources: Iterable[str], since: datetime, until: datetime
+) -> dict[str, dict[int, int]]:
+    """Each source's posts dated in [since, until], counted per UTC day (days since the epoch).
+
+    One query per source on the feed index (feed key, date): it covers the query, so no post row
+    is read (a scan of the posts table read every body: half a second at 50,000 posts).
+    """
+    query = (
+        "SELECT CAST(date_ts / 86400 AS INTEGER), COUNT(*) FROM post_feeds "
+        "WHERE feed_key=? AND date_ts >= ? AND date_ts <= ? GROUP BY 1"
+    )
+    low, high = since.timestamp(), until.timestamp()
+    return {
+        source: {int(day): int(count) for day, count in db.execute(query, (source_key(source), low, high))}
+        for source in sources
+    }
 
 
 class EntryCounts:

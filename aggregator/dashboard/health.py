@@ -133,16 +133,15 @@ class Sparkline:
         return f"{self.total} entries in {SPARK_DAYS} days, at most {self.peak} a day"
 
 
-def sparkline(per_day: Sequence[int], width: int = 90, height: int = 18) -> Sparkline:
-    """``per_day`` as points in a ``width`` x ``height`` box (y grows downwards; 1px margin)."""
+def sparkline(per_day: Sequence[int], step: int = 3, height: int = 18) -> Sparkline:
+    """``per_day`` as whole-pixel points, ``step`` apart, ``height`` high (y grows downwards; 1px margin)."""
     peak = max(per_day, default=0)
-    steps = max(len(per_day) - 1, 1)
     usable = height - 2
     points = " ".join(
-        f"{round(i * width / steps, 1):g},{round(height - 1 - (count / peak * usable if peak else 0), 1):g}"
+        f"{i * step},{height - 1 - (round(count * usable / peak) if peak else 0)}"
         for i, count in enumerate(per_day)
     )
-    return Sparkline(width, height, points, peak, sum(per_day))
+    return Sparkline(max(len(per_day) - 1, 1) * step, height, points, peak, sum(per_day))
 
 
 def relative(moment: datetime | None, now: datetime) -> str:

@@ -69,8 +69,9 @@ class Visit:
 
 
 @contextmanager
-def visit(browser: Any, url: str, **context: Any) -> Iterator[Visit]:
-    """Open ``url`` (``context``: Playwright's new_context options) and wait until the network is idle."""
+def visit(browser: Any, url: str, *, until: str = "networkidle", **context: Any) -> Iterator[Visit]:
+    """Open ``url`` (``context``: Playwright's new_context options) and wait ``until`` (Playwright's
+    ``wait_until``: a network idle for 0.5 s by default, so every request the page makes is seen)."""
     ctx = browser.new_context(**context)
     try:
         page = ctx.new_page()
@@ -81,7 +82,7 @@ def visit(browser: Any, url: str, **context: Any) -> Iterator[Visit]:
         page.on("requestfailed", lambda r: failed.append(f"{r.url}: {r.failure}"))
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
-        response = page.goto(url, wait_until="networkidle")
+        response = page.goto(url, wait_until=until)
         yield Visit(page, response, requests, failed, errors)
     finally:
         ctx.close()
