@@ -5,9 +5,10 @@
 Writes a store of ``sources x per-source`` posts (build_probe's posts, so 1,000 sources give
 1,571 feeds), a state for every source (one in ten failing), builds the feeds, then serves the
 dashboard alone on 127.0.0.1 (uvicorn, as the daemon does, but without polling anything) and
-measures, for / and /status: the server's answer (httpx, the whole body) and the page in headless
-Chromium (navigation start to the load event, from the Navigation Timing entry), median of
-``--repeat``. The store lives in bench/work/dashboard (ignored by git).
+measures, for / and /status: the server's answer (httpx, the whole body; and the CPU the process
+spent, the server being in it) and the page in headless Chromium (navigation start to the last byte
+and to the load event, from the Navigation Timing entry), median of ``--repeat``. The store lives
+in bench/work/dashboard (ignored by git).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -94,23 +96,33 @@ def main() -> None:
         setup(cfg, args.per_source)
     dashboard = Dashboard(lambda: cfg)
     with AppServer(Starlette(routes=dashboard.routes())) as server, chromium() as browser:
-        for path in ("/", "/status"):
-            served, loaded, size = [], [], 0
+        for path in ("/", "/status", "/status.json"):
+            served, cpu, received, loaded, size = [], [], [], [], 0
             for _ in range(args.repeat):
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 answer = httpx.get(server.url(path), timeout=60)
                 served.append(time.perf_counter() - started)
+                cpu.append(time.process_time() - cpu_started)  # the server runs in this process
                 size = len(answer.content)
+                if path.endswith(".json"):
+                    continue
                 page = browser.new_page()
                 page.goto(server.url(path), wait_until="load")
-                loaded.append(
-                    page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd") / 1000
-                )
+                timing = page.evaluate("(({responseEnd, loadEventEnd}) => [responseEnd, loadEventEnd])"
+                                       "(performance.getEntriesByType('navigation')[0])")  # fmt: skip
+                received.append(timing[0] / 1000)
+                loaded.append(timing[1] / 1000)
                 page.close()
-            print(
-                f"{path:8} {size / 1024:7.0f} KiB  served in {statistics.median(served) * 1000:6.0f} ms  "
-                f"loaded in Chromium in {statistics.median(loaded) * 1000:6.0f} ms (median of {args.repeat})"
+            line = (
+                f"{path:12} {size / 1024:5.0f} KiB  served in {statistics.median(served) * 1000:5.0f} ms "
+                f"(CPU {statistics.median(cpu) * 1000:4.0f} ms)"
             )
+            if loaded:
+                line += (
+                    f"  in Chromium: received {statistics.median(received) * 1000:5.0f} ms, "
+                    f"loaded {statistics.median(loaded) * 1000:5.0f} ms"
+                )
+            print(line + f"  (medians of {args.repeat}; load average {os.getloadavg()[0]:.1f})")
     dashboard.close()
 
 

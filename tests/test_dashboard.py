@@ -286,7 +286,10 @@ def test_routes_answer_with_their_own_security_headers(store_config: tuple[Confi
     assert client.get("/status").status_code == 401
     report = client.get("/status.json", auth=("me", "pw")).json()
     assert report["summary"]["failing"] == 1 and report["sources"][0]["name"] == "broken"
-    assert 'class="badge failing"' in report["html"]["rows"]
+    assert report["sources"][0]["next_poll_reason"] == "backoff after 2 failures" and "html" not in report
+    parts = client.get("/status.json?html=1", auth=("me", "pw")).json()
+    assert 'class="badge failing"' in parts["html"]["rows"] and "sources" not in parts
+    assert parts["html"]["summary"].startswith("<strong>3 sources: 1 ok, 1 failing, 1 new</strong>")
     path = data.newest_posts(store.db, 2)[1].path
     page = client.get(post_url(path), auth=("me", "pw"))
     assert page.status_code == 200 and "<h1>Busy 0</h1>" in page.text

@@ -272,7 +272,7 @@ def test_status_refreshes_itself_without_a_reload(browser: Any, site: DashboardS
         )
         assert page.evaluate("window.notReloaded") is True
         assert seen.errors == []
-        assert any(url.endswith("/status.json") for _kind, url in seen.requests)
+        assert any(url.endswith("/status.json?html=1") for _kind, url in seen.requests)
 
 
 def test_docs_screenshots_are_small() -> None:

@@ -187,15 +187,20 @@ class Dashboard:
         if (refused := self._refused(request)) is not None:
             return refused
         config, now = self.config(), utcnow()
+        # ?html=1 (what /status asks for when it refreshes): the page's rows and summary, rendered.
+        as_html = request.query_params.get("html") == "1"
 
         def report() -> dict[str, Any]:
             rows, summary = self._read_now(lambda db: status_report(db, config, now))
-            return {
+            answer: dict[str, Any] = {
                 "generated": now.isoformat(timespec="seconds"),
                 "summary": {"total": summary.total, **dict(summary.by_health), "line": summary.line()},
-                "sources": [row_json(row) for row in rows],
-                "html": render.render_status_parts(config, rows, summary, now),
             }
+            if as_html:
+                answer["html"] = render.render_status_parts(config, rows, summary, now)
+            else:
+                answer["sources"] = [row_json(row) for row in rows]
+            return answer
 
         try:
             return JSONResponse(await run_in_threadpool(report), headers={"cache-control": "no-store"})

@@ -9,7 +9,7 @@
   function stamp(text) { refreshed.textContent = text + "; refreshes every " + seconds + " s."; }
   function refresh() {
     if (document.hidden) return;
-    fetch("/status.json", { credentials: "same-origin", headers: { "Accept": "application/json" } })
+    fetch("/status.json?html=1", { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (response) {
         if (!response.ok) throw new Error("HTTP " + response.status);
         return response.json();
