@@ -74,6 +74,7 @@ def visit(browser: Any, url: str, *, until: str = "networkidle", **context: Any)
     ``wait_until``: a network idle for 0.5 s by default, so every request the page makes is seen)."""
     ctx = browser.new_context(**context)
     try:
+        ctx.set_default_timeout(10_000)  # a missing element fails in seconds, not Playwright's 30
         page = ctx.new_page()
         requests: list[tuple[str, str]] = []
         failed: list[str] = []
