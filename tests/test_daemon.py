@@ -849,11 +849,12 @@ def test_the_feeds_on_disk_are_served_while_the_start_up_build_runs(tmp_path: Pa
         daemon._build = held_build  # type: ignore[method-assign]
         running = asyncio.create_task(daemon.run())
         try:
-            during = await until(lambda: (r := get("")).status_code == 200 and r.text, "serving")
+            # index.html, not "/": the root is the dashboard, which reads the index.
+            during = await until(lambda: (r := get("index.html")).status_code == 200 and r.text, "serving")
             starting = (await asyncio.to_thread(get, "healthz")).json()
             gate.set()
             ready = await until(lambda: (r := get("healthz")).status_code == 200 and r.json(), "healthy")
-            after = (await asyncio.to_thread(get, "")).text
+            after = (await asyncio.to_thread(get, "index.html")).text
         finally:
             gate.set()
             daemon._stopping.set()

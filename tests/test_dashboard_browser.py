@@ -1,6 +1,6 @@
 """The dashboard in a real browser (headless Chromium), served by the real daemon process.
 
-One browser for the session and one site for the module (loopback sources, the
+One browser and one site for the module (loopback sources, the
 daemon started by ``aggregator run``), shared by every test here; all of them
 run on one xdist worker (``xdist_group``). Each page must load with no console
 error and take its scripts, styles, fonts and icons from the daemon alone (a
@@ -39,8 +39,10 @@ LOGIN = {"http_credentials": {"username": USERNAME, "password": PASSWORD}}
 WIDE = {"viewport": {"width": 1200, "height": 760}}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One browser for every test here. Module-scoped, not session-scoped: Playwright's sync API
+    runs an event loop in this thread while it is open, and a later test's asyncio.run() fails then."""
     reason = missing_reason()
     if reason:
         pytest.skip(reason)
@@ -262,12 +264,13 @@ def test_status_refreshes_itself_without_a_reload(browser: Any, site: DashboardS
         offline = next(s for s in config["sources"] if s["name"] == site.unreachable)
         offline["interval"] = "20m"  # another config: it is polled again soon
         site.config.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+        offline_row = page.locator(f"#sources tr:has-text('{site.unreachable}')")
+        # The new plan ("config changed: polled again soon"), or already the poll it led to.
         wait_for(
-            lambda: (
-                "config changed" in page.locator(f"#sources tr:has-text('{site.unreachable}')").inner_text()
-                or "20m" in page.locator(f"#sources tr:has-text('{site.unreachable}')").inner_text()
+            lambda: any(
+                words in offline_row.inner_text() for words in ("config changed", "backoff after 2 failures")
             ),
-            timeout=15,
+            timeout=20,
             what="the row to show the new plan",
         )
         assert page.evaluate("window.notReloaded") is True
