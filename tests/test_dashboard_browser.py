@@ -61,9 +61,12 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("screenshots")
 
 
-def screenshot(page: Any, shots: Path, name: str, docs_name: str | None = None) -> None:
+def screenshot(
+    page: Any, shots: Path, name: str, docs_name: str | None = None, *, whole: bool = True
+) -> None:
+    """The page (``whole``: all of it, else the window) into ``shots``; into docs/ too when asked."""
     path = shots / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=whole)
     assert path.stat().st_size > 1000
     if DOCS and docs_name:  # scripts/dashboard_screenshots.sh, which then shrinks them
         page.set_viewport_size({"width": 1100, "height": 640})
@@ -174,7 +177,7 @@ def test_the_status_page_and_the_cli_give_the_same_next_polls(site: DashboardSit
 def test_a_post_page_renders_the_post_sanitized_with_its_front_matter_and_feeds(
     browser: Any, site: DashboardSite, shots: Path
 ) -> None:
-    with visit(browser, site.url(), **WIDE, **LOGIN) as home:
+    with visit(browser, site.url(), until="load", **WIDE, **LOGIN) as home:
         home.page.fill("#filter", NEWS[0])
         home.page.click(f"#posts .post:visible a:text-is('{NEWS[0]}')")
         page = home.page
@@ -195,12 +198,13 @@ def test_a_post_page_renders_the_post_sanitized_with_its_front_matter_and_feeds(
         assert front["source"] == "world-news" and front["id"] == "urn:world-news:0"
         feeds = page.eval_on_selector_all(".in-feeds a", "links => links.map(a => a.getAttribute('href'))")
         assert {"/all/rss.xml", "/source/world-news/atom.xml", "/category/news/feed.json"} <= set(feeds)
-        assert all(httpx.get(site.url(href)).status_code == 200 for href in feeds)
+        with httpx.Client() as client:
+            assert all(client.get(site.url(href)).status_code == 200 for href in feeds)
         assert home.errors == [] and home.failed == []
         assert_own_assets(site, home.network_requests())
         screenshot(page, shots, "post")
 
-    with visit(browser, site.url(), **WIDE, **LOGIN) as chinese:
+    with visit(browser, site.url(), until="load", **WIDE, **LOGIN) as chinese:
         chinese.page.click(f"a:text-is('{FINANCE[0]}')")
         chinese.page.wait_for_load_state("networkidle")
         assert chinese.page.inner_text("h1") == FINANCE[0]
@@ -238,19 +242,19 @@ def test_the_static_index_dark_mode_and_a_narrow_screen(
         rows = static.page.locator("table.feeds tbody tr.kind-category").count()
         assert rows == len(site.counts)
         assert static.page.locator("#posts, script").count() == 0
-        screenshot(static.page, shots, "static-index")
+        screenshot(static.page, shots, "static-index", whole=False)
         light = static.page.evaluate("getComputedStyle(document.body).backgroundColor")
     with visit(browser, site.url(), until="load", color_scheme="dark", **WIDE) as dark:
         assert dark.page.evaluate("getComputedStyle(document.body).backgroundColor") != light
         assert dark.errors == []
-        screenshot(dark.page, shots, "home-dark")
+        screenshot(dark.page, shots, "home-dark", whole=False)
     for path in ("", "status"):
         with visit(
             browser, site.url(path), until="load", viewport={"width": 390, "height": 800}, **LOGIN
         ) as narrow:
             overflow = narrow.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, path
-            screenshot(narrow.page, shots, f"narrow-{path or 'home'}")
+            screenshot(narrow.page, shots, f"narrow-{path or 'home'}", whole=False)
 
 
 def test_status_refreshes_itself_without_a_reload(browser: Any, site: DashboardSite) -> None:
