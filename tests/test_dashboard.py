@@ -325,3 +325,11 @@ def test_the_daemon_refuses_to_start_when_the_password_variable_is_unset(tmp_pat
     result = run_cli("run", config=config, env={"NOT_SET_HERE": ""}, timeout=60)
     assert result.returncode != 0
     assert "password_env: the environment variable NOT_SET_HERE is not set" in result.stderr
+
+
+def test_only_loopback_addresses_count_as_private_to_this_machine() -> None:
+    from aggregator.daemon import _loopback
+
+    assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("localhost") and _loopback("127.8.0.1")
+    assert not _loopback("0.0.0.0") and not _loopback("::") and not _loopback("192.168.1.5")
+    assert not _loopback("feeds.example.org")
