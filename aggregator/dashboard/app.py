@@ -47,10 +47,12 @@ from aggregator.state import SourceState, utcnow
 T = TypeVar("T")
 NEWEST_POSTS = 100
 HEADERS = {
-    # Scripts, styles, fonts and icons from this server only; images from where the posts point.
+    # Scripts, styles, fonts and icons from this server only; images, audio and video from where
+    # the posts point.
     "content-security-policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' http: https: data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        "media-src http: https:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
     ),
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",  # a post's images are not told the dashboard's address
