@@ -11,7 +11,7 @@ level by level: the first in config order (sources in order, each followed by
 its rules, then ``build.categories``), else the earliest post's. A child's
 name starts with its parent's, so a category nests under one folder.
 
-Pure functions of data, no I/O; ``config.config_warnings`` and the builder use them.
+Pure functions of data, no I/O; ``config_categories.config_warnings`` and the builder use them.
 """
 
 from __future__ import annotations

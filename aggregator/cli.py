@@ -1,112 +1,38 @@
-"""The ``aggregator`` command line.
+"""The ``aggregator`` command line: the Typer app, its global options and the small commands.
 
-User errors (a bad config, a store that cannot be opened, a second daemon)
-end with a one-line reason on stderr and a non-zero exit code, never a
-traceback.
+The larger commands live in modules named for them (``cli_fetch``, ``cli_status``,
+``cli_sources``, ``cli_tombstones``) and are registered on ``app`` at the end of this file, in
+the order ``--help`` lists them. User errors (a bad config, a store that cannot be opened, a
+second daemon) end with a one-line reason on stderr and a non-zero exit code, never a traceback
+(``cli_context.fail``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import importlib.machinery
-import json
-import logging
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
-from urllib.parse import urlsplit
+from typing import Annotated
 
 import typer
 
 from aggregator import jobs
-from aggregator.config import DEFAULT_CONFIG, SOURCES_DIR, Config, SourceConfig, load_config, parse_duration
-from aggregator.errors import AggregatorError, StoreError
-from aggregator.fetch import redact_url
-from aggregator.filters import Selection
-from aggregator.pipeline import Updater, UpdateResult
-from aggregator.state import utcnow
-from aggregator.store import PostStore
-
-if TYPE_CHECKING:
-    from rich.console import Console
-
-    from aggregator.jobs import BatchReport
+from aggregator.cli_context import fail, read_config, setup_logging, state, stderr_console
+from aggregator.cli_fetch import fetch
+from aggregator.cli_sources import add, export_opml, import_opml, remove
+from aggregator.cli_status import status
+from aggregator.cli_tombstones import tombstones_app
+from aggregator.config import DEFAULT_CONFIG
+from aggregator.errors import AggregatorError
+from aggregator.store import open_store
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Poll RSS/Atom/JSON feeds, keep every entry as a Markdown post, republish per-category feeds.",
 )
-
-
-@functools.cache
-def _stderr() -> Console:
-    # rich is imported where something is drawn: a poll from cron (JSON or plain lines)
-    # never needs it, and it was a twentieth of such a run's start-up.
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-EXIT_USER_ERROR = 2
-
-
-class _State:
-    config_path: Path = DEFAULT_CONFIG
-    log_level: str = "INFO"
-    json_logs: bool = False
-    log_level_given: bool = False  # else the config's logging section decides
-
-
-state = _State()
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-            },
-            ensure_ascii=False,
-        )
-
-
-def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if state.json_logs:
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(state.log_level.upper())
-    for noisy in ("aiohttp", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _fail(message: str) -> typer.Exit:
-    _stderr().print(f"aggregator: {message}", markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_USER_ERROR)
-
-
-def _load() -> Config:
-    try:
-        config = load_config(state.config_path)
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    if not state.log_level_given or (config.logging.format == "json" and not state.json_logs):
-        if not state.log_level_given:
-            state.log_level = config.logging.level
-        state.json_logs = state.json_logs or config.logging.format == "json"
-        _setup_logging()
-    return config
 
 
 @app.callback()
@@ -123,342 +49,88 @@ def main_options(
     state.log_level = log_level
     state.json_logs = json_logs
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise _fail(f"--log-level: {log_level!r} is not one of debug, info, warning, error")
-    _setup_logging()
+        raise fail(f"--log-level: {log_level!r} is not one of debug, info, warning, error")
+    setup_logging()
 
 
-@app.command()
 def check() -> None:
     """Validate the config and print what it configures."""
-    from aggregator.config import config_warnings
+    from aggregator.config_categories import config_warnings
     from aggregator.transforms import check_dependencies
 
-    config = _load()
+    config = read_config()
     try:
         check_dependencies(config)
         warnings = config_warnings(state.config_path)
     except AggregatorError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"{state.config_path}: ok, {len(config.sources)} sources")
 
 
-@app.command()
 def run() -> None:
     """Run the daemon: poll every source on its schedule, rebuild and serve the feeds."""
     from aggregator.daemon import Daemon
 
-    config = _load()
+    config = read_config()
     try:
         code = asyncio.run(Daemon(state.config_path, config).run())
     except AggregatorError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     raise typer.Exit(code)
 
 
-@app.command()
-def fetch(
-    sources: Annotated[list[str] | None, typer.Argument(help="Source names; all when none.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
-    dry_run: Annotated[
-        bool,
-        typer.Option("--dry-run", help="Show which entries the filters keep or drop, and why; save nothing."),
-    ] = False,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force", help="Also poll sources waiting out a backoff or a Retry-After, and gone ones."
-        ),
-    ] = False,
-) -> None:
-    """Poll sources once now, then rebuild the affected feeds.
-
-    The interval is ignored, but a source waiting out a backoff or a server's
-    Retry-After is skipped (and listed) unless --force is given or it is named.
-    """
-    config = _load()
-    try:
-        selected = [config.source_named(name) for name in sources] if sources else list(config.sources)
-        if dry_run:
-            with config.open_store() as store:
-                previews = asyncio.run(_preview_all(config, store, selected))
-            _print_dry_run(previews, as_json)
-            return
-        with config.open_store() as store:
-            # A gone source (HTTP 410), or one waiting out a backoff or a Retry-After, is polled
-            # only when forced; naming a source forces it.
-            # The progress bar only on a terminal: a pipe or a log file gets the summary alone.
-            show_progress = not as_json and sys.stderr.isatty()
-            forced = force or bool(sources)
-            batch = asyncio.run(
-                _poll_and_publish(config, store, selected, force=forced, progress=show_progress)
-            )
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    _print_fetch_report(list(batch.results), batch.feeds_written, as_json)
-    raise typer.Exit(1 if batch.all_failed else 0)
-
-
-async def _poll_and_publish(
-    config: Config, store: PostStore, sources: Sequence[SourceConfig], *, force: bool, progress: bool = False
-) -> BatchReport:
-    """``jobs.poll_and_publish``, with the progress bar (when drawn) as its per-source callback."""
-    if not progress:
-        return await jobs.poll_and_publish(config, store, sources, force=force)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=_stderr()
-    ) as bar:
-        task = bar.add_task("fetch", total=len(sources))
-
-        def advance(_: UpdateResult) -> None:
-            bar.advance(task)
-            if bar.finished:
-                bar.stop()  # the bar is about fetching: it stops with the last source, not the build
-
-        return await jobs.poll_and_publish(config, store, sources, force=force, on_result=advance)
-
-
-async def _preview_all(
-    config: Config, store: PostStore, sources: Sequence[SourceConfig]
-) -> list[tuple[SourceConfig, Selection | AggregatorError]]:
-    updater = Updater(config, store)
-    previews: list[tuple[SourceConfig, Selection | AggregatorError]] = []
-    try:
-        for source in sources:
-            try:
-                previews.append((source, await updater.preview(source)))
-            except StoreError:
-                raise
-            except AggregatorError as error:
-                previews.append((source, error))
-    finally:
-        await updater.aclose()
-    return previews
-
-
-def _print_dry_run(previews: list[tuple[SourceConfig, Selection | AggregatorError]], as_json: bool) -> None:
-    if as_json:
-        report = [
-            {"source": source.name, "error": str(outcome)}
-            if isinstance(outcome, AggregatorError)
-            else {
-                "source": source.name,
-                "error": None,
-                "entries": [
-                    {
-                        "title": d.post.title,
-                        "link": d.post.link,
-                        "date": d.post.date.isoformat(),
-                        "kept": d.kept,
-                        "categories": list(d.post.categories),
-                        "reasons": list(d.reasons),
-                    }
-                    for d in outcome.decisions
-                ],
-            }
-            for source, outcome in previews
-        ]
-        typer.echo(json.dumps({"dry_run": True, "sources": report}, ensure_ascii=False, indent=1))
-        return
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    out = Console(width=max(Console().width, 160))
-    for source, outcome in previews:
-        if isinstance(outcome, AggregatorError):
-            out.print(f"{source.name}: error: {outcome}", markup=False, highlight=False)
-            continue
-        table = Table(title=f"{source.name} (dry run: nothing saved)")
-        for column in ("", "date", "title", "why"):
-            table.add_column(column)
-        for d in outcome.decisions:
-            why = "; ".join(d.reasons) or "kept: no filter applies"
-            table.add_row(
-                "kept" if d.kept else "dropped",
-                f"{d.post.date:%Y-%m-%d %H:%M}",
-                Text(d.post.title),
-                Text(why),
-            )
-        out.print(table)
-        kept = len(outcome.kept)
-        out.print(f"{source.name}: {kept} kept, {len(outcome.decisions) - kept} dropped", highlight=False)
-
-
-def _print_fetch_report(results: list[UpdateResult], feeds_built: int, as_json: bool) -> None:
-    if as_json:
-        # One source a line, each dumped by json's C encoder (indent= runs the pure-Python one,
-        # 15 ms for 1,000 sources).
-        sources = ",\n".join(
-            " "
-            + json.dumps(
-                {
-                    "name": r.source,
-                    "outcome": r.outcome,
-                    "new": r.new,
-                    "updated": r.updated,
-                    "error": str(r.error) if r.error else None,
-                    "skipped": r.skipped,
-                    "until": r.held_until.astimezone(UTC).isoformat() if r.held_until else None,
-                    "duration": round(r.duration, 3),
-                },
-                ensure_ascii=False,
-            )
-            for r in results
-        )
-        listed = f"[\n{sources}\n]" if sources else "[]"
-        typer.echo(f'{{"sources": {listed}, "feeds_built": {feeds_built}}}')
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    out = Console()
-    table = Table(title="fetch")
-    for column in ("source", "outcome", "new", "updated", "detail"):
-        table.add_column(column)
-    for r in sorted(results, key=lambda r: (r.outcome == "ok", r.source)):
-        table.add_row(r.source, r.outcome, str(r.new), str(r.updated), _fetch_detail(r))
-    out.print(table)
-    ok = sum(1 for r in results if r.outcome in ("ok", "not-modified"))
-    skipped = sum(1 for r in results if r.skipped)
-    out.print(
-        f"{ok} ok ({sum(r.not_modified for r in results)} not modified), "
-        f"{len(results) - ok - skipped} not ok"
-        + (f", {skipped} skipped" if skipped else "")
-        + f"; {sum(r.new for r in results)} new and "
-        f"{sum(r.updated for r in results)} updated posts; {feeds_built} feeds rebuilt"
-    )
-    if any(r.held_until for r in results):
-        out.print("skipped sources wait out a backoff or a Retry-After; --force (or naming them) polls them")
-
-
-def _fetch_detail(result: UpdateResult) -> str:
-    """The report's detail column: the error, or why and until when the source was skipped."""
-    if result.held_until is not None:
-        return f"until {result.held_until.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({result.skipped})"
-    return str(result.error or result.skipped or "")
-
-
-@app.command()
 def build() -> None:
     """Rebuild every feed from the posts (picks up posts edited or deleted by hand)."""
-    config = _load()
+    config = read_config()
     try:
-        with config.open_store() as store:
+        with open_store(config) as store:
             published = asyncio.run(jobs.rebuild_everything(config, store))
     except AggregatorError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     report = published.build
     typer.echo(
         f"{len(report.rendered)} feeds written, {report.skipped} unchanged, {len(report.removed)} removed"
     )
 
 
-@app.command()
 def prune() -> None:
     """Apply the retention limits now (posts and their files), then rebuild the feeds."""
-    config = _load()
+    config = read_config()
     try:
-        with config.open_store() as store:
+        with open_store(config) as store:
             pruned = asyncio.run(jobs.prune_and_publish(config, store))
     except AggregatorError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     typer.echo(f"pruned {pruned.removed} posts")
 
 
-@app.command()
 def reindex() -> None:
     """Rebuild the index from the post files."""
-    config = _load()
+    config = read_config()
     try:
-        with config.open_store() as store:
+        with open_store(config) as store:
             count = store.reindex()
     except AggregatorError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     typer.echo(f"indexed {count} posts")
 
 
-tombstones_app = typer.Typer(
-    help="Entries kept from being published again: post files deleted by hand, posts retention pruned."
-)
-app.add_typer(tombstones_app, name="tombstones")
-
-
-@tombstones_app.callback(invoke_without_command=True)
-def tombstones(
-    ctx: typer.Context,
-    source: Annotated[str | None, typer.Option("--source", help="Only this source's.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """List the tombstones, newest first (`tombstones restore SOURCE ID...` lifts them)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    config = _load()
-    try:
-        with config.open_store() as store:
-            found = store.tombstones(source)
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    if as_json:
-        typer.echo(json.dumps([t.to_json() for t in found], ensure_ascii=False, indent=1))
-        return
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title="tombstones")
-    for column in ("source", "id", "title", "removed", "reason"):
-        table.add_column(column)
-    for t in found:
-        table.add_row(t.source, Text(t.entry_id), Text(t.title), f"{t.removed:%Y-%m-%d %H:%M:%S}", t.reason)
-    Console(width=max(Console().width, 160)).print(table)
-    typer.echo(f"{len(found)} tombstones")
-
-
-@tombstones_app.command("restore")
-def restore_tombstones(
-    source: Annotated[str, typer.Argument(help="The source's name.")],
-    ids: Annotated[list[str], typer.Argument(help="Entry ids, as `aggregator tombstones` lists them.")],
-) -> None:
-    """Lift tombstones: the next fetch of the source writes those entries again if upstream has them."""
-    config = _load()
-    try:
-        with config.open_store() as store:
-            known = {t.entry_id for t in store.tombstones(source)}
-            unknown = [entry_id for entry_id in ids if entry_id not in known]
-            if unknown:
-                raise _fail(", ".join(f"no tombstone for {source}/{entry_id}" for entry_id in unknown))
-            lifted = store.restore_tombstones(source, ids)
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    one = len(lifted) == 1
-    typer.echo(
-        f"restored {len(lifted)} {'entry' if one else 'entries'} of {source}: the next fetch of {source} "
-        f"reads its whole feed and writes {'it' if one else 'them'} again if upstream still has "
-        f"{'it' if one else 'them'}"
-    )
-    if any(t.reason == "retention" for t in lifted):
-        typer.echo("note: retention prunes them again while they are beyond its limits")
-
-
-@app.command()
 def verify() -> None:
     """Compare post files, index and published feeds; exit 1 and list each difference."""
     from aggregator.verify import verify as verify_all
 
-    config = _load()
+    config = read_config()
     try:
-        with config.open_store() as store:
+        with open_store(config) as store:
             report = verify_all(config, store)
     except AggregatorError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     for problem in report.problems:
         typer.echo(problem)
     if report.problems:
-        _stderr().print(
+        stderr_console().print(
             f"aggregator: inconsistent: {len(report.problems)} problems "
             "(`aggregator build` or the next run repairs the feeds; `aggregator reindex` the index)",
             markup=False, highlight=False, soft_wrap=True,
@@ -467,259 +139,20 @@ def verify() -> None:
     typer.echo(f"consistent: {report.posts_indexed} posts, {report.feeds_checked} feeds")
 
 
-@app.command()
-def status(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    fail_on_error: Annotated[
-        bool, typer.Option("--fail-on-error", help="Exit 1 if any source is failing.")
-    ] = False,
-) -> None:
-    """Each source's health and next poll (the daemon's own decision), failing sources first."""
-    from aggregator.pipeline import source_fingerprint
-    from aggregator.schedule import planned_poll
-
-    config = _load()
-    now = utcnow()
-    try:
-        with config.open_store() as store:
-            # The scheduler's own decision, from the same state and store the daemon reads.
-            states_of = [(source, store.source_state(source.name)) for source in config.sources]
-            rows = [
-                (
-                    s,
-                    planned_poll(
-                        config, source, s, now, fingerprint=source_fingerprint(source), entries=store
-                    ),
-                )
-                for source, s in states_of
-            ]
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    # Failing first (gone, then the longest streaks), then the rate-limited, then the healthy.
-    rows.sort(
-        key=lambda r: (not r[0].failing, not r[0].gone, -r[0].error_streak, r[0].health == "ok", r[0].name)
-    )
-    states = [s for s, _ in rows]
-    if as_json:
-        report = [
-            s.public_json()
-            | {"next_poll": plan.at.isoformat() if plan.at else None, "next_poll_reason": plan.reason}
-            for s, plan in rows
-        ]
-        typer.echo(json.dumps(report, ensure_ascii=False, indent=1))
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title="sources")
-        for column in (
-            "source",
-            "health",
-            "http",
-            "last attempt",
-            "last success",
-            "new/upd",
-            "streak",
-            "next poll",
-            "why then / last error",
-        ):
-            table.add_column(column)
-        for s, plan in rows:
-            detail = f"{plan.reason}; last error: {s.last_error}" if s.last_error else plan.reason
-            if s.permanent_url:
-                detail += f"; moved permanently to {redact_url(s.permanent_url)}: update the config"
-            table.add_row(
-                s.name,
-                s.health,
-                str(s.http_status or "-"),
-                _utc(s.last_attempt, "never"),
-                _utc(s.last_success, "never"),
-                f"{s.new_count}/{s.updated_count}",
-                str(s.error_streak),
-                _utc(plan.at, "-"),
-                detail,
-            )
-        Console(width=max(Console().width, 160)).print(table)
-        failing = sum(s.failing for s in states)
-        typer.echo(f"{len(states)} sources, {failing} failing (times in UTC)")
-    if fail_on_error and any(s.failing for s in states):
-        raise typer.Exit(1)
-
-
-def _utc(moment: datetime | None, missing: str) -> str:
-    """A time as ``2026-12-01 22:10:05 UTC``: status says which zone its times are in."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else missing
-
-
-def _sources_file(to: Path | None) -> Path | None:
-    """``--to``: a path as given, or a bare file name inside ``sources.d`` beside the config."""
-    if to is None or to.parent != Path("."):
-        return to
-    return state.config_path.parent / SOURCES_DIR / to
-
-
-@app.command()
-def add(
-    url: Annotated[str, typer.Argument(help="A feed, or a web page whose feeds are discovered.")],
-    name: Annotated[str | None, typer.Option(help="The source's name (default: the feed's title).")] = None,
-    category: Annotated[
-        list[str] | None,
-        typer.Option(help="A category, outermost first; repeat it for each level (or write a/b)."),
-    ] = None,
-    interval: Annotated[str | None, typer.Option(help="How often to poll it, e.g. 30m.")] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Take the first feed found, ask nothing.")] = False,
-    to: Annotated[
-        Path | None, typer.Option(help="Write into this file (a bare name: config/sources.d/NAME).")
-    ] = None,
-) -> None:
-    """Find the feed at URL (or the feeds a page advertises), check it parses, append it to the config."""
-    from aggregator.config import source_folder
-    from aggregator.fetch import Fetcher, FetchLimits
-    from aggregator.sources import FeedCandidate, add_sources, configured_as, discover
-
-    config = _load()
-    if urlsplit(url).scheme not in ("http", "https"):
-        # A local file: stored absolute, since the config resolves paths against its own folder.
-        url = str(Path(url.removeprefix("file://")).expanduser().resolve())
-    if interval is not None:
-        try:
-            parse_duration(interval)
-        except ValueError as error:
-            raise _fail(f"--interval: {error}") from None
-    categories = [part.strip() for value in category or () for part in value.split("/") if part.strip()]
-    known = _configured_urls(config)
-    if (existing := configured_as(url, known)) is not None:
-        raise _fail(f"{redact_url(url)} is already configured as {existing!r}")
-    defaults = config.defaults
-    limits = FetchLimits(
-        read_timeout=defaults.timeout, deadline=defaults.deadline, max_body=defaults.max_body
-    )
-
-    async def find() -> list[FeedCandidate]:
-        fetcher = Fetcher(defaults.user_agent, limits)
-        try:
-            return await discover(url, fetcher, max_body=defaults.max_body)
-        finally:
-            await fetcher.aclose()
-
-    try:
-        candidates = asyncio.run(find())
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    for number, candidate in enumerate(candidates, 1):
-        taken = configured_as(candidate.url, known)
-        note = f"  (already configured as {taken!r})" if taken is not None else ""
-        typer.echo(f"{number}. {candidate.url}  {candidate.title!r} ({candidate.entries} entries){note}")
-    chosen = candidates[0]
-    if len(candidates) > 1 and not yes:
-        if not sys.stdin.isatty():
-            raise _fail(
-                f"{len(candidates)} feeds found; pass --yes to take the first, or add one of their URLs"
-            )
-        number = 0
-        while not 1 <= number <= len(candidates):
-            number = typer.prompt(f"Which one (1-{len(candidates)})", type=int, default=1)
-        chosen = candidates[number - 1]
-    if (existing := configured_as(chosen.url, known)) is not None:
-        raise _fail(f"{redact_url(chosen.url)} is already configured as {existing!r}")
-    source_name = (name or chosen.title or urlsplit(chosen.url).netloc or chosen.url).strip()
-    for source in config.sources:
-        if source_folder(source.name) == source_folder(source_name):
-            raise _fail(f"a source named {source.name!r} exists already (choose another with --name)")
-    entry: dict[str, object] = {"name": source_name, "url": chosen.url}
-    if categories:
-        entry["categories"] = categories
-    if interval:
-        entry["interval"] = interval
-    try:
-        written = add_sources(state.config_path, [entry], _sources_file(to))
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    placed = f"in {' / '.join(categories)}" if categories else "in no category (--category sets one)"
-    typer.echo(
-        f"added {source_name!r} {placed}: {redact_url(chosen.url)} ({chosen.title!r}, "
-        f"{chosen.entries} entries) -> {written}"
-    )
-
-
-def _configured_urls(config: Config) -> dict[str, list[str]]:
-    """Each source's URLs: the configured one, and the one it moved to when the index knows it."""
-    known = {source.name: [config.source_location(source)] for source in config.sources}
-    if config.index_path.exists():  # never create an index just to look
-        try:
-            with config.open_store() as store:
-                for learned in store.all_source_states():
-                    if learned.permanent_url and learned.name in known:
-                        known[learned.name].append(learned.permanent_url)
-        except StoreError as error:
-            logging.getLogger("aggregator.cli").warning("not checking the URLs sources moved to: %s", error)
-    return known
-
-
-@app.command()
-def remove(name: Annotated[str, typer.Argument(help="The source's name.")]) -> None:
-    """Remove a source from the config (its posts stay until pruned)."""
-    from aggregator.sources import remove_source
-
-    _load()
-    try:
-        written = remove_source(state.config_path, name)
-    except AggregatorError as error:
-        raise _fail(str(error)) from None
-    typer.echo(f"removed {name!r} from {written}")
-
-
-@app.command("import-opml")
-def import_opml(
-    file: Annotated[Path, typer.Argument(help="An OPML file exported from a feed reader.")],
-    category: Annotated[
-        str | None, typer.Option(help="Put everything under this category path: a/b.")
-    ] = None,
-    to: Annotated[
-        Path | None, typer.Option(help="Write into this file (a bare name: config/sources.d/NAME).")
-    ] = None,
-) -> None:
-    """Add the OPML file's feeds as sources; its folders become categories."""
-    from aggregator.publish.opml import import_entries, read_opml
-    from aggregator.sources import add_sources
-
-    config = _load()
-    prefix = [part.strip() for part in (category or "").split("/") if part.strip()]
-    try:
-        feeds = read_opml(file.read_bytes())
-        entries, skipped = import_entries(
-            feeds, [s.name for s in config.sources], [s.url for s in config.sources], prefix
-        )
-        written = add_sources(state.config_path, entries, _sources_file(to)) if entries else None
-    except OSError as error:
-        raise _fail(f"{file}: cannot read: {error.strerror}") from None
-    except AggregatorError as error:
-        raise _fail(f"{file}: {error}") from None
-    for feed in skipped:
-        typer.echo(f"skipped {feed.title!r}: {feed.url} is configured already")
-    typer.echo(f"imported {len(entries)} sources" + (f" into {written}" if written else ""))
-
-
-@app.command("export-opml")
-def export_opml(
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
-    ] = None,
-) -> None:
-    """Print the configured sources as OPML, nested by category, for any feed reader."""
-    from aggregator.publish.opml import write_opml
-
-    config = _load()
-    data = write_opml(config.sources, config.site.title)
-    if output is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-        return
-    try:
-        output.write_bytes(data)
-    except OSError as error:
-        raise _fail(f"{output}: cannot write: {error.strerror}") from None
-    typer.echo(f"wrote {len(config.sources)} sources to {output}")
+# The commands, in the order ``aggregator --help`` lists them (groups, such as tombstones, after).
+app.command()(check)
+app.command()(run)
+app.command()(fetch)
+app.command()(build)
+app.command()(prune)
+app.command()(reindex)
+app.command()(verify)
+app.command()(status)
+app.command()(add)
+app.command()(remove)
+app.command("import-opml")(import_opml)
+app.command("export-opml")(export_opml)
+app.add_typer(tombstones_app, name="tombstones")
 
 
 def main() -> None:

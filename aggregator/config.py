@@ -1,9 +1,9 @@
-"""Load and validate the YAML configuration.
+"""The configuration's typed models, and ``load_config``: read, merge, validate.
 
-The YAML is only composed (libyaml's node tree, with line numbers), never
-resolved: every scalar is kept as the text the user wrote, so ``no`` stays a
-string and ``0123`` stays ``0123``, and pydantic models that forbid unknown
-keys convert what is typed. Every error names the file, the line where it can, and the key path::
+Pydantic models that forbid unknown keys convert what is typed; the YAML under them is read with
+every scalar kept as the text the user wrote (``config_yaml``), and the ``sources.d`` files and
+``category_defaults`` are merged in before validation (``config_merge``). Every error names the
+file, the line where it can, and the key path::
 
     config/aggregator.yaml:14: sources[3].url: not an http(s) URL or file path
 
@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -30,23 +29,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from yaml import MarkedYAMLError, YAMLError
-from yaml import compose as compose_yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-
-try:  # libyaml's composer is 25x faster than the pure-Python one on a 1,000-source file
-    from yaml import CSafeLoader as _Loader
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 from aggregator import optional
-from aggregator.categories import spelling_clashes
+from aggregator.config_merge import apply_category_defaults, check_unique_sources, merge_sources_d
+from aggregator.config_yaml import Places, read_yaml
 from aggregator.errors import ConfigError
-from aggregator.keys import category_slugs, slugify
-from aggregator.suggest import nearest, probable_url
-
-if TYPE_CHECKING:
-    from aggregator.store import PostStore
+from aggregator.keys import source_folder
+from aggregator.suggest import did_you_mean, same_folder
 
 DEFAULT_CONFIG = Path("config/aggregator.yaml")
 USER_AGENT = "aggregator/0.1 (+https://github.com/aggregator-project/aggregator)"
@@ -368,7 +357,7 @@ class SourceConfig(_Strict):
     def _url_or_path(cls, value: str) -> str:
         if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value):
             if not re.match(r"^(https?://[^/\s]+|file://)", value):
-                raise ValueError(f"not an http(s) URL or file path{_did_you_mean(value)}")
+                raise ValueError(f"not an http(s) URL or file path{did_you_mean(value)}")
         elif any(ch in value for ch in "\n\r\0"):
             raise ValueError("not an http(s) URL or file path")
         return value
@@ -430,7 +419,7 @@ class Config(_Strict):
                 if key in seen:
                     what = "name" if seen is seen_names else "url"
                     first = self.sources[seen[key]]
-                    note = _same_folder(first.name, source.name) if what == "name" else ""
+                    note = same_folder(first.name, source.name) if what == "name" else ""
                     where = f"sources[{seen[key]}].{what}{note}"
                     raise ValueError(f"sources[{index}].{what}: duplicate of {where}")
                 seen[key] = index
@@ -450,7 +439,7 @@ class Config(_Strict):
             ):
                 raise ValueError(
                     f"sources[{index}].url: not an http(s) URL, and no such file: "
-                    f"{self.source_location(source)}{_did_you_mean(source.url)}"
+                    f"{self.source_location(source)}{did_you_mean(source.url)}"
                 )
         return self
 
@@ -477,14 +466,6 @@ class Config(_Strict):
     def state_path(self) -> Path:
         """Source states and tombstones: not a cache, unlike the index beside it."""
         return self.data_dir / "state.sqlite3"
-
-    def open_store(self) -> PostStore:
-        """The post store (files, index and state database) this config points at."""
-        from aggregator.store import PostStore
-
-        return PostStore(
-            self.posts_dir, self.index_path, fsync=self.defaults.fsync, state_path=self.state_path
-        )
 
     def source_location(self, source: SourceConfig) -> str:
         """An http(s) URL as given, or the absolute path of a local source."""
@@ -521,42 +502,6 @@ class Config(_Strict):
         raise ConfigError(f"no source named {name!r} ({hint})")
 
 
-_NULLS = {"", "~", "null", "Null", "NULL"}
-
-
-def _to_python(node: Node, path: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> Any:
-    """A composed YAML node to plain Python, every scalar kept as its text.
-
-    Keeping the text (``0123``, ``1e3``, ``no``, ``2021-01-01``) and letting the
-    typed models convert it avoids every YAML 1.1/1.2 guessing trap: a name or a
-    category is exactly what the user wrote.
-    """
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, MappingNode):
-        mapping: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            if key in mapping:
-                raise ConfigError(f"{{line}}:{key_node.start_mark.line + 1}: duplicate key {key!r}")
-            mapping[key] = _to_python(value_node, (*path, key), lines)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-        return mapping
-    if isinstance(node, SequenceNode):
-        return [_to_python(item, (*path, i), lines) for i, item in enumerate(node.value)]
-    assert isinstance(node, ScalarNode)
-    if node.style is None and node.value in _NULLS:
-        return None
-    return str(node.value)
-
-
-def _format_path(path: Sequence[str | int]) -> str:
-    text = ""
-    for key in path:
-        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
-    return text or "(top level)"
-
-
 def load_config(path: Path | str = DEFAULT_CONFIG) -> Config:
     path = Path(path)
     return parse_config(_read_config(path), path)
@@ -571,296 +516,30 @@ def _read_config(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read: {error}") from error
 
 
+def load_placed_config(path: Path) -> tuple[Config, Places, list[Any]]:
+    """``load_config``, with what warnings that point at a line need: where each key was written,
+    and the ``category_defaults`` entries (valid)."""
+    return _parse_config(_read_config(path), path)
+
+
 def parse_config(text: str, path: Path) -> Config:
     """Validate the main file's text, merged with ``sources.d/*.yaml`` beside it."""
     return _parse_config(text, path)[0]
 
 
-def _parse_config(text: str, path: Path) -> tuple[Config, _Places, list[Any]]:
+def _parse_config(text: str, path: Path) -> tuple[Config, Places, list[Any]]:
     """The config, where each key was written, and the ``category_defaults`` entries (valid)."""
-    data, lines = _read_yaml(text, path)
+    data, lines = read_yaml(text, path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the config must be a mapping of settings")
     data.pop("base_dir", None)
-    places = _Places(path, lines)
-    _merge_sources_d(data, places)
+    places = Places(path, lines)
+    merge_sources_d(data, places)
     category_defaults = data.get("category_defaults")
-    _apply_category_defaults(data, places)
-    _check_unique_sources(data, places)
+    apply_category_defaults(data, places, SourceConfig)
+    check_unique_sources(data, places)
     try:
         config = Config.model_validate({**data, "base_dir": path.resolve().parent})
     except ValidationError as error:
-        raise places.error(error) from error
+        raise places.error(error, Config) from error
     return config, places, category_defaults if isinstance(category_defaults, list) else []
-
-
-SOURCES_DIR = "sources.d"
-# Settings a category_defaults entry may give; a source's own value always wins.
-_SCHEDULE_KEYS = frozenset({"interval", "cron"})
-
-
-def config_files(path: Path) -> list[Path]:
-    """The main config file, then ``sources.d/*.yaml`` beside it, in name order."""
-    folder = path.parent / SOURCES_DIR
-    extra = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml")) if folder.is_dir() else []
-    return [path, *extra]
-
-
-def _read_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[str | int, ...], int]]:
-    try:
-        root = compose_yaml(text, Loader=_Loader)
-    except MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {error.problem or error}") from error
-    except YAMLError as error:  # characters YAML refuses (NUL, control characters)
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from error
-    lines: dict[tuple[str | int, ...], int] = {}
-    try:
-        data = _to_python(root, (), lines) if root is not None else {}
-    except ConfigError as error:
-        raise ConfigError(str(error).replace("{line}", str(path))) from None
-    return data, lines
-
-
-class _Places:
-    """Where each key path was written, across the main file and the sources.d files."""
-
-    def __init__(self, path: Path, lines: dict[tuple[str | int, ...], int]) -> None:
-        self.path = path
-        self.lines = lines
-        # merged source index -> (file, index in that file, that file's lines, key prefix in that file)
-        self.origins: dict[int, tuple[Path, int, dict[tuple[str | int, ...], int], tuple[str, ...]]] = {}
-
-    def locate(self, loc: Sequence[str | int]) -> tuple[str, str]:
-        """``file:line`` and the key path as written in that file."""
-        path, lines, local = self.path, self.lines, tuple(loc)
-        if len(loc) >= 2 and loc[0] == "sources" and isinstance(loc[1], int) and loc[1] in self.origins:
-            path, index, lines, prefix = self.origins[loc[1]]
-            local = (*prefix, index, *loc[2:])
-            loc = ("sources", index, *loc[2:])
-        line = _deepest_line(lines, local)
-        return (f"{path}:{line}" if line else str(path)), _format_path(loc)
-
-    def fail(self, loc: Sequence[str | int], message: str) -> ConfigError:
-        where, dotted = self.locate(loc)
-        return ConfigError(f"{where}: {dotted}: {message}")
-
-    def error(
-        self, error: ValidationError, prefix: tuple[str | int, ...] = (), model: type[BaseModel] | None = None
-    ) -> ConfigError:
-        """The first validation error, located; ``model`` is the one validated (default: Config)."""
-        model = model or Config
-        first = error.errors()[0]
-        loc = [part for part in first["loc"] if isinstance(part, str | int)]
-        message = str(first["msg"]).removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = _unknown_key(str(loc[-1]), _known_keys(model, loc[:-1]))
-        if not loc and (match := re.match(r"^([\w.\[\]]+): (.*)$", message)):
-            # A cross-field error that names its own key path.
-            dotted, message = match.groups()
-            loc = [int(p) if p.isdigit() else p for p in re.findall(r"\w+", dotted)]
-        return self.fail([*prefix, *loc], message)
-
-
-def _merge_sources_d(data: dict[str, Any], places: _Places) -> None:
-    """Append the sources of every ``sources.d`` file (a list, or a mapping with ``sources``)."""
-    merged = data.get("sources")
-    if merged is None:
-        merged = []
-    if not isinstance(merged, list):
-        return  # the model reports the wrong type at its own line
-    for file in config_files(places.path)[1:]:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(f"{file}: cannot read: {error}") from error
-        part, lines = _read_yaml(text, file)
-        prefix: tuple[str, ...] = ()
-        if isinstance(part, dict):
-            for key in part:
-                if key != "sources":
-                    line = lines.get((key,), 1)
-                    hint = " (did you mean 'sources'?)" if nearest(key, ["sources"]) else ""
-                    raise ConfigError(
-                        f"{file}:{line}: {key}: unknown key{hint} (a sources.d file holds sources)"
-                    )
-            part, prefix = part.get("sources") or [], ("sources",)
-        if part is None:
-            continue
-        if not isinstance(part, list):
-            raise ConfigError(f"{file}:1: sources: must be a list of sources")
-        for index, source in enumerate(part):
-            places.origins[len(merged)] = (file, index, lines, prefix)
-            merged.append(source)
-    if merged or "sources" in data:
-        data["sources"] = merged
-
-
-def _apply_category_defaults(data: dict[str, Any], places: _Places) -> None:
-    """Fill each source's missing settings from ``category_defaults`` along its category path.
-
-    A deeper category's setting wins over a shallower one; the source's own wins over both.
-    ``interval`` and ``cron`` go together: a source that sets either inherits neither.
-    """
-    entries = data.pop("category_defaults", None)
-    if entries is None:
-        return
-    if not isinstance(entries, list):
-        raise places.fail(["category_defaults"], "must be a list of {path: [...], setting: value}")
-    inheritable = set(SourceConfig.model_fields) - {"name", "url", "categories"}
-    defaults: dict[tuple[str, ...], dict[str, Any]] = {}
-    for index, entry in enumerate(entries):
-        where: list[str | int] = ["category_defaults", index]
-        if not isinstance(entry, dict):
-            raise places.fail(where, "must be a mapping with a path and settings")
-        raw_path = entry.get("path")
-        if not isinstance(raw_path, list) or not raw_path or not all(isinstance(p, str) for p in raw_path):
-            raise places.fail([*where, "path"], "a list of category names is required, e.g. [News, World]")
-        settings = {k: v for k, v in entry.items() if k != "path"}
-        for key in settings:
-            if key not in inheritable:
-                raise places.fail([*where, key], _unknown_key(key, inheritable))
-        try:
-            SourceConfig.model_validate({"name": "defaults", "url": "defaults", **settings})
-        except ValidationError as error:
-            raise places.error(error, tuple(where), SourceConfig) from error
-        # A category is its folder: [Tech] and [tech] are one (see aggregator.categories).
-        defaults.setdefault(category_slugs([p.strip() for p in raw_path]), {}).update(settings)
-    for source in data.get("sources") or []:
-        categories = source.get("categories") if isinstance(source, dict) else None
-        if not isinstance(categories, list):
-            continue
-        inherited: dict[str, Any] = {}
-        for depth in range(1, len(categories) + 1):
-            key = category_slugs([str(c).strip() for c in categories[:depth]])
-            inherited.update(defaults.get(key, {}))
-        own_schedule = _SCHEDULE_KEYS & source.keys()
-        for key, value in inherited.items():
-            if key not in source and not (key in _SCHEDULE_KEYS and own_schedule):
-                source[key] = value
-
-
-def source_folder(name: str) -> str:
-    """The folder a source's posts and feed go to: two names that make the same one would collide."""
-    return slugify(name.strip())
-
-
-def _same_folder(first: str, second: str) -> str:
-    """For two names that differ beyond case yet make the same folder: say which folder."""
-    if first.strip().casefold() == second.strip().casefold():
-        return ""
-    return f" (both make the folder {source_folder(second)!r})"
-
-
-def _check_unique_sources(data: dict[str, Any], places: _Places) -> None:
-    """Names (as folders: case, spacing and punctuation aside) and URLs are unique across all files."""
-    sources = data.get("sources")
-    if not isinstance(sources, list):
-        return
-    for key in ("name", "url"):
-        seen: dict[str, int] = {}
-        for index, source in enumerate(sources):
-            value = source.get(key) if isinstance(source, dict) else None
-            if not isinstance(value, str) or not value.strip():
-                continue
-            folded = source_folder(value) if key == "name" else value.strip()
-            if folded in seen:
-                first_where, first_path = places.locate(["sources", seen[folded], key])
-                note = _same_folder(sources[seen[folded]][key], value) if key == "name" else ""
-                where = f"{first_path} at {first_where}{note}"
-                raise places.fail(["sources", index, key], f"duplicate of {where}")
-            seen[folded] = index
-
-
-def _did_you_mean(url: str) -> str:
-    guess = probable_url(url)
-    return f" (did you mean {guess}?)" if guess else ""
-
-
-def _unknown_key(key: str, known: Iterable[str]) -> str:
-    close = nearest(key, known)
-    return f"unknown key (did you mean {close!r}?)" if close else "unknown key (check its spelling)"
-
-
-def _known_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    """The keys the model nested at ``loc`` accepts (list indexes skipped); none if loc leaves the models."""
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        nested = _model_in(field.annotation) if field is not None else None
-        if nested is None:
-            return []
-        model = nested
-    return list(model.model_fields)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside ``X``, ``X | None``, ``tuple[X, ...]`` or ``Annotated[X, ...]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for argument in get_args(annotation):
-        if (found := _model_in(argument)) is not None:
-            return found
-    return None
-
-
-def _deepest_line(lines: dict[tuple[str | int, ...], int], loc: Sequence[str | int]) -> int | None:
-    for depth in range(len(loc), 0, -1):
-        if (line := lines.get(tuple(loc[:depth]))) is not None:
-            return line
-    return None
-
-
-def category_paths(config: Config) -> Iterator[tuple[str, ...]]:
-    """Every category path the config spells, in config order: each source's categories, then
-    those its rules (its own, then the global ones) file under them; then ``build.categories``.
-    The first spelling of a level titles its feed (see ``aggregator.categories``)."""
-    for path, _places in _placed_category_paths(config, []):
-        yield path
-
-
-_Place = tuple[str | int, ...]
-
-
-def _placed_category_paths(
-    config: Config, category_defaults: Sequence[Any]
-) -> Iterator[tuple[tuple[str, ...], list[_Place | None]]]:
-    """Each category path in config order, with where each of its levels was written."""
-    for index, source in enumerate(config.sources):
-        own: _Place = ("sources", index, "categories")
-        inherited: list[_Place | None] = [None] * len(source.categories)
-        yield source.categories, [(*own, depth) for depth in range(len(source.categories))]
-        for where, rules in ((("sources", index, "rules"), source.rules), (("rules",), config.rules)):
-            for number, rule in enumerate(rules):
-                placed = [(*where, number, "category", depth) for depth in range(len(rule.category))]
-                yield (*source.categories, *rule.category), [*inherited, *placed]
-    for number, entry in enumerate(category_defaults):
-        path = tuple(str(part).strip() for part in entry["path"])
-        yield path, [("category_defaults", number, "path", depth) for depth in range(len(path))]
-    for number, custom in enumerate(config.build.categories):
-        places: list[_Place | None] = [
-            ("build", "categories", number, "path", depth) for depth in range(len(custom.path))
-        ]
-        yield custom.path, places
-
-
-def config_warnings(path: Path | str = DEFAULT_CONFIG) -> list[str]:
-    """What ``check`` warns of: valid settings that likely say something not meant.
-
-    Two spellings of one category (they make one folder, so one feed, titled by the
-    first): each later spelling, naming where the first was written.
-    """
-    path = Path(path)
-    config, places, category_defaults = _parse_config(_read_config(path), path)
-    warnings = []
-    for clash in spelling_clashes(_placed_category_paths(config, category_defaults)):
-        where, dotted = places.locate(clash.place)
-        first_where, first_dotted = places.locate(clash.first_place)
-        warnings.append(
-            f"{where}: {dotted}: {clash.spelling!r} is the category {clash.first_spelling!r} of "
-            f"{first_dotted} at {first_where} spelt another way (both make the folder {clash.folder}): "
-            f"one category, whose feed is titled {clash.first_spelling!r}"
-        )
-    return warnings

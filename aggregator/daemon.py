@@ -36,12 +36,12 @@ from typing import IO, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aggregator import jobs
-from aggregator.config import Config, SourceConfig, config_files, load_config
+from aggregator.config import Config, SourceConfig, load_config
+from aggregator.config_merge import config_files
 from aggregator.dashboard.app import Dashboard
 from aggregator.dashboard.auth import credentials
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.files import sweep_temp_files
-from aggregator.index.status import StatusLog
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
 from aggregator.publish.builder import FeedBuilder
 from aggregator.publish.status import publish_status
@@ -49,6 +49,7 @@ from aggregator.schedule import SourceScheduler, format_seconds, planned_poll, t
 from aggregator.serve import create_app, listen, make_server
 from aggregator.state import SourceState, utcnow
 from aggregator.status_feed import events_between
+from aggregator.store import open_store
 
 log = logging.getLogger("aggregator.daemon")
 
@@ -192,10 +193,9 @@ class Daemon:
         config = self.config
         for root in (config.feeds_dir, config.posts_dir):
             sweep_temp_files(root, own_too=True)
-        self.store = config.open_store()
+        self.store = open_store(config)
         # Builds run in a thread, on a connection of their own.
-        self.build_store = config.open_store()
-        self.status_log = StatusLog(self.store.db)
+        self.build_store = open_store(config)
         self.updater = Updater(config, self.store)
         self.builder = FeedBuilder(config, self.build_store)
 
@@ -293,14 +293,19 @@ class Daemon:
     def _schedule_all(self, sources: tuple[SourceConfig, ...]) -> None:
         self.metrics.sources.set(len(self.config.sources))
         for source in sources:
-            state = self.store.source_state(source.name)
+            state = self.store.index.source_state(source.name)
             self.metrics.source_state(state)
             self.scheduler.add(source.name, timing_for(self.config, source), self._next_run(source, state))
 
     def _next_run(self, source: SourceConfig, state: SourceState) -> datetime | None:
         """The same decision ``aggregator status`` shows (``schedule.planned_poll``)."""
         plan = planned_poll(
-            self.config, source, state, utcnow(), fingerprint=source_fingerprint(source), entries=self.store
+            self.config,
+            source,
+            state,
+            utcnow(),
+            fingerprint=source_fingerprint(source),
+            entries=self.store.index,
         )
         log.debug(
             "source=%s next poll %s: %s", source.name, plan.at.isoformat() if plan.at else "-", plan.reason
@@ -316,7 +321,7 @@ class Daemon:
             self.scheduler.remove(name)
             return
         self.scheduler.hold(name)
-        before = self.store.source_state(name)
+        before = self.store.index.source_state(name)
         # The run is a task of our own, so a stop can cancel it at its deadline without
         # the scheduler reporting the cancellation as a crash of the job.
         task = asyncio.create_task(self.updater.update(source))
@@ -350,7 +355,7 @@ class Daemon:
             return
         events = events_between(before, result.state, url=source.url)
         if events:
-            self.status_log.record(events)
+            self.store.index.record_status_events(events)
             for event in events:
                 log.info("source=%s health: %s: %s", event.source, event.kind, event.detail)
             self._status_dirty = True
@@ -396,7 +401,7 @@ class Daemon:
             ok = await self._build(keys)
         if self._status_dirty:
             self._status_dirty = False
-            events = self.status_log.recent()
+            events = self.store.index.recent_status_events()
             try:
                 await asyncio.to_thread(publish_status, self.config, events)
             except OSError as error:
@@ -498,7 +503,7 @@ class Daemon:
                 or timing_for(old, before) != timing_for(new, source)
             ):
                 changed += before is not None
-                state = self.store.source_state(name)
+                state = self.store.index.source_state(name)
                 self.scheduler.add(name, timing_for(new, source), self._next_run(source, state))
         self.metrics.sources.set(len(new_sources))
         self._status_dirty = True  # the site's title or base URL may have changed

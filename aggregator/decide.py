@@ -30,10 +30,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from typing import Literal
 
-from aggregator.normalize import MergedEntry, Post
+from aggregator.model import EntryKey, MergedEntry, Outcome, Post
 
 # An entry whose content changes on every fetch while its own updated date
 # stays put (a counter, a rotating ad) is rewritten FREE_REWRITES times, then
@@ -45,18 +44,6 @@ REWRITE_MIN_GAP = timedelta(hours=6)
 Reason = Literal["retention", "deleted"]
 RETENTION: Reason = "retention"
 DELETED: Reason = "deleted"  # the post file was deleted by hand
-
-EntryKey = tuple[str, str]  # (source, entry id)
-
-
-class Outcome(Enum):
-    NEW = "new"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    CAPPED = "capped"  # changed upstream, but rewritten too often lately
-    MERGED = "merged"  # another source's post has the same article: folded into it
-    PRUNED = "pruned"  # removed by retention earlier; not brought back
-    DELETED = "deleted"  # its post file was deleted by hand; not brought back
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 from aggregator.config import CategoryRule, Config, FiltersConfig, PatternSet, SourceConfig
-from aggregator.normalize import Post, plain_text
+from aggregator.model import Post
+from aggregator.text import plain_text
 
 FIELDS = ("title", "content", "author", "tags")
 

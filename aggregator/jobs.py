@@ -104,9 +104,9 @@ def build_and_forget(builder: FeedBuilder, keys: Iterable[str] | None) -> BuildR
     """
     store = builder.store
     wanted = None if keys is None else set(keys)
-    built = store.pending_feed_keys() if wanted is None else wanted
+    built = store.index.pending_feed_keys() if wanted is None else wanted
     report = builder.build(wanted)
-    store.clear_pending_feed_keys(built)
+    store.index.clear_pending_feed_keys(built)
     return report
 
 
@@ -148,7 +148,7 @@ async def publish_pending(
     caller's own (the daemon keeps one, over its own connection to ``store``);
     else one is made, only when a build is due.
     """
-    left_pending = await _blocking(in_thread, store.pending_feed_keys)
+    left_pending = await _blocking(in_thread, store.index.pending_feed_keys)
     keys = set(also) | left_pending
     if not build_due(keys, index_exists=(config.feeds_dir / "index.html").exists()):
         return None

@@ -78,3 +78,8 @@ def slugify(text: str, max_bytes: int = SLUG_BYTES) -> str:
     if not slug or _WINDOWS_RESERVED.match(slug):
         slug = f"_{slug}" if slug else "_"
     return slug
+
+
+def source_folder(name: str) -> str:
+    """The folder a source's posts and feed go to: two names that make the same one would collide."""
+    return slugify(name.strip())

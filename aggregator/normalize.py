@@ -27,18 +27,17 @@ import html
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from functools import cached_property
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import nh3
 
-from aggregator.parse import Enclosure, EntryData, FeedData
+from aggregator.model import Enclosure, EntryData, FeedData, NormalizedFeed, Post, SourceRules
+from aggregator.text import WHITESPACE, clean_text, no_markup, plain_text
 
 SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 TITLE_FALLBACK_CHARS = 80
-SUMMARY_CHARS = 280
 
 # What feed readers render: text formatting, links, images, lists, tables,
 # figures, code, media. No script, style, frames, forms or event handlers.
@@ -77,22 +76,6 @@ _ATTRIBUTES = {
 }
 # Allowed URL attributes that ammonia does not check (it checks href, src and poster).
 _UNCHECKED_URL_ATTRIBUTES = frozenset({"cite", "srcset"})
-_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
-# Every pattern here scans in linear time on hostile text: a tag stops at the next "<"
-# ([^<>]), and blocks are cut by _without_blocks, not by a lazy ".*?" (which took a
-# minute on 160 KB of "<script>" and hours on a large body of "<!--" or "<").
-_TAG = re.compile(r"<[^<>]*>")
-_BLOCK_START = re.compile(r"<!--|<!\[CDATA\[|<(script|style|template)\b", re.IGNORECASE)
-_COMMENT_END = re.compile(r"-->")
-_CDATA_END = re.compile(r"\]\]>")
-# What a template could still take for markup once entities are decoded (``&lt;script&gt;``
-# in a text field): a tag starts with "<" and a letter; an unclosed dangerous one runs to the end.
-_DECODED_TAG = re.compile(
-    r"</?[a-zA-Z][^<>]*>|</?(?:script|style|iframe|frame|svg|math|img|object|embed|a|form|base|link|meta)"
-    r"\b[^<>]*$",
-    re.IGNORECASE,
-)
-_WHITESPACE = re.compile(r"\s+")
 _FIRST_IMG = re.compile(r"<img\b[^<>]*?\bsrc\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s>]+))", re.I)
 # HTML5 tree building is quadratic in the nesting depth (100,000 nested <div>s kept
 # nh3 busy for a minute); articles nest a few dozen levels. Deeper markup becomes text.
@@ -103,88 +86,6 @@ _NEVER_NESTS = frozenset(
      "track", "wbr", "p", "li", "dt", "dd", "tr", "td", "th", "option", "rp", "rt", "thead", "tbody",
      "tfoot", "colgroup"}
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class SourceRules:
-    """What the config says about how a source's entries become posts."""
-
-    name: str
-    categories: tuple[str, ...]
-    author: str | None = None
-    trusted: bool = False
-    comments: bool = False
-    escape_braces: bool = True
-    feed_title: str = ""
-
-
-@dataclass(frozen=True)
-class MergedEntry:
-    """Another source's copy of the same article, folded into a post (cross-source merging)."""
-
-    source: str
-    id: str
-    categories: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Post:
-    source: str
-    id: str
-    title: str
-    link: str
-    categories: tuple[str, ...]
-    author: str
-    comments: bool
-    date: datetime
-    updated: datetime | None
-    headimg: str | None
-    tags: tuple[str, ...]
-    enclosures: tuple[Enclosure, ...]
-    body: str
-    # When the entry was first seen: the date fallback, kept across runs and reindexes.
-    first_seen: datetime | None = None
-    # Other sources' copies of this article (same canonical link), when merging is on.
-    merged: tuple[MergedEntry, ...] = ()
-
-    @cached_property  # a frozen post: computed once (the store asks several times)
-    def content_hash(self) -> str:
-        """Changes exactly when something a reader would see changes."""
-        material = json.dumps(
-            [
-                self.title,
-                self.link,
-                self.categories,
-                self.author,
-                self.comments,
-                self.date.isoformat(),
-                self.headimg,
-                self.tags,
-                [(e.url, e.type, e.length) for e in self.enclosures],
-                self.body,
-                # Only merged posts add this, so every other post's hash stays as it was.
-                *([[(m.source, m.id, m.categories) for m in self.merged]] if self.merged else []),
-            ],
-            ensure_ascii=False,
-        )
-        return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
-
-    @cached_property
-    def summary(self) -> str:
-        return summary_of(self.body)
-
-
-@dataclass(frozen=True)
-class NormalizedFeed:
-    """A fetched document's posts, ready for the store: what a parser worker sends back."""
-
-    title: str
-    version: str
-    posts: tuple[Post, ...]
-    # Ids of posts dated by the first-seen fallback: a known entry keeps its stored first sight.
-    undated: frozenset[str] = frozenset()
-    ttl: float | None = None
-    warning: str | None = None
 
 
 def normalize_feed(
@@ -232,79 +133,6 @@ def prepared(posts: Sequence[Post]) -> None:
     """
     for post in posts:
         _ = post.content_hash, post.summary
-
-
-def clean_text(value: str) -> str:
-    """Remove what XML 1.0 forbids; everything else is kept."""
-    return _XML_FORBIDDEN.sub("", value)
-
-
-def plain_text(markup: str, *, limit: int | None = None) -> str:
-    """HTML to one line of text: tags dropped, entities decoded, whitespace collapsed."""
-    text = _without_blocks(markup)
-    text = html.unescape(_TAG.sub(" ", text)).replace("&#123;", "{").replace("&#125;", "}")
-    text = clean_text(_WHITESPACE.sub(" ", _no_markup(text)).strip())
-    if limit is not None and len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    return text
-
-
-def summary_of(markup: str, limit: int = SUMMARY_CHARS) -> str:
-    """``plain_text(markup, limit=limit)``, reading only as much of the markup as the summary needs.
-
-    Bodies run to megabytes and a summary is 280 characters: the text of a
-    growing prefix (cut before an unfinished tag) is used once it runs well
-    past the limit, so the end of the prefix cannot reach the summary.
-    """
-    size = limit * 2  # enough for nine bodies in ten; the rest take a second, longer prefix
-    while size < len(markup):
-        head = markup[:size]
-        if head.rfind("<") > head.rfind(">"):
-            head = head[: head.rfind("<")]
-        text = _plain_text(head)
-        if len(text) >= limit + _SUMMARY_MARGIN:
-            return text[: limit - 1].rstrip() + "…"  # as plain_text cuts
-        size *= 2
-    return plain_text(markup, limit=limit)
-
-
-def _plain_text(markup: str) -> str:
-    """``plain_text(markup)``, with the whitespace collapsed by ``str.split`` (a third of its time
-    went to the ``\\s+`` substitution). Both use Python's own notion of whitespace
-    (``Py_UNICODE_ISSPACE``), so the text is the same (a property test holds this)."""
-    text = _without_blocks(markup)
-    text = html.unescape(_TAG.sub(" ", text)).replace("&#123;", "{").replace("&#125;", "}")
-    return clean_text(" ".join(_no_markup(text).split()))
-
-
-# More than the longest HTML entity name, so a cut entity never reaches the summary.
-_SUMMARY_MARGIN = 64
-
-
-def _without_blocks(markup: str) -> str:
-    """Comments, CDATA sections and script/style/template elements cut out, in one linear pass.
-
-    An unclosed one runs to the end of the text, as it would in a browser.
-    """
-    parts = []
-    position = 0
-    while (start := _BLOCK_START.search(markup, position)) is not None:
-        parts.append(markup[position : start.start()])
-        if start.group(1):
-            end = re.compile(rf"</{start.group(1)}\s*>", re.IGNORECASE).search(markup, start.end())
-        else:
-            end = (_COMMENT_END if start.group(0) == "<!--" else _CDATA_END).search(markup, start.end())
-        parts.append(" ")
-        if end is None:
-            return "".join(parts)
-        position = end.end()
-    parts.append(markup[position:])
-    return "".join(parts)
-
-
-def _no_markup(text: str) -> str:
-    """Text no HTML template can execute: what would parse as a tag or a script is removed."""
-    return _DECODED_TAG.sub(" ", _without_blocks(text))
 
 
 # Query parameters that track the reader rather than name the article.
@@ -452,7 +280,7 @@ def escape_braces(markup: str) -> str:
 def _title(entry: EntryData, body_text: str, link: str) -> str:
     raw = clean_text(entry.title or "")
     # A text-typed title's markup is literal text, but templates print titles unescaped: it goes too.
-    text_title = clean_text(_WHITESPACE.sub(" ", _no_markup(raw)).strip())
+    text_title = clean_text(WHITESPACE.sub(" ", no_markup(raw)).strip())
     title = plain_text(raw) if entry.title_is_html else text_title
     if not title:
         title = plain_text(body_text, limit=TITLE_FALLBACK_CHARS)

@@ -20,12 +20,12 @@ import io
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
 from aggregator.errors import NotAFeed, ParseError
+from aggregator.model import Enclosure, EntryData, FeedData
 
 # A DTD internal subset declaring entities is the vehicle of entity-expansion
 # attacks ("billion laughs", or one big entity referenced many times, which
@@ -48,42 +48,6 @@ _FEED_LINK = re.compile(
     r"<link\b[^>]*\btype=[\"']?application/(?:rss|atom|feed)\+(?:xml|json)[^>]*>", re.IGNORECASE
 )
 _HREF = re.compile(r"\bhref=(?:\"([^\"]*)\"|'([^']*)'|([^\s>]+))", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Enclosure:
-    url: str
-    type: str = ""
-    length: int = 0
-
-
-@dataclass(frozen=True)
-class EntryData:
-    """One entry as the feed gave it; nothing cleaned yet."""
-
-    id: str | None
-    link: str | None
-    title: str | None
-    title_is_html: bool
-    content: str | None  # HTML
-    summary: str | None  # HTML
-    author: str | None
-    published: datetime | None
-    updated: datetime | None
-    tags: tuple[str, ...]
-    enclosures: tuple[Enclosure, ...]
-    images: tuple[str, ...]  # media:thumbnail, media:content images, in that order
-    base: str  # what relative URLs in this entry resolve against
-
-
-@dataclass(frozen=True)
-class FeedData:
-    title: str
-    link: str
-    version: str
-    entries: tuple[EntryData, ...]
-    ttl: float | None = None  # RSS <ttl>, in seconds
-    warning: str | None = None  # set when the document was malformed but readable
 
 
 def parse_document(body: bytes, headers: Mapping[str, str], url: str, *, fast_path: bool = True) -> FeedData:

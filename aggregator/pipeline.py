@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from aggregator.config import Config, SourceConfig
-from aggregator.decide import Outcome
 from aggregator.errors import AggregatorError, MissingDependency, RateLimited, SourceGone, StoreError
 from aggregator.fetch import (
     Fetcher,
@@ -43,7 +42,9 @@ from aggregator.fetch import (
 )
 from aggregator.filters import Selection, category_rules, filter_stages, select_posts
 from aggregator.keys import feed_keys_for
-from aggregator.normalize import NormalizedFeed, Post, SourceRules, with_first_seen
+from aggregator.model import NormalizedFeed, Outcome, Post, SourceRules
+from aggregator.normalize import with_first_seen
+from aggregator.retention import Limits, RetentionPolicy
 from aggregator.state import (
     SourceState,
     after_failure,
@@ -52,13 +53,7 @@ from aggregator.state import (
     poll_hold,
     utcnow,
 )
-from aggregator.store import (
-    Limits,
-    PostStore,
-    RetentionPolicy,
-    SaveBatch,
-    SaveResult,
-)
+from aggregator.store import PostStore, SaveBatch, SaveResult
 from aggregator.transforms import Transformer, transforms_for
 from aggregator.workers import ParserPool, PostRecipe
 
@@ -180,7 +175,7 @@ class Updater:
                 on_result(result)
             return result
 
-        with self.store.deferred_states():
+        with self.store.index.deferred_states():
             return list(await asyncio.gather(*(bounded(s) for s in sources)))
 
     async def update(
@@ -192,7 +187,7 @@ class Updater:
         from the command line). The daemon leaves it off: its scheduler decides when.
         """
         if source.name in self._running:
-            state = self.store.source_state(source.name)
+            state = self.store.index.source_state(source.name)
             return UpdateResult(source.name, state, skipped="already running")
         self._running.add(source.name)
         started = time.monotonic()
@@ -206,7 +201,7 @@ class Updater:
 
     async def _update(self, source: SourceConfig, *, force: bool, honour_waits: bool) -> UpdateResult:
         now = utcnow()
-        state = self.store.source_state(source.name)
+        state = self.store.index.source_state(source.name)
         fingerprint = source_fingerprint(source)
         if state.config_hash != fingerprint:
             # A changed config forgets what was learned about the old one.
@@ -228,7 +223,7 @@ class Updater:
                     permanent_url=fetched.permanent_url, fresh_for=fetched.fresh_for,
                     ttl=state.ttl, respect_cache=respect_cache,
                 )  # fmt: skip
-                self.store.save_source_state(state)
+                self.store.index.save_source_state(state)
                 return UpdateResult(source.name, state, not_modified=True)
             assert fetched.body is not None
             # Parsed, normalized and rendered in a worker process.
@@ -262,7 +257,7 @@ class Updater:
                 permanent_url=fetched.permanent_url, fresh_for=fetched.fresh_for,
                 ttl=normalized.ttl, respect_cache=respect_cache,
             )  # fmt: skip
-            self.store.save_source_state(state)
+            self.store.index.save_source_state(state)
             return UpdateResult(source.name, state, new=new, updated=updated, touched_keys=touched)
         except (StoreError, MissingDependency):
             raise  # not the source's fault: every source would fail the same way
@@ -274,7 +269,7 @@ class Updater:
                 interval=interval,
                 backoff_cap=self.config.defaults.backoff_cap,
             )
-            self.store.save_source_state(state)
+            self.store.index.save_source_state(state)
             return UpdateResult(source.name, state, error=error)
 
     async def _fetch(self, source: SourceConfig, state: SourceState) -> FetchResult:
@@ -362,7 +357,7 @@ class Updater:
         one whenever it rewrites a known post.
         """
         undated = [post.id for post in normalized.posts if post.id in normalized.undated]
-        known = self.store.first_seen(source.name, undated) if undated else {}
+        known = self.store.index.first_seen(source.name, undated) if undated else {}
         return [
             with_first_seen(post, known[post.id], undated=True) if post.id in known else post
             for post in normalized.posts

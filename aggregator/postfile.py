@@ -22,21 +22,73 @@ import hashlib
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import frontmatter
 import yaml
 from frontmatter.default_handlers import YAMLHandler
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from aggregator.errors import StoreError
 from aggregator.keys import slugify
-from aggregator.normalize import MergedEntry, Post
-from aggregator.parse import Enclosure
+from aggregator.model import Enclosure, MergedEntry, Post
 
 MAX_FILENAME_BYTES = 255
-_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_SAFE_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_TAG = "tag:yaml.org,2002:"
+
+
+class FrontMatterDumper(_SAFE_DUMPER):  # type: ignore[misc]
+    """libyaml's safe dumper, with its Python half cut to what front matter holds.
+
+    Front matter is plain data (text, lists, mappings, booleans, None, ints),
+    never an object met twice, so nodes are made directly (no alias bookkeeping,
+    no representer lookup by type) and the scalar resolver the C emitter calls
+    back twice a value checks only the implicit types a first character can
+    start. Same bytes as the stock dumper (a property test holds it); 40% less
+    CPU a post (``python -m bench.render_cpu``: about 100 -> 60 us).
+    """
+
+    _resolvers_by_first: ClassVar[dict[str | None, tuple[Any, ...]]] = {
+        first: tuple(pairs) for first, pairs in _SAFE_DUMPER.yaml_implicit_resolvers.items()
+    }
+
+    def represent_data(self, data: Any) -> Node:
+        kind = type(data)
+        if kind is str:
+            return ScalarNode(_TAG + "str", data)
+        if kind is list:
+            return SequenceNode(_TAG + "seq", [self.represent_data(item) for item in data], flow_style=False)
+        if kind is dict:
+            pairs = [(self.represent_data(k), self.represent_data(v)) for k, v in data.items()]
+            return MappingNode(_TAG + "map", pairs, flow_style=False)
+        if kind is bool:
+            return ScalarNode(_TAG + "bool", "true" if data else "false")
+        if data is None:
+            return ScalarNode(_TAG + "null", "null")
+        if kind is int:
+            return ScalarNode(_TAG + "int", str(data))
+        node: Node = super().represent_data(data)
+        return node
+
+    def resolve(self, kind: type[Node], value: str, implicit: tuple[bool, bool]) -> str:
+        # No path resolvers and no wildcard implicit ones in the safe resolver: the stock
+        # method's remaining steps all end in the default tag.
+        if kind is ScalarNode:
+            if implicit[0]:
+                for tag, pattern in self._resolvers_by_first.get(value[:1], ()):
+                    if pattern.match(value):
+                        return str(tag)
+            return str(self.DEFAULT_SCALAR_TAG)
+        return str(super().resolve(kind, value, implicit))
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        """No path resolvers: nothing to track."""
+
+    def ascend_resolver(self) -> None:
+        """No path resolvers: nothing to track."""
 
 
 class PostFileHandler(YAMLHandler):
@@ -64,7 +116,7 @@ class PostFileHandler(YAMLHandler):
     def export(self, metadata: dict[str, object], **kwargs: object) -> str:
         # Not the stock export: its ``str.strip()`` also strips a last value's own
         # trailing U+00A0 (Unicode whitespace), which then reads back as null.
-        kwargs.setdefault("Dumper", _DUMPER)
+        kwargs.setdefault("Dumper", FrontMatterDumper)
         kwargs.setdefault("sort_keys", False)
         kwargs.setdefault("width", 2**31 - 1)
         kwargs.setdefault("allow_unicode", True)

@@ -31,11 +31,13 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from aggregator.config import config_files, load_config
+from aggregator.config import load_config
+from aggregator.config_merge import config_files
 from aggregator.errors import AggregatorError, ConfigError, FetchError, NotAFeed, ParseError
 from aggregator.fetch import Fetcher, FetchRequest, FetchResult, Validators, read_local, redact_url
 from aggregator.files import write_atomic
-from aggregator.parse import FeedData, parse_document
+from aggregator.model import FeedData
+from aggregator.parse import parse_document
 
 COMMON_PATHS = ("/feed", "/rss.xml", "/atom.xml", "/index.xml", "/feed.xml", "/rss", "/atom", "/feed.json")
 FEED_TYPES = frozenset(

@@ -1,8 +1,12 @@
-"""Post files (the truth) and the SQLite index (a cache of them).
+"""Post files (the truth) and the index (a cache of them): saving.
 
 What a post file holds, and how it is named, rendered and read, is
-``aggregator.postfile``'s business; this module decides what each save writes,
-writes it, and keeps the index in step.
+``aggregator.postfile``'s business; what each entry becomes is
+``aggregator.decide``'s. This module names the new files, writes them, and
+keeps the index (``aggregator.index``, behind its Protocol) in step. Pruning
+is ``aggregator.retention``'s and reading the files back (hand edits,
+deletions, reindex, verify) ``aggregator.filesync``'s; ``PostStore`` mixes
+both in.
 
 Durability: files are written atomically (a temporary file in the same
 directory, then a rename), so a crash leaves the old file or the new one,
@@ -26,56 +30,48 @@ Saving runs in steps (``plan_posts``, ``write_files``, ``make_durable``,
 ``commit``) so that a caller on an event loop can write and flush the files
 in a thread; ``save`` runs them all.
 
-The index (WAL mode) also holds what each published feed was built from, so
-feeds are built without reading post files. It records its schema version,
-migrates older ones step by step, and refuses a newer one. What no post file
-holds (each source's polling state, and the tombstones of entries retention
-pruned or a person deleted, so they are not fetched back) is in the state
-database (``aggregator.index.states``), which ``reindex`` leaves alone.
+The index also holds what each published feed was built from, so feeds are
+built without reading post files. It records its schema version, migrates
+older ones step by step, and refuses a newer one. What no post file holds
+(each source's polling state, and the tombstones of entries retention pruned
+or a person deleted, so they are not fetched back) is in the state database
+(``aggregator.index.states``), which ``reindex`` leaves alone.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
 import logging
 import os
-import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from aggregator import postfile
+from aggregator.config import Config
 from aggregator.decide import (
-    DELETED,
-    RETENTION,
     AliasForUpdate,
     EntryForUpdate,
     EntryUpdateIntent,
     IndexView,
     MergeTarget,
-    Outcome,
     decide,
 )
 from aggregator.errors import StoreError
 from aggregator.files import (
-    TEMP_SUFFIX,
     WriterMark,
     fsync_batch,
     sweep_temp_files,
     write_atomic_stat,
-    writer_alive,
 )
-from aggregator.index import schema
-from aggregator.index.feeds import PublishedFeeds, chunks, merged_entries
-from aggregator.index.states import STATE_FILE, SourceStates
-from aggregator.index.states import tombstone_reasons as _tombstone_reasons
-from aggregator.keys import ALL_KEY, feed_keys_for, source_key
-from aggregator.normalize import Post, canonical_link
-from aggregator.state import SourceState
+from aggregator.filesync import FileSync
+from aggregator.index.interface import Index
+from aggregator.index.posts import PostRecord
+from aggregator.index.sqlite import SqliteIndex
+from aggregator.index.states import STATE_FILE
+from aggregator.model import Outcome, Post
+from aggregator.normalize import canonical_link
+from aggregator.retention import Retention
 
 log = logging.getLogger("aggregator.store")
 
@@ -91,14 +87,6 @@ class SaveResult:
 
 
 @dataclass
-class _HeldRows:
-    """Index rows of new posts, inserted together when their transaction ends."""
-
-    posts: list[tuple[Any, ...]]
-    feeds: list[tuple[str, str, str, float]]
-
-
-@dataclass
 class SaveBatch:
     """Posts decided on, then written to files, not yet recorded in the index (see ``PostStore.save``)."""
 
@@ -110,93 +98,36 @@ class SaveBatch:
     stats: list[os.stat_result] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Limits:
-    """How many posts to keep, and for how long (by post date); None means no limit."""
-
-    max_age: timedelta | None = None
-    max_posts: int | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.max_age is not None or self.max_posts is not None
-
-
-@dataclass(frozen=True)
-class RetentionPolicy:
-    """Limits over all posts together and per source; everything off by default."""
-
-    overall: Limits = Limits()
-    per_source: Mapping[str, Limits] = field(default_factory=dict)
-
-    @functools.cached_property
-    def active(self) -> bool:  # asked on every update; per_source can hold every source
-        return self.overall.active or any(limits.active for limits in self.per_source.values())
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    removed: int = 0
-    touched_keys: frozenset[str] = frozenset()
-
-
-_KNOWN_COLUMNS = "path, upstream_hash, upstream_updated_ts, rewrites, last_rewrite_ts, first_seen_ts, merged"
-
-
-def _entry_for_update(row: Sequence[Any], file_exists: bool = True) -> EntryForUpdate:
-    """An index row of ``_KNOWN_COLUMNS`` as the decider takes it."""
-    path, upstream_hash, upstream_ts, rewrites, last_rewrite_ts, first_seen_ts, merged = row
-    return EntryForUpdate(
-        path,
-        upstream_hash,
-        upstream_ts,
-        rewrites,
-        last_rewrite_ts,
-        first_seen_ts,
-        merged=merged_entries(merged),
-        file_exists=file_exists,
-    )
-
-
-_ROW_COLUMNS = (
-    "source, entry_id, path, title, link, author, date_ts, updated_ts, first_seen_ts, categories, tags, "
-    "headimg, enclosures, body, summary, content_hash, rewrites, last_rewrite_ts, file_mtime_ns, "
-    "file_size, upstream_hash, upstream_updated_ts, canon_link, merged"
-)
-_ROW_MARKS = ",".join("?" * len(_ROW_COLUMNS.split(",")))
-
-
-class PostStore(PublishedFeeds, SourceStates):
-    """Writes post files and keeps the index in step with them."""
+class PostStore(Retention, FileSync):
+    """Writes post files and keeps the index (``self.index``) in step with them."""
 
     def __init__(
-        self, posts_dir: Path, index_path: Path, *, fsync: str = "batch", state_path: Path | None = None
+        self,
+        posts_dir: Path,
+        index_path: Path,
+        *,
+        fsync: str = "batch",
+        state_path: Path | None = None,
     ) -> None:
         self.posts_dir = posts_dir
         self.index_path = index_path
         # Beside the index unless told otherwise; not a cache (see aggregator.index.states).
         self.state_path = state_path or index_path.with_name(STATE_FILE)
         self.fsync = fsync
-        # Feed keys touched inside the current transaction; recorded as pending when it commits.
-        self._pending: set[str] = set()
         # Paths chosen by batches not yet in the index (see ``plan_posts``).
         self._unindexed: set[str] = set()
-        # Source states saved but not yet written, while ``deferred_states`` is active.
-        self._deferred: dict[str, SourceState] | None = None
-        self._read_ahead: dict[str, SourceState] = {}  # states as the batch began
         try:
             posts_dir.mkdir(parents=True, exist_ok=True)
             index_path.parent.mkdir(parents=True, exist_ok=True)
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StoreError(f"cannot open the store at {index_path}: {error}") from error
-        self.db = schema.connect(index_path, self.state_path)
+        self.index: Index = SqliteIndex(index_path, self.state_path)
         try:
-            found = schema.migrate(self.db, index_path, self.state_path)
-            if found == 0 and self._has_post_files():
+            if self.index.found_version == 0 and self._has_post_files():
                 self.reindex()
         except BaseException:
-            self.db.close()
+            self.index.close()
             raise
         # What a killed writer left behind (a live writer's temporary files are kept);
         # the tree is walked only when a writer's mark says one died mid-run.
@@ -205,11 +136,11 @@ class PostStore(PublishedFeeds, SourceStates):
             if self._mark.claim():
                 sweep_temp_files(posts_dir)
         except OSError as error:
-            self.db.close()
+            self.index.close()
             raise StoreError(f"cannot open the store at {index_path}: {error}") from error
 
     def close(self) -> None:
-        self.db.close()
+        self.index.close()
         self._mark.release()
 
     def __enter__(self) -> PostStore:
@@ -218,36 +149,10 @@ class PostStore(PublishedFeeds, SourceStates):
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def schema_version(self) -> int:
-        return schema.schema_version(self.db)
-
     def _has_post_files(self) -> bool:
         return any(self.posts_dir.glob("*/*/*/*.md"))
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self.db, self._pending)
-
-    # Posts -----------------------------------------------------------------
-
-    def first_seen(self, source: str, ids: Iterable[str]) -> dict[str, datetime]:
-        """When each already-known entry was first seen (its date fallback)."""
-        result = {}
-        for chunk in chunks(list(ids), 500):
-            marks = ",".join("?" * len(chunk))
-            for entry_id, ts in self.db.execute(
-                f"SELECT entry_id, first_seen_ts FROM posts WHERE source=? AND entry_id IN ({marks})",
-                (source, *chunk),
-            ):
-                result[entry_id] = datetime.fromtimestamp(ts, UTC)
-        return result
-
-    def recent_entry_count(self, source: str, since: datetime, until: datetime) -> int:
-        """How many of ``source``'s posts are dated in (since, until]: its pace, for adaptive polling."""
-        row = self.db.execute(
-            "SELECT COUNT(*) FROM posts WHERE source=? AND date_ts > ? AND date_ts <= ?",
-            (source, since.timestamp(), until.timestamp()),
-        ).fetchone()
-        return int(row[0])
+    # Saving ------------------------------------------------------------------
 
     def _view(self, posts: Sequence[Post], *, merge_by_link: bool) -> IndexView:
         """What the index and the disk know about a batch of posts, for ``decide``."""
@@ -256,28 +161,24 @@ class PostStore(PublishedFeeds, SourceStates):
         aliased: dict[tuple[str, str], AliasForUpdate] = {}
         by_source: dict[str, list[str]] = {}
         posts_dir = str(self.posts_dir)
+
+        def missing(path: str) -> bool:
+            return not os.path.exists(os.path.join(posts_dir, path))
+
         for post in posts:
             by_source.setdefault(post.source, []).append(post.id)
         for source, ids in by_source.items():
-            for chunk in chunks(ids, 500):
-                marks = ",".join("?" * len(chunk))
-                for entry_id, *row in self.db.execute(
-                    f"SELECT entry_id, {_KNOWN_COLUMNS} FROM posts WHERE source=? AND entry_id IN ({marks})",
-                    (source, *chunk),
-                ):
-                    exists = os.path.exists(os.path.join(posts_dir, row[0]))
-                    known[(source, entry_id)] = _entry_for_update(row, exists)
-                for entry_id, reason in _tombstone_reasons(self.db, source, chunk):
-                    buried[(source, entry_id)] = reason
-                for entry_id, path in self.db.execute(
-                    "SELECT a.entry_id, p.path FROM aliases a JOIN posts p "
-                    "ON p.source=a.target_source AND p.entry_id=a.target_id "
-                    f"WHERE a.source=? AND a.entry_id IN ({marks})",
-                    (source, *chunk),
-                ):
-                    aliased[(source, entry_id)] = AliasForUpdate(
-                        path, os.path.exists(os.path.join(posts_dir, path))
-                    )
+            entries = self.index.known_entries(source, ids)
+            for entry_id, entry in entries.known.items():
+                known[(source, entry_id)] = (
+                    replace(entry, file_exists=False) if missing(entry.path) else entry
+                )
+            for entry_id, reason in entries.buried.items():
+                buried[(source, entry_id)] = reason
+            for entry_id, alias in entries.aliased.items():
+                aliased[(source, entry_id)] = (
+                    replace(alias, file_exists=False) if missing(alias.path) else alias
+                )
         targets: dict[tuple[str, str], MergeTarget] = {}
         if merge_by_link:
             for post in posts:
@@ -379,23 +280,23 @@ class PostStore(PublishedFeeds, SourceStates):
                     for r in results
                 ]
             if rows:
-                # New posts' rows are inserted together at the end: one call instead of two a post.
-                held = _HeldRows([], [])
-                with self._transaction():
-                    for (intent, relpath), stat in zip(rows, batch.stats, strict=True):
-                        assert intent.to_write is not None
-                        self._index_post(
-                            intent.to_write,
-                            relpath,
-                            upstream_hash=intent.upstream_hash,
-                            upstream_updated_ts=intent.upstream_updated_ts,
-                            rewrites=intent.rewrites,
-                            last_rewrite_ts=intent.last_rewrite_ts,
-                            replace_feeds=intent.previous is not None,
-                            stat=stat,
-                            held=held,
-                        )
-                    self._write_held(held)
+                records = [
+                    PostRecord(
+                        intent.to_write,
+                        relpath,
+                        intent.upstream_hash,
+                        intent.upstream_updated_ts,
+                        intent.rewrites,
+                        intent.last_rewrite_ts,
+                        replacing=intent.previous is not None,
+                        file_mtime_ns=stat.st_mtime_ns,
+                        file_size=stat.st_size,
+                    )
+                    for (intent, relpath), stat in zip(rows, batch.stats, strict=True)
+                    if intent.to_write is not None
+                ]
+                with self.index.transaction():
+                    self.index.record_posts(records)
         finally:
             self.abandon(batch)  # committed or failed: its names are the index's business now
         return results
@@ -405,14 +306,9 @@ class PostStore(PublishedFeeds, SourceStates):
         canon = canonical_link(post.link)
         if not canon:
             return None
-        row = self.db.execute(
-            f"SELECT {_KNOWN_COLUMNS} "
-            "FROM posts WHERE canon_link=? AND source!=? ORDER BY date_ts, source, entry_id LIMIT 1",
-            (canon, post.source),
-        ).fetchone()
-        if row is None:
+        target = self.index.merge_candidate(canon, post.source)
+        if target is None:
             return None
-        target = _entry_for_update(row)
         try:
             # The file, not the index: it may already carry a merge made earlier in this batch.
             current = postfile.read(self.posts_dir / target.path)
@@ -425,415 +321,16 @@ class PostStore(PublishedFeeds, SourceStates):
         """The deterministic path, unless another entry already holds it."""
         candidate = relpath
         for attempt in range(2, 100):
-            row = self.db.execute(
-                "SELECT source, entry_id FROM posts WHERE path=?", (str(candidate),)
-            ).fetchone()
-            free = row is None or (row[0], row[1]) == (post.source, post.id)
+            owner = self.index.path_owner(str(candidate))
+            free = owner is None or owner == (post.source, post.id)
             if free and str(candidate) not in taken:
                 return str(candidate)
             candidate = relpath.with_name(f"{relpath.stem}-{attempt}{relpath.suffix}")
         raise StoreError(f"no free file name for {post.source}/{post.id}")
 
-    def _index_post(
-        self,
-        post: Post,
-        relpath: str,
-        *,
-        upstream_hash: str,
-        upstream_updated_ts: float | None,
-        rewrites: int = 0,
-        last_rewrite_ts: float | None = None,
-        replace_feeds: bool = True,
-        stat: os.stat_result | None = None,
-        held: _HeldRows | None = None,
-    ) -> None:
-        """Record one post; a new plain post's rows go to ``held`` (written together) when given."""
-        try:
-            stat = stat or os.stat(self.posts_dir / relpath)
-            mtime_ns, size = stat.st_mtime_ns, stat.st_size
-        except OSError:
-            mtime_ns, size = 0, 0
-        first_seen = post.first_seen or post.date
-        row = (
-            post.source,
-            post.id,
-            relpath,
-            post.title,
-            post.link,
-            post.author,
-            post.date.timestamp(),
-            _ts(post.updated),
-            first_seen.timestamp(),
-            json.dumps(_all_categories(post), ensure_ascii=False),
-            json.dumps(post.tags, ensure_ascii=False),
-            post.headimg,
-            json.dumps([[e.url, e.type, e.length] for e in post.enclosures]),
-            post.body,
-            post.summary,  # made in the parser worker (see normalize.prepared)
-            post.content_hash,
-            rewrites,
-            last_rewrite_ts,
-            mtime_ns,
-            size,
-            upstream_hash,
-            upstream_updated_ts,
-            canonical_link(post.link),
-            json.dumps([[m.source, m.id, list(m.categories)] for m in post.merged], ensure_ascii=False),
-        )
-        keys = feed_keys_for(post.source, post.categories)
-        for other in post.merged:
-            keys += [key for key in feed_keys_for(other.source, other.categories) if key not in keys]
-        self._pending.update(keys)
-        feed_rows = [(key, post.source, post.id, post.date.timestamp()) for key in keys]
-        if held is not None and not replace_feeds and not post.merged:
-            held.posts.append(row)
-            held.feeds += feed_rows
-            return
-        self.db.execute(f"INSERT OR REPLACE INTO posts ({_ROW_COLUMNS}) VALUES ({_ROW_MARKS})", row)
-        if replace_feeds:
-            self._pending.update(self._forget_feeds(post.source, post.id))
-        if post.merged or replace_feeds:
-            self.db.execute(
-                "DELETE FROM aliases WHERE target_source=? AND target_id=?", (post.source, post.id)
-            )
-            self.db.executemany(
-                "INSERT OR REPLACE INTO aliases VALUES (?,?,?,?)",
-                [(m.source, m.id, post.source, post.id) for m in post.merged],
-            )
-        self.db.executemany("INSERT OR REPLACE INTO post_feeds VALUES (?,?,?,?)", feed_rows)
 
-    def _write_held(self, held: _HeldRows) -> None:
-        self.db.executemany(
-            f"INSERT OR REPLACE INTO posts ({_ROW_COLUMNS}) VALUES ({_ROW_MARKS})", held.posts
-        )
-        self.db.executemany("INSERT OR REPLACE INTO post_feeds VALUES (?,?,?,?)", held.feeds)
-
-    def _bury(self, keys: Sequence[tuple[str, str]], reason: str, now: datetime) -> None:
-        """Record tombstones for indexed posts (and the copies merged into them), titles kept.
-
-        A transaction of its own, committed before the posts are forgotten: SQLite
-        commits the two files one after the other, and a tombstone beside a row
-        (``sync_with_files`` settles it) is better than a row gone without one.
-        """
-        ts = now.timestamp()
-        with self._transaction():
-            self.db.executemany(
-                "INSERT OR IGNORE INTO state.tombstones (source, entry_id, removed_ts, reason, title) "
-                "SELECT source, entry_id, ?, ?, title FROM posts WHERE source=? AND entry_id=?",
-                [(ts, reason, source, entry_id) for source, entry_id in keys],
-            )
-            self.db.executemany(
-                "INSERT OR IGNORE INTO state.tombstones (source, entry_id, removed_ts, reason, title) "
-                "SELECT a.source, a.entry_id, ?, ?, p.title FROM aliases a JOIN posts p "
-                "ON p.source=a.target_source AND p.entry_id=a.target_id "
-                "WHERE a.target_source=? AND a.target_id=?",
-                [(ts, reason, source, entry_id) for source, entry_id in keys],
-            )
-
-    def _forget_deleted(
-        self, keys: Sequence[tuple[str, str]], now: datetime
-    ) -> dict[tuple[str, str], set[str]]:
-        """Indexed posts whose files were deleted by hand: tombstones, then out of the index.
-
-        Returns the feed keys each post leaves."""
-        for source, entry_id in keys:
-            log.info("%s/%s: post file deleted by hand; not published again", source, entry_id)
-        self._bury(keys, DELETED, now)
-        with self._transaction():
-            return {(source, entry_id): self._forget(source, entry_id) for source, entry_id in keys}
-
-    def _forget(self, source: str, entry_id: str) -> set[str]:
-        self.db.execute("DELETE FROM posts WHERE source=? AND entry_id=?", (source, entry_id))
-        self.db.execute("DELETE FROM aliases WHERE target_source=? AND target_id=?", (source, entry_id))
-        keys = self._forget_feeds(source, entry_id)
-        self._pending.update(keys)
-        return keys
-
-    def _forget_feeds(self, source: str, entry_id: str) -> set[str]:
-        keys = {
-            row[0]
-            for row in self.db.execute(
-                "SELECT feed_key FROM post_feeds WHERE source=? AND entry_id=?", (source, entry_id)
-            )
-        }
-        self.db.execute("DELETE FROM post_feeds WHERE source=? AND entry_id=?", (source, entry_id))
-        return keys
-
-    def iter_paths(self) -> Iterator[tuple[str, str, str, int, int]]:
-        yield from self.db.execute("SELECT source, entry_id, path, file_mtime_ns, file_size FROM posts")
-
-    # Retention ---------------------------------------------------------------
-
-    def prune(
-        self, policy: RetentionPolicy, now: datetime, *, sources: Iterable[str] | None = None
-    ) -> PruneResult:
-        """Remove posts beyond the limits, index rows and files together.
-
-        ``sources`` restricts the per-source limits to those sources (the
-        overall limits always apply). A pruned entry is remembered (a tombstone
-        in the state database), so a later fetch that still sees it upstream
-        does not bring it back. The tombstones commit first, then the index,
-        then the files go: a crash in between leaves rows or files that
-        ``sync_with_files`` recognises as pruned and removes.
-        """
-        if not policy.active:
-            return PruneResult()
-        scopes: list[tuple[str, Limits]] = [(ALL_KEY, policy.overall)]
-        names = policy.per_source.keys() if sources is None else sources
-        scopes += [(source_key(n), policy.per_source[n]) for n in names if n in policy.per_source]
-        victims: dict[tuple[str, str], str] = {}
-        for key, limits in scopes:
-            if limits.max_age is not None:
-                cutoff = (now - limits.max_age).timestamp()
-                for source, entry_id, path in self.db.execute(
-                    "SELECT p.source, p.entry_id, p.path FROM post_feeds f JOIN posts p "
-                    "ON p.source=f.source AND p.entry_id=f.entry_id WHERE f.feed_key=? AND f.date_ts < ?",
-                    (key, cutoff),
-                ):
-                    victims[(source, entry_id)] = path
-            if limits.max_posts is not None:
-                for source, entry_id, path in self.db.execute(
-                    "SELECT p.source, p.entry_id, p.path FROM post_feeds f JOIN posts p "
-                    "ON p.source=f.source AND p.entry_id=f.entry_id WHERE f.feed_key=? "
-                    "ORDER BY f.date_ts DESC, p.source, p.entry_id LIMIT -1 OFFSET ?",
-                    (key, limits.max_posts),
-                ):
-                    victims[(source, entry_id)] = path
-        if not victims:
-            return PruneResult()
-        touched: set[str] = set()
-        self._bury(list(victims), RETENTION, now)  # copies merged into a post are pruned with it
-        with self._transaction():
-            for source, entry_id in victims:
-                touched |= self._forget(source, entry_id)
-        for path in victims.values():
-            try:
-                (self.posts_dir / path).unlink(missing_ok=True)
-            except OSError as error:
-                log.warning("cannot remove pruned post %s: %s", path, error)
-        log.info("retention pruned %d posts", len(victims))
-        return PruneResult(len(victims), frozenset(touched))
-
-    # Keeping the index a faithful cache of the files -------------------------
-
-    def scan_files(self) -> dict[str, tuple[int, int]]:
-        """Every post file's (mtime in ns, size) by its path relative to the posts folder."""
-        return self._scan()[0]
-
-    def _scan(self) -> tuple[dict[str, tuple[int, int]], list[str]]:
-        """Post files with their (mtime in ns, size), and the temporary files seen on the way.
-
-        os.scandir, and relative paths joined as text (os.path.relpath took
-        more than half of a scan of 50,000 posts); two numbers kept per file,
-        not its whole stat (a third of the memory of a build at 50,000 posts).
-        """
-        found: dict[str, tuple[int, int]] = {}
-        temporary: list[str] = []
-        pending = [("", str(self.posts_dir))]
-        while pending:
-            relative, directory = pending.pop()
-            try:
-                entries = os.scandir(directory)
-            except OSError:
-                continue
-            with entries:
-                for entry in entries:
-                    name = entry.name
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            pending.append((relative + name + os.sep, entry.path))
-                        elif name.endswith(".md") and not name.startswith("."):
-                            stat = entry.stat()
-                            found[relative + name] = (stat.st_mtime_ns, stat.st_size)
-                        elif name.endswith(TEMP_SUFFIX):
-                            temporary.append(entry.path)
-                    except OSError:
-                        continue
-        return found, temporary
-
-    def sync_with_files(self, now: datetime | None = None) -> set[str]:
-        """Reflect posts edited, added or deleted by hand; return the feed keys touched.
-
-        An edited file keeps what the index knows about its entry upstream, so
-        the next fetch of an unchanged entry leaves the edit alone. A deleted
-        file becomes a tombstone (dated ``now``): the entry is not written
-        again, whatever upstream does, until ``restore_tombstones``.
-        """
-        now = now or datetime.now(UTC)
-        on_disk, temporary = self._scan()
-        for path in temporary:  # as sweep_temp_files, without a second walk of the tree
-            if not writer_alive(os.path.basename(path)):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-        # One pass over the index, keeping only the differences (not a second map of every post).
-        missing: list[tuple[str, str]] = []
-        changed: list[str] = []
-        for source, entry_id, path, mtime, size in self.iter_paths():
-            stamp = on_disk.pop(path, None)
-            if stamp is None:
-                missing.append((source, entry_id))
-            elif stamp != (mtime, size):
-                changed.append(path)
-        touched: set[str] = set()
-        if missing:
-            touched.update(*self._forget_deleted(missing, now).values())
-        # A tombstone beside an indexed post whose file is there (a crash between the tombstone's
-        # commit and the index's, or a deleted file put back by hand): retention's wins, while
-        # a file put back undoes a deletion.
-        both = self.db.execute(
-            "SELECT p.source, p.entry_id, t.reason, p.path FROM state.tombstones t "
-            "JOIN posts p ON p.source=t.source AND p.entry_id=t.entry_id"
-        ).fetchall()
-        with self._transaction():
-            for source, entry_id, reason, _path in both:
-                if reason == DELETED:
-                    self._lift(source, entry_id)
-                else:
-                    touched |= self._forget(source, entry_id)
-            for path in changed:
-                touched |= self._adopt_file(path)
-            for path in sorted(on_disk):  # files the index does not know
-                touched |= self._adopt_file(path)
-        for _source, _entry_id, reason, path in both:
-            if reason != DELETED:
-                log.info("%s: removing the file of a post retention pruned", path)
-                with contextlib.suppress(OSError):
-                    (self.posts_dir / path).unlink()
-        return touched
-
-    def _adopt_file(self, relpath: str) -> set[str]:
-        """Index one post file (inside a transaction); return the feed keys touched."""
-        try:
-            post = postfile.read(self.posts_dir / relpath)
-        except StoreError as error:
-            log.warning("%s", error)
-            return set()
-        touched: set[str] = set()
-        # The file at this path may have held another entry before a hand edit.
-        row = self.db.execute("SELECT source, entry_id FROM posts WHERE path=?", (relpath,)).fetchone()
-        if row is not None and (row[0], row[1]) != (post.source, post.id):
-            touched |= self._forget(row[0], row[1])
-        buried = self.db.execute(
-            "SELECT reason FROM state.tombstones WHERE source=? AND entry_id=?", (post.source, post.id)
-        ).fetchone()
-        if buried is not None and buried[0] == DELETED:
-            # Its file was deleted by hand, and now someone put one back: the file is the truth.
-            log.info("%s: post file back; its entry is published again", relpath)
-            self._lift(post.source, post.id)
-        elif buried is not None:
-            log.info("%s: removing the file of a post retention pruned", relpath)
-            (self.posts_dir / relpath).unlink(missing_ok=True)
-            return touched
-        previous = self.db.execute(
-            f"SELECT {_KNOWN_COLUMNS} FROM posts WHERE source=? AND entry_id=?", (post.source, post.id)
-        ).fetchone()
-        known = _entry_for_update(previous) if previous else None
-        if known is not None and known.path != relpath and (self.posts_dir / known.path).exists():
-            # Two files for one entry: the one the index committed is the survivor.
-            log.warning("%s: duplicate of %s (same source and id); removed", relpath, known.path)
-            (self.posts_dir / relpath).unlink(missing_ok=True)
-            return touched
-        if known is not None:
-            touched |= self._forget(post.source, post.id)
-        if post.first_seen is None and known is not None:
-            post = replace(post, first_seen=datetime.fromtimestamp(known.first_seen_ts, UTC))
-        self._index_post(
-            post,
-            relpath,
-            upstream_hash=known.upstream_hash if known else replace(post, merged=()).content_hash,
-            upstream_updated_ts=known.upstream_updated_ts if known else _ts(post.updated),
-            rewrites=known.rewrites if known else 0,
-            last_rewrite_ts=known.last_rewrite_ts if known else None,
-        )
-        touched.update(feed_keys_for(post.source, post.categories))
-        return touched
-
-    def reindex(self, now: datetime | None = None) -> int:
-        """Rebuild the posts part of the index from the post files alone.
-
-        When two files hold the same entry, the most recently written one wins
-        and the other is removed. Posts the index listed whose files are gone
-        were deleted by hand: they become tombstones first, as in
-        ``sync_with_files``. Source states and tombstones are not touched.
-        """
-        sweep_temp_files(self.posts_dir)
-        files = self.scan_files()
-        missing = [
-            (source, entry_id) for source, entry_id, path, *_ in self.iter_paths() if path not in files
-        ]
-        if missing:
-            self._bury(missing, DELETED, now or datetime.now(UTC))
-        with self._transaction():
-            self.db.execute("DELETE FROM posts")
-            self.db.execute("DELETE FROM post_feeds")
-            self.db.execute("DELETE FROM aliases")
-            for relpath in sorted(files, key=lambda p: (-files[p][0], p)):
-                self._adopt_file(relpath)
-            # Every feed is rebuilt, and those of posts no file holds any more are removed.
-            self._pending.update(row[0] for row in self.db.execute("SELECT key FROM feeds"))
-            self.db.execute("DELETE FROM feeds")
-        return self.post_count()
-
-    def verify(self) -> list[str]:
-        """Differences between the files and the index, as readable lines."""
-        problems = []
-        on_disk = self.scan_files()
-        indexed = {path: (source, entry_id) for source, entry_id, path, _m, _s in self.iter_paths()}
-        for path in sorted(indexed.keys() - on_disk.keys()):
-            problems.append(f"index lists {path}, but the file is missing")
-        for path in sorted(on_disk.keys() - indexed.keys()):
-            problems.append(f"{path} is not in the index")
-        feeds_rows = self.db.execute(
-            "SELECT COUNT(*) FROM posts p WHERE NOT EXISTS (SELECT 1 FROM post_feeds f "
-            "WHERE f.feed_key=? AND f.source=p.source AND f.entry_id=p.entry_id)",
-            (ALL_KEY,),
-        ).fetchone()[0]
-        if feeds_rows:
-            problems.append(f"{feeds_rows} indexed posts belong to no feed")
-        for source, entry_id, reason in self.db.execute(
-            "SELECT p.source, p.entry_id, t.reason FROM state.tombstones t "
-            "JOIN posts p ON p.source=t.source AND p.entry_id=t.entry_id ORDER BY p.source, p.entry_id"
-        ):
-            problems.append(f"{source}/{entry_id} has a tombstone ({reason}) but the index lists it")
-        for dirpath, _dirs, filenames in os.walk(self.posts_dir):
-            problems += [
-                f"leftover temporary file {os.path.join(dirpath, n)}"
-                for n in filenames
-                if n.endswith(TEMP_SUFFIX) and not writer_alive(n)
-            ]
-        return problems
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
-
-    The feed keys touched inside it are recorded as pending in the same commit.
-    """
-
-    def __init__(self, db: sqlite3.Connection, pending: set[str]) -> None:
-        self.db = db
-        self.pending = pending
-
-    def __enter__(self) -> None:
-        self.pending.clear()
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None and self.pending:
-            self.db.executemany(
-                "INSERT OR IGNORE INTO pending_feeds VALUES (?)", [(key,) for key in self.pending]
-            )
-        self.pending.clear()
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-
-def _ts(moment: datetime | None) -> float | None:
-    return moment.timestamp() if moment is not None else None
-
-
-def _all_categories(post: Post) -> list[str]:
-    """The post's categories and those of the copies merged into it, each once."""
-    names = dict.fromkeys(post.categories)
-    for other in post.merged:
-        names.update(dict.fromkeys(other.categories))
-    return list(names)
+def open_store(config: Config) -> PostStore:
+    """The post store (files, index and state database) a config points at."""
+    return PostStore(
+        config.posts_dir, config.index_path, fsync=config.defaults.fsync, state_path=config.state_path
+    )

@@ -1,14 +1,20 @@
 """Guesses at what a mistyped config meant: the nearest known key, the web address a "path" spells.
 
-Pure functions of text, so ``aggregator check`` can turn a typo into an error that says what to
-write instead, rather than a fetch that fails later with "no such file".
+Pure functions of text (and of the config models' field names), so ``aggregator check`` can turn a
+typo into an error that says what to write instead, rather than a fetch that fails later with "no
+such file". The config's error messages take their hints from here.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any, get_args
+
+from pydantic import BaseModel
+
+from aggregator.keys import source_folder
 
 # A leading "scheme:" with any number of slashes after it: "htp:/example.org", "https:example.org".
 _SCHEME_LIKE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/*(.*)$", re.DOTALL)
@@ -60,3 +66,43 @@ def probable_url(text: str) -> str | None:
     if _looks_like_host(text):
         return f"https://{text}"
     return None
+
+
+def did_you_mean(url: str) -> str:
+    guess = probable_url(url)
+    return f" (did you mean {guess}?)" if guess else ""
+
+
+def unknown_key(key: str, known: Iterable[str]) -> str:
+    close = nearest(key, known)
+    return f"unknown key (did you mean {close!r}?)" if close else "unknown key (check its spelling)"
+
+
+def known_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """The keys the model nested at ``loc`` accepts (list indexes skipped); none if loc leaves the models."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        nested = _model_in(field.annotation) if field is not None else None
+        if nested is None:
+            return []
+        model = nested
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``X``, ``X | None``, ``tuple[X, ...]`` or ``Annotated[X, ...]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        if (found := _model_in(argument)) is not None:
+            return found
+    return None
+
+
+def same_folder(first: str, second: str) -> str:
+    """For two names that differ beyond case yet make the same folder: say which folder."""
+    if first.strip().casefold() == second.strip().casefold():
+        return ""
+    return f" (both make the folder {source_folder(second)!r})"

@@ -40,7 +40,9 @@ from aggregator.config import Config, SourceConfig, TransformsConfig
 from aggregator.errors import FetchError
 from aggregator.fetch import Fetcher, FetchLimits, FetchRequest
 from aggregator.files import write_atomic
-from aggregator.normalize import Post, clean_text, escape_braces, sanitize_html
+from aggregator.model import Post
+from aggregator.normalize import escape_braces, sanitize_html
+from aggregator.text import clean_text
 
 log = logging.getLogger("aggregator.transforms")
 

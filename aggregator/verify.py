@@ -66,7 +66,7 @@ def verify(config: Config, store: PostStore) -> VerifyReport:
     """Every difference between post files, index and published feeds."""
     out = _Collector()
     out.problems += store.verify()
-    keys = sorted(store.feed_keys())
+    keys = sorted(store.index.feed_keys())
     expected_dirs: dict[str, FeedSpec] = {}
     for key in keys:
         spec = spec_for(key, config)
@@ -80,7 +80,7 @@ def verify(config: Config, store: PostStore) -> VerifyReport:
         _check_index_pages(config.feeds_dir, out)
     for root in (config.feeds_dir, config.data_dir):
         out.problems += [f"leftover temporary file {path}" for path in _leftover_temp_files(root)]
-    return VerifyReport(tuple(out.problems), feeds_checked=len(keys), posts_indexed=store.post_count())
+    return VerifyReport(tuple(out.problems), feeds_checked=len(keys), posts_indexed=store.index.post_count())
 
 
 def newest_distinct(store: PostStore, key: str, limit: int) -> list[IndexedPost]:
@@ -91,7 +91,7 @@ def newest_distinct(store: PostStore, key: str, limit: int) -> list[IndexedPost]
     """
     window = limit
     while True:
-        posts = store.feed_items(key, window)
+        posts = store.index.feed_items(key, window)
         first: dict[str, IndexedPost] = {}
         for post in posts:
             first.setdefault(post.id, post)

@@ -18,10 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aggregator.config import Config
-from aggregator.tls import ClientTLS, ca_bundle_deferred
-
-with ca_bundle_deferred():  # see aggregator.tls
-    import aiohttp
+from aggregator.tls import ClientTLS
+from aggregator.transport import httpx
 
 log = logging.getLogger("aggregator.websub")
 
@@ -51,17 +49,17 @@ async def publish(
         return []
     limit = asyncio.Semaphore(concurrency)
     tls = await asyncio.to_thread(ClientTLS().context) if hub.startswith("https:") else True
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=timeout), headers={"User-Agent": user_agent}, trust_env=False
+    # A few pings a build: httpx's own transport (the fetcher's aiohttp one pays off per poll, not here).
+    async with httpx.AsyncClient(
+        timeout=timeout, headers={"User-Agent": user_agent}, trust_env=False, verify=tls
     ) as client:
 
         async def ping(url: str) -> PingResult:
             async with limit:
                 try:
                     form = {"hub.mode": "publish", "hub.url": url}
-                    async with client.post(hub, data=form, allow_redirects=False, ssl=tls) as response:
-                        status = response.status
-                except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+                    status = (await client.post(hub, data=form)).status_code
+                except (httpx.HTTPError, TimeoutError, ValueError) as error:
                     return PingResult(url, False, f"{type(error).__name__}: {error}")
             return PingResult(url, 200 <= status < 300, str(status))
 

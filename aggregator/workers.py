@@ -29,8 +29,9 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from aggregator.errors import NotAFeed, ParseError
-from aggregator.normalize import NormalizedFeed, SourceRules, normalize_feed, prepared
-from aggregator.parse import FeedData, parse_document
+from aggregator.model import FeedData, NormalizedFeed, SourceRules
+from aggregator.normalize import normalize_feed, prepared
+from aggregator.parse import parse_document
 
 DEFAULT_PARSE_SECONDS = 30.0
 DEFAULT_PARSE_MEMORY = 1024 * 1024**2

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta  # noqa: E402
 
 from aggregator.config import Config, load_config  # noqa: E402
 from aggregator.keys import feed_keys_for  # noqa: E402
-from aggregator.normalize import Post  # noqa: E402
+from aggregator.model import Post  # noqa: E402
 from aggregator.parse import Enclosure  # noqa: E402
 from aggregator.publish.builder import FeedBuilder  # noqa: E402
 from aggregator.store import PostStore  # noqa: E402
@@ -170,7 +170,7 @@ def main() -> None:
         shutil.rmtree(WORK / "feeds", ignore_errors=True)
         cfg = config()
         with PostStore(cfg.posts_dir, cfg.index_path, fsync="off") as store:
-            store.db.execute("DELETE FROM feeds")
+            store.index.db.execute("DELETE FROM feeds")
         build()
     elif args.command == "rebuild":
         build()
@@ -180,7 +180,7 @@ def main() -> None:
         shutil.rmtree(WORK / "feeds", ignore_errors=True)
         cfg = config()
         with PostStore(cfg.posts_dir, cfg.index_path, fsync="off") as store:
-            store.db.execute("DELETE FROM feeds")
+            store.index.db.execute("DELETE FROM feeds")
         cProfile.run("build()", str(WORK / "profile"))
         pstats.Stats(str(WORK / "profile")).sort_stats("cumulative").print_stats(30)
 

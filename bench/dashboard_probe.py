@@ -38,6 +38,7 @@ from aggregator.errors import FetchError  # noqa: E402
 from aggregator.pipeline import source_fingerprint  # noqa: E402
 from aggregator.publish.builder import FeedBuilder  # noqa: E402
 from aggregator.state import SourceState, after_failure, after_success, utcnow  # noqa: E402
+from aggregator.store import open_store  # noqa: E402
 from bench.build_probe import category_path, make_post  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / "work" / "dashboard"
@@ -66,7 +67,7 @@ def setup(cfg: Config, per_source: int) -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     started = time.perf_counter()
     now = utcnow()
-    with cfg.open_store() as store:
+    with open_store(cfg) as store:
         for number, source in enumerate(cfg.sources):
             posts = [replace(make_post(number, n), date=now - timedelta(hours=n * 13 + number % 24))
                      for n in range(per_source)]  # fmt: skip
@@ -78,7 +79,7 @@ def setup(cfg: Config, per_source: int) -> None:
             else:
                 state = after_success(state, now=now, interval=1800, http_status=200, new=0, updated=0,
                                       etag=None, last_modified=None, permanent_url=None)  # fmt: skip
-            store.save_source_state(state)
+            store.index.save_source_state(state)
         FeedBuilder(cfg, store).build()
     print(f"setup: {len(cfg.sources) * per_source} posts, {len(cfg.sources)} sources in "
           f"{time.perf_counter() - started:.1f}s")  # fmt: skip

@@ -33,9 +33,10 @@ from pathlib import Path
 from lxml import etree
 
 from aggregator.files import write_atomic
-from aggregator.normalize import clean_text, sanitize_html
+from aggregator.normalize import sanitize_html
 from aggregator.parse import parse_document
 from aggregator.store import PostStore
+from aggregator.text import clean_text
 
 
 def cpu_seconds() -> float:

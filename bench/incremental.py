@@ -36,7 +36,7 @@ def main() -> None:
     started = time.perf_counter()
     with PostStore(config.posts_dir, config.index_path, fsync=config.defaults.fsync) as store:
         opened = time.perf_counter()
-        posts = store.post_count()
+        posts = store.index.post_count()
         updater = Updater(config, store, parser=ParserPool(processes=0))
         result = asyncio.run(_update(updater, source))
         updated = time.perf_counter()

@@ -27,14 +27,14 @@ from support.feedgen_reference import render_feed_directly, render_fragments_wit
 from aggregator.config import Config
 from aggregator.index.feeds import IndexedPost
 from aggregator.keys import ALL_KEY, category_key, source_key
-from aggregator.normalize import Post, clean_text
-from aggregator.parse import Enclosure
+from aggregator.model import Enclosure, Post
 from aggregator.publish import formats, items
 from aggregator.publish.builder import FeedBuilder
 from aggregator.publish.formats import render_feed, render_fragments
 from aggregator.publish.items import ItemOptions, truncate_html
 from aggregator.publish.specs import spec_for
 from aggregator.store import PostStore
+from aggregator.text import clean_text
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 ATOM = "http://www.w3.org/2005/Atom"
@@ -312,7 +312,7 @@ def test_entries_with_one_id_from_two_sources_appear_once(site: Site) -> None:
 
 
 def _indexed(post: Post) -> IndexedPost:
-    from aggregator.normalize import plain_text
+    from aggregator.text import plain_text
 
     return IndexedPost(
         source=post.source, id=post.id, path="", title=post.title, link=post.link, author=post.author,
@@ -461,7 +461,7 @@ def test_index_rows_become_the_posts_the_constructor_makes(tmp_path: Path) -> No
         ),
     ]
     site.add(*posts)
-    found = site.store.indexed_posts([(p.source, p.id) for p in posts])
+    found = site.store.index.indexed_posts([(p.source, p.id) for p in posts])
     for post in posts:
         got = found[(post.source, post.id)]
         expected = IndexedPost(
@@ -533,7 +533,7 @@ def test_building_twice_gives_identical_bytes_even_from_a_new_process(site: Site
     assert report.rendered == [] and report.skipped == len(KEYS)
     assert site.files() == first
     # A fresh builder, empty cache, signatures forgotten: everything rendered again, same bytes.
-    site.store.db.execute("DELETE FROM feeds")
+    site.store.index.db.execute("DELETE FROM feeds")
     fresh = FeedBuilder(site.config, site.store)
     report = fresh.build()
     assert report.rendered == [] and report.written_urls == [], "rendered again, but no file had to change"
@@ -733,7 +733,7 @@ _html_pieces = st.sampled_from(
 def test_summaries_from_the_start_of_a_body_equal_summaries_of_the_whole(
     pieces: list[str], limit: int
 ) -> None:
-    from aggregator.normalize import plain_text, summary_of
+    from aggregator.text import plain_text, summary_of
 
     markup = "".join(pieces)
     assert summary_of(markup, limit) == plain_text(markup, limit=limit)

@@ -19,8 +19,7 @@ from pathlib import Path
 import feedparser
 
 from aggregator.config import Config
-from aggregator.normalize import Post
-from aggregator.parse import Enclosure
+from aggregator.model import Enclosure, Post
 from aggregator.publish.builder import FeedBuilder
 from aggregator.store import PostStore
 

@@ -22,10 +22,11 @@ from support.helpers import wait_for, write_config
 from test_build import START, Site, make_post
 
 from aggregator.config import load_config
-from aggregator.normalize import Post, _plain_text, plain_text
+from aggregator.model import Post
 from aggregator.publish.builder import BuildReport, FeedBuilder
 from aggregator.publish.parallel import PARALLEL_MIN_FEEDS, WorkerSetup
 from aggregator.store import PostStore
+from aggregator.text import _plain_text, plain_text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,7 @@ def fill(site: Site, sources: int, posts: int) -> None:
 
 def forget_feeds(site: Site) -> None:
     """As after ``rm -rf feeds`` with the journal cleared: every feed is built from scratch."""
-    site.store.db.execute("DELETE FROM feeds")
+    site.store.index.db.execute("DELETE FROM feeds")
     shutil.rmtree(site.config.feeds_dir, ignore_errors=True)
 
 

@@ -22,7 +22,7 @@ from support.servers import AppServer
 from aggregator.categories import display_path, first_spellings, spelling_clashes, spelling_in
 from aggregator.config import load_config
 from aggregator.keys import category_key, category_slugs, feed_keys_for
-from aggregator.normalize import Post
+from aggregator.model import Post
 from aggregator.publish.builder import FeedBuilder
 from aggregator.publish.opml import read_opml, write_opml
 from aggregator.publish.specs import spec_for

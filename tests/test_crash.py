@@ -111,7 +111,7 @@ def test_sigkill_at_random_moments_never_corrupts_the_store(tmp_path: Path) -> N
         assert len(files) == expected
         with PostStore(posts, tmp_path / "data" / "index.sqlite3", fsync="off") as store:
             assert store.verify() == []
-            assert store.post_count() == expected
+            assert store.index.post_count() == expected
             assert store.reindex() == expected
             assert store.verify() == []
         assert [p.name for p in posts.rglob("*.aggtmp")] == []

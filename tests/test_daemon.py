@@ -35,12 +35,12 @@ from support.servers import AppServer
 
 from aggregator.config import load_config
 from aggregator.daemon import Daemon
-from aggregator.index.status import StatusLog
 from aggregator.pipeline import Updater
 from aggregator.publish.status import publish_status
 from aggregator.schedule import phase_of
 from aggregator.state import SourceState, utcnow
 from aggregator.status_feed import events_between
+from aggregator.store import PostStore
 from aggregator.workers import ParserPool
 
 RSS2 = (FIXTURES / "formats" / "rss2.xml").read_bytes()
@@ -625,8 +625,8 @@ def test_status_feed_reports_failure_and_recovery_and_is_byte_stable(
     # The events persist in the index; publishing them again rewrites nothing.
     before = status_rss.stat().st_mtime_ns, status_rss.read_bytes()
     loaded = load_config(config)
-    with __import__("sqlite3").connect(loaded.index_path) as db:
-        events = StatusLog(db).recent()
+    with PostStore(loaded.posts_dir, loaded.index_path) as store:
+        events = store.index.recent_status_events()
     assert [e.kind for e in events] == ["recovered", "failing"]
     assert publish_status(loaded, events) == []
     assert (status_rss.stat().st_mtime_ns, status_rss.read_bytes()) == before
@@ -719,8 +719,8 @@ def test_adaptive_polling_uses_the_recent_entry_rate(tmp_path: Path, feed_dir: P
                 await daemon._run_source(name)
             return {
                 s.name: (
-                    daemon._next_run(s, daemon.store.source_state(s.name)),
-                    daemon.store.source_state(s.name),
+                    daemon._next_run(s, daemon.store.index.source_state(s.name)),
+                    daemon.store.index.source_state(s.name),
                 )
                 for s in daemon.config.sources
             }
@@ -762,7 +762,7 @@ def test_each_run_moves_its_job_to_the_backoff_or_retry_after_time(tmp_path: Pat
                 for name in ("limited", "broken", "fine"):
                     await daemon._run_source(name)
                 return {
-                    name: (due, daemon.store.source_state(name))
+                    name: (due, daemon.store.index.source_state(name))
                     for name, due in daemon.scheduler.due_times().items()
                 }
             finally:

@@ -34,12 +34,13 @@ from aggregator.dashboard.health import (
     window_start,
 )
 from aggregator.dashboard.render import post_path, post_url, render_static_index
-from aggregator.errors import ConfigError, FetchError, RateLimited, SourceGone
+from aggregator.errors import ConfigError, FetchError, RateLimited, SourceGone, StoreError
+from aggregator.index.dashboard import DashboardReader
 from aggregator.pipeline import source_fingerprint
 from aggregator.publish.builder import FeedBuilder
 from aggregator.schedule import NextPoll
 from aggregator.state import SourceState, after_failure, after_success
-from aggregator.store import PostStore
+from aggregator.store import PostStore, open_store
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 PLAN = NextPoll(NOW + timedelta(minutes=30), "interval 30m")
@@ -215,7 +216,7 @@ def store_config(tmp_path: Path) -> Iterator[tuple[Config, PostStore]]:
             "base_dir": tmp_path,
         }
     )
-    store = config.open_store()
+    store = open_store(config)
     posts = [
         make_post(source="busy", id=f"b{n}", title=f"Busy {n}", categories=("Tech", "Python"),
                   date=NOW - timedelta(hours=5 * n), link=f"https://busy.example.org/{n}")
@@ -227,7 +228,7 @@ def store_config(tmp_path: Path) -> Iterator[tuple[Config, PostStore]]:
     store.save(posts, NOW)
     for state in (ok("busy"), failed("broken", 2)):  # saved under the config they were polled with
         fingerprint = source_fingerprint(config.source_named(state.name))
-        store.save_source_state(replace(state, config_hash=fingerprint))
+        store.index.save_source_state(replace(state, config_hash=fingerprint))
     FeedBuilder(config, store, processes=0).build()
     yield config, store
     store.close()
@@ -237,31 +238,31 @@ def test_the_index_page_counts_every_post_while_the_static_one_counts_feed_items
     store_config: tuple[Config, PostStore],
 ) -> None:
     config, _store = store_config
-    db = data.open_reader(config.index_path, config.state_path)
-    listings = {(f.spec.kind, f.spec.parts): f.count for f in data.published_listings(db, config)}
+    reader = DashboardReader(config.index_path, config.state_path)
+    listings = {(f.spec.kind, f.spec.parts): f.count for f in data.published_listings(reader, config)}
     assert listings[("all", ())] == 61
     assert listings[("category", ("Tech",))] == 60 and listings[("category", ("Tech", "Python"))] == 60
     assert listings[("category", ("科学",))] == 1
     assert listings[("source", ("busy",))] == 60
-    kinds = [f.spec.kind for f in data.published_listings(db, config)]
+    kinds = [f.spec.kind for f in data.published_listings(reader, config)]
     assert kinds == sorted(kinds, key=("all", "category", "source").index)
-    newest = data.newest_posts(db, 3)
+    newest = reader.newest_posts(3)
     assert [p.title for p in newest] == ["Elsewhere", "Busy 0", "Busy 1"]
     static = (config.feeds_dir / "index.html").read_text(encoding="utf-8")
     assert '<td class="num">50</td>' in static and '<td class="num">60</td>' not in static  # max_items
     assert "Busy 0" not in static and "<script" not in static  # no posts, no live parts
     assert render_static_index(config, []).decode().count("<tr") == 1  # the header row only
-    with pytest.raises(Exception, match=r"readonly|read-only"):
-        db.execute("DELETE FROM posts")
-    db.close()
+    with pytest.raises(StoreError, match=r"readonly"):
+        reader.run(lambda r: r.db.execute("DELETE FROM posts"))
+    reader.close()
 
 
 def test_status_report_orders_the_sources_and_counts_entries_per_day(
     store_config: tuple[Config, PostStore],
 ) -> None:
     config, _store = store_config
-    db = data.open_reader(config.index_path, config.state_path)
-    rows, summary = status_report(db, config, NOW)
+    reader = DashboardReader(config.index_path, config.state_path)
+    rows, summary = status_report(reader, config, NOW)
     assert [r.name for r in rows] == ["broken", "never", "busy"]
     assert [r.health for r in rows] == ["failing", "new", "ok"]
     assert (
@@ -272,11 +273,11 @@ def test_status_report_orders_the_sources_and_counts_entries_per_day(
     assert len(busy.per_day) == 30 and sum(busy.per_day) == 60  # 60 posts 5 h apart: 12.5 days
     assert busy.per_day[-1] == 3  # 12:00, 07:00 and 02:00 today
     assert summary.line() == "3 sources: 1 ok, 1 failing, 1 new"
-    db.close()
+    reader.close()
 
 
 def test_routes_answer_with_their_own_security_headers(store_config: tuple[Config, PostStore]) -> None:
-    config, store = store_config
+    config, _store = store_config
     dashboard = Dashboard(lambda: config, Credentials("me", "pw"))
     server = AppServer(Starlette(routes=dashboard.routes())).start()
     client = httpx.Client(base_url=server.base_url)
@@ -290,7 +291,9 @@ def test_routes_answer_with_their_own_security_headers(store_config: tuple[Confi
     parts = client.get("/status.json?html=1", auth=("me", "pw")).json()
     assert 'class="badge failing"' in parts["html"]["rows"] and "sources" not in parts
     assert parts["html"]["summary"].startswith("<strong>3 sources: 1 ok, 1 failing, 1 new</strong>")
-    path = data.newest_posts(store.db, 2)[1].path
+    reader = DashboardReader(config.index_path, config.state_path)
+    path = reader.newest_posts(2)[1].path
+    reader.close()
     page = client.get(post_url(path), auth=("me", "pw"))
     assert page.status_code == 200 and "<h1>Busy 0</h1>" in page.text
     for missing in (

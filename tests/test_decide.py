@@ -15,10 +15,9 @@ from aggregator.decide import (
     EntryForUpdate,
     IndexView,
     MergeTarget,
-    Outcome,
     decide,
 )
-from aggregator.normalize import MergedEntry, Post
+from aggregator.model import MergedEntry, Outcome, Post
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 SEEN = datetime(2026, 4, 2, 9, 0, 0, tzinfo=UTC)

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from support.helpers import FIXTURES
 
 from aggregator import fastparse
-from aggregator.parse import FeedData, parse_document
+from aggregator.model import FeedData
+from aggregator.parse import parse_document
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench package, as test_bench does
 

@@ -44,6 +44,7 @@ from aggregator.config import load_config
 from aggregator.keys import ALL_KEY
 from aggregator.publish.formats import render_fragments
 from aggregator.publish.items import ItemOptions
+from aggregator.store import open_store
 from aggregator.uris import ID_NAMESPACE, atom_id, is_known_id, own_id, uri_from_iri
 
 BASE = "https://feeds.example.org/pub/"
@@ -383,9 +384,9 @@ def test_verify_finds_the_published_ids_where_it_expects_them(built: dict[str, B
 
 def test_the_item_templates_write_these_items_exactly_as_feedgen_does(built: dict[str, Built]) -> None:
     site = built["full"]
-    with load_config(site.config).open_store() as store:
-        refs = store.feed_refs(ALL_KEY, 100)
-        posts = list(store.indexed_posts((r.source, r.entry_id) for r in refs).values())
+    with open_store(load_config(site.config)) as store:
+        refs = store.index.feed_refs(ALL_KEY, 100)
+        posts = list(store.index.indexed_posts((r.source, r.entry_id) for r in refs).values())
     assert len(posts) == 12
     for options in (ItemOptions(), ItemOptions(full_content=False), ItemOptions(max_content_chars=20)):
         assert render_fragments(posts, options) == render_fragments_with_feedgen(posts, options)

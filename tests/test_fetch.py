@@ -712,7 +712,9 @@ def test_a_reload_with_new_fetch_settings_takes_a_new_fetcher(tmp_path: Path, se
                 assert updater.fetcher is unchanged, "the same settings keep the fetcher"
                 updater.reconfigure(second)
                 assert updater.fetcher is not unchanged and unchanged in updater._retired
-                store.save_source_state(replace(store.source_state("f"), etag=None, last_modified=None))
+                store.index.save_source_state(
+                    replace(store.index.source_state("f"), etag=None, last_modified=None)
+                )
                 await updater.update(second.sources[0], force=True)
                 agents.append(server.last_headers("/f.xml")["user-agent"])
             finally:

@@ -87,7 +87,7 @@ class Harness:
 
     def state(self, config: Config, name: str) -> SourceState:
         with PostStore(config.posts_dir, config.index_path, fsync="off") as store:
-            return store.source_state(name)
+            return store.index.source_state(name)
 
     def post_files(self, config: Config) -> dict[str, float]:
         return {str(p): p.stat().st_mtime_ns for p in config.posts_dir.rglob("*.md")}

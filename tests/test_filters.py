@@ -13,7 +13,8 @@ from support.helpers import FIXTURES, run_cli, write_config
 
 from aggregator.config import CategoryRule, FiltersConfig
 from aggregator.filters import FilterStage, select_posts
-from aggregator.normalize import Post, SourceRules, normalize
+from aggregator.model import Post, SourceRules
+from aggregator.normalize import normalize
 from aggregator.parse import parse_document
 
 FEED = FIXTURES / "sources" / "filters.xml"

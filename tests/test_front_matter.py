@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import frontmatter
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.posts import make_post
 
 from aggregator import postfile
-from aggregator.normalize import MergedEntry, Post
-from aggregator.parse import Enclosure
+from aggregator.model import Enclosure, MergedEntry, Post
 
 # Text a feed can carry, weighted towards what YAML treats specially.
 SPECIAL = list(" :#-?.,[]{}&*!|>'\"%@`~=<+0123456789yYnNtTfFoOaz\u00a0é中")
@@ -96,3 +96,32 @@ def test_the_file_is_python_frontmatter_s_format(tmp_path: Path) -> None:
         "date",
         "thumbnail",
     ]
+
+
+_scalars = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cs",))),
+    st.sampled_from(
+        ["", "no", "yes", "~", "null", "0123", "1e3", "2026-01-01", "- a", ": b", "#c", "'", '"']
+    ),
+    st.booleans(),
+    st.none(),
+    st.integers(),
+)
+_front_matter = st.dictionaries(
+    st.text(min_size=1),
+    st.recursive(
+        _scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(min_size=1), inner, max_size=3),
+        max_leaves=12,
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_front_matter)
+def test_the_front_matter_dumper_writes_what_the_stock_safe_dumper_writes(matter: dict[str, object]) -> None:
+    options = dict(sort_keys=False, width=2**31 - 1, allow_unicode=True, default_flow_style=False)
+    ours = yaml.dump(matter, Dumper=postfile.FrontMatterDumper, **options)  # type: ignore[call-overload]
+    stock = yaml.dump(matter, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), **options)  # type: ignore[call-overload]
+    assert ours == stock

@@ -1,8 +1,10 @@
-"""No import cycle in the package: every import counts, at module level or inside a function."""
+"""The package's layout rules: no import cycle (every import counts, at module level or inside a
+function), and SQL only inside aggregator/index/."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "aggregator"
@@ -73,5 +75,31 @@ def test_the_checker_finds_a_cycle() -> None:
 
 def test_the_package_has_no_import_cycle() -> None:
     graph = import_graph()
-    assert "aggregator.postfile" in graph and "aggregator.normalize" in graph["aggregator.postfile"]
+    assert "aggregator.postfile" in graph and "aggregator.model" in graph["aggregator.postfile"]
     assert cycles(graph) == []
+
+
+def test_the_model_imports_no_stage() -> None:
+    """Every stage imports the model's types, so the model imports nothing of ours but pure text helpers."""
+    graph = import_graph()
+    assert graph["aggregator.model"] == {"aggregator.text"}
+    assert graph["aggregator.text"] == set()
+
+
+def test_the_config_does_not_reach_the_store() -> None:
+    """Reading a config opens nothing: the store is opened from a config (``store.open_store``)."""
+    graph = import_graph()
+    assert not {
+        m for m in graph["aggregator.config"] if m == "aggregator.store" or m.startswith("aggregator.index")
+    }
+
+
+def test_only_the_index_runs_sql() -> None:
+    """SQL belongs to aggregator/index/ (behind its Protocol), so a second backend replaces it whole."""
+    offenders = [
+        str(path.relative_to(PACKAGE.parent))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "index" not in path.relative_to(PACKAGE).parts[:1]
+        and re.search(r"^\s*import sqlite3|\.execute(many)?\(", path.read_text(), re.MULTILINE)
+    ]
+    assert offenders == []

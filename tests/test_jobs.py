@@ -23,7 +23,7 @@ from aggregator.daemon import Daemon
 from aggregator.errors import BuildError, FetchError
 from aggregator.pipeline import Updater, UpdateResult
 from aggregator.state import SourceState
-from aggregator.store import ALL_KEY, PostStore, feed_keys_for
+from aggregator.store import ALL_KEY, PostStore, feed_keys_for, open_store
 from aggregator.workers import ParserPool
 
 BASE = "http://127.0.0.1:8080/"  # write_config's site.base_url
@@ -100,9 +100,9 @@ def save_without_building(config: Config, store: PostStore, source: SourceConfig
 
 def test_a_batch_builds_the_feeds_it_touched_and_those_left_pending(tmp_path: Path, hub: Hub) -> None:
     config = load_config(two_sources(tmp_path, build={"websub_hub": hub.url}))
-    with config.open_store() as store:
+    with open_store(config) as store:
         save_without_building(config, store, config.source_named("b"))
-        assert store.pending_feed_keys() == keys_of(config, "b")
+        assert store.index.pending_feed_keys() == keys_of(config, "b")
         assert hub.pings == []
 
         report = poll(config, store, "a")  # polls a only
@@ -112,7 +112,7 @@ def test_a_batch_builds_the_feeds_it_touched_and_those_left_pending(tmp_path: Pa
         assert report.published is not None
         assert set(report.published.build.rendered) == keys_of(config, "a") | keys_of(config, "b")
         assert report.feeds_written == 5  # everything, two sources, two categories
-        assert store.pending_feed_keys() == set()
+        assert store.index.pending_feed_keys() == set()
     assert titles(config.feeds_dir / "source" / "b" / "atom.xml") == ["b 1", "b 0"]
     assert titles(config.feeds_dir / "all" / "atom.xml") == ["a 1", "b 1", "a 0", "b 0"]
     changed = atom_urls("all", "source/a", "source/b", "category/tech", "category/science")
@@ -123,10 +123,10 @@ def test_a_batch_builds_the_feeds_it_touched_and_those_left_pending(tmp_path: Pa
 def test_pending_keys_survive_a_failed_build_and_the_next_run_builds_them(tmp_path: Path) -> None:
     config = load_config(two_sources(tmp_path))
     config.feeds_dir.write_text("a file where the feeds folder should be")  # every feed write fails
-    with config.open_store() as store:
+    with open_store(config) as store:
         with pytest.raises(BuildError, match="cannot write feeds"):
             poll(config, store, "a")
-        assert store.pending_feed_keys() == keys_of(config, "a")
+        assert store.index.pending_feed_keys() == keys_of(config, "a")
 
         config.feeds_dir.unlink()
         report = poll(config, store, "a")
@@ -135,7 +135,7 @@ def test_pending_keys_survive_a_failed_build_and_the_next_run_builds_them(tmp_pa
         assert jobs.touched_keys(report.results) == frozenset()
         assert report.published is not None
         assert set(report.published.build.rendered) == keys_of(config, "a")
-        assert store.pending_feed_keys() == set()
+        assert store.index.pending_feed_keys() == set()
         # Nothing pending and nothing new: no build at all.
         assert poll(config, store, "a").published is None
     assert titles(config.feeds_dir / "category" / "tech" / "atom.xml") == ["a 1", "a 0"]
@@ -175,9 +175,9 @@ def test_the_daemon_builds_its_keys_and_the_pending_ones_and_announces_what_it_r
         try:
             # Left pending by an earlier process that died before its build.
             await daemon.updater.update(config.source_named("b"))
-            assert daemon.store.pending_feed_keys() == keys_of(config, "b")
+            assert daemon.store.index.pending_feed_keys() == keys_of(config, "b")
             assert await daemon._build(None)  # the start-up build: every feed
-            assert daemon.store.pending_feed_keys() == set()
+            assert daemon.store.index.pending_feed_keys() == set()
             take()
             # b changes, saved by a run the daemon does not account (another process's fetch
             # whose build failed): its keys are pending in the index only.
@@ -186,7 +186,7 @@ def test_the_daemon_builds_its_keys_and_the_pending_ones_and_announces_what_it_r
             await daemon._run_source("a")
             assert daemon._build_task is not None
             await daemon._build_task  # the debounced build: a's keys, and b's from the index
-            assert daemon.store.pending_feed_keys() == set()
+            assert daemon.store.index.pending_feed_keys() == set()
             take()
             await asyncio.gather(daemon._run_source("a"), daemon._run_source("b"))  # both not modified
             assert daemon._build_task.done()
@@ -219,8 +219,8 @@ def test_prune_announces_the_feeds_it_rewrote(tmp_path: Path, hub: Hub) -> None:
     # The two oldest posts were a 0 and b 0: every feed lost one.
     assert titles(config.feeds_dir / "all" / "atom.xml") == ["a 1", "b 1"]
     assert hub.urls() == atom_urls("all", "source/a", "source/b", "category/tech", "category/science")
-    with config.open_store() as store:
-        assert store.pending_feed_keys() == set()
+    with open_store(config) as store:
+        assert store.index.pending_feed_keys() == set()
 
 
 def _result(outcome: str) -> UpdateResult:
@@ -283,7 +283,7 @@ def test_building_what_an_earlier_run_left_pending_sweeps_the_temporary_files_it
     """A fetch killed mid-build leaves its keys pending and its temporary files: the next one clears both."""
     config = load_config(two_sources(tmp_path))
     config.feeds_dir.write_text("a file where the feeds folder should be")
-    with config.open_store() as store:
+    with open_store(config) as store:
         with pytest.raises(BuildError):
             poll(config, store, "a")  # the keys stay pending, as after a kill mid-build
         config.feeds_dir.unlink()
@@ -297,6 +297,6 @@ def test_building_what_an_earlier_run_left_pending_sweeps_the_temporary_files_it
         running = folder / f".atom.xml.{os.getpid()}.0badf00d.aggtmp"
         running.write_bytes(b"<feed")  # its writer still runs: left alone
         report = poll(config, store, "a")
-        assert report.published is not None and store.pending_feed_keys() == set()
+        assert report.published is not None and store.index.pending_feed_keys() == set()
     assert not left.exists()
     assert running.exists()

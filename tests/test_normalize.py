@@ -10,18 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.normalize import (
-    SourceRules,
-    _joined_if_safe,
-    clean_text,
-    entry_id,
-    lead_image,
-    normalize,
-    safe_url,
-    sanitize_html,
-)
+from aggregator.model import Enclosure, EntryData, SourceRules
+from aggregator.normalize import _joined_if_safe, entry_id, lead_image, normalize, safe_url, sanitize_html
 from aggregator.normalize import _may_have_unchecked_urls as sanitize_html_filter_needed
-from aggregator.parse import Enclosure, EntryData
+from aggregator.text import clean_text
 
 SEEN = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 RULES = SourceRules(name="src", categories=("News", "World"), feed_title="The Feed Title")

@@ -18,7 +18,8 @@ from support.faultserver import (
 from support.helpers import FIXTURES
 
 from aggregator.errors import NotAFeed, ParseError
-from aggregator.parse import Enclosure, parse_document
+from aggregator.model import Enclosure
+from aggregator.parse import parse_document
 
 PARSE = FIXTURES / "parse"
 

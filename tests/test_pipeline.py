@@ -14,6 +14,8 @@ import pytest
 from support.helpers import FIXTURES, run_cli, wait_for, write_config
 from support.servers import AppServer
 
+from aggregator.store import open_store
+
 # The project's copy of the reference post that fixes the post format (a user's clone has nothing beside it).
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference" / "seed-post.md"
 
@@ -230,7 +232,7 @@ def test_retention_follows_a_reloaded_config(tmp_path: Path) -> None:
     async def fetch_twice() -> None:
         local_feed(5)
         config = load_config(configured(3))
-        with config.open_store() as store:
+        with open_store(config) as store:
             updater = Updater(config, store)
             try:
                 await updater.update(config.source_named("local"))

@@ -19,9 +19,10 @@ from support.helpers import run_cli, write_config
 
 from aggregator.config import load_config
 from aggregator.index.schema import MIGRATIONS as _MIGRATIONS
-from aggregator.normalize import Post
+from aggregator.model import Post
+from aggregator.retention import Limits, RetentionPolicy
 from aggregator.state import SourceState
-from aggregator.store import Limits, PostStore, RetentionPolicy
+from aggregator.store import PostStore
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -131,13 +132,13 @@ def test_retention_tombstones_survive_a_lost_index(tmp_path: Path) -> None:
         assert store.prune(policy, NOW).removed == 1
     index.unlink()
     with PostStore(posts, index, fsync="off") as store:
-        assert store.post_count() == 1  # rebuilt from the files on open
-        assert [(t.entry_id, t.reason, t.title) for t in store.tombstones()] == [
+        assert store.index.post_count() == 1  # rebuilt from the files on open
+        assert [(t.entry_id, t.reason, t.title) for t in store.index.tombstones()] == [
             ("old", "retention", "Title old")
         ]
         (result,) = store.save([_post("old", 1)], NOW + timedelta(hours=1))
         assert result.outcome.value == "pruned"
-        assert store.post_count() == 1
+        assert store.index.post_count() == 1
 
 
 def test_an_index_from_before_the_state_database_hands_its_states_over(tmp_path: Path) -> None:
@@ -158,8 +159,8 @@ def test_an_index_from_before_the_state_database_hands_its_states_over(tmp_path:
         db.execute("INSERT INTO sources VALUES (?, ?)", ("feed", json.dumps(old_state.to_json())))
         db.execute("INSERT INTO pruned VALUES ('feed', 'urn:pruned', ?)", (NOW.timestamp(),))
     with PostStore(tmp_path / "posts", index) as store:
-        assert store.source_state("feed") == old_state
-        (tombstone,) = store.tombstones()
+        assert store.index.source_state("feed") == old_state
+        (tombstone,) = store.index.tombstones()
         assert (tombstone.source, tombstone.entry_id, tombstone.reason) == ("feed", "urn:pruned", "retention")
         assert tombstone.removed == NOW
     # The index no longer holds them; the state database does, and a second open changes nothing.
@@ -167,13 +168,13 @@ def test_an_index_from_before_the_state_database_hands_its_states_over(tmp_path:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert not tables & {"sources", "pruned"}
     with PostStore(tmp_path / "posts", index) as store:
-        assert store.source_state("feed") == old_state
-        assert len(store.tombstones()) == 1
+        assert store.index.source_state("feed") == old_state
+        assert len(store.index.tombstones()) == 1
     # Losing the index now loses nothing.
     index.unlink()
     with PostStore(tmp_path / "posts", index) as store:
-        assert store.source_state("feed") == old_state
-        assert len(store.tombstones()) == 1
+        assert store.index.source_state("feed") == old_state
+        assert len(store.index.tombstones()) == 1
 
 
 def test_a_newer_state_database_is_refused(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from support.helpers import run_cli, write_config
 from aggregator.config import load_config
 from aggregator.daemon import Daemon
 from aggregator.state import utcnow
+from aggregator.store import open_store
 
 SECRETS = ("url-secret", "auth-secret", "proxy-secret")
 
@@ -168,10 +169,10 @@ def test_status_shows_the_time_the_scheduler_will_use_with_its_reason(tmp_path: 
 
     # The daemon's own decision, from the same state: the very same instants.
     daemon = Daemon(config, load_config(config))
-    daemon.store = daemon.config.open_store()
+    daemon.store = open_store(daemon.config)
     try:
         for source in daemon.config.sources:
-            decided = daemon._next_run(source, daemon.store.source_state(source.name))
+            decided = daemon._next_run(source, daemon.store.index.source_state(source.name))
             assert decided == datetime.fromisoformat(by_name[source.name]["next_poll"]), source.name
     finally:
         daemon.store.close()

@@ -16,24 +16,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.posts import make_post
 
-from aggregator.decide import FREE_REWRITES, REWRITE_MIN_GAP, Outcome
+from aggregator.decide import FREE_REWRITES, REWRITE_MIN_GAP
 from aggregator.errors import StoreError
 from aggregator.files import TEMP_SUFFIX, sweep_temp_files
 from aggregator.index.schema import MIGRATIONS as _MIGRATIONS
 from aggregator.index.schema import SCHEMA_VERSION
 from aggregator.index.states import STATE_BATCH
 from aggregator.keys import category_key, slugify
-from aggregator.normalize import SourceRules, clean_text, normalize, plain_text, summary_of
-from aggregator.parse import Enclosure, EntryData
+from aggregator.model import Enclosure, EntryData, Outcome, SourceRules
+from aggregator.normalize import normalize
 from aggregator.postfile import read as read_post
 from aggregator.postfile import relpath as post_relpath
 from aggregator.postfile import render as render_post
+from aggregator.retention import Limits, RetentionPolicy
 from aggregator.state import SourceState
-from aggregator.store import (
-    Limits,
-    PostStore,
-    RetentionPolicy,
-)
+from aggregator.store import PostStore
+from aggregator.text import clean_text, plain_text, summary_of
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -171,7 +169,7 @@ def test_a_changed_entry_is_rewritten_in_place_with_first_seen_kept(store: PostS
     assert post.title == "Hello, revised" and post.body == "<p>New</p>"
     assert post.first_seen == datetime(2026, 4, 2, 9, 0, 0, tzinfo=UTC)
     assert post.updated == later
-    assert store.post_count() == 1
+    assert store.index.post_count() == 1
 
 
 def test_duplicate_ids_in_one_batch_first_wins(store: PostStore) -> None:
@@ -233,7 +231,7 @@ def test_first_seen_survives_reindex(store: PostStore) -> None:
     seen = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     store.save([normalize(undated, rules, seen)], seen)
     assert store.reindex() == 1
-    remembered = store.first_seen("src", ["u1"])["u1"]
+    remembered = store.index.first_seen("src", ["u1"])["u1"]
     assert remembered == seen.replace(microsecond=0)
     (result,) = store.save([normalize(undated, rules, remembered)], seen + timedelta(days=3))
     assert result.outcome is Outcome.UNCHANGED
@@ -242,12 +240,12 @@ def test_first_seen_survives_reindex(store: PostStore) -> None:
 
 def test_reindex_restores_the_index_from_files(store: PostStore) -> None:
     store.save([make_post(id=str(n), title=f"T{n}") for n in range(5)], NOW)
-    store.db.execute("DELETE FROM posts")
-    store.db.execute("DELETE FROM post_feeds")
+    store.index.db.execute("DELETE FROM posts")
+    store.index.db.execute("DELETE FROM post_feeds")
     assert store.verify() != []
     assert store.reindex() == 5
     assert store.verify() == []
-    assert {p.title for p in store.feed_items("all", 10)} == {f"T{n}" for n in range(5)}
+    assert {p.title for p in store.index.feed_items("all", 10)} == {f"T{n}" for n in range(5)}
     # Nothing changed upstream: nothing is rewritten after a reindex.
     results = store.save([make_post(id=str(n), title=f"T{n}") for n in range(5)], NOW)
     assert {r.outcome for r in results} == {Outcome.UNCHANGED}
@@ -265,13 +263,14 @@ def test_reindex_keeps_one_file_per_entry(store: PostStore) -> None:
 
 def test_hand_edits_and_deletions_are_picked_up_and_kept(store: PostStore) -> None:
     store.save([make_post(id="keep"), make_post(id="gone", title="Gone")], NOW)
-    keep = store.posts_dir / store.db.execute("SELECT path FROM posts WHERE entry_id='keep'").fetchone()[0]
-    gone = store.posts_dir / store.db.execute("SELECT path FROM posts WHERE entry_id='gone'").fetchone()[0]
+    db = store.index.db
+    keep = store.posts_dir / db.execute("SELECT path FROM posts WHERE entry_id='keep'").fetchone()[0]
+    gone = store.posts_dir / db.execute("SELECT path FROM posts WHERE entry_id='gone'").fetchone()[0]
     keep.write_bytes(keep.read_bytes().replace(b"title: Hello", b"title: Edited by hand"))
     gone.unlink()
     touched = store.sync_with_files()
     assert "all" in touched
-    assert [p.title for p in store.feed_items("all", 10)] == ["Edited by hand"]
+    assert [p.title for p in store.index.feed_items("all", 10)] == ["Edited by hand"]
     # The entry did not change upstream: the hand edit stays.
     (result,) = store.save([make_post(id="keep")], NOW + timedelta(hours=1))
     assert result.outcome is Outcome.UNCHANGED
@@ -319,9 +318,9 @@ def test_a_version_1_index_is_migrated_in_place(tmp_path: Path) -> None:
             "VALUES ('s', 'e', 's/2026/01/x.md', 't', '', 'a', 0, 0, '[]', '[]', '[]', '', '', 'h1')"
         )
     with PostStore(tmp_path / "posts", index) as store:
-        assert store.schema_version() == SCHEMA_VERSION
-        assert store.db.execute("SELECT upstream_hash FROM posts").fetchone() == ("h1",)
-        assert store.tombstones() == []
+        assert store.index.schema_version() == SCHEMA_VERSION
+        assert store.index.db.execute("SELECT upstream_hash FROM posts").fetchone() == ("h1",)
+        assert store.index.tombstones() == []
 
 
 def test_a_version_4_index_with_spelt_category_keys_is_migrated_and_its_feeds_rebuilt(tmp_path: Path) -> None:
@@ -367,16 +366,16 @@ def test_a_version_4_index_with_spelt_category_keys_is_migrated_and_its_feeds_re
         (gone / name).write_bytes((tmp_path / "feeds" / "source" / "b" / name).read_bytes())
 
     with PostStore(tmp_path / "posts", index) as store:
-        assert store.schema_version() == SCHEMA_VERSION
-        keys = set(store.feed_keys())
+        assert store.index.schema_version() == SCHEMA_VERSION
+        keys = set(store.index.feed_keys())
         assert {category_key(ascii_path), category_key(ascii_path[:1])} <= keys
         assert not [k for k in keys if k.startswith("category") and k != category_key(k.split("\x1f")[1:])]
-        assert {category_key(ascii_path), category_key(ascii_path[:1])} <= store.pending_feed_keys()
+        assert {category_key(ascii_path), category_key(ascii_path[:1])} <= store.index.pending_feed_keys()
         # The feed records are renamed too, so a category left without posts is removed as usual.
-        published = [k for k, *_ in store.published_feeds() if k.startswith("category")]
+        published = [k for k, *_ in store.index.published_feeds() if k.startswith("category")]
         assert sorted(published) == sorted(category_key(p) for p in (["Gone"], wide_path[:1], wide_path))
-        assert {store.feed_signature(key) for key in published} == {""}
-        assert len(store.feed_items(category_key(wide_path), 10)) == 4
+        assert {store.index.feed_signature(key) for key in published} == {""}
+        assert len(store.index.feed_items(category_key(wide_path), 10)) == 4
     stale = run_cli("verify", config=config)
     assert (
         stale.returncode == 1 and "category/programming/vector-latest/rss.xml is out of date" in stale.stdout
@@ -404,14 +403,14 @@ def test_retention_by_count_and_age_prunes_files_and_index(store: PostStore) -> 
     result = store.prune(policy, NOW)
     assert result.removed == 6 + 2  # src keeps its 4 newest; other loses its 2 oldest
     assert "all" in result.touched_keys and "source\x1fsrc" in result.touched_keys
-    assert [p.id for p in store.feed_items("source\x1fsrc", 50)] == ["a9", "a8", "a7", "a6"]
-    assert len(store.feed_items("source\x1fother", 50)) == 8
+    assert [p.id for p in store.index.feed_items("source\x1fsrc", 50)] == ["a9", "a8", "a7", "a6"]
+    assert len(store.index.feed_items("source\x1fother", 50)) == 8
     assert len(list(store.posts_dir.rglob("*.md"))) == 12
     assert store.verify() == []
     # A pruned entry still upstream is not brought back.
     (again,) = store.save([make_post(id="a0", date=days[0])], NOW)
     assert again.outcome is Outcome.PRUNED
-    assert store.post_count() == 12
+    assert store.index.post_count() == 12
     assert store.prune(RetentionPolicy(), NOW).removed == 0
 
 
@@ -425,7 +424,7 @@ def test_a_pruned_file_left_by_a_crash_is_removed_on_sync(store: PostStore) -> N
     assert not path.exists()
     path.write_bytes(saved)  # as if the process died between the index commit and the unlink
     store.sync_with_files()
-    assert not path.exists() and store.post_count() == 0
+    assert not path.exists() and store.index.post_count() == 0
 
 
 # Through the command line, with a local file source ----------------------------
@@ -529,12 +528,12 @@ def test_feeds_an_interrupted_run_never_built_are_built_by_the_next_fetch(tmp_pa
     # As if a run died after its index commit and before its build.
     with PostStore(tmp_path / "posts", tmp_path / "data" / "index.sqlite3", fsync="off") as store:
         store.save([make_post(source="local", categories=("Mine",), title="Saved, never built")], NOW)
-        assert {"all", "source\x1flocal", category_key(["Mine"])} <= store.pending_feed_keys()
+        assert {"all", "source\x1flocal", category_key(["Mine"])} <= store.index.pending_feed_keys()
     assert run_cli("fetch", config=config).returncode == 0  # the source itself is unchanged
     for feed in ("all", "source/local", "category/mine"):
         assert _rss_titles(tmp_path / "feeds" / feed / "rss.xml")[0] == "Saved, never built"
     with PostStore(tmp_path / "posts", tmp_path / "data" / "index.sqlite3", fsync="off") as store:
-        assert store.pending_feed_keys() == set()
+        assert store.index.pending_feed_keys() == set()
     assert run_cli("verify", config=config).returncode == 0
 
 
@@ -558,7 +557,7 @@ def test_without_merging_two_sources_keep_two_posts(store: PostStore) -> None:
     store.save([make_post(source="a", link="https://e.org/x")], NOW)
     (result,) = store.save([make_post(source="b", link="https://e.org/x?utm_source=b")], NOW)
     assert result.outcome is Outcome.NEW
-    assert store.post_count() == 2
+    assert store.index.post_count() == 2
 
 
 def test_merging_folds_the_same_article_into_one_post(store: PostStore) -> None:
@@ -576,8 +575,8 @@ def test_merging_folds_the_same_article_into_one_post(store: PostStore) -> None:
     assert frontmatter.load(path)["categories"] == [["Tech"], ["News", "World"]]  # Hexo's several hierarchies
     news, world, tech = category_key(["News"]), category_key(["News", "World"]), category_key(["Tech"])
     for key in ("source\x1fb", news, world, tech, "all"):
-        assert [(p.source, p.id) for p in store.feed_items(key, 10)] == [("a", "a1")], key
-    assert store.feed_items("all", 10)[0].categories == ("Tech", "News", "World")
+        assert [(p.source, p.id) for p in store.index.feed_items(key, 10)] == [("a", "a1")], key
+    assert store.index.feed_items("all", 10)[0].categories == ("Tech", "News", "World")
     # The copy stays folded in: not written again, not duplicated.
     (again,) = store.save([copy], NOW + timedelta(hours=1), merge_by_link=True)
     assert again.outcome is Outcome.UNCHANGED
@@ -591,12 +590,12 @@ def test_merging_folds_the_same_article_into_one_post(store: PostStore) -> None:
     assert after.outcome is Outcome.UNCHANGED
     (target,) = store.save([replace(first, body="<p>new</p>")], NOW + timedelta(hours=3))
     assert target.outcome is Outcome.UNCHANGED
-    assert [p.id for p in store.feed_items("source\x1fb", 10)] == ["a1"]
+    assert [p.id for p in store.index.feed_items("source\x1fb", 10)] == ["a1"]
     # Retention prunes the post and its merged copies together.
     assert store.prune(RetentionPolicy(overall=Limits(max_age=timedelta(days=1))), NOW).removed == 1
     (gone,) = store.save([copy], NOW + timedelta(hours=4), merge_by_link=True)
     assert gone.outcome is Outcome.PRUNED
-    assert store.post_count() == 0 and not path.exists()
+    assert store.index.post_count() == 0 and not path.exists()
 
 
 def test_merging_through_the_cli(tmp_path: Path) -> None:
@@ -646,26 +645,26 @@ def _persisted_states(store: PostStore) -> dict[str, str]:
 
 
 def test_deferred_states_are_read_back_at_once_and_written_in_groups(store: PostStore) -> None:
-    with store.deferred_states():
+    with store.index.deferred_states():
         for i in range(STATE_BATCH - 1):
-            store.save_source_state(SourceState(name=f"s{i}", etag=f'"{i}"'))
+            store.index.save_source_state(SourceState(name=f"s{i}", etag=f'"{i}"'))
         assert _persisted_states(store) == {}, "nothing written yet: one group at the end"
-        assert store.source_state("s7").etag == '"7"'
-        assert len(store.all_source_states()) == STATE_BATCH - 1
-        store.save_source_state(SourceState(name="last"))
+        assert store.index.source_state("s7").etag == '"7"'
+        assert len(store.index.all_source_states()) == STATE_BATCH - 1
+        store.index.save_source_state(SourceState(name="last"))
         assert len(_persisted_states(store)) == STATE_BATCH, "a full group is written at once"
-        assert store.source_state("s7").etag == '"7"', "read back from the index after the group"
-        store.save_source_state(SourceState(name="s7", etag='"newer"'))
+        assert store.index.source_state("s7").etag == '"7"', "read back from the index after the group"
+        store.index.save_source_state(SourceState(name="s7", etag='"newer"'))
     assert len(_persisted_states(store)) == STATE_BATCH
-    assert store.source_state("s7").etag == '"newer"'
+    assert store.index.source_state("s7").etag == '"newer"'
 
 
 def test_deferred_states_are_written_even_when_the_batch_fails(store: PostStore) -> None:
-    with pytest.raises(RuntimeError), store.deferred_states():
-        store.save_source_state(SourceState(name="kept", etag='"k"'))
+    with pytest.raises(RuntimeError), store.index.deferred_states():
+        store.index.save_source_state(SourceState(name="kept", etag='"k"'))
         raise RuntimeError("a poll went wrong")
     assert set(_persisted_states(store)) == {"kept"}
-    store.save_source_state(SourceState(name="direct"))
+    store.index.save_source_state(SourceState(name="direct"))
     assert set(_persisted_states(store)) == {"kept", "direct"}, "outside a batch: written at once"
 
 
@@ -673,17 +672,17 @@ def test_the_summary_is_stored_with_the_post(store: PostStore) -> None:
     """Made once beside the parse, so a build reads it instead of converting every body."""
     body = "<p>" + "word " * 200 + "</p>"
     store.save([make_post(body=body)], NOW)
-    (summary,) = store.db.execute("SELECT summary FROM posts").fetchone()
+    (summary,) = store.index.db.execute("SELECT summary FROM posts").fetchone()
     assert summary == summary_of(body) == plain_text(body, limit=280)
     assert summary.endswith("…") and len(summary) == 280
 
 
 def test_a_state_written_during_a_batch_is_read_back_new(store: PostStore) -> None:
-    store.save_source_state(SourceState(name="pre", etag='"old"'))
-    with store.deferred_states():
-        assert store.source_state("pre").etag == '"old"'
-        store.save_source_state(SourceState(name="pre", etag='"new"'))
+    store.index.save_source_state(SourceState(name="pre", etag='"old"'))
+    with store.index.deferred_states():
+        assert store.index.source_state("pre").etag == '"old"'
+        store.index.save_source_state(SourceState(name="pre", etag='"new"'))
         for i in range(STATE_BATCH):  # the group with "pre" in it is written
-            store.save_source_state(SourceState(name=f"s{i}"))
-        assert store.source_state("pre").etag == '"new"'
-    assert store.source_state("pre").etag == '"new"'
+            store.index.save_source_state(SourceState(name=f"s{i}"))
+        assert store.index.source_state("pre").etag == '"new"'
+    assert store.index.source_state("pre").etag == '"new"'

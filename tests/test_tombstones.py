@@ -11,10 +11,9 @@ import pytest
 from support.faultserver import FaultServer
 from support.helpers import run_cli, write_config
 
-from aggregator.decide import Outcome
-from aggregator.normalize import Post
+from aggregator.model import Outcome, Post
 from aggregator.postfile import read as read_post
-from aggregator.store import PostStore
+from aggregator.store import PostStore, open_store
 
 
 def rss(*items: tuple[str, str]) -> bytes:
@@ -119,7 +118,7 @@ def test_a_deletion_is_noticed_by_a_save_that_sees_the_entry_unchanged(store: Po
     (again,) = store.save([_post("x")], NOW + timedelta(hours=1))
     assert again.outcome is Outcome.DELETED and not saved.path.exists()
     assert store.verify() == []
-    assert [(t.entry_id, t.reason) for t in store.tombstones()] == [("x", "deleted")]
+    assert [(t.entry_id, t.reason) for t in store.index.tombstones()] == [("x", "deleted")]
     # A changed entry later, or a sync with the files, does not resurrect it.
     (later,) = store.save([_post("x", body="<p>New</p>")], NOW + timedelta(hours=2))
     assert later.outcome is Outcome.DELETED and not saved.path.exists()
@@ -131,13 +130,13 @@ def test_sync_and_reindex_record_hand_deletions(store: PostStore) -> None:
     store.sync_with_files()
     second.path.unlink()
     assert store.reindex() == 0
-    assert sorted((t.entry_id, t.title, t.reason) for t in store.tombstones()) == [
+    assert sorted((t.entry_id, t.title, t.reason) for t in store.index.tombstones()) == [
         ("x", "Ex", "deleted"),
         ("y", "Why", "deleted"),
     ]
     results = store.save([_post("x", title="Ex"), _post("y", title="Why")], NOW + timedelta(hours=1))
     assert [r.outcome for r in results] == [Outcome.DELETED, Outcome.DELETED]
-    assert store.post_count() == 0 and store.verify() == []
+    assert store.index.post_count() == 0 and store.verify() == []
 
 
 def test_a_file_put_back_by_hand_lifts_its_tombstone(store: PostStore) -> None:
@@ -145,10 +144,10 @@ def test_a_file_put_back_by_hand_lifts_its_tombstone(store: PostStore) -> None:
     content = saved.path.read_bytes()
     saved.path.unlink()
     store.sync_with_files()
-    assert len(store.tombstones()) == 1
+    assert len(store.index.tombstones()) == 1
     saved.path.write_bytes(content)
     store.sync_with_files()
-    assert store.tombstones() == [] and store.post_count() == 1
+    assert store.index.tombstones() == [] and store.index.post_count() == 1
     (again,) = store.save([_post("x")], NOW + timedelta(hours=1))
     assert again.outcome is Outcome.UNCHANGED
 
@@ -157,12 +156,14 @@ def test_restore_lifts_the_tombstone_and_clears_the_validators(store: PostStore)
     from aggregator.state import SourceState
 
     (saved,) = store.save([_post("x")], NOW)
-    store.save_source_state(SourceState(name="src", etag='"e"', last_modified="yesterday", error_streak=1))
+    store.index.save_source_state(
+        SourceState(name="src", etag='"e"', last_modified="yesterday", error_streak=1)
+    )
     saved.path.unlink()
     store.sync_with_files()
-    (restored,) = store.restore_tombstones("src", ["x"])
-    assert restored.entry_id == "x" and store.tombstones() == []
-    state = store.source_state("src")
+    (restored,) = store.index.restore_tombstones("src", ["x"])
+    assert restored.entry_id == "x" and store.index.tombstones() == []
+    state = store.index.source_state("src")
     assert (state.etag, state.last_modified, state.error_streak) == (None, None, 1)
     (again,) = store.save([_post("x")], NOW + timedelta(hours=1))
     assert again.outcome is Outcome.NEW and again.path.exists()
@@ -184,7 +185,7 @@ def test_an_update_that_notices_a_deletion_names_the_feeds_the_post_leaves(tmp_p
     config = load_config(write_config(tmp_path, [source]))
 
     async def scenario() -> frozenset[str]:
-        with config.open_store() as store:
+        with open_store(config) as store:
             updater = Updater(config, store)
             try:
                 await updater.update(config.source_named("local"))
@@ -207,8 +208,8 @@ def test_an_update_that_notices_a_deletion_names_the_feeds_the_post_leaves(tmp_p
 def test_a_crash_between_tombstone_and_index_is_reported_and_settled(store: PostStore) -> None:
     """Tombstones commit before the index forgets the post; a crash in between leaves both."""
     kept, pruned = store.save([_post("kept"), _post("pruned")], NOW)
-    store._bury([("src", "pruned")], "retention", NOW)  # as prune does, then "crash"
+    store.index.bury([("src", "pruned")], "retention", NOW)  # as prune does, then "crash"
     assert store.verify() == ["src/pruned has a tombstone (retention) but the index lists it"]
     store.sync_with_files()
     assert store.verify() == [] and not pruned.path.exists() and kept.path.exists()
-    assert [(t.entry_id, t.reason) for t in store.tombstones()] == [("pruned", "retention")]
+    assert [(t.entry_id, t.reason) for t in store.index.tombstones()] == [("pruned", "retention")]

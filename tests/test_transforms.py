@@ -20,7 +20,8 @@ from support.servers import AppServer
 from aggregator import transforms
 from aggregator.config import TransformsConfig, load_config
 from aggregator.errors import ConfigError
-from aggregator.normalize import SourceRules, normalize
+from aggregator.model import SourceRules
+from aggregator.normalize import normalize
 from aggregator.parse import parse_document
 
 ARTICLE = FIXTURES / "sources" / "article.html"

@@ -14,7 +14,7 @@ import pytest
 from support.faultserver import HTML_WITH_FEED_LINKS, SAMPLE_RSS
 
 from aggregator.errors import NotAFeed, ParseError
-from aggregator.parse import FeedData
+from aggregator.model import FeedData
 from aggregator.workers import ParserPool
 
 

@@ -9,7 +9,6 @@ which come from where the posts point.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -39,6 +38,7 @@ from aggregator.dashboard.health import (
 )
 from aggregator.errors import StoreError
 from aggregator.fetch import redact_url
+from aggregator.index.dashboard import DashboardReader
 from aggregator.normalize import sanitize_html
 from aggregator.pipeline import source_fingerprint
 from aggregator.schedule import planned_poll
@@ -60,19 +60,18 @@ HEADERS = {
 }
 
 
-def status_report(db: sqlite3.Connection, config: Config, now: datetime) -> tuple[list[SourceRow], Summary]:
+def status_report(reader: DashboardReader, config: Config, now: datetime) -> tuple[list[SourceRow], Summary]:
     """Every configured source's row, failing first, and the summary line.
 
     The next poll is ``schedule.planned_poll``, the decision the daemon and ``aggregator status`` make.
     """
-    states = data.source_states(db)
-    per_day = data.entries_per_day(db, [s.name for s in config.sources], window_start(now), now)
-    entries = data.EntryCounts(db)
+    states = reader.source_states()
+    per_day = reader.entries_per_day([s.name for s in config.sources], window_start(now), now)
     rows = []
     for source in config.sources:
         state = states.get(source.name) or SourceState(name=source.name)
         plan = planned_poll(
-            config, source, state, now, fingerprint=source_fingerprint(source), entries=entries
+            config, source, state, now, fingerprint=source_fingerprint(source), entries=reader
         )
         counts = daily_counts(per_day.get(source.name, {}), day_number(now))
         rows.append(source_row(state, plan, counts, url=redact_url(config.source_location(source))))
@@ -106,7 +105,7 @@ class Dashboard:
     def __init__(self, config: Callable[[], Config], credentials: Credentials | None = None) -> None:
         self.config = config
         self.credentials = credentials
-        self._db: sqlite3.Connection | None = None
+        self._reader: DashboardReader | None = None
         self._lock = threading.Lock()
 
     def routes(self) -> list[BaseRoute]:
@@ -120,23 +119,23 @@ class Dashboard:
 
     def close(self) -> None:
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     # Reading --------------------------------------------------------------------------------
 
-    def _read_now(self, query: Callable[[sqlite3.Connection], T]) -> T:
+    def _read_now(self, query: Callable[[DashboardReader], T]) -> T:
         config = self.config()
         with self._lock:
-            if self._db is None:
-                self._db = data.open_reader(config.index_path, config.state_path)
+            if self._reader is None:
+                self._reader = DashboardReader(config.index_path, config.state_path)
             try:
-                return query(self._db)
-            except sqlite3.Error as error:
-                self._db.close()  # opened again by the next request (the index may have been rebuilt)
-                self._db = None
-                raise StoreError(f"cannot read the index: {error}") from error
+                return self._reader.run(query)
+            except StoreError:
+                self._reader.close()  # opened again by the next request (the index may have been rebuilt)
+                self._reader = None
+                raise
 
     # Pages ----------------------------------------------------------------------------------
 
@@ -161,7 +160,7 @@ class Dashboard:
 
         def page() -> str:
             listings, posts = self._read_now(
-                lambda db: (data.published_listings(db, config), data.newest_posts(db, NEWEST_POSTS))
+                lambda reader: (data.published_listings(reader, config), reader.newest_posts(NEWEST_POSTS))
             )
             return render.render_home(config, listings, posts, utcnow())
 
@@ -177,7 +176,7 @@ class Dashboard:
         refresh = _refresh_seconds(request.query_params.get("refresh"))
 
         def page() -> str:
-            rows, summary = self._read_now(lambda db: status_report(db, config, now))
+            rows, summary = self._read_now(lambda reader: status_report(reader, config, now))
             return render.render_status(config, rows, summary, now, refresh_seconds=refresh)
 
         try:
@@ -193,7 +192,7 @@ class Dashboard:
         as_html = request.query_params.get("html") == "1"
 
         def report() -> dict[str, Any]:
-            rows, summary = self._read_now(lambda db: status_report(db, config, now))
+            rows, summary = self._read_now(lambda reader: status_report(reader, config, now))
             answer: dict[str, Any] = {
                 "generated": now.isoformat(timespec="seconds"),
                 "summary": {"total": summary.total, **dict(summary.by_health), "line": summary.line()},
@@ -216,7 +215,7 @@ class Dashboard:
         path = render.post_path(request.path_params["path"])
 
         def page() -> str | None:
-            found = self._read_now(lambda db: _post_and_feeds(db, config, path))
+            found = self._read_now(lambda reader: _post_and_feeds(reader, config, path))
             if found is None:
                 return None
             post, feeds, indexed_body = found
@@ -235,12 +234,12 @@ class Dashboard:
 
 
 def _post_and_feeds(
-    db: sqlite3.Connection, config: Config, path: str
+    reader: DashboardReader, config: Config, path: str
 ) -> tuple[data.PostSummary, list[Any], str] | None:
-    post = data.post_at(db, path)
+    post = reader.post_at(path)
     if post is None:
         return None
-    return post, data.feeds_of(db, config, post), data.post_body(db, post.source, post.id)
+    return post, data.feeds_of(reader, config, post), reader.post_body(post.source, post.id)
 
 
 def _read_post_file(posts_dir: Path, path: str) -> tuple[dict[str, Any] | None, str]:

@@ -1,12 +1,15 @@
-"""The SQLite index and the state database, split by concern.
+"""The index: a cache of the post files, plus what no file holds, behind one interface.
 
-- ``schema``: opening the index (WAL), its schema version and migrations;
-- ``states``: the state database (source polling states and tombstones),
-  ATTACHed to the index's connection;
-- ``feeds``: what the feed builder reads (posts by feed, without their files),
-  the published feeds' signatures, and the feeds owed a rebuild;
-- ``status``: the source-health events the status feed is built from.
+- ``interface``: the ``Index`` Protocol, all the rest of the program may ask;
+- ``sqlite``: ``SqliteIndex``, the embedded implementation, which mixes in:
+  - ``posts``: a row per post, its feeds and merged copies; what the decider
+    reads, recording and forgetting posts, retention's and verify's queries;
+  - ``feeds``: what the feed builder reads (posts by feed, without their files),
+    the published feeds' signatures, and the feeds owed a rebuild;
+  - ``states``: the state database (source polling states and tombstones),
+    ATTACHed to the index's connection;
+  - ``status``: the source-health events the status feed is built from;
+- ``schema`` and ``versions``: opening the index (WAL), its schema version and migrations.
 
-Posts, retention and file sync/reindex are still SQL in ``aggregator.store``
-(``PostStore``, which sequences the files and the index).
+Nothing outside this package runs SQL (``tests/test_import_cycles.py`` holds it).
 """

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from aggregator.errors import StoreError
-from aggregator.normalize import MergedEntry, summary_of
-from aggregator.parse import Enclosure
+from aggregator.model import Enclosure, MergedEntry
+from aggregator.text import summary_of
 
 _POST_COLUMNS = (
     "source, entry_id, path, title, link, author, date_ts, updated_ts, categories, tags, "
@@ -52,11 +52,11 @@ class IndexedPost:
 
 
 class PublishedFeeds:
-    """The feed-side queries of ``PostStore`` (over its connection and its transactions)."""
+    """The feed-side SQL of the SQLite index (over its connection and its transactions)."""
 
     db: sqlite3.Connection
 
-    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError
 
     def pending_feed_keys(self) -> set[str]:
@@ -65,7 +65,7 @@ class PublishedFeeds:
 
     def clear_pending_feed_keys(self, keys: Iterable[str] | None = None) -> None:
         """Forget pending keys once their feeds are built (all of them when ``keys`` is None)."""
-        with self._transaction():
+        with self.transaction():
             if keys is None:
                 self.db.execute("DELETE FROM pending_feeds")
             else:
@@ -96,7 +96,7 @@ class PublishedFeeds:
         rows = [(k, s, t, c, n.timestamp() if n else None) for k, s, t, c, n in feeds]
         if not rows:
             return
-        with self._transaction():
+        with self.transaction():
             self.db.executemany("INSERT OR REPLACE INTO feeds VALUES (?,?,?,?,?)", rows)
 
     def forget_feed(self, key: str) -> None:
@@ -151,7 +151,7 @@ class PublishedFeeds:
 class IndexReader:
     """The index opened only to read posts, by a feed-building worker process.
 
-    Unlike PostStore it leaves no writer mark and sweeps nothing: the process
+    Unlike SqliteIndex it leaves no writer mark and sweeps nothing: the process
     that opened the store does both, and it outlives this reader.
     """
 
@@ -164,7 +164,7 @@ class IndexReader:
             raise StoreError(f"cannot read the index at {index_path}: {error}") from error
 
     def indexed_posts(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], IndexedPost]:
-        """As PostStore.indexed_posts."""
+        """As SqliteIndex.indexed_posts."""
         return _indexed_posts(self.db, pairs)
 
     def close(self) -> None:

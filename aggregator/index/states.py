@@ -150,7 +150,7 @@ def tombstones(db: sqlite3.Connection, source: str | None = None) -> list[Tombst
 
 
 class SourceStates:
-    """The state-database side of ``PostStore``: tombstones and source states.
+    """The state-database side of the SQLite index: tombstones and source states.
 
     Within ``deferred_states`` source states are held and written a group at a
     time; ``_read_ahead`` holds every state as such a batch began.
@@ -160,7 +160,7 @@ class SourceStates:
     _deferred: dict[str, SourceState] | None
     _read_ahead: dict[str, SourceState]
 
-    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError
 
     # Tombstones ------------------------------------------------------------
@@ -182,9 +182,9 @@ class SourceStates:
         self._flush_deferred()
         self._read_ahead.pop(source, None)
         state = self.source_state(source)
-        with self._transaction():
+        with self.transaction():
             for tombstone in lifted:
-                self._lift(source, tombstone.entry_id)
+                self.lift(source, tombstone.entry_id)
             if state.etag is not None or state.last_modified is not None:
                 state = replace(state, etag=None, last_modified=None)
                 self.db.execute(
@@ -193,7 +193,8 @@ class SourceStates:
                 )
         return lifted
 
-    def _lift(self, source: str, entry_id: str) -> None:
+    def lift(self, source: str, entry_id: str) -> None:
+        """Remove one tombstone (inside ``transaction()``)."""
         self.db.execute("DELETE FROM state.tombstones WHERE source=? AND entry_id=?", (source, entry_id))
 
     # Source state ----------------------------------------------------------
@@ -247,7 +248,7 @@ class SourceStates:
     def _write_states(self, states: Sequence[SourceState]) -> None:
         for state in states:
             self._read_ahead.pop(state.name, None)  # the database has the newer one now
-        with self._transaction():
+        with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO state.sources VALUES (?, ?)",
                 [(state.name, json.dumps(state.to_json(), ensure_ascii=False)) for state in states],

@@ -10,19 +10,19 @@ from aggregator.status_feed import FEED_ITEMS, StatusEvent
 
 KEEP_EVENTS = 500
 
+CREATE = (
+    "CREATE TABLE IF NOT EXISTS status_events ("
+    "id TEXT PRIMARY KEY, source TEXT NOT NULL, kind TEXT NOT NULL, "
+    "at_ts REAL NOT NULL, detail TEXT NOT NULL, url TEXT NOT NULL)"
+)
 
-class StatusLog:
-    """The events, in a table of the index (shares the store's connection)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS status_events ("
-            "id TEXT PRIMARY KEY, source TEXT NOT NULL, kind TEXT NOT NULL, "
-            "at_ts REAL NOT NULL, detail TEXT NOT NULL, url TEXT NOT NULL)"
-        )
+class StatusEvents:
+    """The status-event SQL of the SQLite index (the newest ``KEEP_EVENTS`` are kept)."""
 
-    def record(self, events: Sequence[StatusEvent]) -> None:
+    db: sqlite3.Connection
+
+    def record_status_events(self, events: Sequence[StatusEvent]) -> None:
         if not events:
             return
         self.db.execute("BEGIN IMMEDIATE")
@@ -41,7 +41,7 @@ class StatusLog:
             raise
         self.db.execute("COMMIT")
 
-    def recent(self, limit: int = FEED_ITEMS) -> list[StatusEvent]:
+    def recent_status_events(self, limit: int = FEED_ITEMS) -> list[StatusEvent]:
         rows = self.db.execute(
             "SELECT source, kind, at_ts, detail, url FROM status_events ORDER BY at_ts DESC, id LIMIT ?",
             (limit,),

@@ -25,7 +25,8 @@ from pathlib import Path, PurePosixPath
 
 from aggregator import __version__
 from aggregator.categories import display_path, first_spellings, spelling_in
-from aggregator.config import Config, category_paths
+from aggregator.config import Config
+from aggregator.config_categories import category_paths
 from aggregator.errors import BuildError
 from aggregator.files import write_atomic
 from aggregator.index.feeds import FeedRef
@@ -133,14 +134,14 @@ class FeedBuilder:
         self._post_names = {}
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            titles = {key: title for key, title, *_ in self.store.published_feeds()}
+            titles = {key: title for key, title, *_ in self.store.index.published_feeds()}
             published = set(titles)
             if keys is None:
-                wanted = set(self.store.feed_keys())
+                wanted = set(self.store.index.feed_keys())
                 gone = published - wanted
             else:
                 asked = set(keys) | self._retitled(published - set(keys), titles)
-                wanted = self.store.feed_keys_present(asked)
+                wanted = self.store.index.feed_keys_present(asked)
                 gone = (asked - wanted) & published
             self._source_categories = self._categories_of_sources(wanted)
             built = self._plan_and_render(sorted(wanted, key=self._locality), settings, report)
@@ -151,7 +152,7 @@ class FeedBuilder:
                 else:
                     report.skipped += 1
             # Only now that every file is on disk: a failed write leaves its feed to be built again.
-            self.store.record_feeds((d.key, d.signature, d.title, d.count, d.newest) for d in built)
+            self.store.index.record_feeds((d.key, d.signature, d.title, d.count, d.newest) for d in built)
             for key in sorted(gone):
                 self._remove(self._spec(key))
                 report.removed.append(key)
@@ -194,7 +195,7 @@ class FeedBuilder:
         name = self._config_names.get(slugs)
         if name is None:
             if slugs not in self._post_names:
-                paths = self.store.first_post_categories(CATEGORY_PREFIX + "\x1f".join(slugs))
+                paths = self.store.index.first_post_categories(CATEGORY_PREFIX + "\x1f".join(slugs))
                 spelt = spelling_in(slugs, paths)
                 self._post_names[slugs] = spelt[-1] if spelt else None
             name = self._post_names[slugs]
@@ -205,8 +206,8 @@ class FeedBuilder:
         found = {source.name: source.categories for source in self.config.sources}
         for key in keys:
             kind, parts = split_key(key)
-            if kind == "source" and parts[0] not in found and (refs := self.store.feed_refs(key, 1)):
-                posts = self.store.indexed_posts([(refs[0].source, refs[0].entry_id)])
+            if kind == "source" and parts[0] not in found and (refs := self.store.index.feed_refs(key, 1)):
+                posts = self.store.index.indexed_posts([(refs[0].source, refs[0].entry_id)])
                 found[parts[0]] = next(iter(posts.values())).categories if posts else ()
         return found
 
@@ -224,7 +225,7 @@ class FeedBuilder:
         """The feed's newest items and signature; None when its files already hold exactly those."""
         refs = self._newest_unique(spec.key, self.config.build.max_items)
         signature = _signature(settings, spec, refs)
-        if self.store.feed_signature(spec.key) == signature and all(
+        if self.store.index.feed_signature(spec.key) == signature and all(
             (root / spec.relative_dir / FORMAT_FILES[fmt]).exists() for fmt in self.config.build.formats
         ):
             return None
@@ -234,7 +235,7 @@ class FeedBuilder:
         """The newest ``limit`` distinct entries; the window grows while duplicates fill it."""
         window = limit + _DUPLICATE_MARGIN
         while True:
-            refs = self.store.feed_refs(key, window)
+            refs = self.store.index.feed_refs(key, window)
             unique = _unique(refs, limit)
             if len(unique) >= limit or len(refs) < window:
                 return unique
@@ -247,7 +248,7 @@ class FeedBuilder:
         feeds and render runs of them while the plan goes on, so their start-up
         overlaps the planning; this process joins in once the plan is done.
         """
-        here = Renderer(self.config, self.store.indexed_posts, self.cache)
+        here = Renderer(self.config, self.store.index.indexed_posts, self.cache)
         jobs: list[Job] = []
         dispatch: Dispatch | None = None
         try:
@@ -264,7 +265,9 @@ class FeedBuilder:
                     run_items = len(keys) * self.config.build.max_items / runs
                     # Each process keeps a small cache of its own: runs are local, and the tree's
                     # memory stays about what one process with the full cache took.
-                    here = Renderer(self.config, self.store.indexed_posts, FragmentCache(WORKER_CACHE_BYTES))
+                    here = Renderer(
+                        self.config, self.store.index.indexed_posts, FragmentCache(WORKER_CACHE_BYTES)
+                    )
                     dispatch = Dispatch(here, self._worker_setup(), self.processes, run_items)
                     for earlier in jobs:
                         dispatch.add(earlier)
@@ -280,7 +283,7 @@ class FeedBuilder:
 
     def _remove(self, spec: FeedSpec) -> None:
         self._remove_dir(self.root / spec.relative_dir)
-        self.store.forget_feed(spec.key)
+        self.store.index.forget_feed(spec.key)
 
     def _remove_dir(self, directory: Path) -> None:
         for name in FORMAT_FILES.values():
@@ -306,7 +309,7 @@ class FeedBuilder:
 
     def _write_indexes(self) -> None:
         feeds = [(self._spec(key), count, newest)
-                 for key, _title, count, newest in self.store.published_feeds()]  # fmt: skip
+                 for key, _title, count, newest in self.store.index.published_feeds()]  # fmt: skip
         feeds.sort(key=lambda f: (FEED_KINDS.index(f[0].kind), f[0].parts))
         index_html = render_index_html(self.config, feeds)
         opml = index_opml(self.config, feeds)

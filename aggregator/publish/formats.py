@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 
 from aggregator.config import Config
 from aggregator.index.feeds import IndexedPost
-from aggregator.normalize import clean_text
 from aggregator.publish.items import FeedItem, ItemOptions, item_and_content
 from aggregator.publish.skeleton import spliced_feed
 from aggregator.publish.specs import GENERATOR, FeedSpec, feed_url
+from aggregator.text import clean_text
 
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 

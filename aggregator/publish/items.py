@@ -16,7 +16,7 @@ from datetime import datetime
 import aggregator.uris as uris
 from aggregator.config import Config
 from aggregator.index.feeds import IndexedPost
-from aggregator.normalize import clean_text, summary_of
+from aggregator.text import clean_text, summary_of
 
 
 @dataclass(frozen=True)

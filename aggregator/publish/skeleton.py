@@ -18,8 +18,8 @@ from lxml import etree
 
 from aggregator import __version__
 from aggregator.config import Config
-from aggregator.normalize import clean_text
 from aggregator.publish.specs import GENERATOR, GENERATOR_URI, MEDIA_TYPES, FeedSpec, feed_url
+from aggregator.text import clean_text
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 MEDIA_NS = "http://search.yahoo.com/mrss/"

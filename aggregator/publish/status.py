@@ -16,8 +16,8 @@ from feedgen.feed import FeedGenerator
 from aggregator import __version__
 from aggregator.config import Config
 from aggregator.files import write_atomic
-from aggregator.normalize import clean_text
 from aggregator.status_feed import EPOCH, StatusEvent
+from aggregator.text import clean_text
 
 STATUS_DIR = "_status"
 

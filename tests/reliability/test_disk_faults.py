@@ -136,7 +136,7 @@ def _snapshot(config: Config) -> dict[str, bytes]:
 
 def _etag(config: Config) -> str | None:
     with PostStore(config.posts_dir, config.index_path, fsync="off") as store:
-        return store.source_state("disk").etag
+        return store.index.source_state("disk").etag
 
 
 def _then_recovers(config: Config, server: FaultServer) -> int:
@@ -147,7 +147,7 @@ def _then_recovers(config: Config, server: FaultServer) -> int:
     with PostStore(config.posts_dir, config.index_path, fsync="off") as store:
         report = verify(config, store)
         assert report.consistent, report.problems
-        return 15 - store.post_count()
+        return 15 - store.index.post_count()
 
 
 def _change_upstream(server: FaultServer) -> None:

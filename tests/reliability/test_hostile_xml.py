@@ -34,8 +34,9 @@ from support.faultserver import FaultServer
 from support.helpers import run_cli, write_config
 
 from aggregator.errors import ParseError
-from aggregator.normalize import SourceRules, clean_text, normalize
-from aggregator.parse import FeedData
+from aggregator.model import FeedData, SourceRules
+from aggregator.normalize import normalize
+from aggregator.text import clean_text
 from aggregator.workers import ParserPool
 
 PARSE_SECONDS = 60.0  # the 20,000-item feed takes 10-20 s of feedparser on a busy 2-core machine

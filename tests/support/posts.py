@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from aggregator.normalize import Post
+from aggregator.model import Post
 
 
 def make_post(**fields: object) -> Post:

@@ -1,0 +1,102 @@
+"""``aggregator status``: each source's health and next poll, as a table or JSON.
+
+The next poll is the scheduler's own decision (``schedule.planned_poll``) from the same state the
+daemon reads, so what status says is what the daemon will do.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from aggregator.cli_context import fail, read_config
+from aggregator.errors import AggregatorError
+from aggregator.fetch import redact_url
+from aggregator.state import utcnow
+from aggregator.store import open_store
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    fail_on_error: Annotated[
+        bool, typer.Option("--fail-on-error", help="Exit 1 if any source is failing.")
+    ] = False,
+) -> None:
+    """Each source's health and next poll (the daemon's own decision), failing sources first."""
+    from aggregator.pipeline import source_fingerprint
+    from aggregator.schedule import planned_poll
+
+    config = read_config()
+    now = utcnow()
+    try:
+        with open_store(config) as store:
+            # The scheduler's own decision, from the same state and store the daemon reads.
+            states_of = [(source, store.index.source_state(source.name)) for source in config.sources]
+            rows = [
+                (
+                    s,
+                    planned_poll(
+                        config, source, s, now, fingerprint=source_fingerprint(source), entries=store.index
+                    ),
+                )
+                for source, s in states_of
+            ]
+    except AggregatorError as error:
+        raise fail(str(error)) from None
+    # Failing first (gone, then the longest streaks), then the rate-limited, then the healthy.
+    rows.sort(
+        key=lambda r: (not r[0].failing, not r[0].gone, -r[0].error_streak, r[0].health == "ok", r[0].name)
+    )
+    states = [s for s, _ in rows]
+    if as_json:
+        report = [
+            s.public_json()
+            | {"next_poll": plan.at.isoformat() if plan.at else None, "next_poll_reason": plan.reason}
+            for s, plan in rows
+        ]
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=1))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="sources")
+        for column in (
+            "source",
+            "health",
+            "http",
+            "last attempt",
+            "last success",
+            "new/upd",
+            "streak",
+            "next poll",
+            "why then / last error",
+        ):
+            table.add_column(column)
+        for s, plan in rows:
+            detail = f"{plan.reason}; last error: {s.last_error}" if s.last_error else plan.reason
+            if s.permanent_url:
+                detail += f"; moved permanently to {redact_url(s.permanent_url)}: update the config"
+            table.add_row(
+                s.name,
+                s.health,
+                str(s.http_status or "-"),
+                _utc(s.last_attempt, "never"),
+                _utc(s.last_success, "never"),
+                f"{s.new_count}/{s.updated_count}",
+                str(s.error_streak),
+                _utc(plan.at, "-"),
+                detail,
+            )
+        Console(width=max(Console().width, 160)).print(table)
+        failing = sum(s.failing for s in states)
+        typer.echo(f"{len(states)} sources, {failing} failing (times in UTC)")
+    if fail_on_error and any(s.failing for s in states):
+        raise typer.Exit(1)
+
+
+def _utc(moment: datetime | None, missing: str) -> str:
+    """A time as ``2026-12-01 22:10:05 UTC``: status says which zone its times are in."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else missing
