@@ -9,6 +9,7 @@
   - ``states``: the state database (source polling states and tombstones),
     ATTACHed to the index's connection;
   - ``status``: the source-health events the status feed is built from;
+- ``dashboard``: what the web dashboard reads, on a read-only connection of its own;
 - ``schema`` and ``versions``: opening the index (WAL), its schema version and migrations.
 
 Nothing outside this package runs SQL (``tests/test_import_cycles.py`` holds it).
