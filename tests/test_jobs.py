@@ -21,9 +21,10 @@ from aggregator import jobs
 from aggregator.config import Config, SourceConfig, load_config
 from aggregator.daemon import Daemon
 from aggregator.errors import BuildError, FetchError
+from aggregator.keys import ALL_KEY, feed_keys_for
 from aggregator.pipeline import Updater, UpdateResult
 from aggregator.state import SourceState
-from aggregator.store import ALL_KEY, PostStore, feed_keys_for, open_store
+from aggregator.store import PostStore, open_store
 from aggregator.workers import ParserPool
 
 BASE = "http://127.0.0.1:8080/"  # write_config's site.base_url
