@@ -22,6 +22,7 @@ lint: $(STAMP)
 
 test: lint
 	sh scripts/ensure-postgres.sh
+	sh scripts/ensure_chromium.sh
 	$(BIN)/pytest -n 2 -q
 
 bench: $(STAMP)

@@ -155,9 +155,24 @@ class LoggingConfig(_Strict):
     summary_interval: Duration = 60.0  # the daemon's INFO line summing up the polls since the last one
 
 
+class DashboardAuthConfig(_Strict):
+    """Basic auth for the dashboard's /status and post pages (``aggregator.dashboard.auth``)."""
+
+    username: NonBlank
+    password: str | None = Field(default=None, repr=False, min_length=1)
+    password_env: NonBlank | None = None  # the environment variable that holds the password
+
+    @model_validator(mode="after")
+    def _one_password(self) -> DashboardAuthConfig:
+        if (self.password is None) == (self.password_env is None):
+            raise ValueError("give either password or password_env")
+        return self
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    dashboard_auth: DashboardAuthConfig | None = None
 
 
 class FleetConfig(_Strict):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import os
 import signal
@@ -37,6 +38,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from aggregator import jobs
 from aggregator.config import Config, SourceConfig, load_config
 from aggregator.config_merge import config_files
+from aggregator.dashboard.app import Dashboard
+from aggregator.dashboard.auth import credentials
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.files import sweep_temp_files
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
@@ -212,6 +215,12 @@ class Daemon:
         # Serving starts before the start-up sync and build, which take seconds on a large
         # store: the feeds on disk are whole (every file is written atomically), so readers
         # get them rather than a closed port, and /healthz says "starting" (503) meanwhile.
+        dashboard = Dashboard(lambda: self.config, credentials(config.server.dashboard_auth))
+        if dashboard.credentials is None and not _loopback(config.server.host):
+            log.warning(
+                "serving on %s: /status and the post pages are open to anyone who reaches it "
+                "(set server.dashboard_auth to protect them)", config.server.host,
+            )  # fmt: skip
         sock = listen(config.server.host, config.server.port)
         try:
             self.open()
@@ -219,7 +228,11 @@ class Daemon:
             sock.close()
             raise
         app = create_app(
-            config.feeds_dir, media_dir=config.media_dir, health=self.health, registry=self.metrics.registry
+            config.feeds_dir,
+            media_dir=config.media_dir,
+            health=self.health,
+            registry=self.metrics.registry,
+            routes=dashboard.routes(),
         )
         server = make_server(app, config.server.host, config.server.port)
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -247,6 +260,7 @@ class Daemon:
             raise AggregatorError(f"the HTTP server stopped: {error or 'could not start'}")
         log.info("stopping")
         await self._stop(server, server_task, watcher)
+        dashboard.close()
         log.info("stopped")
         return 0
 
@@ -502,6 +516,13 @@ class Daemon:
             "config reloaded: %d sources (%d added, %d removed, %d changed)",
             len(new_sources), added, removed, changed,
         )  # fmt: skip
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _stamp(path: Path) -> tuple[tuple[str, int, int], ...]:

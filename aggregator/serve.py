@@ -16,7 +16,7 @@ import hashlib
 import mimetypes
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Scope
 
@@ -119,7 +119,9 @@ def create_app(
     media_dir: Path | None = None,
     health: Callable[[], dict[str, Any]] | None = None,
     registry: CollectorRegistry | None = None,
+    routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
+    """The feeds folder, /healthz, /metrics, and ``routes`` (the dashboard) ahead of the folder."""
     feeds_dir.mkdir(parents=True, exist_ok=True)
 
     async def healthz(_request: Request) -> Response:
@@ -135,6 +137,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/metrics", metrics),
             *([Mount("/media", app=MediaFiles(directory=media_dir, check_dir=False))] if media_dir else []),
+            *routes,
             Mount("/", app=FeedFiles(directory=feeds_dir, html=True, check_dir=False)),
         ],
         middleware=[Middleware(GZipMiddleware, minimum_size=1024)],

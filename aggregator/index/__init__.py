@@ -15,6 +15,7 @@
   tables in ``pg_schema``'s numbered steps beside the fleet's (``fleet``);
 - ``readers``: what a feed-building worker process opens to read posts (``ReaderSpec``);
 - ``opening``: which index a config names.
+- ``dashboard``: what the web dashboard reads, on a read-only connection of its own;
 
 Nothing outside this package runs SQL (``tests/test_import_cycles.py`` holds it).
 """
