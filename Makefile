@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
+	sh scripts/ensure-postgres.sh
 	$(BIN)/pytest -n 2 -q
 
 bench: $(STAMP)

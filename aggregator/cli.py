@@ -1,10 +1,10 @@
 """The ``aggregator`` command line: the Typer app, its global options and the small commands.
 
 The larger commands live in modules named for them (``cli_fetch``, ``cli_status``,
-``cli_sources``, ``cli_tombstones``) and are registered on ``app`` at the end of this file, in
-the order ``--help`` lists them. User errors (a bad config, a store that cannot be opened, a
-second daemon) end with a one-line reason on stderr and a non-zero exit code, never a traceback
-(``cli_context.fail``).
+``cli_sources``, ``cli_tombstones``, ``cli_migrate``) and are registered on ``app`` at the end of
+this file, in the order ``--help`` lists them. User errors (a bad config, a store that cannot be
+opened, a second daemon) end with a one-line reason on stderr and a non-zero exit code, never a
+traceback (``cli_context.fail``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import typer
 from aggregator import jobs
 from aggregator.cli_context import fail, read_config, setup_logging, state, stderr_console
 from aggregator.cli_fetch import fetch
+from aggregator.cli_migrate import migrate_index
 from aggregator.cli_sources import add, export_opml, import_opml, remove
 from aggregator.cli_status import status
 from aggregator.cli_tombstones import tombstones_app
@@ -147,6 +148,7 @@ app.command()(build)
 app.command()(prune)
 app.command()(reindex)
 app.command()(verify)
+app.command("migrate-index")(migrate_index)
 app.command()(status)
 app.command()(add)
 app.command()(remove)

@@ -116,7 +116,7 @@ def add(
 def _configured_urls(config: Config) -> dict[str, list[str]]:
     """Each source's URLs: the configured one, and the one it moved to when the index knows it."""
     known = {source.name: [config.source_location(source)] for source in config.sources}
-    if config.index_path.exists():  # never create an index just to look
+    if config.index is not None or config.index_path.exists():  # never create an index just to look
         try:
             with open_store(config) as store:
                 for learned in store.index.all_source_states():

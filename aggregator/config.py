@@ -33,6 +33,7 @@ from pydantic import (
 from aggregator import optional
 from aggregator.config_merge import apply_category_defaults, check_unique_sources, merge_sources_d
 from aggregator.config_yaml import Places, read_yaml
+from aggregator.dburl import check_postgres_url
 from aggregator.errors import ConfigError
 from aggregator.keys import source_folder
 from aggregator.suggest import did_you_mean, same_folder
@@ -153,6 +154,22 @@ class LoggingConfig(_Strict):
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+
+
+class FleetConfig(_Strict):
+    """Several daemons sharing one PostgreSQL ``index:`` (aggregator.fleet)."""
+
+    lease: Duration = 120.0  # a dead node's sources go to the others after this long (> defaults.deadline)
+    heartbeat: Duration | None = None  # how often a node renews its leases; None: a quarter of the lease
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> FleetConfig:
+        if self.heartbeat is not None and self.heartbeat > self.lease / 2:
+            raise ValueError("heartbeat: must be at most half of fleet.lease, or a late beat loses leases")
+        return self
+
+
+PostgresURL = Annotated[str, AfterValidator(check_postgres_url)]
 
 
 class CategoryFeedConfig(_Strict):
@@ -381,6 +398,9 @@ class SourceConfig(_Strict):
 
 
 class Config(_Strict):
+    # A validation error's text would quote the rejected value: an index URL's password among them.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
     site: SiteConfig = SiteConfig()
     paths: PathsConfig = PathsConfig()
     defaults: DefaultsConfig = DefaultsConfig()
@@ -392,6 +412,9 @@ class Config(_Strict):
     filters: FiltersConfig = FiltersConfig()  # for every source
     rules: tuple[CategoryRule, ...] = ()  # for every source, after its own
     transforms: TransformsConfig = TransformsConfig()  # for every source
+    # PostgreSQL instead of the SQLite files under paths.data; repr hides its password.
+    index: PostgresURL | None = Field(default=None, repr=False)
+    fleet: FleetConfig = FleetConfig()
     # Where the config was read from; relative paths resolve against its folder.
     base_dir: Path = Path(".")
 

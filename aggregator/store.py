@@ -1,4 +1,4 @@
-"""Post files (the truth) and the index (a cache of them): saving.
+"""Post files (the truth) and the index (a cache of them: SQLite, or PostgreSQL): saving.
 
 What a post file holds, and how it is named, rendered and read, is
 ``aggregator.postfile``'s business; what each entry becomes is
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +66,7 @@ from aggregator.files import (
 )
 from aggregator.filesync import FileSync
 from aggregator.index.interface import Index
+from aggregator.index.opening import open_index
 from aggregator.index.posts import PostRecord
 from aggregator.index.sqlite import SqliteIndex
 from aggregator.index.states import STATE_FILE
@@ -108,7 +109,11 @@ class PostStore(Retention, FileSync):
         *,
         fsync: str = "batch",
         state_path: Path | None = None,
+        index: Index | None = None,
     ) -> None:
+        """``index``: an index opened elsewhere (``open_store`` gives a PgIndex), which the store
+        then owns and closes; else the SQLite files at ``index_path`` and ``state_path``. The
+        writer marks are under ``index_path``'s folder (the data folder) either way."""
         self.posts_dir = posts_dir
         self.index_path = index_path
         # Beside the index unless told otherwise; not a cache (see aggregator.index.states).
@@ -121,8 +126,10 @@ class PostStore(Retention, FileSync):
             index_path.parent.mkdir(parents=True, exist_ok=True)
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
+            if index is not None:
+                index.close()
             raise StoreError(f"cannot open the store at {index_path}: {error}") from error
-        self.index: Index = SqliteIndex(index_path, self.state_path)
+        self.index: Index = index if index is not None else SqliteIndex(index_path, self.state_path)
         try:
             if self.index.found_version == 0 and self._has_post_files():
                 self.reindex()
@@ -226,12 +233,17 @@ class PostStore(Retention, FileSync):
         rows: list[tuple[EntryUpdateIntent, str]] = []
         deleted: list[tuple[str, str]] = []
         taken = self._unindexed
+        # Who holds each new post's own path: one question for the batch, not one a post
+        # (a round trip each on PostgreSQL); a path taken sends ``_free_path`` to ask on.
+        owners = self.index.path_owners(
+            str(postfile.relpath(i.post)) for i in intents if i.to_write is not None and i.path is None
+        )
         for intent in intents:
             post = intent.post
             relpath = intent.path
             if intent.to_write is not None:
                 if relpath is None:
-                    relpath = self._free_path(postfile.relpath(post), post, taken)
+                    relpath = self._free_path(postfile.relpath(post), post, taken, owners)
                 taken.add(relpath)
                 rows.append((intent, relpath))
             elif intent.forget:
@@ -317,11 +329,16 @@ class PostStore(Retention, FileSync):
             return None
         return MergeTarget(target, current)
 
-    def _free_path(self, relpath: Path, post: Post, taken: set[str]) -> str:
-        """The deterministic path, unless another entry already holds it."""
+    def _free_path(
+        self, relpath: Path, post: Post, taken: set[str], owners: Mapping[str, tuple[str, str]]
+    ) -> str:
+        """The deterministic path, unless another entry already holds it (``owners``: the
+        owners of the deterministic paths, asked of the index for the whole batch)."""
         candidate = relpath
         for attempt in range(2, 100):
-            owner = self.index.path_owner(str(candidate))
+            owner = (
+                owners.get(str(candidate)) if candidate == relpath else self.index.path_owner(str(candidate))
+            )
             free = owner is None or owner == (post.source, post.id)
             if free and str(candidate) not in taken:
                 return str(candidate)
@@ -332,5 +349,9 @@ class PostStore(Retention, FileSync):
 def open_store(config: Config) -> PostStore:
     """The post store (files, index and state database) a config points at."""
     return PostStore(
-        config.posts_dir, config.index_path, fsync=config.defaults.fsync, state_path=config.state_path
+        config.posts_dir,
+        config.index_path,
+        fsync=config.defaults.fsync,
+        state_path=config.state_path,
+        index=open_index(config),
     )

@@ -320,6 +320,10 @@ def run_all(args: argparse.Namespace) -> list[Row]:
         cold.passed = m.wall <= 12 and s["new"] == total
         rows.append(cold)
         cold_rss = Row("aggregator cold fetch: peak RSS", None, goal="<= 300 MB")
+        if not args.skip_postgres:
+            rows.append(postgres_cold(work / "run-postgres", config, server, cold, total, keep))
+        if args.only_cold:
+            return rows
 
         # Warm and 1%: three runs each, the median reported (all three in the note). One
         # sample right after the cold run's 500 MB of writes, on a shared machine, is noise.
@@ -429,6 +433,22 @@ def run_all(args: argparse.Namespace) -> list[Row]:
 REPEATS = 3
 
 
+def postgres_cold(run_dir: Path, config: Path, server: Server, cold: Row, total: int, keep: list[int]) -> Row:
+    """The cold fetch again, the index in PostgreSQL (``bench.postgres_cold``), beside SQLite's."""
+    from bench.postgres_cold import cold_fetch
+
+    log("cold fetch, PostgreSQL index")
+    fresh_store(run_dir)
+    pg = cold_fetch(config, run_dir, lambda cfg: aggregator(cfg, "fetch", "--json", keep=keep), keep)
+    s, served = fetch_summary(pg.m), server.stats()
+    ratio = pg.m.wall / cold.m.wall  # type: ignore[union-attr]
+    return Row("aggregator cold fetch, PostgreSQL index (one node)", pg.m, cold.sources, s["new"],
+               "<= 1.25x SQLite's cold wall", ratio <= 1.25 and s["new"] == total,
+               note=f"{ratio:.2f}x SQLite's wall; PostgreSQL server CPU {pg.server_cpu:.1f} s (not in "
+               f"the CPU column); {s['new']} new posts, {s['feeds_built']} feeds built; "
+               f"{served['requests']} requests")  # fmt: skip
+
+
 def median_run(runs: list[tuple[measure.Measurement, Any]]) -> tuple[measure.Measurement, Any]:
     """The run with the median wall time, and what came with it."""
     return sorted(runs, key=lambda run: run[0].wall)[len(runs) // 2]
@@ -532,6 +552,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument("--skip-postgres", action="store_true", help="no PostgreSQL cold row")
+    parser.add_argument("--only-cold", action="store_true", help="the cold rows alone (SQLite, PostgreSQL)")
     parser.add_argument("--work", type=Path, default=ROOT / "work")
     parser.add_argument("--output", type=Path, default=ROOT / "results.md")
     args = parser.parse_args(argv)

@@ -9,7 +9,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support.helpers import FIXTURES
+from support.postgres import postgres_server, postgres_url
 from support.servers import AppServer, static_server
+
+__all__ = ["postgres_server", "postgres_url"]  # fixtures for every test that needs PostgreSQL
 
 
 @pytest.fixture

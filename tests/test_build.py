@@ -26,6 +26,7 @@ from support.feedgen_reference import render_feed_directly, render_fragments_wit
 
 from aggregator.config import Config
 from aggregator.index.feeds import IndexedPost
+from aggregator.index.interface import Index
 from aggregator.keys import ALL_KEY, category_key, source_key
 from aggregator.model import Enclosure, Post
 from aggregator.publish import formats, items
@@ -83,10 +84,10 @@ def make_post(source: str, number: int, categories: tuple[str, ...], **changes: 
 class Site:
     """A config, a store and a builder over one temporary directory."""
 
-    def __init__(self, root: Path, **build: Any) -> None:
+    def __init__(self, root: Path, index: Index | None = None, **build: Any) -> None:
         self.root = root
         self.config = make_config(root, **build)
-        self.store = PostStore(self.config.posts_dir, self.config.index_path, fsync="off")
+        self.store = PostStore(self.config.posts_dir, self.config.index_path, fsync="off", index=index)
         self.builder = FeedBuilder(self.config, self.store)
 
     def add(self, *posts: Post) -> set[str]:

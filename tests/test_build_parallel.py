@@ -19,9 +19,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.helpers import wait_for, write_config
+from support.indexes import BACKENDS, open_test_index, persisted_rows
 from test_build import START, Site, make_post
 
 from aggregator.config import load_config
+from aggregator.index.readers import ReaderSpec
 from aggregator.model import Post
 from aggregator.publish.builder import BuildReport, FeedBuilder
 from aggregator.publish.parallel import PARALLEL_MIN_FEEDS, WorkerSetup
@@ -40,7 +42,7 @@ def fill(site: Site, sources: int, posts: int) -> None:
 
 def forget_feeds(site: Site) -> None:
     """As after ``rm -rf feeds`` with the journal cleared: every feed is built from scratch."""
-    site.store.index.db.execute("DELETE FROM feeds")
+    persisted_rows(site.store, "DELETE FROM feeds")
     shutil.rmtree(site.config.feeds_dir, ignore_errors=True)
 
 
@@ -52,14 +54,18 @@ def build_with(site: Site, processes: int, **options: Any) -> tuple[BuildReport,
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_build_shared_with_workers_writes_the_same_bytes_and_report_as_one_process(
-    tmp_path: Path,
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
 ) -> None:
-    site = Site(tmp_path)
+    """On PostgreSQL the workers read posts on connections of their own (the index's ReaderSpec)."""
+    site = Site(tmp_path, open_test_index(tmp_path, backend, request) if backend == "postgres" else None)
     try:
         fill(site, sources=12, posts=6)
         alone, files_alone = build_with(site, processes=0)
-        shared, files_shared = build_with(site, processes=2, parallel_min_feeds=1)
+        with caplog.at_level(logging.WARNING):
+            shared, files_shared = build_with(site, processes=2, parallel_min_feeds=1)
+        assert "feed-building process failed" not in caplog.text, "the workers read the index themselves"
         assert len(alone.rendered) > 20
         assert files_shared == files_alone
         assert shared.rendered == alone.rendered  # the plan's order, whoever rendered what
@@ -77,7 +83,9 @@ class _BrokenWorkers(FeedBuilder):
 
     def _worker_setup(self) -> WorkerSetup:
         setup = super()._worker_setup()
-        return WorkerSetup(setup.config, setup.index_path.with_name("absent.sqlite3"), 1024, setup.parent_pid)
+        assert setup.reader.sqlite_path is not None
+        absent = ReaderSpec(sqlite_path=setup.reader.sqlite_path.with_name("absent.sqlite3"))
+        return WorkerSetup(setup.config, absent, 1024, setup.parent_pid)
 
 
 @pytest.mark.slow

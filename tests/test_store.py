@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,14 +15,15 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.indexes import BACKENDS, open_test_store, persisted_rows
 from support.posts import make_post
 
 from aggregator.decide import FREE_REWRITES, REWRITE_MIN_GAP
 from aggregator.errors import StoreError
 from aggregator.files import TEMP_SUFFIX, sweep_temp_files
+from aggregator.index.deferral import STATE_BATCH
 from aggregator.index.schema import MIGRATIONS as _MIGRATIONS
 from aggregator.index.schema import SCHEMA_VERSION
-from aggregator.index.states import STATE_BATCH
 from aggregator.keys import category_key, slugify
 from aggregator.model import Enclosure, EntryData, Outcome, SourceRules
 from aggregator.normalize import normalize
@@ -36,10 +38,11 @@ from aggregator.text import clean_text, plain_text, summary_of
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> PostStore:
-    with PostStore(tmp_path / "posts", tmp_path / "data" / "index.sqlite3", fsync="off") as opened:
-        yield opened  # type: ignore[misc]
+@pytest.fixture(params=BACKENDS)
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[PostStore]:
+    """A store on SQLite, then the same test on PostgreSQL."""
+    with open_test_store(tmp_path, request.param, request, fsync="off") as opened:
+        yield opened
 
 
 def only_file(store: PostStore) -> Path:
@@ -240,8 +243,8 @@ def test_first_seen_survives_reindex(store: PostStore) -> None:
 
 def test_reindex_restores_the_index_from_files(store: PostStore) -> None:
     store.save([make_post(id=str(n), title=f"T{n}") for n in range(5)], NOW)
-    store.index.db.execute("DELETE FROM posts")
-    store.index.db.execute("DELETE FROM post_feeds")
+    persisted_rows(store, "DELETE FROM posts")
+    persisted_rows(store, "DELETE FROM post_feeds")
     assert store.verify() != []
     assert store.reindex() == 5
     assert store.verify() == []
@@ -263,9 +266,9 @@ def test_reindex_keeps_one_file_per_entry(store: PostStore) -> None:
 
 def test_hand_edits_and_deletions_are_picked_up_and_kept(store: PostStore) -> None:
     store.save([make_post(id="keep"), make_post(id="gone", title="Gone")], NOW)
-    db = store.index.db
-    keep = store.posts_dir / db.execute("SELECT path FROM posts WHERE entry_id='keep'").fetchone()[0]
-    gone = store.posts_dir / db.execute("SELECT path FROM posts WHERE entry_id='gone'").fetchone()[0]
+    ((keep_path,),) = persisted_rows(store, "SELECT path FROM posts WHERE entry_id='keep'")
+    ((gone_path,),) = persisted_rows(store, "SELECT path FROM posts WHERE entry_id='gone'")
+    keep, gone = store.posts_dir / keep_path, store.posts_dir / gone_path
     keep.write_bytes(keep.read_bytes().replace(b"title: Hello", b"title: Edited by hand"))
     gone.unlink()
     touched = store.sync_with_files()
@@ -640,8 +643,11 @@ def test_every_fsync_policy_writes_the_same_posts(tmp_path: Path, policy: str) -
 
 def _persisted_states(store: PostStore) -> dict[str, str]:
     """What another process reading the index would see."""
-    with sqlite3.connect(store.state_path) as other:
-        return dict(other.execute("SELECT name, state FROM sources"))
+    return dict(
+        persisted_rows(
+            store, "SELECT name, state FROM state.sources", "SELECT name, state FROM source_states"
+        )
+    )
 
 
 def test_deferred_states_are_read_back_at_once_and_written_in_groups(store: PostStore) -> None:
@@ -672,7 +678,7 @@ def test_the_summary_is_stored_with_the_post(store: PostStore) -> None:
     """Made once beside the parse, so a build reads it instead of converting every body."""
     body = "<p>" + "word " * 200 + "</p>"
     store.save([make_post(body=body)], NOW)
-    (summary,) = store.index.db.execute("SELECT summary FROM posts").fetchone()
+    ((summary,),) = persisted_rows(store, "SELECT summary FROM posts")
     assert summary == summary_of(body) == plain_text(body, limit=280)
     assert summary.endswith("…") and len(summary) == 280
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from support.faultserver import FaultServer
 from support.helpers import run_cli, write_config
+from support.indexes import BACKENDS, open_test_store
 
 from aggregator.model import Outcome, Post
 from aggregator.postfile import read as read_post
@@ -106,9 +107,10 @@ def _post(entry_id: str, title: str = "Hello", body: str = "<p>Body</p>") -> Pos
     )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[PostStore]:
-    with PostStore(tmp_path / "posts", tmp_path / "data" / "index.sqlite3", fsync="off") as opened:
+@pytest.fixture(params=BACKENDS)
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[PostStore]:
+    """A store on SQLite, then the same test on PostgreSQL."""
+    with open_test_store(tmp_path, request.param, request, fsync="off") as opened:
         yield opened
 
 

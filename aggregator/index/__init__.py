@@ -9,7 +9,12 @@
   - ``states``: the state database (source polling states and tombstones),
     ATTACHed to the index's connection;
   - ``status``: the source-health events the status feed is built from;
-- ``schema`` and ``versions``: opening the index (WAL), its schema version and migrations.
+- ``schema`` and ``versions``: opening the index (WAL), its schema version and migrations;
+- ``deferral``: source states written a group at a time during a batch of polls (both backends);
+- ``postgres``: ``PgIndex``, the same Protocol on PostgreSQL (``index:`` in the config), its
+  tables in ``pg_schema``'s numbered steps beside the fleet's (``fleet``);
+- ``readers``: what a feed-building worker process opens to read posts (``ReaderSpec``);
+- ``opening``: which index a config names.
 
 Nothing outside this package runs SQL (``tests/test_import_cycles.py`` holds it).
 """

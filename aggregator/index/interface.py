@@ -1,10 +1,11 @@
 """What the rest of the program may ask of an index: the one seam between it and a database.
 
-``SqliteIndex`` (``aggregator.index.sqlite``) is the embedded implementation;
-another backend implements this Protocol and nothing outside ``aggregator.index``
-changes. Every method is one concern's question or change; ``transaction()``
-groups changes, and the feed keys they touch become pending (owed a rebuild)
-in the same commit. Methods documented "inside ``transaction()``" must be
+``SqliteIndex`` (``aggregator.index.sqlite``) is the embedded implementation,
+``PgIndex`` (``aggregator.index.postgres``) the one a fleet shares; a backend
+implements this Protocol and nothing outside ``aggregator.index`` changes.
+Every method is one concern's question or change; ``transaction()`` groups
+changes, and the feed keys they touch become pending (owed a rebuild) in the
+same commit. Methods documented "inside ``transaction()``" must be
 called within one.
 """
 
@@ -18,6 +19,7 @@ from typing import Protocol
 from aggregator.decide import EntryForUpdate
 from aggregator.index.feeds import FeedRef, IndexedPost
 from aggregator.index.posts import KnownEntries, PostRecord
+from aggregator.index.readers import ReaderSpec
 from aggregator.index.states import Tombstone
 from aggregator.state import SourceState
 from aggregator.status_feed import StatusEvent
@@ -30,11 +32,13 @@ class Index(Protocol):
     def close(self) -> None: ...
     def schema_version(self) -> int: ...
     def transaction(self) -> contextlib.AbstractContextManager[None]: ...
+    def reader_spec(self) -> ReaderSpec: ...  # for a feed-building worker's own reader
 
     # Posts: what the decider reads
     def known_entries(self, source: str, ids: Sequence[str]) -> KnownEntries: ...
     def merge_candidate(self, link: str, source: str) -> EntryForUpdate | None: ...
     def path_owner(self, path: str) -> tuple[str, str] | None: ...
+    def path_owners(self, paths: Iterable[str]) -> dict[str, tuple[str, str]]: ...  # of those held
     def first_seen(self, source: str, ids: Iterable[str]) -> dict[str, datetime]: ...
     def recent_entry_count(self, source: str, since: datetime, until: datetime) -> int: ...
 

@@ -111,6 +111,17 @@ class PostRows:
         row = self.db.execute("SELECT source, entry_id FROM posts WHERE path=?", (path,)).fetchone()
         return (row[0], row[1]) if row else None
 
+    def path_owners(self, paths: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """The (source, entry id) at each of ``paths`` that a post holds."""
+        found = {}
+        for chunk in chunks(list(paths), 500):
+            marks = ",".join("?" * len(chunk))
+            for path, source, entry_id in self.db.execute(
+                f"SELECT path, source, entry_id FROM posts WHERE path IN ({marks})", chunk
+            ):
+                found[path] = (source, entry_id)
+        return found
+
     def first_seen(self, source: str, ids: Iterable[str]) -> dict[str, datetime]:
         """When each already-known entry was first seen (its date fallback)."""
         result = {}

@@ -14,6 +14,7 @@ from pathlib import Path
 from aggregator.index import schema, status
 from aggregator.index.feeds import PublishedFeeds
 from aggregator.index.posts import PostRows
+from aggregator.index.readers import ReaderSpec
 from aggregator.index.states import SourceStates
 from aggregator.index.status import StatusEvents
 from aggregator.state import SourceState
@@ -44,6 +45,9 @@ class SqliteIndex(PostRows, PublishedFeeds, SourceStates, StatusEvents):
 
     def schema_version(self) -> int:
         return schema.schema_version(self.db)
+
+    def reader_spec(self) -> ReaderSpec:
+        return ReaderSpec(sqlite_path=self.index_path)
 
     def transaction(self) -> _Transaction:
         return _Transaction(self.db, self._pending)

@@ -35,14 +35,13 @@ from pathlib import Path
 
 from aggregator.decide import RETENTION
 from aggregator.errors import StoreError
+from aggregator.index.deferral import DeferredStates
 from aggregator.index.versions import refuse_newer, upgrade
 from aggregator.state import SourceState
 
 SCHEMA = "state"
 STATE_FILE = "state.sqlite3"
 STATE_SCHEMA_VERSION = 1
-# Source states written together while a batch of polls runs (see ``deferred_states``).
-STATE_BATCH = 200
 
 _CREATE = """
 CREATE TABLE IF NOT EXISTS state.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -149,16 +148,14 @@ def tombstones(db: sqlite3.Connection, source: str | None = None) -> list[Tombst
     ]
 
 
-class SourceStates:
+class SourceStates(DeferredStates):
     """The state-database side of the SQLite index: tombstones and source states.
 
     Within ``deferred_states`` source states are held and written a group at a
-    time; ``_read_ahead`` holds every state as such a batch began.
+    time (``aggregator.index.deferral``).
     """
 
     db: sqlite3.Connection
-    _deferred: dict[str, SourceState] | None
-    _read_ahead: dict[str, SourceState]
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError
@@ -197,57 +194,17 @@ class SourceStates:
         """Remove one tombstone (inside ``transaction()``)."""
         self.db.execute("DELETE FROM state.tombstones WHERE source=? AND entry_id=?", (source, entry_id))
 
-    # Source state ----------------------------------------------------------
+    # Source state (the batching is ``DeferredStates``'; this is the SQL under it) ------
 
-    def source_state(self, name: str) -> SourceState:
-        if self._deferred is not None and name in self._deferred:
-            return self._deferred[name]
-        if name in self._read_ahead:
-            return self._read_ahead[name]
+    def _stored_state(self, name: str) -> SourceState | None:
         row = self.db.execute("SELECT state FROM state.sources WHERE name=?", (name,)).fetchone()
-        return SourceState.from_json(json.loads(row[0])) if row else SourceState(name=name)
+        return SourceState.from_json(json.loads(row[0])) if row else None
 
-    def all_source_states(self) -> list[SourceState]:
+    def _stored_states(self) -> list[SourceState]:
         rows = self.db.execute("SELECT state FROM state.sources")
-        states = {state.name: state for state in (SourceState.from_json(json.loads(r[0])) for r in rows)}
-        return list({**states, **(self._deferred or {})}.values())
+        return [SourceState.from_json(json.loads(r[0])) for r in rows]
 
-    def save_source_state(self, state: SourceState) -> None:
-        if self._deferred is None:
-            self._write_states([state])
-            return
-        self._deferred[state.name] = state
-        if len(self._deferred) >= STATE_BATCH:
-            self._flush_deferred()
-
-    @contextlib.contextmanager
-    def deferred_states(self) -> Iterator[None]:
-        """Within it, source states are written a group at a time rather than one commit each.
-
-        A not-modified poll changes nothing but its state, and a thousand polls
-        were a thousand commits (a sixth of such a cycle). Should the process die
-        first, the states not written are those of polls that simply run again.
-        """
-        self._deferred = {}
-        # The batch reads every source's state: one query, not one per source.
-        self._read_ahead = {state.name: state for state in self.all_source_states()}
-        try:
-            yield
-        finally:
-            self._read_ahead = {}
-            try:
-                self._flush_deferred()
-            finally:
-                self._deferred = None
-
-    def _flush_deferred(self) -> None:
-        if self._deferred:
-            states, self._deferred = list(self._deferred.values()), {}
-            self._write_states(states)
-
-    def _write_states(self, states: Sequence[SourceState]) -> None:
-        for state in states:
-            self._read_ahead.pop(state.name, None)  # the database has the newer one now
+    def _store_states(self, states: Sequence[SourceState]) -> None:
         with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO state.sources VALUES (?, ?)",

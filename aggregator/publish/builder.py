@@ -279,7 +279,7 @@ class FeedBuilder:
     def _worker_setup(self) -> WorkerSetup:
         # The workers need the site and build settings, not the (possibly thousands of) sources.
         config = self.config.model_copy(update={"sources": ()})
-        return WorkerSetup(config, self.store.index_path, WORKER_CACHE_BYTES, os.getpid())
+        return WorkerSetup(config, self.store.index.reader_spec(), WORKER_CACHE_BYTES, os.getpid())
 
     def _remove(self, spec: FeedSpec) -> None:
         self._remove_dir(self.root / spec.relative_dir)

@@ -17,11 +17,10 @@ from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from pathlib import Path
 
 from aggregator.config import Config
 from aggregator.errors import BuildError
-from aggregator.index.feeds import IndexReader
+from aggregator.index.readers import ReaderSpec, open_reader
 from aggregator.publish.renderer import Built, FragmentCache, Job, Renderer
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ class WorkerSetup:
     """What a worker process needs to render: settings, the index to read, its parent to outlive not."""
 
     config: Config
-    index_path: Path
+    reader: ReaderSpec  # the index's own (a SQLite path or a PostgreSQL URL)
     cache_bytes: int
     parent_pid: int
 
@@ -181,7 +180,7 @@ def _worker_start(setup: WorkerSetup) -> None:
     global _worker_renderer
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
     threading.Thread(target=_exit_with_parent, args=(setup.parent_pid,), daemon=True).start()
-    reader = IndexReader(setup.index_path)
+    reader = open_reader(setup.reader)
     _worker_renderer = Renderer(setup.config, reader.indexed_posts, FragmentCache(setup.cache_bytes))
 
 

@@ -1,0 +1,48 @@
+"""The test PostgreSQL server: it runs, each test gets its own empty database, and it skips cleanly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+from support import postgres
+from support.postgres import PostgresServer, PostgresUnavailable
+
+pytestmark = pytest.mark.postgres
+
+
+def test_each_test_gets_an_empty_database_of_its_own(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
+        assert tables == (0,)
+        conn.execute("CREATE TABLE mine (id int)")
+        assert conn.execute("SHOW fsync").fetchone() == ("off",)
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+        assert conn.execute("SHOW full_page_writes").fetchone() == ("off",)
+    other = postgres_server.create_database()
+    try:
+        with psycopg.connect(other) as conn:
+            assert conn.execute("SELECT to_regclass('mine')").fetchone() == (None,)
+    finally:
+        postgres_server.drop_database(other)
+
+
+def test_the_server_listens_on_loopback_with_its_socket_in_its_own_folder(
+    postgres_server: PostgresServer,
+) -> None:
+    assert postgres_server.url().startswith("postgresql://postgres@127.0.0.1:")
+    assert (postgres_server.folder / f".s.PGSQL.{postgres_server.port}").exists()
+    with psycopg.connect(
+        host=str(postgres_server.folder), port=postgres_server.port, user="postgres"
+    ) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_missing_binaries_give_a_reason_to_skip(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(postgres, "DEBIAN_BINDIR", tmp_path / "nowhere")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(PostgresUnavailable, match="server binaries not found"):
+        postgres.find_bindir()
