@@ -39,6 +39,7 @@ from aggregator.config import Config, SourceConfig, load_config
 from aggregator.config_merge import config_files
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.files import sweep_temp_files
+from aggregator.fleet.mode import FleetMode, NodeRegistry
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
 from aggregator.publish.builder import FeedBuilder
 from aggregator.publish.status import publish_status
@@ -129,8 +130,9 @@ class DaemonLock:
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, node: str | None = None) -> None:
+        # In a fleet every metric carries this node's id, so one Prometheus can tell the nodes apart.
+        self.registry = NodeRegistry(node) if node else CollectorRegistry()
         self.fetches = Counter(
             "aggregator_fetches", "Source updates by outcome", ["outcome"], registry=self.registry
         )
@@ -162,7 +164,10 @@ class Daemon:
     def __init__(self, config_path: Path, config: Config) -> None:
         self.config_path = config_path
         self.config = config
-        self.metrics = Metrics()
+        # With a PostgreSQL index this process is one node of a fleet (aggregator.fleet.mode):
+        # the database's leases decide what it polls, and no data-folder lock is taken.
+        self.fleet = FleetMode(config, self) if config.index else None
+        self.metrics = Metrics(self.fleet.member.node if self.fleet else None)
         self.lock = DaemonLock(config.data_dir)
         self._tally = PollTally()
         self._tally_since = time.monotonic()
@@ -179,6 +184,8 @@ class Daemon:
         self.scheduler = SourceScheduler(self._run_source)
 
     async def run(self) -> int:
+        if self.fleet is not None:
+            return await self._run()
         self.lock.acquire()
         try:
             return await self._run()
@@ -193,7 +200,7 @@ class Daemon:
         self.store = open_store(config)
         # Builds run in a thread, on a connection of their own.
         self.build_store = open_store(config)
-        self.updater = Updater(config, self.store)
+        self.updater = Updater(config, self.store, host_gate=self.fleet.gate if self.fleet else None)
         self.builder = FeedBuilder(config, self.build_store)
 
     async def close(self) -> None:
@@ -222,10 +229,15 @@ class Daemon:
         server = make_server(app, config.server.host, config.server.port)
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
         await asyncio.to_thread(self.build_store.sync_with_files)
+        if self.fleet is not None:
+            await self.fleet.start(sock.getsockname()[1])
         await self._build(None)
         await self._build_pending()  # the operator's feed
-        self._schedule_all(config.sources)
-        self.scheduler.start()
+        if self.fleet is not None:
+            self.fleet.run()
+        else:
+            self._schedule_all(config.sources)
+            self.scheduler.start()
         self._starting = False
         watcher = asyncio.create_task(self._watch_config())
         summaries = asyncio.create_task(self._summarize())
@@ -240,6 +252,8 @@ class Daemon:
             stop_wait.cancel()
             watcher.cancel()
             self.scheduler.shutdown()
+            if self.fleet is not None:
+                await self.fleet.stop(0)
             await self.close()
             error = server_task.exception()
             raise AggregatorError(f"the HTTP server stopped: {error or 'could not start'}")
@@ -252,6 +266,9 @@ class Daemon:
         watcher.cancel()
         # Pause, not shut down: shutting the scheduler down would cancel the runs in flight.
         self.scheduler.pause()
+        if self.fleet is not None:
+            # The runs in flight finish (or are cancelled at the deadline), then every lease goes back.
+            await self.fleet.stop(STOP_DEADLINE_SECONDS)
         if self._in_flight:
             log.info("waiting up to %.0fs for %d runs in flight", STOP_DEADLINE_SECONDS, len(self._in_flight))
             _done, pending = await asyncio.wait(self._in_flight, timeout=STOP_DEADLINE_SECONDS)
@@ -332,6 +349,27 @@ class Daemon:
         if not self._stopping.is_set() and name in self.scheduler.names():
             self.scheduler.reschedule(name, self._next_run(self.config.source_named(name), result.state))
 
+    def has_source(self, name: str) -> bool:
+        """Whether this node's config has ``name`` (fleet mode declines the others)."""
+        try:
+            self.config.source_named(name)
+        except ConfigError:
+            return False
+        return True
+
+    async def poll(self, name: str) -> datetime | None:
+        """Fleet mode: one poll of ``name`` now; its next poll's time (the schedule's decision)."""
+        source = self.config.source_named(name)
+        before = self.store.index.source_state(name)
+        task = asyncio.create_task(self.updater.update(source))
+        self._in_flight.add(task)
+        try:
+            result = await task
+        finally:
+            self._in_flight.discard(task)
+        self._account(source, before, result)
+        return self._next_run(self.config.source_named(name), result.state) if self.has_source(name) else None
+
     def _account(self, source: SourceConfig, before: SourceState, result: UpdateResult) -> None:
         self._tally = self._tally.add(result)
         self.metrics.fetches.labels(result.outcome).inc()
@@ -383,6 +421,13 @@ class Daemon:
                 return  # failed: the keys wait for the next run that touches anything
 
     async def _build_pending(self) -> bool:
+        if self.fleet is not None:
+            async with self.fleet.member.build_lock() as held:
+                # Another node builds now: the keys stay pending (here and in the index) for the next tick.
+                return await self._build_pending_now() if held else not self._stopping.is_set()
+        return await self._build_pending_now()
+
+    async def _build_pending_now(self) -> bool:
         keys, self._dirty = self._dirty, set()
         ok = True
         if keys:
@@ -398,6 +443,12 @@ class Daemon:
         return ok
 
     async def _build(self, keys: set[str] | None) -> bool:
+        if self.fleet is not None and keys is None:
+            async with self.fleet.member.build_lock() as held:
+                return await self._build_now(None) if held else True  # another node builds them all
+        return await self._build_now(keys)
+
+    async def _build_now(self, keys: set[str] | None) -> bool:
         """Publish ``keys`` and the keys pending in the index (every feed when None).
 
         On failure the keys wait for the next build (the index keeps them too).
@@ -430,6 +481,13 @@ class Daemon:
     # Health ----------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
+        if self.fleet is not None:
+            return self.fleet.health(starting=self._starting, stopping=self._stopping.is_set()) | {
+                "last_build": self._last_build,
+                "builds": self._builds,
+                "sources": len(self.config.sources),
+                "in_flight": len(self._in_flight),
+            }
         alive = self.scheduler.running and not self._stopping.is_set()
         now = utcnow()
         dues = self.scheduler.due_times().values() if alive else ()
@@ -479,6 +537,8 @@ class Daemon:
         self.config = new
         self.updater.reconfigure(new)
         self.builder.config = new
+        if self.fleet is not None:
+            await self.fleet.sync_sources(list(new_sources))
         for name in old_sources.keys() - new_sources.keys():
             self.scheduler.remove(name)
             self.metrics.forget_source(name)
@@ -491,6 +551,8 @@ class Daemon:
                 or timing_for(old, before) != timing_for(new, source)
             ):
                 changed += before is not None
+                if self.fleet is not None:
+                    continue  # the leases decide; a changed source is polled at its due time
                 state = self.store.index.source_state(name)
                 self.scheduler.add(name, timing_for(new, source), self._next_run(source, state))
         self.metrics.sources.set(len(new_sources))
