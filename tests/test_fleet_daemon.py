@@ -8,6 +8,7 @@ the whole file runs in well under a minute.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -56,6 +57,9 @@ class Node:
         data: dict[str, Any] = httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=5).json()
         return data
 
+    def healthy(self) -> bool:
+        return bool(self.health()["ok"])
+
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 25) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signum)
@@ -101,7 +105,7 @@ def post_files(config: Path) -> list[Path]:
 
 def gaps(visits: list[Visit]) -> list[float]:
     """Seconds between the starts of consecutive polls of one source."""
-    return [later.start - earlier.start for earlier, later in zip(visits, visits[1:], strict=False)]
+    return [later.start - earlier.start for earlier, later in itertools.pairwise(visits)]
 
 
 def lease_holder(url: str, source: str) -> str | None:
@@ -110,7 +114,7 @@ def lease_holder(url: str, source: str) -> str | None:
     return None if row is None else row[0]
 
 
-def node_of(nodes: list[Node], url: str, node_id: str) -> Node:
+def node_of(nodes: list[Node], node_id: str) -> Node:
     return next(node for node in nodes if node.health()["node"] == node_id)
 
 
@@ -123,7 +127,7 @@ def test_a_fleet_polls_each_source_once_per_interval_within_the_host_limit_and_o
         config = fleet_config(tmp_path, postgres_url, corpus, names)
         nodes.extend(Node(config) for _ in range(3))
         for node in nodes:
-            wait_for(lambda node=node: node.health()["ok"], 30, what="node healthy")
+            wait_for(node.healthy, 30, what="node healthy")
         # Every source polled at least four times: three intervals of steady polling.
         wait_for(lambda: all(len(app.visits_of(f"/feeds/{n}.xml")) >= 4 for n in names), 30, what="polls")
         steady = {n: app.visits_of(f"/feeds/{n}.xml") for n in names}
@@ -134,6 +138,7 @@ def test_a_fleet_polls_each_source_once_per_interval_within_the_host_limit_and_o
             10,
             what="a busy node",
         )
+        assert victim is not None
         killed_at = time.monotonic()
         victim.stop(signal.SIGKILL)
         survivors = [n for n in nodes if n is not victim]
@@ -183,10 +188,11 @@ def test_sigterm_hands_the_nodes_leases_back_at_once(
         lease = fleet_timing(3.0, 1.0, deadline).lease
         nodes.extend(Node(config) for _ in range(2))
         for node in nodes:
-            wait_for(lambda node=node: node.health()["ok"], 30, what="node healthy")
+            wait_for(node.healthy, 30, what="node healthy")
         wait_for(lambda: app.arrivals("/feeds/slow.xml") == 1, 20, what="the slow poll under way")
         holder = wait_for(lambda: lease_holder(postgres_url, "slow"), 5, what="the slow source's lease")
-        stopping = node_of(nodes, postgres_url, holder)
+        assert holder is not None
+        stopping = node_of(nodes, holder)
         stopped_at = time.monotonic()
         assert stopping.stop(signal.SIGTERM) == 0, stopping.log()
         # The other node polls the slow source right after the stop, long before the lease runs out.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import threading
 import time
 from collections import Counter, defaultdict
@@ -112,7 +113,7 @@ class CorpusServer:
         found: dict[str, int] = defaultdict(int)
         for path in self.bodies:
             visits = self.visits_of(path)
-            for earlier, later in zip(visits, visits[1:], strict=False):
+            for earlier, later in itertools.pairwise(visits):
                 if later.start < earlier.end:
                     found[path] += 1
         return dict(found)
