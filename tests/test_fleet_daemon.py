@@ -9,6 +9,7 @@ the whole file runs in well under a minute.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -152,6 +153,10 @@ def test_a_fleet_polls_each_source_once_per_interval_within_the_host_limit_and_o
         )
         after = {n: [v for v in app.visits_of(f"/feeds/{n}.xml") if v.start > killed_at] for n in names}
         taken_over = max(vs[0].start - killed_at for vs in after.values() if vs)
+        # status --fleet: the survivors alive (on their own ports), the killed node gone.
+        shown = run_cli("status", "--fleet", "--json", config=config)
+        assert shown.returncode == 0, shown.stderr
+        fleet = {entry["port"]: entry["alive"] for entry in json.loads(shown.stdout)}
         for node in survivors:
             assert node.stop() == 0, node.log()
 
@@ -166,6 +171,7 @@ def test_a_fleet_polls_each_source_once_per_interval_within_the_host_limit_and_o
         assert max(later) <= INTERVAL + 1.5, (name, later)
     # The killed node's sources came back within a lease and an interval, not at once.
     assert INTERVAL + 1.5 < taken_over <= LEASE + INTERVAL + 2, taken_over
+    assert fleet == {victim.port: False} | {node.port: True for node in survivors}, fleet
     # The per-host limit held across all three nodes (each alone may have PER_HOST in flight).
     assert app.peak["127.0.0.1"] <= PER_HOST, app.peak
     # One post file per entry: none lost, none written twice; the index agrees with the files.
