@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from support.helpers import REPO
+
 from aggregator.fleet.report import node_reports
 from aggregator.fleet.runner import FAR_FUTURE, busy_wait, next_due
 from aggregator.index.fleet.hosts import HostBusy
@@ -41,3 +43,20 @@ def test_status_lists_live_nodes_first_and_a_silent_one_as_gone() -> None:
     assert [(r.info.node, r.alive) for r in reports] == [("a", True), ("b", True), ("old-gone", False)]
     assert reports[2].public_json()["alive"] is False
     assert reports[0].public_json()["leases"] == 2
+
+
+def test_the_fleet_example_config_is_valid_and_its_nodes_share_posts_and_feeds() -> None:
+    import yaml
+
+    from aggregator.config import load_config
+
+    example = REPO / "examples" / "fleet"
+    config = load_config(example / "aggregator.yaml")
+    assert config.index is not None and config.index.startswith("postgresql://")
+    compose = yaml.safe_load((example / "compose.yaml").read_text(encoding="utf-8"))
+    nodes = [name for name in compose["services"] if name.startswith("node")]
+    assert len(nodes) >= 2
+    for name in nodes:
+        volumes = compose["services"][name]["volumes"]
+        assert "posts:/srv/aggregator/posts" in volumes and "feeds:/srv/aggregator/feeds" in volumes
+    assert len({compose["services"][name]["ports"][0] for name in nodes}) == len(nodes)
