@@ -233,10 +233,10 @@ class Daemon:
             await self.fleet.start(sock.getsockname()[1])
         await self._build(None)
         await self._build_pending()  # the operator's feed
+        self._schedule_all(config.sources)
         if self.fleet is not None:
             self.fleet.run()
         else:
-            self._schedule_all(config.sources)
             self.scheduler.start()
         self._starting = False
         watcher = asyncio.create_task(self._watch_config())
@@ -300,7 +300,10 @@ class Daemon:
         for source in sources:
             state = self.store.index.source_state(source.name)
             self.metrics.source_state(state)
-            self.scheduler.add(source.name, timing_for(self.config, source), self._next_run(source, state))
+            if self.fleet is None:  # in a fleet the database's leases decide instead
+                self.scheduler.add(
+                    source.name, timing_for(self.config, source), self._next_run(source, state)
+                )
 
     def _next_run(self, source: SourceConfig, state: SourceState) -> datetime | None:
         """The same decision ``aggregator status`` shows (``schedule.planned_poll``)."""

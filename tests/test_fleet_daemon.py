@@ -199,6 +199,7 @@ def test_sigterm_hands_the_nodes_leases_back_at_once(
         holder = wait_for(lambda: lease_holder(postgres_url, "slow"), 5, what="the slow source's lease")
         assert holder is not None
         stopping = node_of(nodes, holder)
+        other_id = next(n.health()["node"] for n in nodes if n is not stopping)
         stopped_at = time.monotonic()
         assert stopping.stop(signal.SIGTERM) == 0, stopping.log()
         # The other node polls the slow source right after the stop, long before the lease runs out.
@@ -206,6 +207,38 @@ def test_sigterm_hands_the_nodes_leases_back_at_once(
         again = time.monotonic() - stopped_at
         other = next(n for n in nodes if n is not stopping)
         assert other.health()["ok"]
+        metrics = httpx.get(f"http://127.0.0.1:{other.port}/metrics", timeout=5).text
         app.halt.set()
     assert again < lease - 5, (again, lease)
     assert "leases handed back" in stopping.log()
+    # The other node's metrics carry its id, as every node's do.
+    node_label = f'node="{other_id}"'
+    assert f"aggregator_sources{{{node_label}}} 3.0" in metrics, metrics
+
+
+def test_a_retry_after_given_to_one_node_holds_for_the_whole_fleet(
+    tmp_path: Path, postgres_url: str, nodes: list[Node]
+) -> None:
+    names = ["a", "b", "c", "d"]
+    app = CorpusServer(names, entries=1)
+    with AppServer(app) as corpus:
+        config = fleet_config(tmp_path, postgres_url, corpus, names)
+        nodes.extend(Node(config) for _ in range(2))
+        for node in nodes:
+            wait_for(node.healthy, 30, what="node healthy")
+        wait_for(lambda: all(app.arrivals(f"/feeds/{n}.xml") >= 2 for n in names), 20, what="steady polls")
+        app.refuse["/feeds/a.xml"] = 4
+        wait_for(lambda: "/feeds/a.xml" not in app.refuse, 10, what="the 429 sent")
+        refused_at = time.monotonic()
+        # After the quiet time every source is polled again.
+        wait_for(
+            lambda: all(
+                any(v.start > refused_at + 4 for v in app.visits_of(f"/feeds/{n}.xml")) for n in names
+            ),
+            15,
+            what="polls after the Retry-After",
+        )
+    # No node asked the host for anything while it had asked to be left alone (the requests
+    # already under way when the 429 came are let finish: a margin of a few tenths).
+    quiet = [v for v in app.all_visits() if refused_at + 0.5 < v.start < refused_at + 3.5]
+    assert quiet == [], quiet

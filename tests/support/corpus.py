@@ -55,6 +55,7 @@ class CorpusServer:
         self.slow: dict[str, float] = {}  # path -> seconds it holds its answer instead of ``delay``
         self.started: Counter[str] = Counter()  # requests per path, counted when they arrive
         self.halt = threading.Event()  # ends the slow answers early, so the server can stop
+        self.refuse: dict[str, float] = {}  # path -> Retry-After seconds of its next answer (a 429, once)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -78,6 +79,13 @@ class CorpusServer:
                 self.visits.append(Visit(path, started, time.monotonic()))
 
     async def _answer(self, path: str, headers: dict[bytes, bytes], send: Any) -> None:
+        with self.lock:
+            retry_after = self.refuse.pop(path, None)
+        if retry_after is not None:
+            answer = [(b"retry-after", f"{retry_after:g}".encode())]
+            await send({"type": "http.response.start", "status": 429, "headers": answer})
+            await send({"type": "http.response.body", "body": b"slow down"})
+            return
         body = self.bodies.get(path)
         if body is None:
             await send({"type": "http.response.start", "status": 404, "headers": []})
