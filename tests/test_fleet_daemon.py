@@ -244,3 +244,24 @@ def test_a_retry_after_given_to_one_node_holds_for_the_whole_fleet(
     asked = [v for v in app.all_visits() if refused_at + 0.5 < v.start]
     assert asked == [], asked
     assert held >= 3
+
+
+def test_a_source_added_to_the_shared_config_is_polled_by_one_node(
+    tmp_path: Path, postgres_url: str, nodes: list[Node]
+) -> None:
+    names = ["a", "b", "new"]
+    app = CorpusServer(names, entries=2)
+    with AppServer(app) as corpus:
+        config = fleet_config(tmp_path, postgres_url, corpus, names[:2])
+        nodes.extend(Node(config) for _ in range(2))
+        for node in nodes:
+            wait_for(node.healthy, 30, what="node healthy")
+        wait_for(lambda: app.arrivals("/feeds/a.xml") >= 1, 20, what="the first polls")
+        assert app.arrivals("/feeds/new.xml") == 0
+        # Both nodes read the same file: each reloads it and registers the new source.
+        fleet_config(tmp_path, postgres_url, corpus, names)
+        wait_for(lambda: app.arrivals("/feeds/new.xml") >= 3, 20, what="the new source polled")
+        for node in nodes:
+            assert node.stop() == 0, node.log()
+    assert app.overlaps() == {}
+    assert len([p for p in post_files(config) if "new" in str(p)]) == 2
