@@ -195,8 +195,8 @@ class Daemon:
     def open(self) -> None:
         """Open the store, the updater and the builders (separate from run() for tests)."""
         config = self.config
-        for root in (config.feeds_dir, config.posts_dir):
-            sweep_temp_files(root, own_too=True)
+        if self.fleet is None:  # a fleet's node sweeps only when it is alone (after joining)
+            self._sweep()
         self.store = open_store(config)
         # Builds run in a thread, on a connection of their own.
         self.build_store = open_store(config)
@@ -207,6 +207,10 @@ class Daemon:
         await self.updater.aclose()
         self.store.close()
         self.build_store.close()
+        if self.fleet is None:  # a fleet's leftovers are swept by the next node that starts alone
+            self._sweep()
+
+    def _sweep(self) -> None:
         for root in (self.config.feeds_dir, self.config.posts_dir):
             sweep_temp_files(root, own_too=True)
 
@@ -228,9 +232,16 @@ class Daemon:
         app = create_app(config.feeds_dir, health=self.health, registry=self.metrics.registry)
         server = make_server(app, config.server.host, config.server.port)
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
-        await asyncio.to_thread(self.build_store.sync_with_files)
+        alone = True
         if self.fleet is not None:
             await self.fleet.start(sock.getsockname()[1])
+            alone = await self.fleet.alone()
+            if alone:
+                self._sweep()
+            else:
+                log.info("fleet: other nodes are running: the start-up sync with the post files is skipped")
+        if alone:
+            await asyncio.to_thread(self.build_store.sync_with_files)
         await self._build(None)
         await self._build_pending()  # the operator's feed
         self._schedule_all(config.sources)

@@ -15,8 +15,9 @@ from prometheus_client.metrics_core import Metric
 
 from aggregator.config import Config
 from aggregator.fleet.member import FleetMember
-from aggregator.fleet.plan import fleet_timing
+from aggregator.fleet.plan import fleet_timing, node_alive
 from aggregator.fleet.runner import FleetHostGate, FleetRunner, Poller
+from aggregator.state import utcnow
 
 
 class FleetMode:
@@ -34,6 +35,19 @@ class FleetMode:
     async def start(self, port: int) -> None:
         """Join the fleet and register this node's sources (before the start-up build)."""
         await self.member.start([source.name for source in self.config.sources], port=port)
+
+    async def alone(self) -> bool:
+        """Whether no other node is alive: only then may this one sweep temporary files and sync.
+
+        A temporary file's name says which pid writes it, not on which machine, and a sync
+        while others write could take a post being written for one deleted by hand.
+        """
+        now = utcnow()
+        lease = self.member.timing.lease
+        return not any(
+            info.node != self.member.node and node_alive(info.heartbeat, now, lease)
+            for info in await self.member.nodes()
+        )
 
     def run(self) -> None:
         self.runner.start()
