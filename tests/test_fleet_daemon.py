@@ -265,3 +265,24 @@ def test_a_source_added_to_the_shared_config_is_polled_by_one_node(
             assert node.stop() == 0, node.log()
     assert app.overlaps() == {}
     assert len([p for p in post_files(config) if "new" in str(p)]) == 2
+
+
+def test_a_node_joining_a_running_fleet_leaves_other_writers_temporary_files_alone(
+    tmp_path: Path, postgres_url: str, nodes: list[Node]
+) -> None:
+    app = CorpusServer(["a"], entries=1)
+    with AppServer(app) as corpus:
+        config = fleet_config(tmp_path, postgres_url, corpus, ["a"])
+        first = Node(config)
+        nodes.append(first)
+        wait_for(first.healthy, 30, what="first node healthy")
+        # A write under way on another machine: its pid means nothing here (no such process).
+        in_flight = tmp_path / "posts" / "a" / ".entry.md.4194303.0badcafe.aggtmp"
+        in_flight.parent.mkdir(parents=True, exist_ok=True)
+        in_flight.write_bytes(b"half a post")
+        second = Node(config)
+        nodes.append(second)
+        wait_for(second.healthy, 30, what="second node healthy")
+        assert "start-up sync with the post files is skipped" in second.log()
+        assert in_flight.exists()
+        assert "start-up sync" not in first.log()
