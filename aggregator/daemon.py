@@ -379,6 +379,9 @@ class Daemon:
         self._in_flight.add(task)
         try:
             result = await task
+        except AggregatorError as error:  # the store failed: not the source's fault
+            log.error("source=%s run failed: %s", name, error)
+            return utcnow() + timedelta(seconds=self.config.interval_of(source))
         finally:
             self._in_flight.discard(task)
         self._account(source, before, result)
@@ -552,7 +555,10 @@ class Daemon:
         self.updater.reconfigure(new)
         self.builder.config = new
         if self.fleet is not None:
-            await self.fleet.sync_sources(list(new_sources))
+            try:
+                await self.fleet.sync_sources(list(new_sources))
+            except AggregatorError as error:  # the new sources wait for the next reload
+                log.error("fleet: the reloaded sources not registered: %s", error)
         for name in old_sources.keys() - new_sources.keys():
             self.scheduler.remove(name)
             self.metrics.forget_source(name)

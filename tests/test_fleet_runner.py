@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
+import psycopg
+import pytest
 from support.helpers import REPO
 
+from aggregator.errors import StoreError
+from aggregator.fleet.member import FleetMember
+from aggregator.fleet.plan import FleetTiming
 from aggregator.fleet.report import node_reports
-from aggregator.fleet.runner import FAR_FUTURE, busy_wait, next_due
+from aggregator.fleet.runner import FAILED_RUN_RETRY, FAR_FUTURE, FleetRunner, busy_wait, next_due
 from aggregator.index.fleet.hosts import HostBusy
 from aggregator.index.fleet.nodes import NodeInfo
 
@@ -60,3 +66,53 @@ def test_the_fleet_example_config_is_valid_and_its_nodes_share_posts_and_feeds()
         volumes = compose["services"][name]["volumes"]
         assert "posts:/srv/aggregator/posts" in volumes and "feeds:/srv/aggregator/feeds" in volumes
     assert len({compose["services"][name]["ports"][0] for name in nodes}) == len(nodes)
+
+
+class FailingPoller:
+    """A daemon whose store fails on every poll (the runner's side is what is tested)."""
+
+    def __init__(self) -> None:
+        self.polled: list[str] = []
+
+    def has_source(self, name: str) -> bool:
+        return name != "not-mine"
+
+    async def poll(self, name: str) -> datetime | None:
+        self.polled.append(name)
+        raise StoreError("disk full")
+
+
+@pytest.mark.postgres
+def test_a_failed_run_and_a_source_not_in_the_config_are_handed_back(postgres_url: str) -> None:
+    async def scenario() -> list[tuple[str, str | None, datetime]]:
+        member = FleetMember(postgres_url, FleetTiming(lease=30, heartbeat=5), node="node-a")
+        await member.start(["failing", "not-mine"])
+        poller = FailingPoller()
+        runner = FleetRunner(member, poller, capacity=4, tick=0.05)
+        runner.start()
+        deadline = asyncio.get_running_loop().time() + 10
+        while not (poller.polled and member.declined):
+            assert asyncio.get_running_loop().time() < deadline, "no poll"
+            await asyncio.sleep(0.02)
+        while runner.state().in_flight:  # the failed run hands its source back
+            assert asyncio.get_running_loop().time() < deadline, "the failed run never ended"
+            await asyncio.sleep(0.02)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT source, lease_node, next_due FROM fleet_sources ORDER BY source"
+            ).fetchall()
+        await runner.stop(1)
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    started = datetime.now(UTC)
+    rows = asyncio.run(scenario())
+    failing = next(row for row in rows if row[0] == "failing")
+    declined = next(row for row in rows if row[0] == "not-mine")
+    # Not left leased (the heartbeat would renew the lease for ever), and due again in a minute.
+    assert failing[1] is None
+    assert (
+        started + FAILED_RUN_RETRY - timedelta(seconds=5)
+        < failing[2]
+        < started + FAILED_RUN_RETRY + timedelta(seconds=15)
+    )
+    assert declined[1] is None

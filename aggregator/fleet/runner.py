@@ -31,6 +31,8 @@ log = logging.getLogger("aggregator.fleet")
 
 # How often a node asks for due sources when no run of its own ended meanwhile.
 CLAIM_TICK_SECONDS = 0.5
+# A run that failed on this node's side (its store): the source is due again after this long.
+FAILED_RUN_RETRY = timedelta(minutes=1)
 # A source's next poll when the schedule has none (it is never due on its own): far off.
 FAR_FUTURE = timedelta(days=3650)
 
@@ -127,9 +129,10 @@ class FleetRunner:
     async def _run(self, name: str) -> None:
         try:
             planned = await self.poller.poll(name)
-        except AggregatorError as error:  # the store failed: the lease runs out, another node tries
+        except AggregatorError as error:
+            # Handed back all the same: the heartbeat would keep renewing a lease never completed.
             log.error("fleet: source=%s run failed: %s", name, error)
-            return
+            planned = utcnow() + FAILED_RUN_RETRY
         try:
             if await self.member.complete(name, next_due(planned, utcnow())):
                 self.completed += 1
