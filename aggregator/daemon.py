@@ -265,6 +265,7 @@ class Daemon:
             self.scheduler.shutdown()
             if self.fleet is not None:
                 await self.fleet.stop(0)
+                await self.fleet.leave()
             await self.close()
             error = server_task.exception()
             raise AggregatorError(f"the HTTP server stopped: {error or 'could not start'}")
@@ -278,7 +279,8 @@ class Daemon:
         # Pause, not shut down: shutting the scheduler down would cancel the runs in flight.
         self.scheduler.pause()
         if self.fleet is not None:
-            # The runs in flight finish (or are cancelled at the deadline), then every lease goes back.
+            # The runs in flight finish (or are cancelled at the deadline); the leases go back
+            # after the last build below (it takes the fleet's build lock).
             await self.fleet.stop(STOP_DEADLINE_SECONDS)
         if self._in_flight:
             log.info("waiting up to %.0fs for %d runs in flight", STOP_DEADLINE_SECONDS, len(self._in_flight))
@@ -295,6 +297,8 @@ class Daemon:
             await asyncio.gather(self._build_task, return_exceptions=True)
         if self._dirty or self._status_dirty:
             await self._build_pending()
+        if self.fleet is not None:
+            await self.fleet.leave()
         self.scheduler.shutdown()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):

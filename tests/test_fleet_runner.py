@@ -102,6 +102,7 @@ def test_a_failed_run_and_a_source_not_in_the_config_are_handed_back(postgres_ur
                 "SELECT source, lease_node, next_due FROM fleet_sources ORDER BY source"
             ).fetchall()
         await runner.stop(1)
+        await runner.leave()
         return [(row[0], row[1], row[2]) for row in rows]
 
     started = datetime.now(UTC)

@@ -53,7 +53,12 @@ class FleetMode:
         self.runner.start()
 
     async def stop(self, deadline: float) -> None:
+        """No more claims; the runs in flight finish or are cancelled at ``deadline``."""
         await self.runner.stop(deadline)
+
+    async def leave(self) -> None:
+        """Hand back what is left: after the last build, which needs the fleet's build lock."""
+        await self.runner.leave()
 
     async def sync_sources(self, names: list[str]) -> None:
         await self.runner.sync_sources(names)

@@ -49,8 +49,7 @@ def read_fleet(
     timing = fleet_timing(lease, heartbeat, deadline)
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-            exists = conn.execute("SELECT to_regclass('fleet_nodes') IS NOT NULL").fetchone()
-            infos = nodes.list_nodes(conn) if exists and exists[0] else []
+            infos = nodes.list_nodes(conn) if nodes.fleet_exists(conn) else []
     except psycopg.Error as error:
         raise StoreError(f"fleet database {redact(url)}: {error}") from error
     return node_reports(infos, now, timing.lease)

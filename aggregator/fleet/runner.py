@@ -142,7 +142,7 @@ class FleetRunner:
             log.error("fleet: source=%s not handed back: %s", name, error)
 
     async def stop(self, deadline: float) -> None:
-        """No more claims; the runs in flight get ``deadline`` seconds; then every lease goes back."""
+        """No more claims; the runs in flight get ``deadline`` seconds (then :meth:`leave`)."""
         self._stopping.set()
         self._wake.set()
         if self._loop is not None:
@@ -152,6 +152,9 @@ class FleetRunner:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+    async def leave(self) -> None:
+        """Every lease and host slot back at once; the node's pool is closed (no fleet call after)."""
         try:
             await self.member.leave()
         except AggregatorError as error:  # the leases run out on their own
