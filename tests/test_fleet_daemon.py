@@ -168,9 +168,9 @@ def test_a_fleet_polls_each_source_once_per_interval_within_the_host_limit_and_o
         later = gaps(visits)[1:]
         assert later, name
         assert min(later) >= INTERVAL * 0.75, (name, later)
-        assert max(later) <= INTERVAL + 1.5, (name, later)
+        assert max(later) <= INTERVAL + 2.5, (name, later)  # a claim tick, and a loaded machine
     # The killed node's sources came back within a lease and an interval, not at once.
-    assert INTERVAL + 1.5 < taken_over <= LEASE + INTERVAL + 2, taken_over
+    assert INTERVAL + 2.5 < taken_over <= LEASE + INTERVAL + 4, taken_over
     assert fleet == {victim.port: False} | {node.port: True for node in survivors}, fleet
     # The per-host limit held across all three nodes (each alone may have PER_HOST in flight).
     assert app.peak["127.0.0.1"] <= PER_HOST, app.peak
