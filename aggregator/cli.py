@@ -70,11 +70,20 @@ def check() -> None:
     typer.echo(f"{state.config_path}: ok, {len(config.sources)} sources")
 
 
-def run() -> None:
+def run(
+    port: Annotated[int | None, typer.Option(help="Serve on this port instead of server.port.")] = None,
+    host: Annotated[str | None, typer.Option(help="Serve on this address instead of server.host.")] = None,
+) -> None:
     """Run the daemon: poll every source on its schedule, rebuild and serve the feeds."""
     from aggregator.daemon import Daemon
 
     config = read_config()
+    if port is not None or host is not None:
+        # Several nodes of a fleet can share one config on one machine, each on its own port.
+        server = config.server.model_copy(
+            update={"port": config.server.port if port is None else port, "host": host or config.server.host}
+        )
+        config = config.model_copy(update={"server": server})
     try:
         code = asyncio.run(Daemon(state.config_path, config).run())
     except AggregatorError as error:

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from aggregator.cli_context import fail, read_config
+from aggregator.config import Config
 from aggregator.errors import AggregatorError
 from aggregator.fetch import redact_url
 from aggregator.index.media import MediaFailures
@@ -26,6 +27,9 @@ def status(
     fail_on_error: Annotated[
         bool, typer.Option("--fail-on-error", help="Exit 1 if any source is failing.")
     ] = False,
+    fleet: Annotated[
+        bool, typer.Option("--fleet", help="Only the fleet's nodes (with a PostgreSQL index:).")
+    ] = False,
 ) -> None:
     """Each source's health and next poll (the daemon's own decision), failing sources first."""
     from aggregator.pipeline import source_fingerprint
@@ -33,6 +37,9 @@ def status(
 
     config = read_config()
     now = utcnow()
+    if fleet:
+        _fleet_status(config, now, as_json)
+        return
     try:
         with open_store(config) as store:
             # The scheduler's own decision, from the same state and store the daemon reads.
@@ -102,6 +109,8 @@ def status(
                 f"media: {failure.source}: {failure.count} images not archived yet "
                 f"(last try {_utc(failure.last_try, 'never')}: {failure.last_error})"
             )
+        if config.index is not None:
+            _fleet_status(config, now, as_json=False)
     if fail_on_error and any(s.failing for s in states):
         raise typer.Exit(1)
 
@@ -116,6 +125,41 @@ def _media_json(failure: MediaFailures | None) -> dict[str, object]:
         "media_last_error": failure.last_error,
         "media_last_try": last_try,
     }
+
+
+def _fleet_status(config: Config, now: datetime, as_json: bool) -> None:
+    """The fleet's nodes: live ones first, with their leases and last heartbeat."""
+    from aggregator.fleet.report import read_fleet
+
+    if config.index is None:
+        raise fail("no fleet: the config has no PostgreSQL index:")
+    try:
+        reports = read_fleet(
+            config.index, config.fleet.lease, config.fleet.heartbeat, config.defaults.deadline, now
+        )
+    except AggregatorError as error:
+        raise fail(str(error)) from None
+    if as_json:
+        typer.echo(json.dumps([r.public_json() for r in reports], ensure_ascii=False, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="fleet")
+    for column in ("node", "state", "host:port", "pid", "leases", "started", "last heartbeat"):
+        table.add_column(column)
+    for r in reports:
+        table.add_row(
+            r.info.node,
+            "alive" if r.alive else "gone",
+            f"{r.info.hostname}:{r.info.port or '-'}",
+            str(r.info.pid),
+            str(r.info.leases),
+            _utc(r.info.started, "-"),
+            _utc(r.info.heartbeat, "-"),
+        )
+    Console(width=max(Console().width, 160)).print(table)
+    typer.echo(f"{sum(r.alive for r in reports)} nodes alive, {sum(not r.alive for r in reports)} gone")
 
 
 def _utc(moment: datetime | None, missing: str) -> str:

@@ -42,6 +42,7 @@ from aggregator.dashboard.app import Dashboard
 from aggregator.dashboard.auth import credentials
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.files import sweep_temp_files
+from aggregator.fleet.mode import FleetMode, NodeRegistry
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
 from aggregator.publish.builder import FeedBuilder
 from aggregator.publish.status import publish_status
@@ -132,8 +133,9 @@ class DaemonLock:
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, node: str | None = None) -> None:
+        # In a fleet every metric carries this node's id, so one Prometheus can tell the nodes apart.
+        self.registry = NodeRegistry(node) if node else CollectorRegistry()
         self.fetches = Counter(
             "aggregator_fetches", "Source updates by outcome", ["outcome"], registry=self.registry
         )
@@ -165,7 +167,10 @@ class Daemon:
     def __init__(self, config_path: Path, config: Config) -> None:
         self.config_path = config_path
         self.config = config
-        self.metrics = Metrics()
+        # With a PostgreSQL index this process is one node of a fleet (aggregator.fleet.mode):
+        # the database's leases decide what it polls, and no data-folder lock is taken.
+        self.fleet = FleetMode(config, self) if config.index else None
+        self.metrics = Metrics(self.fleet.member.node if self.fleet else None)
         self.lock = DaemonLock(config.data_dir)
         self._tally = PollTally()
         self._tally_since = time.monotonic()
@@ -182,6 +187,8 @@ class Daemon:
         self.scheduler = SourceScheduler(self._run_source)
 
     async def run(self) -> int:
+        if self.fleet is not None:
+            return await self._run()
         self.lock.acquire()
         try:
             return await self._run()
@@ -191,18 +198,22 @@ class Daemon:
     def open(self) -> None:
         """Open the store, the updater and the builders (separate from run() for tests)."""
         config = self.config
-        for root in (config.feeds_dir, config.posts_dir):
-            sweep_temp_files(root, own_too=True)
+        if self.fleet is None:  # a fleet's node sweeps only when it is alone (after joining)
+            self._sweep()
         self.store = open_store(config)
         # Builds run in a thread, on a connection of their own.
         self.build_store = open_store(config)
-        self.updater = Updater(config, self.store)
+        self.updater = Updater(config, self.store, host_gate=self.fleet.gate if self.fleet else None)
         self.builder = FeedBuilder(config, self.build_store)
 
     async def close(self) -> None:
         await self.updater.aclose()
         self.store.close()
         self.build_store.close()
+        if self.fleet is None:  # a fleet's leftovers are swept by the next node that starts alone
+            self._sweep()
+
+    def _sweep(self) -> None:
         for root in (self.config.feeds_dir, self.config.posts_dir):
             sweep_temp_files(root, own_too=True)
 
@@ -236,11 +247,23 @@ class Daemon:
         )
         server = make_server(app, config.server.host, config.server.port)
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
-        await asyncio.to_thread(self.build_store.sync_with_files)
+        alone = True
+        if self.fleet is not None:
+            await self.fleet.start(sock.getsockname()[1])
+            alone = await self.fleet.alone()
+            if alone:
+                self._sweep()
+            else:
+                log.info("fleet: other nodes are running: the start-up sync with the post files is skipped")
+        if alone:
+            await asyncio.to_thread(self.build_store.sync_with_files)
         await self._build(None)
         await self._build_pending()  # the operator's feed
         self._schedule_all(config.sources)
-        self.scheduler.start()
+        if self.fleet is not None:
+            self.fleet.run()
+        else:
+            self.scheduler.start()
         self._starting = False
         watcher = asyncio.create_task(self._watch_config())
         summaries = asyncio.create_task(self._summarize())
@@ -255,6 +278,9 @@ class Daemon:
             stop_wait.cancel()
             watcher.cancel()
             self.scheduler.shutdown()
+            if self.fleet is not None:
+                await self.fleet.stop(0)
+                await self.fleet.leave()
             await self.close()
             error = server_task.exception()
             raise AggregatorError(f"the HTTP server stopped: {error or 'could not start'}")
@@ -268,6 +294,10 @@ class Daemon:
         watcher.cancel()
         # Pause, not shut down: shutting the scheduler down would cancel the runs in flight.
         self.scheduler.pause()
+        if self.fleet is not None:
+            # The runs in flight finish (or are cancelled at the deadline); the leases go back
+            # after the last build below (it takes the fleet's build lock).
+            await self.fleet.stop(STOP_DEADLINE_SECONDS)
         if self._in_flight:
             log.info("waiting up to %.0fs for %d runs in flight", STOP_DEADLINE_SECONDS, len(self._in_flight))
             _done, pending = await asyncio.wait(self._in_flight, timeout=STOP_DEADLINE_SECONDS)
@@ -283,6 +313,8 @@ class Daemon:
             await asyncio.gather(self._build_task, return_exceptions=True)
         if self._dirty or self._status_dirty:
             await self._build_pending()
+        if self.fleet is not None:
+            await self.fleet.leave()
         self.scheduler.shutdown()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
@@ -299,7 +331,10 @@ class Daemon:
         for source in sources:
             state = self.store.index.source_state(source.name)
             self.metrics.source_state(state)
-            self.scheduler.add(source.name, timing_for(self.config, source), self._next_run(source, state))
+            if self.fleet is None:  # in a fleet the database's leases decide instead
+                self.scheduler.add(
+                    source.name, timing_for(self.config, source), self._next_run(source, state)
+                )
 
     def _next_run(self, source: SourceConfig, state: SourceState) -> datetime | None:
         """The same decision ``aggregator status`` shows (``schedule.planned_poll``)."""
@@ -345,6 +380,29 @@ class Daemon:
         self._account(source, result)
         if not self._stopping.is_set() and self.scheduler.has(name):
             self.scheduler.reschedule(name, self._next_run(self.config.source_named(name), result.state))
+
+    def has_source(self, name: str) -> bool:
+        """Whether this node's config has ``name`` (fleet mode declines the others)."""
+        try:
+            self.config.source_named(name)
+        except ConfigError:
+            return False
+        return True
+
+    async def poll(self, name: str) -> datetime | None:
+        """Fleet mode: one poll of ``name`` now; its next poll's time (the schedule's decision)."""
+        source = self.config.source_named(name)
+        task = asyncio.create_task(self.updater.update(source))
+        self._in_flight.add(task)
+        try:
+            result = await task
+        except AggregatorError as error:  # the store failed: not the source's fault
+            log.error("source=%s run failed: %s", name, error)
+            return utcnow() + timedelta(seconds=self.config.interval_of(source))
+        finally:
+            self._in_flight.discard(task)
+        self._account(source, result)
+        return self._next_run(self.config.source_named(name), result.state) if self.has_source(name) else None
 
     def _account(self, source: SourceConfig, result: UpdateResult) -> None:
         self._tally = self._tally.add(result)
@@ -397,6 +455,13 @@ class Daemon:
                 return  # failed: the keys wait for the next run that touches anything
 
     async def _build_pending(self) -> bool:
+        if self.fleet is not None:
+            async with self.fleet.member.build_lock() as held:
+                # Another node builds now: the keys stay pending (here and in the index) for the next tick.
+                return await self._build_pending_now() if held else not self._stopping.is_set()
+        return await self._build_pending_now()
+
+    async def _build_pending_now(self) -> bool:
         keys, self._dirty = self._dirty, set()
         ok = True
         if keys:
@@ -412,6 +477,12 @@ class Daemon:
         return ok
 
     async def _build(self, keys: set[str] | None) -> bool:
+        if self.fleet is not None and keys is None:
+            async with self.fleet.member.build_lock() as held:
+                return await self._build_now(None) if held else True  # another node builds them all
+        return await self._build_now(keys)
+
+    async def _build_now(self, keys: set[str] | None) -> bool:
         """Publish ``keys`` and the keys pending in the index (every feed when None).
 
         On failure the keys wait for the next build (the index keeps them too).
@@ -444,6 +515,13 @@ class Daemon:
     # Health ----------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
+        if self.fleet is not None:
+            return self.fleet.health(starting=self._starting, stopping=self._stopping.is_set()) | {
+                "last_build": self._last_build,
+                "builds": self._builds,
+                "sources": len(self.config.sources),
+                "in_flight": len(self._in_flight),
+            }
         alive = self.scheduler.running and not self._stopping.is_set()
         now = utcnow()
         dues = self.scheduler.due_times().values() if alive else ()
@@ -493,6 +571,11 @@ class Daemon:
         self.config = new
         self.updater.reconfigure(new)
         self.builder.config = new
+        if self.fleet is not None:
+            try:
+                await self.fleet.sync_sources(list(new_sources))
+            except AggregatorError as error:  # the new sources wait for the next reload
+                log.error("fleet: the reloaded sources not registered: %s", error)
         for name in old_sources.keys() - new_sources.keys():
             self.scheduler.remove(name)
             self.metrics.forget_source(name)
@@ -505,6 +588,8 @@ class Daemon:
                 or timing_for(old, before) != timing_for(new, source)
             ):
                 changed += before is not None
+                if self.fleet is not None:
+                    continue  # the leases decide; a changed source is polled at its due time
                 state = self.store.index.source_state(name)
                 self.scheduler.add(name, timing_for(new, source), self._next_run(source, state))
         self.metrics.sources.set(len(new_sources))

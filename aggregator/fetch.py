@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.utils
 import ipaddress
 import os
@@ -35,9 +36,11 @@ import ssl
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from aggregator.errors import (
@@ -285,6 +288,19 @@ async def host_addresses(host: str, resolver: Resolver) -> tuple[str, ...]:
     return literal_addresses(host) or await resolver(host)
 
 
+class HostGate(Protocol):
+    """Places for requests to a host shared with other processes (a fleet), beside our own semaphores.
+
+    ``admit`` waits for one of ``limit`` places for ``host`` and raises ``RateLimited`` when
+    none came within ``deadline`` (or the host asked everyone to wait); ``defer`` tells the
+    others that ``host`` asked to be left alone for ``seconds``.
+    """
+
+    def admit(self, host: str, limit: int, deadline: float) -> AbstractAsyncContextManager[object]: ...
+
+    async def defer(self, host: str, seconds: float) -> None: ...
+
+
 class Fetcher:
     """Owns the HTTP clients and the concurrency limits; close it when done."""
 
@@ -296,9 +312,11 @@ class Fetcher:
         resolver: Resolver = system_resolver,
         tls_context: ssl.SSLContext | None = None,
         transport: TransportKind = DEFAULT_TRANSPORT,
+        host_gate: HostGate | None = None,
     ) -> None:
         self.user_agent = user_agent
         self.limits = limits
+        self.host_gate = host_gate
         self.resolver = resolver
         # The system's CAs unless told otherwise; loaded at the first https request.
         self.tls = ClientTLS(tls_context)
@@ -344,10 +362,21 @@ class Fetcher:
         safe = redact_url(request.url)
         # The host slot first: a source queueing behind its busy host must not hold
         # a global slot that a source on another host could use.
+        gate = self.host_gate
         async with host_limit, self._global:
+            # The fleet's place for this host last: it is held only while the request runs.
+            admitted = (
+                gate.admit(host, self.limits.per_host, self.limits.deadline)
+                if gate is not None
+                else contextlib.nullcontext()
+            )
             try:
-                async with asyncio.timeout(self.limits.deadline):
+                async with admitted, asyncio.timeout(self.limits.deadline):
                     result = await self._fetch_following(request)
+            except RateLimited as error:
+                if gate is not None and error.status:  # the host's own answer, not the gate's
+                    await gate.defer(host, error.retry_after)
+                raise
             except TimeoutError as error:
                 raise FetchTimeout(
                     f"no complete response within the {self.limits.deadline:g}s deadline", url=safe

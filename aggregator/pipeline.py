@@ -36,6 +36,7 @@ from aggregator.fetch import (
     FetchLimits,
     FetchRequest,
     FetchResult,
+    HostGate,
     Validators,
     read_local,
     redact_url,
@@ -105,10 +106,18 @@ def source_fingerprint(source: SourceConfig) -> str:
 class Updater:
     """Runs the update flow for sources; owns the fetcher, parser pool, transformer and file writers."""
 
-    def __init__(self, config: Config, store: PostStore, *, parser: ParserPool | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: PostStore,
+        *,
+        parser: ParserPool | None = None,
+        host_gate: HostGate | None = None,
+    ) -> None:
         self.config = config
         self.store = store
-        self.fetcher = Fetcher(config.defaults.user_agent, fetch_limits(config))
+        self.host_gate = host_gate  # the fleet's per-host places (None: this process alone)
+        self.fetcher = Fetcher(config.defaults.user_agent, fetch_limits(config), host_gate=host_gate)
         self.parser = parser or ParserPool()
         self.transformer = Transformer(config)
         self.media = MediaArchiver(MediaArchive(config.media_dir), store.index)
@@ -149,7 +158,10 @@ class Updater:
         limits = fetch_limits(config)
         if limits == old_limits and config.defaults.user_agent == self.fetcher.user_agent:
             return
-        retired, self.fetcher = self.fetcher, Fetcher(config.defaults.user_agent, limits)
+        retired, self.fetcher = (
+            self.fetcher,
+            Fetcher(config.defaults.user_agent, limits, host_gate=self.host_gate),
+        )
         self._retired.add(retired)
         task = asyncio.get_running_loop().create_task(self._close_later(retired, old_limits.deadline + 1))
         self._closing.add(task)

@@ -165,7 +165,10 @@ def after_failure(
         return replace(
             base,
             next_due=now + timedelta(seconds=wait),
-            due_reason=f"HTTP {error.status} Retry-After {error.retry_after:g}s",
+            # status 0: not the source's answer but its host's wait, shared by a fleet's nodes.
+            due_reason=f"HTTP {error.status} Retry-After {error.retry_after:g}s"
+            if error.status
+            else f"host asked to wait: Retry-After {error.retry_after:.0f}s",
         )
     if isinstance(error, SourceGone):
         return replace(base, gone=True, next_due=None, due_reason="gone (HTTP 410); edit its config to retry")

@@ -189,6 +189,10 @@ class FleetMember:
             await asyncio.sleep(delay)
             attempt += 1
 
+    async def nodes(self) -> list[nodes.NodeInfo]:
+        """Every node the database knows (``aggregator status``; is this node the only live one?)."""
+        return await self._call(nodes.list_nodes)
+
     async def defer_host(self, host: str, until: datetime, reason: str = "") -> datetime:
         """Tell every node to leave ``host`` alone until ``until`` (Retry-After, backoff)."""
         return await self._call(hosts.defer_host, host, until, reason)

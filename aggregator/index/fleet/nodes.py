@@ -61,6 +61,12 @@ def leave(conn: Connection, node: str) -> int:
         return released
 
 
+def fleet_exists(conn: Connection) -> bool:
+    """Whether the fleet's tables are there (no daemon has joined a database that has none)."""
+    row = conn.execute("SELECT to_regclass('fleet_nodes') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
 def list_nodes(conn: Connection) -> list[NodeInfo]:
     """Every recorded node with the number of source leases it holds, oldest first."""
     require_autocommit(conn)
