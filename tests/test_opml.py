@@ -37,7 +37,7 @@ def test_opml_round_trip_keeps_folders(tmp_path: Path) -> None:
     assert [(s.name, s.categories) for s in config.sources] == [
         ("already here", ("Tech",)),
         ("Python Insider", ("Tech", "Python")),
-        ("PyPI blog", ("Tech", "Python")),  # written xmlurl: attribute names are case-insensitive
+        ("Planet Python", ("Tech", "Python")),  # written xmlurl: attribute names are case-insensitive
         ("新浪财经-国内", ("金融", "新浪财经")),
         ("Unfiled feed", ()),
     ]
