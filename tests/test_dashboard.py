@@ -316,6 +316,15 @@ def test_the_dashboard_says_not_ready_before_the_index_exists(tmp_path: Path) ->
     assert answer.status_code == 503 and "Not ready" in answer.text
 
 
+def test_on_a_postgresql_index_the_dashboard_says_it_reads_sqlite_only(tmp_path: Path) -> None:
+    index = "postgresql://aggregator@127.0.0.1:1/aggregator"  # never connected to
+    config = Config.model_validate({"paths": {"data": "data"}, "base_dir": tmp_path, "index": index})
+    with AppServer(Starlette(routes=Dashboard(lambda: config).routes())) as server:
+        answer = httpx.get(server.url("/"))
+    assert answer.status_code == 503 and "reads the SQLite index only" in answer.text
+    assert "may still be starting" not in answer.text
+
+
 def test_the_daemon_refuses_to_start_when_the_password_variable_is_unset(tmp_path: Path) -> None:
     config = write_config(
         tmp_path,

@@ -127,6 +127,11 @@ class Dashboard:
 
     def _read_now(self, query: Callable[[DashboardReader], T]) -> T:
         config = self.config()
+        if config.index is not None:
+            # DashboardReader reads the SQLite files; a PostgreSQL index has no reader for it yet.
+            raise StoreError(
+                "the dashboard reads the SQLite index only, and this config's index is PostgreSQL"
+            )
         with self._lock:
             if self._reader is None:
                 self._reader = DashboardReader(config.index_path, config.state_path)
@@ -150,9 +155,8 @@ class Dashboard:
         return HTMLResponse(page, status_code=401, headers={**HEADERS, "www-authenticate": CHALLENGE})
 
     def _unavailable(self, error: StoreError) -> HTMLResponse:
-        page = render.render_message(
-            self.config(), "Not ready", f"{error}. The daemon may still be starting."
-        )
+        later = "" if self.config().index is not None else " The daemon may still be starting."
+        page = render.render_message(self.config(), "Not ready", f"{error}.{later}")
         return self._page(page, 503)
 
     async def home(self, _request: Request) -> Response:
