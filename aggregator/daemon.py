@@ -359,12 +359,8 @@ class Daemon:
         except ConfigError:
             self.scheduler.remove(name)
             return
-        # The run is a task of our own, so a stop can cancel it at its deadline without
-        # the scheduler reporting the cancellation as a crash of the job.
-        task = asyncio.create_task(self.updater.update(source))
-        self._in_flight.add(task)
         try:
-            result = await task
+            result = await self._tracked_update(source)
         except AggregatorError as error:  # the store failed: not the source's fault
             log.error("source=%s run failed: %s", name, error)
             self.scheduler.reschedule(name, utcnow() + timedelta(seconds=self.config.interval_of(source)))
@@ -375,11 +371,19 @@ class Daemon:
                 raise  # we were cancelled ourselves, not just the run
             log.warning("source=%s run cancelled at the stop deadline", name)
             return
-        finally:
-            self._in_flight.discard(task)
         self._account(source, result)
         if not self._stopping.is_set() and self.scheduler.has(name):
             self.scheduler.reschedule(name, self._next_run(self.config.source_named(name), result.state))
+
+    async def _tracked_update(self, source: SourceConfig) -> UpdateResult:
+        """The update as a task of our own, counted in flight: a stop can cancel it at its deadline
+        without the scheduler reporting the cancellation as a crash of the job."""
+        task = asyncio.create_task(self.updater.update(source))
+        self._in_flight.add(task)
+        try:
+            return await task
+        finally:
+            self._in_flight.discard(task)
 
     def has_source(self, name: str) -> bool:
         """Whether this node's config has ``name`` (fleet mode declines the others)."""
@@ -392,15 +396,11 @@ class Daemon:
     async def poll(self, name: str) -> datetime | None:
         """Fleet mode: one poll of ``name`` now; its next poll's time (the schedule's decision)."""
         source = self.config.source_named(name)
-        task = asyncio.create_task(self.updater.update(source))
-        self._in_flight.add(task)
         try:
-            result = await task
+            result = await self._tracked_update(source)
         except AggregatorError as error:  # the store failed: not the source's fault
             log.error("source=%s run failed: %s", name, error)
             return utcnow() + timedelta(seconds=self.config.interval_of(source))
-        finally:
-            self._in_flight.discard(task)
         self._account(source, result)
         return self._next_run(self.config.source_named(name), result.state) if self.has_source(name) else None
 
