@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from aggregator.errors import StoreError
 from aggregator.index.feeds import PublishedFeeds
+from aggregator.index.posts import recent_entry_count
 from aggregator.index.states import SCHEMA
 from aggregator.keys import source_key
 from aggregator.state import SourceState
@@ -98,11 +99,7 @@ class DashboardReader(PublishedFeeds):
 
     def recent_entry_count(self, source: str, since: datetime, until: datetime) -> int:
         """``schedule.EntryCounts``: the pace adaptive polling reads (as the store's index counts it)."""
-        row = self.db.execute(
-            "SELECT COUNT(*) FROM posts WHERE source=? AND date_ts > ? AND date_ts <= ?",
-            (source, since.timestamp(), until.timestamp()),
-        ).fetchone()
-        return int(row[0])
+        return recent_entry_count(self.db, source, since, until)
 
     # Feeds and posts ------------------------------------------------------------------------
 

@@ -136,11 +136,7 @@ class PostRows:
 
     def recent_entry_count(self, source: str, since: datetime, until: datetime) -> int:
         """How many of ``source``'s posts are dated in (since, until]: its pace, for adaptive polling."""
-        row = self.db.execute(
-            "SELECT COUNT(*) FROM posts WHERE source=? AND date_ts > ? AND date_ts <= ?",
-            (source, since.timestamp(), until.timestamp()),
-        ).fetchone()
-        return int(row[0])
+        return recent_entry_count(self.db, source, since, until)
 
     # Recording and forgetting (inside the caller's transaction) -------------
 
@@ -266,6 +262,15 @@ class PostRows:
             (key, count),
         )
         return {(source, entry_id): path for source, entry_id, path in rows}
+
+
+def recent_entry_count(db: sqlite3.Connection, source: str, since: datetime, until: datetime) -> int:
+    """The SQLite count behind ``recent_entry_count`` (the dashboard's read-only reader asks it too)."""
+    row = db.execute(
+        "SELECT COUNT(*) FROM posts WHERE source=? AND date_ts > ? AND date_ts <= ?",
+        (source, since.timestamp(), until.timestamp()),
+    ).fetchone()
+    return int(row[0])
 
 
 def _entry_for_update(row: Sequence[Any]) -> EntryForUpdate:
