@@ -109,11 +109,8 @@ class PgPostRows(PgConnections):
 
     def recent_entry_count(self, source: str, since: datetime, until: datetime) -> int:
         """How many of ``source``'s posts are dated in (since, until]: its pace, for adaptive polling."""
-        row = self._one(
-            "SELECT COUNT(*) FROM posts WHERE source=%s AND date_ts > %s AND date_ts <= %s",
-            (source, since.timestamp(), until.timestamp()),
-        )
-        return int(row[0]) if row else 0
+        with self._connection() as conn:
+            return recent_entry_count(conn, source, since, until)
 
     # Recording and forgetting (inside the caller's transaction) -------------
 
@@ -225,6 +222,15 @@ class PgPostRows(PgConnections):
             (key, count),
         )
         return {(source, entry_id): path for source, entry_id, path in rows}
+
+
+def recent_entry_count(conn: Connection, source: str, since: datetime, until: datetime) -> int:
+    """The PostgreSQL count behind ``recent_entry_count`` (the dashboard's read-only reader asks it too)."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM posts WHERE source=%s AND date_ts > %s AND date_ts <= %s",
+        (source, since.timestamp(), until.timestamp()),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _forget_feeds(conn: Connection, source: str, entry_id: str) -> set[str]:

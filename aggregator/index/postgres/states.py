@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from aggregator.index.deferral import DeferredStates
-from aggregator.index.postgres.connection import PgConnections
+from aggregator.index.postgres.connection import Connection, PgConnections
 from aggregator.index.states import Tombstone
 from aggregator.state import SourceState
 
@@ -72,10 +72,16 @@ class PgSourceStates(DeferredStates, PgConnections):
         return SourceState.from_json(json.loads(row[0])) if row else None
 
     def _stored_states(self) -> list[SourceState]:
-        rows = self._all("SELECT state FROM source_states ORDER BY name")
-        return [SourceState.from_json(json.loads(r[0])) for r in rows]
+        with self._connection() as conn:
+            return stored_states(conn)
 
     def _store_states(self, states: Sequence[SourceState]) -> None:
         rows = sorted((s.name, json.dumps(s.to_json(), ensure_ascii=False)) for s in states)
         with self.transaction(), self._connection() as conn:
             conn.cursor().executemany(_UPSERT_STATE, rows)
+
+
+def stored_states(conn: Connection) -> list[SourceState]:
+    """Every saved source state, by name (the dashboard's read-only reader reads them too)."""
+    rows = conn.execute("SELECT state FROM source_states ORDER BY name").fetchall()
+    return [SourceState.from_json(json.loads(r[0])) for r in rows]
