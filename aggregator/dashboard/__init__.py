@@ -4,7 +4,8 @@ One module per concern::
 
     health     what /status shows of each source, its order and the summary line: pure, no I/O
     data       the feeds as the pages name and order them, over the index's read-only
-               ``DashboardReader`` (``aggregator.index.dashboard``, where the SQL lives)
+               ``DashboardIndex`` (``aggregator.index.dashboard``, where the SQL lives: SQLite's
+               or PostgreSQL's, opened by ``aggregator.index.opening.open_dashboard_reader``)
     render     the pages as HTML (Jinja2 templates in ``templates/``, style and scripts in ``static/``)
     auth       ``server.dashboard_auth``: basic auth for /status and the post pages
     app        the routes, mounted by ``aggregator.serve`` before the feeds folder

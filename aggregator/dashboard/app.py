@@ -38,7 +38,8 @@ from aggregator.dashboard.health import (
 )
 from aggregator.errors import StoreError
 from aggregator.fetch import redact_url
-from aggregator.index.dashboard import DashboardReader
+from aggregator.index.dashboard import DashboardIndex
+from aggregator.index.opening import open_dashboard_reader
 from aggregator.normalize import sanitize_html
 from aggregator.pipeline import source_fingerprint
 from aggregator.schedule import planned_poll
@@ -60,7 +61,7 @@ HEADERS = {
 }
 
 
-def status_report(reader: DashboardReader, config: Config, now: datetime) -> tuple[list[SourceRow], Summary]:
+def status_report(reader: DashboardIndex, config: Config, now: datetime) -> tuple[list[SourceRow], Summary]:
     """Every configured source's row, failing first, and the summary line.
 
     The next poll is ``schedule.planned_poll``, the decision the daemon and ``aggregator status`` make.
@@ -105,7 +106,7 @@ class Dashboard:
     def __init__(self, config: Callable[[], Config], credentials: Credentials | None = None) -> None:
         self.config = config
         self.credentials = credentials
-        self._reader: DashboardReader | None = None
+        self._reader: DashboardIndex | None = None
         self._lock = threading.Lock()
 
     def routes(self) -> list[BaseRoute]:
@@ -125,16 +126,11 @@ class Dashboard:
 
     # Reading --------------------------------------------------------------------------------
 
-    def _read_now(self, query: Callable[[DashboardReader], T]) -> T:
+    def _read_now(self, query: Callable[[DashboardIndex], T]) -> T:
         config = self.config()
-        if config.index is not None:
-            # DashboardReader reads the SQLite files; a PostgreSQL index has no reader for it yet.
-            raise StoreError(
-                "the dashboard reads the SQLite index only, and this config's index is PostgreSQL"
-            )
         with self._lock:
             if self._reader is None:
-                self._reader = DashboardReader(config.index_path, config.state_path)
+                self._reader = open_dashboard_reader(config)  # the SQLite files or the PostgreSQL index
             try:
                 return self._reader.run(query)
             except StoreError:
@@ -238,7 +234,7 @@ class Dashboard:
 
 
 def _post_and_feeds(
-    reader: DashboardReader, config: Config, path: str
+    reader: DashboardIndex, config: Config, path: str
 ) -> tuple[data.PostSummary, list[Any], str] | None:
     post = reader.post_at(path)
     if post is None:

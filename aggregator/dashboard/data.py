@@ -1,9 +1,9 @@
 """What the dashboard's pages show of the feeds, from the index's dashboard reader.
 
-The reader (``aggregator.index.dashboard``) runs the SQL; this module names the
-feeds as the builder does and puts them in the index page's order. Every
-function takes the reader, so pointing the dashboard at another index means
-another reader only.
+The reader (``aggregator.index.dashboard.DashboardIndex``: SQLite's or PostgreSQL's)
+runs the SQL; this module names the feeds as the builder does and puts them in the
+index page's order. Every function takes the reader, so either index gives the same
+pages.
 """
 
 from __future__ import annotations
@@ -15,11 +15,19 @@ from datetime import datetime
 from aggregator.categories import display_path, first_spellings, spelling_in
 from aggregator.config import Config
 from aggregator.config_categories import category_paths
-from aggregator.index.dashboard import DashboardReader, PostSummary
+from aggregator.index.dashboard import DashboardIndex, DashboardReader, PostSummary
 from aggregator.keys import CATEGORY_PREFIX, feed_keys_for, split_key
 from aggregator.publish.specs import FeedSpec, spec_for
 
-__all__ = ["LISTING_ORDER", "DashboardReader", "FeedListing", "PostSummary", "feeds_of", "published_listings"]
+__all__ = [
+    "LISTING_ORDER",
+    "DashboardIndex",
+    "DashboardReader",
+    "FeedListing",
+    "PostSummary",
+    "feeds_of",
+    "published_listings",
+]
 
 # The index page's order: everything, the categories as a tree, then the sources.
 LISTING_ORDER = ("all", "category", "source")
@@ -34,7 +42,7 @@ class FeedListing:
     newest: datetime | None
 
 
-def published_listings(reader: DashboardReader, config: Config) -> list[FeedListing]:
+def published_listings(reader: DashboardIndex, config: Config) -> list[FeedListing]:
     """Every published feed, everything first, then categories (as a tree), then sources."""
     counts = reader.feed_post_counts()
     names = _CategoryNames(reader, config)
@@ -50,7 +58,7 @@ def sort_listings(listings: Iterable[FeedListing]) -> list[FeedListing]:
     return sorted(listings, key=lambda f: (LISTING_ORDER.index(f.spec.kind), f.spec.parts))
 
 
-def feeds_of(reader: DashboardReader, config: Config, post: PostSummary) -> list[FeedSpec]:
+def feeds_of(reader: DashboardIndex, config: Config, post: PostSummary) -> list[FeedSpec]:
     """The published feeds that hold ``post``, in index.html's order."""
     # Not in any feed yet (a build is pending): the feeds it will be in.
     keys = reader.post_feed_keys(post.source, post.id) or feed_keys_for(post.source, post.categories)
@@ -64,7 +72,7 @@ class _CategoryNames:
     The builder's rule (``FeedBuilder._level_name``), read from the same index.
     """
 
-    def __init__(self, reader: DashboardReader, config: Config) -> None:
+    def __init__(self, reader: DashboardIndex, config: Config) -> None:
         self.reader = reader
         self.config = config
         self.configured = first_spellings(category_paths(config))

@@ -1,6 +1,10 @@
 """What the web dashboard reads (``aggregator.dashboard``), on a read-only connection of its own.
 
-The index opened ``mode=ro`` with the state database attached read-only as
+``DashboardIndex`` is what the pages ask, on either backend; ``DashboardReader`` answers it
+from the SQLite files, ``aggregator.index.postgres.dashboard.PgDashboardReader`` from a
+PostgreSQL index (``aggregator.index.opening.open_dashboard_reader`` picks one for a config).
+
+The SQLite index is opened ``mode=ro`` with the state database attached read-only as
 ``state`` (the schema the store's own SQL uses), so nothing here can write and
 the daemon's writer is never held up by a lock of ours. The feed queries are
 the index's own (``PublishedFeeds``); the rest are the dashboard's: states,
@@ -15,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from aggregator.errors import StoreError
 from aggregator.index.feeds import PublishedFeeds
@@ -42,7 +46,36 @@ class PostSummary:
     categories: tuple[str, ...]
 
 
-_SUMMARY_COLUMNS = (
+class DashboardIndex(Protocol):
+    """What the dashboard reads of an index: the same answers, in the same order, on either backend.
+
+    One thread at a time (the dashboard's lock). ``run`` turns the backend's database errors into
+    ``StoreError``, after which the caller closes the reader and opens another.
+    """
+
+    def run(self, query: Callable[[DashboardIndex], T]) -> T: ...
+    def close(self) -> None: ...
+
+    # Sources
+    def source_states(self) -> dict[str, SourceState]: ...
+    def entries_per_day(
+        self, sources: Iterable[str], since: datetime, until: datetime
+    ) -> dict[str, dict[int, int]]: ...
+    def recent_entry_count(self, source: str, since: datetime, until: datetime) -> int: ...
+    def lease_holders(self, now: datetime) -> dict[str, str]: ...  # source -> fleet node leasing it
+
+    # Feeds (what ``dashboard.data.published_listings`` reads) and posts
+    def published_feeds(self) -> list[tuple[str, str, int, datetime | None]]: ...
+    def first_post_categories(self, key: str) -> list[tuple[str, ...]]: ...
+    def feed_post_counts(self) -> dict[str, int]: ...
+    def newest_posts(self, limit: int) -> list[PostSummary]: ...
+    def post_at(self, path: str) -> PostSummary | None: ...
+    def post_feed_keys(self, source: str, entry_id: str) -> list[str]: ...
+    def post_body(self, source: str, entry_id: str) -> str: ...
+
+
+# Shared with the PostgreSQL reader, which turns its rows into summaries with ``summary_of_row``.
+SUMMARY_COLUMNS = (
     "p.source, p.entry_id, p.path, p.title, p.link, p.author, p.date_ts, p.headimg, p.categories"
 )
 
@@ -61,7 +94,7 @@ class DashboardReader(PublishedFeeds):
         except sqlite3.Error as error:
             raise StoreError(f"cannot read the index at {index_path}: {error}") from error
 
-    def run(self, query: Callable[[DashboardReader], T]) -> T:
+    def run(self, query: Callable[[DashboardIndex], T]) -> T:
         """``query(self)``, a database error as a StoreError (the caller may open a new reader)."""
         try:
             return query(self)
@@ -101,6 +134,10 @@ class DashboardReader(PublishedFeeds):
         """``schedule.EntryCounts``: the pace adaptive polling reads (as the store's index counts it)."""
         return recent_entry_count(self.db, source, since, until)
 
+    def lease_holders(self, now: datetime) -> dict[str, str]:
+        """None: one daemon polls every source (only a fleet, on PostgreSQL, has leases)."""
+        return {}
+
     # Feeds and posts ------------------------------------------------------------------------
 
     def feed_post_counts(self) -> dict[str, int]:
@@ -112,16 +149,16 @@ class DashboardReader(PublishedFeeds):
     def newest_posts(self, limit: int) -> list[PostSummary]:
         """The newest ``limit`` posts (through the ``all`` feed's date index: no sort of every post)."""
         rows = self.db.execute(
-            f"SELECT {_SUMMARY_COLUMNS} FROM post_feeds f "
+            f"SELECT {SUMMARY_COLUMNS} FROM post_feeds f "
             "JOIN posts p ON p.source=f.source AND p.entry_id=f.entry_id "
             "WHERE f.feed_key='all' ORDER BY f.date_ts DESC, p.source, p.entry_id LIMIT ?",
             (limit,),
         )
-        return [_summary(row) for row in rows]
+        return [summary_of_row(row) for row in rows]
 
     def post_at(self, path: str) -> PostSummary | None:
-        row = self.db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM posts p WHERE p.path=?", (path,)).fetchone()
-        return _summary(row) if row else None
+        row = self.db.execute(f"SELECT {SUMMARY_COLUMNS} FROM posts p WHERE p.path=?", (path,)).fetchone()
+        return summary_of_row(row) if row else None
 
     def post_feed_keys(self, source: str, entry_id: str) -> list[str]:
         rows = self.db.execute(
@@ -137,7 +174,7 @@ class DashboardReader(PublishedFeeds):
         return str(row[0]) if row else ""
 
 
-def _summary(row: Sequence[object]) -> PostSummary:
+def summary_of_row(row: Sequence[object]) -> PostSummary:
     source, entry_id, path, title, link, author, date_ts, headimg, categories = row
     return PostSummary(
         source=str(source),
