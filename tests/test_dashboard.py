@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import base64
 import random
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from support.helpers import free_port, run_cli, write_config
+from support.indexes import BACKENDS
 from support.posts import make_post
 from support.servers import AppServer
 
@@ -35,7 +37,9 @@ from aggregator.dashboard.health import (
 )
 from aggregator.dashboard.render import post_path, post_url, render_static_index
 from aggregator.errors import ConfigError, FetchError, RateLimited, SourceGone, StoreError
-from aggregator.index.dashboard import DashboardReader
+from aggregator.index.dashboard import DashboardIndex, DashboardReader
+from aggregator.index.opening import open_dashboard_reader
+from aggregator.model import Post
 from aggregator.pipeline import source_fingerprint
 from aggregator.publish.builder import FeedBuilder
 from aggregator.schedule import NextPoll
@@ -201,9 +205,8 @@ def test_post_addresses_name_the_post_file() -> None:
 # Over a real store --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def store_config(tmp_path: Path) -> Iterator[tuple[Config, PostStore]]:
-    config = Config.model_validate(
+def dashboard_config(base_dir: Path, index: str | None = None) -> Config:
+    return Config.model_validate(
         {
             "site": {"title": "Test site", "base_url": "http://127.0.0.1:8080/"},
             "paths": {"posts": "posts", "feeds": "feeds", "data": "data"},
@@ -213,9 +216,15 @@ def store_config(tmp_path: Path) -> Iterator[tuple[Config, PostStore]]:
                 {"name": "broken", "url": "https://broken.example.org/feed", "categories": ["Tech"]},
                 {"name": "never", "url": "https://never.example.org/feed"},
             ],
-            "base_dir": tmp_path,
+            "base_dir": base_dir,
+            **({"index": index} if index else {}),
         }
     )
+
+
+def filled_store(config: Config, extra: Sequence[Post] = ()) -> PostStore:
+    """The config's store (SQLite or PostgreSQL) with 61 posts (and ``extra``), two sources' states,
+    and its feeds built."""
     store = open_store(config)
     posts = [
         make_post(source="busy", id=f"b{n}", title=f"Busy {n}", categories=("Tech", "Python"),
@@ -225,20 +234,35 @@ def store_config(tmp_path: Path) -> Iterator[tuple[Config, PostStore]]:
     posts.append(
         make_post(source="other", id="o1", title="Elsewhere", categories=("科学",), date=NOW + timedelta(1))
     )
-    store.save(posts, NOW)
+    store.save([*posts, *extra], NOW)
     for state in (ok("busy"), failed("broken", 2)):  # saved under the config they were polled with
         fingerprint = source_fingerprint(config.source_named(state.name))
         store.index.save_source_state(replace(state, config_hash=fingerprint))
     FeedBuilder(config, store, processes=0).build()
+    return store
+
+
+@pytest.fixture(params=BACKENDS)
+def store_config(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Config, PostStore]]:
+    """A filled store on SQLite (``[sqlite]``) or on a fresh PostgreSQL database (``[postgres]``)."""
+    index = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    config = dashboard_config(tmp_path, index)
+    store = filled_store(config)
     yield config, store
     store.close()
+
+
+def write_through(reader: DashboardIndex) -> None:
+    """Try to write on the reader's own connection (it must refuse: it only reads)."""
+    connection = reader.db if isinstance(reader, DashboardReader) else reader.conn  # type: ignore[attr-defined]
+    connection.execute("DELETE FROM posts")
 
 
 def test_the_index_page_counts_every_post_while_the_static_one_counts_feed_items(
     store_config: tuple[Config, PostStore],
 ) -> None:
     config, _store = store_config
-    reader = DashboardReader(config.index_path, config.state_path)
+    reader = open_dashboard_reader(config)
     listings = {(f.spec.kind, f.spec.parts): f.count for f in data.published_listings(reader, config)}
     assert listings[("all", ())] == 61
     assert listings[("category", ("Tech",))] == 60 and listings[("category", ("Tech", "Python"))] == 60
@@ -252,8 +276,8 @@ def test_the_index_page_counts_every_post_while_the_static_one_counts_feed_items
     assert '<td class="num">50</td>' in static and '<td class="num">60</td>' not in static  # max_items
     assert "Busy 0" not in static and "<script" not in static  # no posts, no live parts
     assert render_static_index(config, []).decode().count("<tr") == 1  # the header row only
-    with pytest.raises(StoreError, match=r"readonly"):
-        reader.run(lambda r: r.db.execute("DELETE FROM posts"))
+    with pytest.raises(StoreError, match=r"read-?only"):
+        reader.run(write_through)
     reader.close()
 
 
@@ -261,7 +285,7 @@ def test_status_report_orders_the_sources_and_counts_entries_per_day(
     store_config: tuple[Config, PostStore],
 ) -> None:
     config, _store = store_config
-    reader = DashboardReader(config.index_path, config.state_path)
+    reader = open_dashboard_reader(config)
     rows, summary = status_report(reader, config, NOW)
     assert [r.name for r in rows] == ["broken", "never", "busy"]
     assert [r.health for r in rows] == ["failing", "new", "ok"]
@@ -291,7 +315,7 @@ def test_routes_answer_with_their_own_security_headers(store_config: tuple[Confi
     parts = client.get("/status.json?html=1", auth=("me", "pw")).json()
     assert 'class="badge failing"' in parts["html"]["rows"] and "sources" not in parts
     assert parts["html"]["summary"].startswith("<strong>3 sources: 1 ok, 1 failing, 1 new</strong>")
-    reader = DashboardReader(config.index_path, config.state_path)
+    reader = open_dashboard_reader(config)
     path = reader.newest_posts(2)[1].path
     reader.close()
     page = client.get(post_url(path), auth=("me", "pw"))
@@ -316,13 +340,105 @@ def test_the_dashboard_says_not_ready_before_the_index_exists(tmp_path: Path) ->
     assert answer.status_code == 503 and "Not ready" in answer.text
 
 
-def test_on_a_postgresql_index_the_dashboard_says_it_reads_sqlite_only(tmp_path: Path) -> None:
-    index = "postgresql://aggregator@127.0.0.1:1/aggregator"  # never connected to
+# Two posts at one moment with the "busy" ones: ties go by source, then id, byte by byte ("Z" < "a").
+TIES = [
+    make_post(source=source, id=entry_id, title=f"Tie {source} {entry_id}", categories=("Tech",), date=NOW)
+    for source, entry_id in (("other", "b"), ("busy", "a"), ("busy", "Z"))
+]
+_TIMES = re.compile(r"<time [^>]*>[^<]*</time>")
+
+
+def dashboard_server(config: Config) -> AppServer:
+    return AppServer(Starlette(routes=Dashboard(lambda: config).routes())).start()
+
+
+def settled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """/status.json's rows without a new source's next poll: "now", the moment of each request."""
+    return [{k: v for k, v in r.items() if not (k == "next_poll" and r["health"] == "new")} for r in rows]
+
+
+def without_times(html: str) -> str:
+    """A page without its relative times ("3h ago"), which move with the clock between two requests."""
+    return _TIMES.sub("<time>", html)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_pages_show_what_they_show_on_sqlite(tmp_path: Path, postgres_url: str) -> None:
+    on_sqlite = dashboard_config(tmp_path / "sqlite")
+    on_postgres = dashboard_config(tmp_path / "postgres", postgres_url)
+    stores = [filled_store(config, TIES) for config in (on_sqlite, on_postgres)]
+    readers = [open_dashboard_reader(config) for config in (on_sqlite, on_postgres)]
+    assert [type(reader).__name__ for reader in readers] == ["DashboardReader", "PgDashboardReader"]
+
+    def seen(reader: DashboardIndex, config: Config) -> dict[str, Any]:
+        post = reader.post_at(reader.newest_posts(5)[3].path)
+        assert post is not None
+        return {
+            "listings": data.published_listings(reader, config),
+            "newest": reader.newest_posts(100),
+            "status": status_report(reader, config, NOW),
+            "post": (post, data.feeds_of(reader, config, post), reader.post_body(post.source, post.id)),
+            "pace": reader.recent_entry_count("busy", NOW - timedelta(days=3), NOW),
+        }
+
+    sqlite_seen, postgres_seen = (seen(r, c) for r, c in zip(readers, (on_sqlite, on_postgres), strict=True))
+    assert postgres_seen == sqlite_seen
+    counts = {(f.spec.kind, f.spec.parts): f.count for f in postgres_seen["listings"]}
+    assert counts[("all", ())] == 64 and counts[("category", ("Tech",))] == 63
+    assert counts[("source", ("busy",))] == 62 and counts[("category", ("科学",))] == 1
+    newest = [(p.source, p.id) for p in postgres_seen["newest"][:5]]
+    assert newest == [("other", "o1"), ("busy", "Z"), ("busy", "a"), ("busy", "b0"), ("other", "b")]
+    rows, summary = postgres_seen["status"]
+    assert [r.name for r in rows] == ["broken", "never", "busy"] and sum(rows[2].per_day) == 62
+    assert summary.line() == "3 sources: 1 ok, 1 failing, 1 new"
+    for reader in readers:
+        reader.close()
+
+    servers = [dashboard_server(config) for config in (on_sqlite, on_postgres)]
+    try:
+        post = postgres_seen["newest"][3]
+        for page in ("/", "/status", post_url(post.path)):
+            answers = [httpx.get(server.url(page)) for server in servers]
+            assert [a.status_code for a in answers] == [200, 200], page
+            assert without_times(answers[1].text) == without_times(answers[0].text), page
+        reports = [settled(httpx.get(server.url("/status.json")).json()["sources"]) for server in servers]
+        assert reports[1] == reports[0] and [r["name"] for r in reports[1]] == ["broken", "never", "busy"]
+        assert "<h1>Busy 0</h1>" in answers[1].text
+    finally:
+        for server in servers:
+            server.stop()
+        for store in stores:
+            store.close()
+
+
+def test_an_unreachable_postgresql_index_is_not_ready_and_its_password_is_not_shown(tmp_path: Path) -> None:
+    index = "postgresql://aggregator:hunter2@127.0.0.1:1/aggregator"  # nothing listens on port 1
     config = Config.model_validate({"paths": {"data": "data"}, "base_dir": tmp_path, "index": index})
     with AppServer(Starlette(routes=Dashboard(lambda: config).routes())) as server:
-        answer = httpx.get(server.url("/"))
-    assert answer.status_code == 503 and "reads the SQLite index only" in answer.text
-    assert "may still be starting" not in answer.text
+        page = httpx.get(server.url("/"))
+        report = httpx.get(server.url("/status.json"))
+    assert page.status_code == 503 and "Not ready" in page.text
+    assert "postgresql://aggregator:***@127.0.0.1:1/aggregator" in page.text
+    assert report.status_code == 503 and "aggregator:***@127.0.0.1:1" in report.json()["error"]
+    assert "hunter2" not in page.text and "hunter2" not in report.text
+
+
+@pytest.mark.postgres
+def test_the_dashboard_opens_its_postgresql_reader_again_once_the_index_is_there(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    config = dashboard_config(tmp_path, postgres_url)
+    dashboard = Dashboard(lambda: config)
+    with AppServer(Starlette(routes=dashboard.routes())) as server:
+        early = httpx.get(server.url("/"))  # an empty database: no daemon has made the index yet
+        assert early.status_code == 503 and "no index yet" in early.text
+        store = filled_store(config)
+        try:
+            later = httpx.get(server.url("/"))
+            assert later.status_code == 200 and "Busy 0" in later.text
+        finally:
+            store.close()
+    dashboard.close()
 
 
 def test_the_daemon_refuses_to_start_when_the_password_variable_is_unset(tmp_path: Path) -> None:
