@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from starlette.applications import Starlette
 from support.helpers import free_port, run_cli, write_config
@@ -38,7 +39,10 @@ from aggregator.dashboard.health import (
 from aggregator.dashboard.render import post_path, post_url, render_static_index
 from aggregator.errors import ConfigError, FetchError, RateLimited, SourceGone, StoreError
 from aggregator.index.dashboard import DashboardIndex, DashboardReader
+from aggregator.index.fleet import leases, nodes
+from aggregator.index.fleet.leases import Lease
 from aggregator.index.opening import open_dashboard_reader
+from aggregator.index.postgres.dashboard import holders_at
 from aggregator.model import Post
 from aggregator.pipeline import source_fingerprint
 from aggregator.publish.builder import FeedBuilder
@@ -439,6 +443,41 @@ def test_the_dashboard_opens_its_postgresql_reader_again_once_the_index_is_there
         finally:
             store.close()
     dashboard.close()
+
+
+def test_a_source_is_polled_by_the_node_whose_lease_runs_now() -> None:
+    def lease(source: str, minutes: int) -> Lease:
+        return Lease(source=source, due=NOW - timedelta(hours=1), until=NOW + timedelta(minutes=minutes))
+
+    held = {
+        "node-a": [lease("busy", 2), lease("stale", -1)],
+        "node-b": [lease("broken", 1), lease("stale", 0)],
+    }
+    assert holders_at(held, NOW) == {"busy": "node-a", "broken": "node-b"}  # an expired lease is nobody's
+    # Two rows for one source (read while a lease moved): the later expiry is the holder.
+    assert holders_at({"old": [lease("x", 1)], "new": [lease("x", 2)]}, NOW) == {"x": "new"}
+    assert holders_at({}, NOW) == {}
+
+
+@pytest.mark.postgres
+def test_a_fleet_nodes_status_shows_every_source_and_which_node_polls_it(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    config = dashboard_config(tmp_path, postgres_url)
+    store = filled_store(config)
+    with psycopg.connect(postgres_url, autocommit=True) as fleet:
+        nodes.join(fleet, "node-a", port=8081)
+        leases.register_sources(fleet, ["busy", "broken", "never"])
+        claimed = leases.claim(fleet, "node-a", 1, timedelta(minutes=2), skip=["broken", "never"])
+        assert [held.source for held in claimed] == ["busy"]
+    # Every source's state comes from the shared database, so this node shows all three.
+    with AppServer(Starlette(routes=Dashboard(lambda: config).routes())) as server:
+        report = httpx.get(server.url("/status.json")).json()["sources"]
+        page = httpx.get(server.url("/status")).text
+    store.close()
+    assert {r["name"]: r["polled_by"] for r in report} == {"broken": None, "never": None, "busy": "node-a"}
+    assert {r["name"]: r["health"] for r in report} == {"broken": "failing", "never": "new", "busy": "ok"}
+    assert page.count("polling now on") == 1 and "<code>node-a</code>" in page
 
 
 def test_the_daemon_refuses_to_start_when_the_password_variable_is_unset(tmp_path: Path) -> None:

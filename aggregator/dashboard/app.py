@@ -65,8 +65,10 @@ def status_report(reader: DashboardIndex, config: Config, now: datetime) -> tupl
     """Every configured source's row, failing first, and the summary line.
 
     The next poll is ``schedule.planned_poll``, the decision the daemon and ``aggregator status`` make.
+    On a fleet's shared index every node shows every source, and which node polls it now.
     """
     states = reader.source_states()
+    holders = reader.lease_holders(now)
     per_day = reader.entries_per_day([s.name for s in config.sources], window_start(now), now)
     rows = []
     for source in config.sources:
@@ -75,7 +77,8 @@ def status_report(reader: DashboardIndex, config: Config, now: datetime) -> tupl
             config, source, state, now, fingerprint=source_fingerprint(source), entries=reader
         )
         counts = daily_counts(per_day.get(source.name, {}), day_number(now))
-        rows.append(source_row(state, plan, counts, url=redact_url(config.source_location(source))))
+        url = redact_url(config.source_location(source))
+        rows.append(source_row(state, plan, counts, url=url, polled_by=holders.get(source.name)))
     rows = ordered(rows)
     return rows, summarize(rows)
 
@@ -96,6 +99,7 @@ def row_json(row: SourceRow) -> dict[str, Any]:
         "next_poll": iso(row.next_poll),
         "next_poll_reason": row.next_reason,
         "moved_to": row.moved_to,
+        "polled_by": row.polled_by,
         "entries_per_day": list(row.per_day),
     }
 

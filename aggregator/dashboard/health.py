@@ -51,9 +51,12 @@ class SourceRow:
     next_reason: str
     moved_to: str | None  # a permanent redirect learned: the config should say it
     per_day: tuple[int, ...]  # entries dated each day, oldest first, today last
+    polled_by: str | None = None  # in a fleet: the node whose lease on the source runs now
 
 
-def source_row(state: SourceState, plan: NextPoll, per_day: Sequence[int], *, url: str) -> SourceRow:
+def source_row(
+    state: SourceState, plan: NextPoll, per_day: Sequence[int], *, url: str, polled_by: str | None = None
+) -> SourceRow:
     return SourceRow(
         name=state.name,
         url=url,
@@ -67,6 +70,7 @@ def source_row(state: SourceState, plan: NextPoll, per_day: Sequence[int], *, ur
         next_reason=plan.reason,
         moved_to=state.permanent_url,
         per_day=tuple(per_day),
+        polled_by=polled_by,
     )
 
 
