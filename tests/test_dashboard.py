@@ -258,7 +258,7 @@ def store_config(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tup
 
 def write_through(reader: DashboardIndex) -> None:
     """Try to write on the reader's own connection (it must refuse: it only reads)."""
-    connection = reader.db if isinstance(reader, DashboardReader) else reader.conn  # type: ignore[attr-defined]
+    connection = reader.db if isinstance(reader, DashboardReader) else reader.conn
     connection.execute("DELETE FROM posts")
 
 
