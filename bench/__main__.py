@@ -42,6 +42,7 @@ import yaml
 from bench import measure
 from bench.corpus import Corpus, CorpusSpec, ensure_corpus, render_feed
 from bench.media import point_images_at
+from bench.server import feed_requests, read_stats
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -132,9 +133,11 @@ class Server:
         return f"{self.base}/f/{filename}"
 
     def stats(self, reset: bool = True) -> dict[str, int]:
-        with urllib.request.urlopen(f"{self.base}/_stats{'?reset=1' if reset else ''}") as response:
-            result: dict[str, int] = json.loads(response.read())
-            return result
+        return read_stats(self.base, reset=reset)
+
+    def feed_requests(self) -> dict[str, int]:
+        """Requests per feed file since the last reset (and a reset)."""
+        return feed_requests(read_stats(self.base, paths=True))
 
     def bump(self, indexes: list[int], extra: int) -> None:
         """Feeds ``indexes`` gain ``extra`` entries (new validators)."""
@@ -332,7 +335,10 @@ def run_all(args: argparse.Namespace) -> list[Row]:
         rows.append(cold)
         cold_rss = Row("aggregator cold fetch: peak RSS", None, goal="<= 300 MB")
         if not args.skip_postgres:
-            rows.append(postgres_cold(work / "run-postgres", config, server, cold, total, keep))
+            pg_one = postgres_cold(work / "run-postgres", config, server, cold, total, keep)
+            rows.append(pg_one)
+            if not args.skip_fleet:
+                rows.append(fleet_cold_row(work / "run-fleet", config, server, cold, pg_one, total, keep))
         if args.only_cold:
             return rows
 
@@ -440,6 +446,8 @@ def run_all(args: argparse.Namespace) -> list[Row]:
 
         if not args.skip_daemon_polls:
             rows.append(daemon_polls_row(args))
+        if not args.skip_postgres and not args.skip_fleet:
+            rows.append(fleet_scale_row(args))
     finally:
         server.stop()
         log("removing the stores set aside")
@@ -514,6 +522,48 @@ def postgres_cold(run_dir: Path, config: Path, server: Server, cold: Row, total:
                note=f"{ratio:.2f}x SQLite's wall; PostgreSQL server CPU {pg.server_cpu:.1f} s (not in "
                f"the CPU column); {s['new']} new posts, {s['feeds_built']} feeds built; "
                f"{served['requests']} requests")  # fmt: skip
+
+
+def fleet_cold_row(
+    run_dir: Path, config: Path, server: Server, cold: Row, pg_one: Row, total: int, keep: list[int]
+) -> Row:
+    """The cold cycle by two fleet nodes on a new database (``bench.fleet_cold``), beside the others."""
+    from bench.fleet_cold import fleet_cold_on_new_database
+
+    assert cold.m is not None and pg_one.m is not None
+    log("cold cycle, PostgreSQL index, two fleet nodes")
+    fresh_store(run_dir)
+    run = fleet_cold_on_new_database(config, run_dir, cold.sources, server.feed_requests, free_port, keep)
+    server.stats()
+    twice = run.polled_twice
+    once = not twice and run.never_polled == 0 and run.saved == cold.sources and run.posts == total
+    cpus = " + ".join(f"{cpu:.1f}" for cpu in run.node_cpu)
+    note = (
+        f"{run.wall / cold.m.wall:.2f}x SQLite's wall, {run.wall / pg_one.m.wall:.2f}x one PostgreSQL "
+        f"node's; CPU of the nodes {cpus} s; PostgreSQL server CPU {run.server_cpu:.1f} s (not in the "
+        f"CPU column); {run.saved} sources saved, {run.posts} posts; {len(run.requests)} feeds "
+        f"requested, {len(twice)} twice ({', '.join(twice[:5]) or 'none'}); until every source is "
+        "saved once and no feed is pending"
+    )
+    step = "aggregator cold cycle, PostgreSQL index, two fleet nodes (`aggregator run`)"
+    return Row(step, run.measurement(), cold.sources, run.posts, "no source polled twice", once, note=note)
+
+
+def fleet_scale_row(args: argparse.Namespace) -> Row:
+    """``bench.fleet_scale``: one fleet node polling many small sources, mostly 304, at a sustained rate."""
+    from aggregator.config import parse_duration
+    from bench.fleet_scale import scale_run, summary
+
+    sources, every, minutes = args.scale_sources, args.scale_interval, args.scale_minutes
+    log(f"fleet scale: {sources} sources at {every} on one node, a {minutes:g} min window")
+    run = scale_run(sources, parse_duration(every), minutes, args.work / "fleet-scale", [])
+    return Row(
+        f"one fleet node (PostgreSQL index), {sources} sources at {every}, mostly 304",
+        None,
+        goal="no double poll",
+        passed=run.double_polls == 0 and run.window.requests > 0,
+        note=summary(run) + "; bench/fleet_scale.py",
+    )
 
 
 def median_run(runs: list[tuple[measure.Measurement, Any]]) -> tuple[measure.Measurement, Any]:
@@ -644,7 +694,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--daemon-sources", type=int, default=5000, help="sources of the daemon-polls row")
     parser.add_argument("--daemon-minutes", type=float, default=3.0, help="its measured window")
     parser.add_argument("--skip-postgres", action="store_true", help="no PostgreSQL cold row")
-    parser.add_argument("--only-cold", action="store_true", help="the cold rows alone (SQLite, PostgreSQL)")
+    parser.add_argument("--skip-fleet", action="store_true", help="no fleet rows (two-node cold, scale)")
+    parser.add_argument("--scale-sources", type=int, default=20_000, help="sources of the fleet scale row")
+    parser.add_argument("--scale-interval", default="2m", help="their interval (asks sources / it a second)")
+    parser.add_argument("--scale-minutes", type=float, default=2.0, help="its measured window")
+    parser.add_argument(
+        "--only-cold", action="store_true", help="the cold rows alone (SQLite, PostgreSQL, two fleet nodes)"
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "work")
     parser.add_argument("--output", type=Path, default=ROOT / "results.md")
     args = parser.parse_args(argv)
