@@ -43,6 +43,7 @@ from aggregator.dashboard.auth import credentials
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.files import sweep_temp_files
 from aggregator.fleet.mode import FleetMode, NodeRegistry
+from aggregator.fleet.plan import PENDING_CHECK_SECONDS
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
 from aggregator.publish.builder import FeedBuilder
 from aggregator.publish.status import publish_status
@@ -177,6 +178,7 @@ class Daemon:
         self._dirty: set[str] = set()
         self._status_dirty = True
         self._build_task: asyncio.Task[None] | None = None
+        self._pending_watch: asyncio.Task[None] | None = None  # fleet: keys other nodes left pending
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
@@ -262,6 +264,7 @@ class Daemon:
         self._schedule_all(config.sources)
         if self.fleet is not None:
             self.fleet.run()
+            self._pending_watch = asyncio.create_task(self._build_left_pending())
         else:
             self.scheduler.start()
         self._starting = False
@@ -311,6 +314,8 @@ class Daemon:
         if self._build_task is not None:
             # The debounced build wakes at once on stop and publishes what is pending.
             await asyncio.gather(self._build_task, return_exceptions=True)
+        if self._pending_watch is not None:  # it ends at once on stop, or after the build it runs
+            await asyncio.gather(self._pending_watch, return_exceptions=True)
         if self._dirty or self._status_dirty:
             await self._build_pending()
         if self.fleet is not None:
@@ -460,6 +465,26 @@ class Daemon:
                 # Another node builds now: the keys stay pending (here and in the index) for the next tick.
                 return await self._build_pending_now() if held else not self._stopping.is_set()
         return await self._build_pending_now()
+
+    async def _build_left_pending(self) -> None:
+        """Fleet: build the keys other nodes left pending, now and then, when no node is building.
+
+        A node that stops (or dies) while another holds the build lock leaves its keys in the
+        index; the holder read the pending keys when its build began, and a fleet whose polls
+        are all 304s would otherwise never build them.
+        """
+        assert self.fleet is not None
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), PENDING_CHECK_SECONDS)
+            if self._stopping.is_set():
+                return
+            try:
+                async with self.fleet.member.build_lock() as held:
+                    if held:  # one query when nothing is pending (publish_pending returns None)
+                        await self._build_now(set())
+            except AggregatorError as error:  # the database is away: the next round tries again
+                log.warning("fleet: pending feeds not checked: %s", error)
 
     async def _build_pending_now(self) -> bool:
         keys, self._dirty = self._dirty, set()

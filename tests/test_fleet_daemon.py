@@ -22,11 +22,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from support.corpus import CorpusServer, Visit
+from support.corpus import CorpusServer, Visit, corpus_feed
 from support.helpers import REPO, free_port, run_cli, wait_for, write_config
 from support.servers import AppServer
 
 from aggregator.fleet.plan import fleet_timing
+from aggregator.index.fleet.buildlock import BUILD_LOCK_KEY
 
 INTERVAL = 2.0
 DEADLINE = 2.0
@@ -286,3 +287,46 @@ def test_a_node_joining_a_running_fleet_leaves_other_writers_temporary_files_alo
         assert "start-up sync with the post files is skipped" in second.log()
         assert in_flight.exists()
         assert "start-up sync" not in first.log()
+
+
+def pending_keys(url: str) -> set[str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {row[0] for row in conn.execute("SELECT key FROM pending_feeds")}
+
+
+def test_keys_left_pending_by_a_node_that_stopped_while_another_held_the_build_lock_are_built(
+    tmp_path: Path, postgres_url: str, nodes: list[Node]
+) -> None:
+    names = ["a", "b"]
+    app = CorpusServer(names, entries=2)
+    with AppServer(app) as corpus:
+        config = fleet_config(tmp_path, postgres_url, corpus, names)
+        nodes.extend(Node(config) for _ in range(2))
+        for node in nodes:
+            wait_for(node.healthy, 30, what="node healthy")
+        wait_for(lambda: all(app.arrivals(f"/feeds/{n}.xml") >= 2 for n in names), 20, what="steady polls")
+        wait_for(lambda: not pending_keys(postgres_url), 10, what="the first feeds built")
+        # A build under way elsewhere: the lock is held (this connection stands for its node).
+        with psycopg.connect(postgres_url, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", (BUILD_LOCK_KEY,))
+            app.bodies["/feeds/a.xml"] = corpus_feed("a", 3)  # a new entry: a's feeds become pending
+            wait_for(lambda: pending_keys(postgres_url), 10, what="a's new post saved, its feeds pending")
+            poller = wait_for(
+                lambda: next(
+                    (n for n in nodes if "source=a outcome=ok" in n.log() and "new=1" in n.log()), None
+                ),
+                10,
+                what="the node that saved a's new post",
+            )
+            assert poller is not None
+            # It stops while the lock is held: its last build cannot run, its keys stay in the index.
+            assert poller.stop() == 0, poller.log()
+            left = pending_keys(postgres_url)
+            assert left, "the stopping node built its keys although the lock was held"
+            holder.execute("SELECT pg_advisory_unlock(%s)", (BUILD_LOCK_KEY,))
+        # The other node has nothing of its own to build (its polls are 304s), yet builds them.
+        survivor = next(n for n in nodes if n is not poller)
+        wait_for(lambda: not pending_keys(postgres_url), 15, what=f"the keys {left} built by the survivor")
+        assert survivor.healthy()
+    built = (tmp_path / "feeds" / "source" / "a" / "rss.xml").read_text(encoding="utf-8")
+    assert "a entry 2" in built
