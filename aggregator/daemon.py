@@ -249,15 +249,17 @@ class Daemon:
         )
         server = make_server(app, config.server.host, config.server.port)
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
-        alone = True
         if self.fleet is not None:
-            await self.fleet.start(sock.getsockname()[1])
-            alone = await self.fleet.alone()
-            if alone:
-                self._sweep()
-            else:
-                log.info("fleet: other nodes are running: the start-up sync with the post files is skipped")
-        if alone:
+            # Under the fleet's start-up lock: a node starting at the same time waits for this sync.
+            async with self.fleet.joining(sock.getsockname()[1]) as alone:
+                if alone:
+                    self._sweep()
+                    await asyncio.to_thread(self.build_store.sync_with_files)
+                else:
+                    log.info(
+                        "fleet: other nodes are running: the start-up sync with the post files is skipped"
+                    )
+        else:
             await asyncio.to_thread(self.build_store.sync_with_files)
         await self._build(None)
         await self._build_pending()  # the operator's feed

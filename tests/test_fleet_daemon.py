@@ -28,6 +28,7 @@ from support.servers import AppServer
 
 from aggregator.fleet.plan import fleet_timing
 from aggregator.index.fleet.buildlock import BUILD_LOCK_KEY
+from aggregator.index.fleet.startlock import STARTUP_LOCK_KEY
 
 INTERVAL = 2.0
 DEADLINE = 2.0
@@ -330,3 +331,39 @@ def test_keys_left_pending_by_a_node_that_stopped_while_another_held_the_build_l
         assert survivor.healthy()
     built = (tmp_path / "feeds" / "source" / "a" / "rss.xml").read_text(encoding="utf-8")
     assert "a entry 2" in built
+
+
+def waiting_for_lock(url: str, key: int) -> bool:
+    """Whether some session waits for the session advisory lock ``key`` (pg_locks splits it in two)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND ((classid::bigint << 32) | objid::bigint) = %s",
+            (key,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_a_node_starting_while_another_syncs_joins_and_polls_only_after_that_sync(
+    tmp_path: Path, postgres_url: str, nodes: list[Node]
+) -> None:
+    """Two nodes starting at once: the first through the start-up lock may find itself alone and
+    sync with the post files; the second must not join (and count it as not alone) or write
+    posts meanwhile, or the sync takes its new posts for posts deleted by hand."""
+    app = CorpusServer(["a", "b"], entries=1)
+    with AppServer(app) as corpus:
+        config = fleet_config(tmp_path, postgres_url, corpus, ["a", "b"])
+        with psycopg.connect(postgres_url, autocommit=True) as syncing:  # stands for a node in its sync
+            syncing.execute("SELECT pg_advisory_lock(%s)", (STARTUP_LOCK_KEY,))
+            node = Node(config)
+            nodes.append(node)
+            wait_for(lambda: waiting_for_lock(postgres_url, STARTUP_LOCK_KEY), 30, what="the node waiting")
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                joined = conn.execute("SELECT count(*) FROM fleet_nodes").fetchone()
+            assert joined == (0,)
+            assert app.all_visits() == []
+            syncing.execute("SELECT pg_advisory_unlock(%s)", (STARTUP_LOCK_KEY,))
+        wait_for(node.healthy, 30, what="node healthy")
+        wait_for(lambda: app.arrivals("/feeds/a.xml") >= 1, 20, what="the first poll")
+        # Alone once through the lock: it syncs.
+        assert "start-up sync with the post files is skipped" not in node.log()

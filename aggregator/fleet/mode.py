@@ -7,7 +7,8 @@ It holds the node's :class:`FleetMember`, the fetcher's host gate over it and th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -32,9 +33,18 @@ class FleetMode:
         # As many sources at once as the fetcher may fetch (its global limit).
         self.runner = FleetRunner(self.member, poller, config.defaults.concurrency)
 
-    async def start(self, port: int) -> None:
-        """Join the fleet and register this node's sources (before the start-up build)."""
-        await self.member.start([source.name for source in self.config.sources], port=port)
+    @contextlib.asynccontextmanager
+    async def joining(self, port: int) -> AsyncIterator[bool]:
+        """Join the fleet and register this node's sources; True inside when no other node is alive.
+
+        The fleet's start-up lock is held from before joining to the end of the block (the
+        start-up sync), so two nodes starting at once do not both count themselves alone, and
+        the second writes nothing while the first one syncs.
+        """
+        await self.member.open()
+        async with self.member.startup_lock():
+            await self.member.join([source.name for source in self.config.sources], port=port)
+            yield await self.alone()
 
     async def alone(self) -> bool:
         """Whether no other node is alive: only then may this one sweep temporary files and sync.
