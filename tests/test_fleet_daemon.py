@@ -117,6 +117,33 @@ def lease_holder(url: str, source: str) -> str | None:
     return None if row is None else row[0]
 
 
+def leases_of(url: str, node_id: str) -> int:
+    """The leases ``node_id`` holds once any change of them under way has committed (FOR UPDATE waits)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM fleet_sources WHERE lease_node = %s FOR UPDATE) AS held",
+            (node_id,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def frozen_with_a_lease(nodes: list[Node], url: str) -> Node | None:
+    """A node stopped (SIGSTOP) while it holds a source lease; the others are left running.
+
+    Frozen, it neither completes its polls nor beats its heart: from that moment it is a dead
+    node to the fleet, and the lease it holds can only come back when it runs out.
+    """
+    for node in nodes:
+        node_id = node.health()["node"]
+        if node.health()["leases_in_flight"] == 0:
+            continue
+        node.process.send_signal(signal.SIGSTOP)
+        if leases_of(url, node_id) > 0:
+            return node
+        node.process.send_signal(signal.SIGCONT)  # its poll ended before the stop: try again
+    return None
+
+
 def node_of(nodes: list[Node], node_id: str) -> Node:
     return next(node for node in nodes if node.health()["node"] == node_id)
 
@@ -135,13 +162,9 @@ def test_a_fleet_polls_each_source_once_per_interval_within_the_host_limit_and_o
         wait_for(lambda: all(len(app.visits_of(f"/feeds/{n}.xml")) >= 4 for n in names), 30, what="polls")
         steady = {n: app.visits_of(f"/feeds/{n}.xml") for n in names}
 
-        # Kill a node while a poll of its own is in flight.
-        victim = wait_for(
-            lambda: next((n for n in nodes if n.health()["leases_in_flight"] > 0), None),
-            10,
-            what="a busy node",
-        )
-        assert victim is not None
+        # Kill a node while it holds a lease: frozen first, so that the lease seen in the database
+        # is still held when the kill lands (a poll seen in flight on /healthz may have ended by then).
+        victim = wait_for(lambda: frozen_with_a_lease(nodes, postgres_url), 10, what="a node with a lease")
         killed_at = time.monotonic()
         victim.stop(signal.SIGKILL)
         survivors = [n for n in nodes if n is not victim]
