@@ -43,7 +43,6 @@ from aggregator.dashboard.auth import credentials
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.files import sweep_temp_files
 from aggregator.fleet.mode import FleetMode, NodeRegistry
-from aggregator.fleet.plan import PENDING_CHECK_SECONDS
 from aggregator.pipeline import Updater, UpdateResult, source_fingerprint
 from aggregator.publish.builder import FeedBuilder
 from aggregator.publish.status import publish_status
@@ -266,7 +265,9 @@ class Daemon:
         self._schedule_all(config.sources)
         if self.fleet is not None:
             self.fleet.run()
-            self._pending_watch = asyncio.create_task(self._build_left_pending())
+            # Keys other nodes left pending (one stopped while this one built) are built here too.
+            left = self.fleet.build_left_pending(lambda: self._build_now(set()), self._stopping)
+            self._pending_watch = asyncio.create_task(left)
         else:
             self.scheduler.start()
         self._starting = False
@@ -284,6 +285,8 @@ class Daemon:
             watcher.cancel()
             self.scheduler.shutdown()
             if self.fleet is not None:
+                if self._pending_watch is not None:
+                    self._pending_watch.cancel()
                 await self.fleet.stop(0)
                 await self.fleet.leave()
             await self.close()
@@ -467,26 +470,6 @@ class Daemon:
                 # Another node builds now: the keys stay pending (here and in the index) for the next tick.
                 return await self._build_pending_now() if held else not self._stopping.is_set()
         return await self._build_pending_now()
-
-    async def _build_left_pending(self) -> None:
-        """Fleet: build the keys other nodes left pending, now and then, when no node is building.
-
-        A node that stops (or dies) while another holds the build lock leaves its keys in the
-        index; the holder read the pending keys when its build began, and a fleet whose polls
-        are all 304s would otherwise never build them.
-        """
-        assert self.fleet is not None
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), PENDING_CHECK_SECONDS)
-            if self._stopping.is_set():
-                return
-            try:
-                async with self.fleet.member.build_lock() as held:
-                    if held:  # one query when nothing is pending (publish_pending returns None)
-                        await self._build_now(set())
-            except AggregatorError as error:  # the database is away: the next round tries again
-                log.warning("fleet: pending feeds not checked: %s", error)
 
     async def _build_pending_now(self) -> bool:
         keys, self._dirty = self._dirty, set()
