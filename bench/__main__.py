@@ -14,8 +14,11 @@ cycle with the media archive on, the corpus's images on loopback, and a second c
 (``--only-media`` runs just that, with its own baseline); then a store of ``--big-posts``
 posts made by a cold fetch of a larger corpus (same generator, more entries a
 feed), one new post into it with the incremental build timed, and the daemon's
-idle memory on that store; last, the daemon's CPU per not-modified poll beside a warm
-fetch's per source (``bench.daemon_polls``). Everything lives in ``bench/work`` (git-ignored).
+idle memory on that store; then the daemon's CPU per not-modified poll beside a warm
+fetch's per source (``bench.daemon_polls``); last, one fleet node polling ``--scale-sources``
+small sources on a PostgreSQL index (``bench.fleet_scale``). After the PostgreSQL cold fetch,
+two fleet nodes do the same cold cycle (``bench.fleet_cold``). Everything lives in ``bench/work``
+(git-ignored).
 """
 
 from __future__ import annotations
@@ -88,6 +91,19 @@ METHOD = """## How each number is measured
   then `aggregator run` on the same config and data, once every source has been polled since it
   started: its CPU (it and its children, from `/proc`) over a `--daemon-minutes` window, divided by the
   304s the server answered in it.
+- PostgreSQL, two fleet nodes: `bench/fleet_cold.py`. `aggregator fetch` takes no part in a fleet, so
+  the fleet's cold cycle is two `aggregator run` nodes (each on its own port) on the cold run's config
+  and corpus, with the index in a new database, started together on an empty store; measured until
+  every source's lease has completed once (`fleet_sources.last_polled`) and no feed key is pending.
+  CPU: both nodes' trees from `/proc` at that moment; the server's (postmaster, live and reaped
+  backends) apart. The corpus server counts the requests of each feed: a feed asked twice is a source
+  polled twice.
+- Fleet scale: `bench/fleet_scale.py`, `bench/daemon_polls.py`'s tiny feeds and window with a
+  PostgreSQL index: a cold `aggregator fetch` (not timed), then one `aggregator run` node; once it has
+  polled every source (all 304), over `--scale-minutes`: the polls the server answered a second (the
+  interval asks `--scale-sources` / `--scale-interval`), the node's and the database server's CPU per
+  poll, the node's RSS (with children) at the end, and double polls (a feed asked twice less than half
+  an interval apart).
 - Floor: `bench/floor.py`, in one process, redoes only the cold cycle's work that runs inside C
   libraries and the kernel, on the cold run's own bytes: lxml building every document's tree, nh3
   sanitizing every entry (our allowlist and URL rewriting), writing every post file and every feed
