@@ -390,3 +390,46 @@ def test_a_node_starting_while_another_syncs_joins_and_polls_only_after_that_syn
         wait_for(lambda: app.arrivals("/feeds/a.xml") >= 1, 20, what="the first poll")
         # Alone once through the lock: it syncs.
         assert "start-up sync with the post files is skipped" not in node.log()
+
+
+def stored_attempt(url: str, source: str) -> str | None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT state::jsonb->>'last_attempt' FROM source_states WHERE name = %s", (source,)
+        ).fetchone()
+    return None if row is None else row[0]
+
+
+def test_a_node_that_lost_its_lease_mid_poll_leaves_the_new_holders_state_alone(
+    tmp_path: Path, postgres_url: str, nodes: list[Node]
+) -> None:
+    """A node frozen mid-poll past its lease: another node takes the source, polls it and saves
+    its state; the first one, thawed, ends its poll later with an older state, which must not
+    overwrite the newer one (the source would show the first node's stale result, or its timeout)."""
+    app = CorpusServer(["a"], entries=1)
+    app.slow["/feeds/a.xml"] = 1.0  # each poll in flight for a second: time to freeze its node
+    with AppServer(app) as corpus:
+        # A long interval: after the takeover nobody polls the source again during the test.
+        config = fleet_config(tmp_path, postgres_url, corpus, ["a"], interval="60s")
+        nodes.extend(Node(config) for _ in range(2))
+        for node in nodes:
+            wait_for(node.healthy, 30, what="node healthy")
+        wait_for(lambda: app.arrivals("/feeds/a.xml") >= 1, 20, what="the first poll under way")
+        frozen = wait_for(lambda: frozen_with_a_lease(nodes, postgres_url), 10, what="its node frozen")
+        taker = next(node for node in nodes if node is not frozen)
+        try:
+            # The lease runs out; the other node polls the source and saves its (newer) state.
+            wait_for(lambda: app.arrivals("/feeds/a.xml") == 2, LEASE + 10, what="the source taken over")
+            wait_for(lambda: len(app.visits_of("/feeds/a.xml")) == 2, 10, what="the second poll answered")
+            wait_for(lambda: lease_holder(postgres_url, "a") is None, 10, what="the second poll completed")
+            newer = stored_attempt(postgres_url, "a")
+        finally:
+            frozen.process.send_signal(signal.SIGCONT)
+        wait_for(
+            lambda: "the lease was lost before the poll ended" in frozen.log(),
+            20,
+            what="the thawed poll's end",
+        )
+        assert taker.healthy()
+        assert app.arrivals("/feeds/a.xml") == 2
+        assert newer is not None and stored_attempt(postgres_url, "a") == newer
