@@ -7,9 +7,10 @@ ends once every source is saved once (its lease completed, ``fleet_sources.last_
 no feed key is left pending (the feeds are built); the nodes are then stopped with SIGTERM.
 
 Wall: from starting the nodes to that moment. CPU: each node's (it and its children, from
-``/proc``, read at that moment, before the stop), and the PostgreSQL server's (the postmaster's
-its live backends' and those it reaped). The corpus server counts requests per
-feed: a feed requested more than once was polled twice, which the fleet must never do.
+``/proc``, read at that moment, before the stop), and the PostgreSQL server's (the postmaster,
+its live backends and those it reaped). Peak RSS: the largest node, sampled. The corpus server
+counts requests per feed: a feed requested more than once was polled twice, which the fleet must
+never do.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class FleetCold:
     def measurement(self) -> measure.Measurement:
         """The nodes together as one step of the benchmark's table."""
         return measure.Measurement(
-            argv=("aggregator", "run", "x2"),
+            argv=("aggregator", "run", f"x{len(self.node_cpu)}"),
             returncode=0,
             wall=self.wall,
             cpu=self.cpu,
