@@ -201,6 +201,7 @@ def daemon_window(
     PostgreSQL server of a fleet node); ``paths``: keep each feed's requests in the window.
     """
     log = config.parent / "daemon.log"
+    keep = [*keep, *measure.children()]  # only what the daemon leaves behind is reaped
     with open(log, "wb") as stderr:
         proc = subprocess.Popen(
             [AGGREGATOR, "-c", str(config), "--log-level", "warning", "run"],

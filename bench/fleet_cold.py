@@ -151,6 +151,7 @@ def fleet_cold(
     os.sync()  # the previous step's writes on disk first, as measure.run does
     feed_requests()
     cpu_before = tree_cpu(postmaster)
+    keep = [*keep, *measure.children()]  # only what the nodes leave behind is reaped
     logs = [run_dir / f"node-{number}.log" for number in range(1, nodes + 1)]
     started = time.perf_counter()
     procs = [start_node(pg_config, free_port(), log) for log in logs]
