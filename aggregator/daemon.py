@@ -177,6 +177,7 @@ class Daemon:
         self._dirty: set[str] = set()
         self._status_dirty = True
         self._build_task: asyncio.Task[None] | None = None
+        self._pending_watch: asyncio.Task[None] | None = None  # fleet: keys other nodes left pending
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
@@ -247,21 +248,26 @@ class Daemon:
         )
         server = make_server(app, config.server.host, config.server.port)
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
-        alone = True
         if self.fleet is not None:
-            await self.fleet.start(sock.getsockname()[1])
-            alone = await self.fleet.alone()
-            if alone:
-                self._sweep()
-            else:
-                log.info("fleet: other nodes are running: the start-up sync with the post files is skipped")
-        if alone:
+            # Under the fleet's start-up lock: a node starting at the same time waits for this sync.
+            async with self.fleet.joining(sock.getsockname()[1]) as alone:
+                if alone:
+                    self._sweep()
+                    await asyncio.to_thread(self.build_store.sync_with_files)
+                else:
+                    log.info(
+                        "fleet: other nodes are running: the start-up sync with the post files is skipped"
+                    )
+        else:
             await asyncio.to_thread(self.build_store.sync_with_files)
         await self._build(None)
         await self._build_pending()  # the operator's feed
         self._schedule_all(config.sources)
         if self.fleet is not None:
             self.fleet.run()
+            # Keys other nodes left pending (one stopped while this one built) are built here too.
+            left = self.fleet.build_left_pending(lambda: self._build_now(set()), self._stopping)
+            self._pending_watch = asyncio.create_task(left)
         else:
             self.scheduler.start()
         self._starting = False
@@ -279,6 +285,8 @@ class Daemon:
             watcher.cancel()
             self.scheduler.shutdown()
             if self.fleet is not None:
+                if self._pending_watch is not None:
+                    self._pending_watch.cancel()
                 await self.fleet.stop(0)
                 await self.fleet.leave()
             await self.close()
@@ -311,6 +319,8 @@ class Daemon:
         if self._build_task is not None:
             # The debounced build wakes at once on stop and publishes what is pending.
             await asyncio.gather(self._build_task, return_exceptions=True)
+        if self._pending_watch is not None:  # it ends at once on stop, or after the build it runs
+            await asyncio.gather(self._pending_watch, return_exceptions=True)
         if self._dirty or self._status_dirty:
             await self._build_pending()
         if self.fleet is not None:

@@ -14,8 +14,11 @@ cycle with the media archive on, the corpus's images on loopback, and a second c
 (``--only-media`` runs just that, with its own baseline); then a store of ``--big-posts``
 posts made by a cold fetch of a larger corpus (same generator, more entries a
 feed), one new post into it with the incremental build timed, and the daemon's
-idle memory on that store; last, the daemon's CPU per not-modified poll beside a warm
-fetch's per source (``bench.daemon_polls``). Everything lives in ``bench/work`` (git-ignored).
+idle memory on that store; then the daemon's CPU per not-modified poll beside a warm
+fetch's per source (``bench.daemon_polls``); last, one fleet node polling ``--scale-sources``
+small sources on a PostgreSQL index (``bench.fleet_scale``). After the PostgreSQL cold fetch,
+two fleet nodes do the same cold cycle (``bench.fleet_cold``). Everything lives in ``bench/work``
+(git-ignored).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import yaml
 from bench import measure
 from bench.corpus import Corpus, CorpusSpec, ensure_corpus, render_feed
 from bench.media import point_images_at
+from bench.server import feed_requests, read_stats
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -87,6 +91,19 @@ METHOD = """## How each number is measured
   then `aggregator run` on the same config and data, once every source has been polled since it
   started: its CPU (it and its children, from `/proc`) over a `--daemon-minutes` window, divided by the
   304s the server answered in it.
+- PostgreSQL, two fleet nodes: `bench/fleet_cold.py`. `aggregator fetch` takes no part in a fleet, so
+  the fleet's cold cycle is two `aggregator run` nodes (each on its own port) on the cold run's config
+  and corpus, with the index in a new database, started together on an empty store; measured until
+  every source's lease has completed once (`fleet_sources.last_polled`) and no feed key is pending.
+  CPU: both nodes' trees from `/proc` at that moment; the server's (postmaster, live and reaped
+  backends) apart. The corpus server counts the requests of each feed: a feed asked twice is a source
+  polled twice.
+- Fleet scale: `bench/fleet_scale.py`, `bench/daemon_polls.py`'s tiny feeds and window with a
+  PostgreSQL index: a cold `aggregator fetch` (not timed), then one `aggregator run` node; once it has
+  polled every source (all 304), over `--scale-minutes`: the polls the server answered a second (the
+  interval asks `--scale-sources` / `--scale-interval`), the node's and the database server's CPU per
+  poll, the node's RSS (with children) at the end, and double polls (a feed asked twice less than half
+  an interval apart).
 - Floor: `bench/floor.py`, in one process, redoes only the cold cycle's work that runs inside C
   libraries and the kernel, on the cold run's own bytes: lxml building every document's tree, nh3
   sanitizing every entry (our allowlist and URL rewriting), writing every post file and every feed
@@ -132,9 +149,11 @@ class Server:
         return f"{self.base}/f/{filename}"
 
     def stats(self, reset: bool = True) -> dict[str, int]:
-        with urllib.request.urlopen(f"{self.base}/_stats{'?reset=1' if reset else ''}") as response:
-            result: dict[str, int] = json.loads(response.read())
-            return result
+        return read_stats(self.base, reset=reset)
+
+    def feed_requests(self) -> dict[str, int]:
+        """Requests per feed file since the last reset (and a reset)."""
+        return feed_requests(read_stats(self.base, paths=True))
 
     def bump(self, indexes: list[int], extra: int) -> None:
         """Feeds ``indexes`` gain ``extra`` entries (new validators)."""
@@ -332,7 +351,10 @@ def run_all(args: argparse.Namespace) -> list[Row]:
         rows.append(cold)
         cold_rss = Row("aggregator cold fetch: peak RSS", None, goal="<= 300 MB")
         if not args.skip_postgres:
-            rows.append(postgres_cold(work / "run-postgres", config, server, cold, total, keep))
+            pg_one = postgres_cold(work / "run-postgres", config, server, cold, total, keep)
+            rows.append(pg_one)
+            if not args.skip_fleet:
+                rows.append(fleet_cold_row(work / "run-fleet", config, server, cold, pg_one, total, keep))
         if args.only_cold:
             return rows
 
@@ -440,6 +462,8 @@ def run_all(args: argparse.Namespace) -> list[Row]:
 
         if not args.skip_daemon_polls:
             rows.append(daemon_polls_row(args))
+        if not args.skip_postgres and not args.skip_fleet:
+            rows.append(fleet_scale_row(args))
     finally:
         server.stop()
         log("removing the stores set aside")
@@ -514,6 +538,48 @@ def postgres_cold(run_dir: Path, config: Path, server: Server, cold: Row, total:
                note=f"{ratio:.2f}x SQLite's wall; PostgreSQL server CPU {pg.server_cpu:.1f} s (not in "
                f"the CPU column); {s['new']} new posts, {s['feeds_built']} feeds built; "
                f"{served['requests']} requests")  # fmt: skip
+
+
+def fleet_cold_row(
+    run_dir: Path, config: Path, server: Server, cold: Row, pg_one: Row, total: int, keep: list[int]
+) -> Row:
+    """The cold cycle by two fleet nodes on a new database (``bench.fleet_cold``), beside the others."""
+    from bench.fleet_cold import fleet_cold_on_new_database
+
+    assert cold.m is not None and pg_one.m is not None
+    log("cold cycle, PostgreSQL index, two fleet nodes")
+    fresh_store(run_dir)
+    run = fleet_cold_on_new_database(config, run_dir, cold.sources, server.feed_requests, free_port, keep)
+    server.stats()
+    twice = run.polled_twice
+    once = not twice and run.never_polled == 0 and run.saved == cold.sources and run.posts == total
+    cpus = " + ".join(f"{cpu:.1f}" for cpu in run.node_cpu)
+    note = (
+        f"{run.wall / cold.m.wall:.2f}x SQLite's wall, {run.wall / pg_one.m.wall:.2f}x one PostgreSQL "
+        f"node's; CPU of the nodes {cpus} s; PostgreSQL server CPU {run.server_cpu:.1f} s (not in the "
+        f"CPU column); {run.saved} sources saved, {run.posts} posts; {len(run.requests)} feeds "
+        f"requested, {len(twice)} twice ({', '.join(twice[:5]) or 'none'}); until every source is "
+        "saved once and no feed is pending"
+    )
+    step = "aggregator cold cycle, PostgreSQL index, two fleet nodes (`aggregator run`)"
+    return Row(step, run.measurement(), cold.sources, run.posts, "no source polled twice", once, note=note)
+
+
+def fleet_scale_row(args: argparse.Namespace) -> Row:
+    """``bench.fleet_scale``: one fleet node polling many small sources, mostly 304, at a sustained rate."""
+    from aggregator.config import parse_duration
+    from bench.fleet_scale import scale_run, summary
+
+    sources, every, minutes = args.scale_sources, args.scale_interval, args.scale_minutes
+    log(f"fleet scale: {sources} sources at {every} on one node, a {minutes:g} min window")
+    run = scale_run(sources, parse_duration(every), minutes, args.work / "fleet-scale", [])
+    return Row(
+        f"one fleet node (PostgreSQL index), {sources} sources at {every}, mostly 304",
+        None,
+        goal="no double poll",
+        passed=run.double_polls == 0 and run.window.requests > 0,
+        note=summary(run) + "; bench/fleet_scale.py",
+    )
 
 
 def median_run(runs: list[tuple[measure.Measurement, Any]]) -> tuple[measure.Measurement, Any]:
@@ -644,7 +710,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--daemon-sources", type=int, default=5000, help="sources of the daemon-polls row")
     parser.add_argument("--daemon-minutes", type=float, default=3.0, help="its measured window")
     parser.add_argument("--skip-postgres", action="store_true", help="no PostgreSQL cold row")
-    parser.add_argument("--only-cold", action="store_true", help="the cold rows alone (SQLite, PostgreSQL)")
+    parser.add_argument("--skip-fleet", action="store_true", help="no fleet rows (two-node cold, scale)")
+    parser.add_argument("--scale-sources", type=int, default=20_000, help="sources of the fleet scale row")
+    parser.add_argument("--scale-interval", default="2m", help="their interval (asks sources / it a second)")
+    parser.add_argument("--scale-minutes", type=float, default=2.0, help="its measured window")
+    parser.add_argument(
+        "--only-cold", action="store_true", help="the cold rows alone (SQLite, PostgreSQL, two fleet nodes)"
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "work")
     parser.add_argument("--output", type=Path, default=ROOT / "results.md")
     args = parser.parse_args(argv)

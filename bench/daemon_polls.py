@@ -24,7 +24,6 @@ is in no figure, but it shares the cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -32,12 +31,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from bench import measure
+from bench.server import read_stats
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -59,6 +60,10 @@ class DaemonWindow:
     requests: int  # every request the server answered in the window
     seconds: float  # the window's wall length
     warmup: float  # from start to the steady state
+    rss_mb: float = 0.0  # the daemon's and its children's resident memory at the window's end
+    other_cpu: float = 0.0  # seconds of ``other_cpu``'s process tree (a database server) in the window
+    # Per feed file in the window, with ``paths``: [requests, shortest gap between two (None: one)].
+    paths: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def ms_per_poll(self) -> float:
@@ -89,10 +94,8 @@ class FeedServer:
         assert self.proc.stdout is not None
         self.base = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
 
-    def stats(self, reset: bool = True) -> dict[str, int]:
-        with urllib.request.urlopen(f"{self.base}/_stats{'?reset=1' if reset else ''}") as response:
-            result: dict[str, int] = json.loads(response.read())
-            return result
+    def stats(self, reset: bool = True, paths: bool = False) -> dict[str, Any]:
+        return read_stats(self.base, reset=reset, paths=paths)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -107,16 +110,27 @@ def write_feeds(directory: Path, sources: int) -> None:
             path.write_text(FEED.format(i=index))
 
 
-def write_config(path: Path, server: FeedServer, sources: int, port: int) -> Path:
-    config = {
+def write_config(
+    path: Path,
+    server: FeedServer,
+    sources: int,
+    port: int,
+    *,
+    interval: str = "1m",
+    index: str | None = None,
+) -> Path:
+    """The daemon's config for ``sources`` tiny feeds at ``interval`` (``index``: a PostgreSQL URL)."""
+    config: dict[str, Any] = {
         "site": {"title": "bench", "base_url": f"http://127.0.0.1:{port}/"},
         "paths": {"posts": "posts", "feeds": "feeds", "data": "data"},
         # Every feed is on 127.0.0.1: the per-host limit is raised to the global one.
-        "defaults": {"concurrency": 16, "per_host": 16, "interval": "1m"},
+        "defaults": {"concurrency": 16, "per_host": 16, "interval": interval},
         "server": {"host": "127.0.0.1", "port": port},
         "logging": {"level": "warning"},
         "sources": [{"name": f"s{i}", "url": f"{server.base}/f/feed-{i}.xml"} for i in range(sources)],
     }
+    if index is not None:
+        config["index"] = index
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -176,9 +190,18 @@ def daemon_window(
     minutes: float,
     keep: list[int],
     profile: Path | None = None,
+    *,
+    steady_timeout: float = 300,
+    other_cpu: int | None = None,
+    paths: bool = False,
 ) -> DaemonWindow:
-    """Run the daemon to its steady state, then read its CPU and the polls over ``minutes``."""
+    """Run the daemon to its steady state, then read its CPU and the polls over ``minutes``.
+
+    ``other_cpu``: the pid of another process tree whose CPU in the window is reported too (the
+    PostgreSQL server of a fleet node); ``paths``: keep each feed's requests in the window.
+    """
     log = config.parent / "daemon.log"
+    keep = [*keep, *measure.children()]  # only what the daemon leaves behind is reaped
     with open(log, "wb") as stderr:
         proc = subprocess.Popen(
             [AGGREGATOR, "-c", str(config), "--log-level", "warning", "run"],
@@ -198,20 +221,30 @@ def daemon_window(
             seen += server.stats()["requests"]
             return seen >= sources
 
-        _wait("poll every source", all_polled, time.monotonic() + 300, proc)
+        _wait("poll every source", all_polled, time.monotonic() + steady_timeout, proc)
         warmup = time.monotonic() - started
         server.stats()
+        other_before = tree_cpu(other_cpu) if other_cpu is not None else 0.0
         cpu_before, t0 = tree_cpu(proc.pid), time.monotonic()
         if profile is None:
             time.sleep(minutes * 60)  # the window itself: nothing to wait for but the clock
         else:
             record(proc.pid, minutes * 60, profile)
         cpu_after, t1 = tree_cpu(proc.pid), time.monotonic()
-        served = server.stats()
+        other = tree_cpu(other_cpu) - other_before if other_cpu is not None else 0.0
+        rss = measure.tree_rss_mb(proc.pid)
+        served = server.stats(paths=paths)
         if proc.poll() is not None:
             raise SystemExit(f"the daemon exited during the window ({proc.returncode})")
         return DaemonWindow(
-            cpu_after - cpu_before, served["not_modified"], served["requests"], t1 - t0, warmup
+            cpu_after - cpu_before,
+            served["not_modified"],
+            served["requests"],
+            t1 - t0,
+            warmup,
+            rss_mb=rss,
+            other_cpu=other,
+            paths=served.get("paths", {}),
         )
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -60,6 +60,12 @@ def _ppids() -> dict[int, int]:
     return parents
 
 
+def children() -> set[int]:
+    """This process's children now: a step leaves them alone (a test's own workers, servers)."""
+    me = os.getpid()
+    return {pid for pid, ppid in _ppids().items() if ppid == me}
+
+
 def tree_pids(root: int) -> list[int]:
     parents = _ppids()
     found = [root]
@@ -99,6 +105,7 @@ def run(
     # The previous step's writes (a cold run leaves ~1.7 GB dirty) flushed first, so that the
     # kernel's writeback does not share the cores with the step measured.
     os.sync()
+    keep = [*keep, *children()]  # only what the step leaves behind is reaped
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd)

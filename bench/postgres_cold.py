@@ -38,18 +38,21 @@ class PostgresCold:
 def postgres_database(keep: list[int]) -> Iterator[tuple[PostgresServer, str]]:
     """A server and an empty database on it.
 
-    The driver is a child subreaper, so the daemonized postmaster becomes its child: it is
-    added to ``keep`` (else the steps' orphan reaping kills it) and reaped here once stopped
-    (else a later step would reap it, and count its CPU).
+    The driver is a child subreaper, so the daemonized postmaster becomes its child: it and
+    the server's watchdog are added to ``keep`` (else the steps' orphan reaping kills them)
+    and reaped here once stopped (else a later step would reap them, and count their CPU).
     """
     server = start_server()
     pid = postmaster_pid(server)
-    keep.append(pid)
+    # The server's watchdog (tests/support/postgres.py) is a child too, waited for by server.stop().
+    ours = [pid] + ([server.watchdog.pid] if server.watchdog is not None else [])
+    keep.extend(ours)
     try:
         yield server, server.create_database()
     finally:
         server.stop()
-        keep.remove(pid)
+        for kept in ours:
+            keep.remove(kept)
         with suppress(ChildProcessError):
             os.waitpid(pid, 0)
 

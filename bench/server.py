@@ -6,9 +6,10 @@
 entries), else from CORPUS_DIR. The validators come from the file's size and
 mtime, so writing an override changes them. ``/_stats`` counts the requests and
 the 304s since the last ``/_stats?reset=1``, so the driver can check that a warm
-cycle really was all 304. ``/img/<path>`` answers with a small image and counts each
-path's requests (the media archive's step, see ``bench.media``). Python's http.server
-is not used: with keep-alive it stalls about 35 ms a response.
+cycle really was all 304, and ``/_stats?paths=1`` adds each feed's requests and the shortest
+gap between two of them (a source polled twice, or too soon). ``/img/<path>`` answers with
+a small image and counts each path's requests (the media archive's step, see ``bench.media``).
+Python's http.server is not used: with keep-alive it stalls about 35 ms a response.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import os
 import socket
 import sys
+import time
+import urllib.request
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,8 @@ class CorpusApp:
         self.override = override
         self.stats = {"requests": 0, "not_modified": 0, "bytes": 0}
         self.images: dict[str, int] = {}  # requests of each /img/ path, since the last reset
+        # Per feed since the last reset: [requests, seconds between its two closest, last request].
+        self.feeds: dict[str, list[float]] = {}
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -47,10 +52,17 @@ class CorpusApp:
                 "image_paths": len(self.images),
                 "image_max": max(counts, default=0),
             }
-            body = json.dumps(self.stats | images).encode()
-            if b"reset=1" in scope.get("query_string", b""):
+            query = scope.get("query_string", b"")
+            report: dict[str, Any] = self.stats | images
+            if b"paths=1" in query:
+                report["paths"] = {
+                    name: [int(n), None if n == 1 else gap] for name, (n, gap, _last) in self.feeds.items()
+                }
+            body = json.dumps(report).encode()
+            if b"reset=1" in query:
                 self.stats = {"requests": 0, "not_modified": 0, "bytes": 0}
                 self.images = {}
+                self.feeds = {}
             await _respond(send, 200, [(b"content-type", b"application/json")], body)
             return
         if path.startswith("/img/"):  # the media archive's step (bench.media)
@@ -63,6 +75,7 @@ class CorpusApp:
             await _respond(send, 404, [], b"not found")
             return
         self.stats["requests"] += 1
+        self._count(name)
         file = self.override / name
         try:
             stat = os.stat(file)
@@ -87,6 +100,16 @@ class CorpusApp:
         content_type = f"{MEDIA_TYPES[fmt]}; charset=utf-8".encode()
         await _respond(send, 200, [(b"content-type", content_type), *validators], data)
 
+    def _count(self, name: str) -> None:
+        now = time.monotonic()
+        seen = self.feeds.get(name)
+        if seen is None:
+            self.feeds[name] = [1, float("inf"), now]
+        else:
+            seen[0] += 1
+            seen[1] = min(seen[1], now - seen[2])
+            seen[2] = now
+
 
 def _not_modified(headers: dict[bytes, bytes], etag: str, mtime: int) -> bool:
     """RFC 9110 13.1: If-None-Match wins over If-Modified-Since."""
@@ -106,6 +129,19 @@ async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], b
     headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def read_stats(base: str, *, reset: bool = True, paths: bool = False) -> dict[str, Any]:
+    """The counters of the server at ``base`` (and each feed's, with ``paths``); reset by default."""
+    query = "&".join(part for part, wanted in (("reset=1", reset), ("paths=1", paths)) if wanted)
+    with urllib.request.urlopen(f"{base}/_stats{'?' + query if query else ''}") as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+def feed_requests(stats: dict[str, Any]) -> dict[str, int]:
+    """Requests per feed file, from ``read_stats(..., paths=True)``."""
+    return {name: int(count) for name, (count, _gap) in stats["paths"].items()}
 
 
 def main() -> None:

@@ -22,11 +22,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from support.corpus import CorpusServer, Visit
+from support.corpus import CorpusServer, Visit, corpus_feed
 from support.helpers import REPO, free_port, run_cli, wait_for, write_config
 from support.servers import AppServer
 
 from aggregator.fleet.plan import fleet_timing
+from aggregator.index.fleet.buildlock import BUILD_LOCK_KEY
+from aggregator.index.fleet.startlock import STARTUP_LOCK_KEY
 
 INTERVAL = 2.0
 DEADLINE = 2.0
@@ -115,6 +117,33 @@ def lease_holder(url: str, source: str) -> str | None:
     return None if row is None else row[0]
 
 
+def leases_of(url: str, node_id: str) -> int:
+    """The leases ``node_id`` holds once any change of them under way has committed (FOR UPDATE waits)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM fleet_sources WHERE lease_node = %s FOR UPDATE) AS held",
+            (node_id,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def frozen_with_a_lease(nodes: list[Node], url: str) -> Node | None:
+    """A node stopped (SIGSTOP) while it holds a source lease; the others are left running.
+
+    Frozen, it neither completes its polls nor beats its heart: from that moment it is a dead
+    node to the fleet, and the lease it holds can only come back when it runs out.
+    """
+    for node in nodes:
+        node_id = node.health()["node"]
+        if node.health()["leases_in_flight"] == 0:
+            continue
+        node.process.send_signal(signal.SIGSTOP)
+        if leases_of(url, node_id) > 0:
+            return node
+        node.process.send_signal(signal.SIGCONT)  # its poll ended before the stop: try again
+    return None
+
+
 def node_of(nodes: list[Node], node_id: str) -> Node:
     return next(node for node in nodes if node.health()["node"] == node_id)
 
@@ -133,13 +162,9 @@ def test_a_fleet_polls_each_source_once_per_interval_within_the_host_limit_and_o
         wait_for(lambda: all(len(app.visits_of(f"/feeds/{n}.xml")) >= 4 for n in names), 30, what="polls")
         steady = {n: app.visits_of(f"/feeds/{n}.xml") for n in names}
 
-        # Kill a node while a poll of its own is in flight.
-        victim = wait_for(
-            lambda: next((n for n in nodes if n.health()["leases_in_flight"] > 0), None),
-            10,
-            what="a busy node",
-        )
-        assert victim is not None
+        # Kill a node while it holds a lease: frozen first, so that the lease seen in the database
+        # is still held when the kill lands (a poll seen in flight on /healthz may have ended by then).
+        victim = wait_for(lambda: frozen_with_a_lease(nodes, postgres_url), 10, what="a node with a lease")
         killed_at = time.monotonic()
         victim.stop(signal.SIGKILL)
         survivors = [n for n in nodes if n is not victim]
@@ -286,3 +311,125 @@ def test_a_node_joining_a_running_fleet_leaves_other_writers_temporary_files_alo
         assert "start-up sync with the post files is skipped" in second.log()
         assert in_flight.exists()
         assert "start-up sync" not in first.log()
+
+
+def pending_keys(url: str) -> set[str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {row[0] for row in conn.execute("SELECT key FROM pending_feeds")}
+
+
+def test_keys_left_pending_by_a_node_that_stopped_while_another_held_the_build_lock_are_built(
+    tmp_path: Path, postgres_url: str, nodes: list[Node]
+) -> None:
+    names = ["a", "b"]
+    app = CorpusServer(names, entries=2)
+    with AppServer(app) as corpus:
+        config = fleet_config(tmp_path, postgres_url, corpus, names)
+        nodes.extend(Node(config) for _ in range(2))
+        for node in nodes:
+            wait_for(node.healthy, 30, what="node healthy")
+        wait_for(lambda: all(app.arrivals(f"/feeds/{n}.xml") >= 2 for n in names), 20, what="steady polls")
+        wait_for(lambda: not pending_keys(postgres_url), 10, what="the first feeds built")
+        # A build under way elsewhere: the lock is held (this connection stands for its node).
+        with psycopg.connect(postgres_url, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", (BUILD_LOCK_KEY,))
+            app.bodies["/feeds/a.xml"] = corpus_feed("a", 3)  # a new entry: a's feeds become pending
+            wait_for(lambda: pending_keys(postgres_url), 10, what="a's new post saved, its feeds pending")
+            poller = wait_for(
+                lambda: next(
+                    (n for n in nodes if "source=a outcome=ok" in n.log() and "new=1" in n.log()), None
+                ),
+                10,
+                what="the node that saved a's new post",
+            )
+            assert poller is not None
+            # It stops while the lock is held: its last build cannot run, its keys stay in the index.
+            assert poller.stop() == 0, poller.log()
+            left = pending_keys(postgres_url)
+            assert left, "the stopping node built its keys although the lock was held"
+            holder.execute("SELECT pg_advisory_unlock(%s)", (BUILD_LOCK_KEY,))
+        # The other node has nothing of its own to build (its polls are 304s), yet builds them.
+        survivor = next(n for n in nodes if n is not poller)
+        wait_for(lambda: not pending_keys(postgres_url), 15, what=f"the keys {left} built by the survivor")
+        assert survivor.healthy()
+    built = (tmp_path / "feeds" / "source" / "a" / "rss.xml").read_text(encoding="utf-8")
+    assert "a entry 2" in built
+
+
+def waiting_for_lock(url: str, key: int) -> bool:
+    """Whether some session waits for the session advisory lock ``key`` (pg_locks splits it in two)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND ((classid::bigint << 32) | objid::bigint) = %s",
+            (key,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_a_node_starting_while_another_syncs_joins_and_polls_only_after_that_sync(
+    tmp_path: Path, postgres_url: str, nodes: list[Node]
+) -> None:
+    """Two nodes starting at once: the first through the start-up lock may find itself alone and
+    sync with the post files; the second must not join (and count it as not alone) or write
+    posts meanwhile, or the sync takes its new posts for posts deleted by hand."""
+    app = CorpusServer(["a", "b"], entries=1)
+    with AppServer(app) as corpus:
+        config = fleet_config(tmp_path, postgres_url, corpus, ["a", "b"])
+        with psycopg.connect(postgres_url, autocommit=True) as syncing:  # stands for a node in its sync
+            syncing.execute("SELECT pg_advisory_lock(%s)", (STARTUP_LOCK_KEY,))
+            node = Node(config)
+            nodes.append(node)
+            wait_for(lambda: waiting_for_lock(postgres_url, STARTUP_LOCK_KEY), 30, what="the node waiting")
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                joined = conn.execute("SELECT count(*) FROM fleet_nodes").fetchone()
+            assert joined == (0,)
+            assert app.all_visits() == []
+            syncing.execute("SELECT pg_advisory_unlock(%s)", (STARTUP_LOCK_KEY,))
+        wait_for(node.healthy, 30, what="node healthy")
+        wait_for(lambda: app.arrivals("/feeds/a.xml") >= 1, 20, what="the first poll")
+        # Alone once through the lock: it syncs.
+        assert "start-up sync with the post files is skipped" not in node.log()
+
+
+def stored_attempt(url: str, source: str) -> str | None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT state::jsonb->>'last_attempt' FROM source_states WHERE name = %s", (source,)
+        ).fetchone()
+    return None if row is None else row[0]
+
+
+def test_a_node_that_lost_its_lease_mid_poll_leaves_the_new_holders_state_alone(
+    tmp_path: Path, postgres_url: str, nodes: list[Node]
+) -> None:
+    """A node frozen mid-poll past its lease: another node takes the source, polls it and saves
+    its state; the first one, thawed, ends its poll later with an older state, which must not
+    overwrite the newer one (the source would show the first node's stale result, or its timeout)."""
+    app = CorpusServer(["a"], entries=1)
+    app.slow["/feeds/a.xml"] = 1.0  # each poll in flight for a second: time to freeze its node
+    with AppServer(app) as corpus:
+        # A long interval: after the takeover nobody polls the source again during the test.
+        config = fleet_config(tmp_path, postgres_url, corpus, ["a"], interval="60s")
+        nodes.extend(Node(config) for _ in range(2))
+        for node in nodes:
+            wait_for(node.healthy, 30, what="node healthy")
+        wait_for(lambda: app.arrivals("/feeds/a.xml") >= 1, 20, what="the first poll under way")
+        frozen = wait_for(lambda: frozen_with_a_lease(nodes, postgres_url), 10, what="its node frozen")
+        taker = next(node for node in nodes if node is not frozen)
+        try:
+            # The lease runs out; the other node polls the source and saves its (newer) state.
+            wait_for(lambda: app.arrivals("/feeds/a.xml") == 2, LEASE + 10, what="the source taken over")
+            wait_for(lambda: len(app.visits_of("/feeds/a.xml")) == 2, 10, what="the second poll answered")
+            wait_for(lambda: lease_holder(postgres_url, "a") is None, 10, what="the second poll completed")
+            newer = stored_attempt(postgres_url, "a")
+        finally:
+            frozen.process.send_signal(signal.SIGCONT)
+        wait_for(
+            lambda: "the lease was lost before the poll ended" in frozen.log(),
+            20,
+            what="the thawed poll's end",
+        )
+        assert taker.healthy()
+        assert app.arrivals("/feeds/a.xml") == 2
+        assert newer is not None and stored_attempt(postgres_url, "a") == newer

@@ -381,6 +381,26 @@ def test_a_database_the_fleet_made_gets_the_index_tables_and_says_it_had_none(po
 
 
 @pytest.mark.postgres
+def test_a_state_of_an_earlier_poll_does_not_replace_a_later_polls(postgres_url: str) -> None:
+    """Two nodes, one of which stalled past its lease mid-poll, saving the same source's state."""
+    stalled, taker = PgIndex(postgres_url), PgIndex(postgres_url)
+    try:
+        taker.save_source_state(SourceState(name="a", etag='"new"', last_attempt=NOW))
+        stalled.save_source_state(SourceState(name="a", etag='"old"', error_streak=1, last_attempt=NOW - DAY))
+        assert stalled.source_state("a").etag == '"new"' and taker.source_state("a").error_streak == 0
+        # The same poll's state again, a later poll's, and one without a poll (a reset) are written.
+        stalled.save_source_state(SourceState(name="a", etag='"again"', last_attempt=NOW))
+        assert taker.source_state("a").etag == '"again"'
+        taker.save_source_state(SourceState(name="a", etag='"later"', last_attempt=NOW + DAY))
+        assert stalled.source_state("a").etag == '"later"'
+        taker.save_source_state(SourceState(name="a"))
+        assert stalled.source_state("a") == SourceState(name="a")
+    finally:
+        stalled.close()
+        taker.close()
+
+
+@pytest.mark.postgres
 def test_two_nodes_share_one_index(postgres_url: str) -> None:
     one, two = PgIndex(postgres_url), PgIndex(postgres_url)
     try:

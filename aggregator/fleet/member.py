@@ -32,7 +32,7 @@ from psycopg_pool import ConnectionPool
 from aggregator.dburl import redact
 from aggregator.errors import StoreError
 from aggregator.fleet.plan import FleetTiming, claim_size, node_id, slot_lease_seconds, slot_retry_delay
-from aggregator.index.fleet import buildlock, hosts, leases, nodes
+from aggregator.index.fleet import buildlock, hosts, leases, nodes, startlock
 from aggregator.index.fleet.db import Connection
 from aggregator.index.pg_schema import migrate
 
@@ -90,24 +90,60 @@ class FleetMember:
     async def _call(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.to_thread(self._with_connection, work, *args, **kwargs)
 
-    def _open(self, sources: list[str], port: int | None) -> None:
+    def _open(self) -> None:
         try:
             try:
                 self.pool.open(wait=True, timeout=self.open_timeout)
             except psycopg.Error as error:
                 raise StoreError(f"fleet database {redact(self.url)}: {error}") from error
             self._with_connection(migrate)
+        except BaseException:
+            self.pool.close()
+            raise
+
+    def _join(self, sources: list[str], port: int | None) -> None:
+        try:
             self._with_connection(nodes.join, self.node, port=port)
             self._with_connection(leases.register_sources, sources)
         except BaseException:
             self.pool.close()
             raise
 
-    async def start(self, sources: Iterable[str], *, port: int | None = None) -> None:
-        """Open the pool, bring the schema up to date, join, register the configured sources."""
-        await asyncio.to_thread(self._open, list(sources), port)
+    async def open(self) -> None:
+        """Open the pool and bring the schema up to date (before :meth:`join`)."""
+        await asyncio.to_thread(self._open)
+
+    async def join(self, sources: Iterable[str], *, port: int | None = None) -> None:
+        """Join as a live node, register the configured sources, start the heartbeat."""
+        await asyncio.to_thread(self._join, list(sources), port)
         self._heartbeat = asyncio.create_task(self._beat(), name=f"fleet heartbeat {self.node}")
         log.info("fleet: node %s joined %s", self.node, redact(self.url))
+
+    async def start(self, sources: Iterable[str], *, port: int | None = None) -> None:
+        """Open the pool, bring the schema up to date, join, register the configured sources."""
+        await self.open()
+        await self.join(sources, port=port)
+
+    @contextlib.asynccontextmanager
+    async def startup_lock(self) -> AsyncIterator[None]:
+        """Held inside: no other node gets through its start (join, alone or not, sync) meanwhile.
+
+        Waits while another node holds it (see :mod:`aggregator.index.fleet.startlock`).
+        """
+        try:
+            conn = await asyncio.to_thread(self.pool.getconn)
+        except psycopg.Error as error:
+            raise StoreError(f"fleet database {redact(self.url)}: {error}") from error
+        try:
+            await asyncio.to_thread(startlock.wait_startup_lock, conn)
+            try:
+                yield
+            finally:
+                await asyncio.to_thread(startlock.release_startup_lock, conn)
+        except psycopg.Error as error:
+            raise StoreError(f"fleet database {redact(self.url)}: {error}") from error
+        finally:
+            await asyncio.to_thread(self.pool.putconn, conn)
 
     async def sync_sources(self, sources: Iterable[str]) -> int:
         """After a config reload: register new sources (due now); the ones declined are retried."""

@@ -7,17 +7,23 @@ It holds the node's :class:`FleetMember`, the fetcher's host gate over it and th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
 from aggregator.config import Config
+from aggregator.errors import AggregatorError
 from aggregator.fleet.member import FleetMember
-from aggregator.fleet.plan import fleet_timing, node_alive
+from aggregator.fleet.plan import PENDING_CHECK_SECONDS, fleet_timing, node_alive
 from aggregator.fleet.runner import FleetHostGate, FleetRunner, Poller
 from aggregator.state import utcnow
+
+log = logging.getLogger("aggregator.fleet")
 
 
 class FleetMode:
@@ -32,9 +38,18 @@ class FleetMode:
         # As many sources at once as the fetcher may fetch (its global limit).
         self.runner = FleetRunner(self.member, poller, config.defaults.concurrency)
 
-    async def start(self, port: int) -> None:
-        """Join the fleet and register this node's sources (before the start-up build)."""
-        await self.member.start([source.name for source in self.config.sources], port=port)
+    @contextlib.asynccontextmanager
+    async def joining(self, port: int) -> AsyncIterator[bool]:
+        """Join the fleet and register this node's sources; True inside when no other node is alive.
+
+        The fleet's start-up lock is held from before joining to the end of the block (the
+        start-up sync), so two nodes starting at once do not both count themselves alone, and
+        the second writes nothing while the first one syncs.
+        """
+        await self.member.open()
+        async with self.member.startup_lock():
+            await self.member.join([source.name for source in self.config.sources], port=port)
+            yield await self.alone()
 
     async def alone(self) -> bool:
         """Whether no other node is alive: only then may this one sweep temporary files and sync.
@@ -48,6 +63,28 @@ class FleetMode:
             info.node != self.member.node and node_alive(info.heartbeat, now, lease)
             for info in await self.member.nodes()
         )
+
+    async def build_left_pending(
+        self, build: Callable[[], Awaitable[object]], stopping: asyncio.Event
+    ) -> None:
+        """Now and then, when no node is building, ``build()`` what other nodes left pending.
+
+        A node that stops (or dies) while another holds the build lock leaves its keys in the
+        index; the holder read the pending keys when its build began, and a fleet whose polls
+        are all 304s would otherwise never build them. ``build`` publishes the index's pending
+        keys (one query when there are none). Returns once ``stopping`` is set.
+        """
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), PENDING_CHECK_SECONDS)
+            if stopping.is_set():
+                return
+            try:
+                async with self.member.build_lock() as held:
+                    if held:
+                        await build()
+            except AggregatorError as error:  # the database is away: the next round tries again
+                log.warning("fleet: pending feeds not checked: %s", error)
 
     def run(self) -> None:
         self.runner.start()

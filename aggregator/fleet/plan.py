@@ -18,6 +18,9 @@ SLOT_MARGIN_SECONDS = 10.0
 # Asking again for a busy host's slot: a short pause that doubles up to a second.
 SLOT_RETRY_FIRST = 0.05
 SLOT_RETRY_MAX = 1.0
+# How often a node looks for feed keys another node left pending (it stopped or died while
+# this one held the build lock) and builds them: one short query when there are none.
+PENDING_CHECK_SECONDS = 5.0
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 

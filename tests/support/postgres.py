@@ -7,6 +7,11 @@ as root it runs as the ``postgres`` user, in a temporary folder that user owns, 
 127.0.0.1 and a free port, with its unix socket in that folder. Durability is off
 (``fsync``, ``synchronous_commit``, ``full_page_writes``): a test database is thrown away.
 
+A watchdog process stops the server and removes its folder once the process that started
+it is gone, however it went: a SIGKILLed pytest runs neither its teardown nor ``atexit``. It
+holds the read end of a pipe whose only write end the owner keeps; the owner's death closes
+it, and the watchdog's read returns.
+
 ``postgres_url`` gives each test a fresh empty database (CREATE DATABASE from template0)
 and its ``postgresql://`` URL. Without the binaries (``make test`` installs Debian's
 ``postgresql`` package when it can, see scripts/ensure-postgres.sh), tests that use these
@@ -23,6 +28,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -95,6 +101,18 @@ def free_port() -> int:
         return port
 
 
+# Run by the watchdog: wait for the owner's end of the pipe to close, then stop the server.
+WATCHDOG = """
+import os, shutil, subprocess, sys
+fd, folder, data, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+while os.read(fd, 64):
+    pass
+if os.path.exists(os.path.join(data, "postmaster.pid")):
+    subprocess.run(stop, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+shutil.rmtree(folder, ignore_errors=True)
+"""
+
+
 class PostgresServer:
     """One PostgreSQL cluster in a temporary folder; ``url(db)`` connects to it as a superuser."""
 
@@ -109,6 +127,8 @@ class PostgresServer:
         self.port = 0
         self.started = False
         self._names = itertools.count(1)
+        self.watchdog: subprocess.Popen[bytes] | None = None
+        self._owner_end: int | None = None  # the pipe's write end: closed when this process ends
         if os.geteuid() == 0:
             entry = pwd.getpwnam(SERVER_USER)
             os.chown(self.folder, entry.pw_uid, entry.pw_gid)
@@ -155,8 +175,37 @@ class PostgresServer:
             )
             if started.returncode == 0:
                 self.started = True
+                self._watch()
                 return self
         raise PostgresUnavailable(f"pg_ctl start failed: {started.stderr.strip()}\n{self._log_tail()}")
+
+    def _watch(self) -> None:
+        """Start the watchdog that stops the server once this process is gone (see the module's doc)."""
+        watched, self._owner_end = os.pipe()  # neither end is inherited by other children
+        stop = _as_server_user(
+            [str(self.bindir / "pg_ctl"), "--pgdata", str(self.data), "--mode", "immediate", "stop"]
+        )
+        try:
+            self.watchdog = subprocess.Popen(
+                [sys.executable, "-c", WATCHDOG, str(watched), str(self.folder), str(self.data), *stop],
+                pass_fds=(watched,),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a signal to our process group leaves it to do its work
+            )
+        finally:
+            os.close(watched)
+
+    def _unwatch(self) -> None:
+        if self._owner_end is not None:
+            os.close(self._owner_end)  # the watchdog wakes, finds the server stopped, and ends
+            self._owner_end = None
+        if self.watchdog is not None:
+            try:
+                self.watchdog.wait(30)
+            except subprocess.TimeoutExpired:
+                self.watchdog.kill()
+                self.watchdog.wait()
+            self.watchdog = None
 
     def _log_tail(self) -> str:
         try:
@@ -170,6 +219,7 @@ class PostgresServer:
             self._run(str(self.bindir / "pg_ctl"), "--pgdata", str(self.data), "--mode", "fast", "stop")
             self.started = False
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._unwatch()
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{SERVER_USER}@127.0.0.1:{self.port}/{database}"

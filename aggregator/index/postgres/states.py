@@ -17,9 +17,16 @@ from aggregator.index.postgres.connection import Connection, PgConnections
 from aggregator.index.states import Tombstone
 from aggregator.state import SourceState
 
+# A state from an earlier poll than the stored one's is not written: in a fleet, a node that
+# stalled mid-poll past its lease ends that poll after the node that took the source over has
+# polled it and saved a newer state (its own poll's time is in ``last_attempt``).
 _UPSERT_STATE = (
-    "INSERT INTO source_states (name, state) VALUES (%s, %s) "
-    "ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state"
+    "INSERT INTO source_states AS stored (name, state) VALUES (%s, %s) "
+    "ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state "
+    "WHERE (stored.state::jsonb ->> 'last_attempt') IS NULL "
+    "OR (EXCLUDED.state::jsonb ->> 'last_attempt') IS NULL "
+    "OR (EXCLUDED.state::jsonb ->> 'last_attempt')::timestamptz "
+    ">= (stored.state::jsonb ->> 'last_attempt')::timestamptz"
 )
 
 
