@@ -51,6 +51,7 @@ from aggregator.serve import create_app, listen, make_server
 from aggregator.state import SourceState, utcnow
 from aggregator.status_feed import events_between
 from aggregator.store import open_store
+from aggregator.writebehind import StateWriteBehind
 
 log = logging.getLogger("aggregator.daemon")
 
@@ -203,11 +204,16 @@ class Daemon:
         self.store = open_store(config)
         # Builds run in a thread, on a connection of their own.
         self.build_store = open_store(config)
-        self.updater = Updater(config, self.store, host_gate=self.fleet.gate if self.fleet else None)
+        # Polls save their states here; they reach the index a group at a time (writebehind).
+        self.states = StateWriteBehind(self.store.index)
+        self.updater = Updater(
+            config, self.store, host_gate=self.fleet.gate if self.fleet else None, states=self.states
+        )
         self.builder = FeedBuilder(config, self.build_store)
 
     async def close(self) -> None:
         await self.updater.aclose()
+        self.flush_states()
         self.store.close()
         self.build_store.close()
         if self.fleet is None:  # a fleet's leftovers are swept by the next node that starts alone
@@ -308,6 +314,8 @@ class Daemon:
                     "cancelled %d runs still in flight after %.0fs", len(pending), STOP_DEADLINE_SECONDS
                 )
                 await asyncio.gather(*pending, return_exceptions=True)
+        # Every run has ended: the states they saved are written before anything else can stop us.
+        self.flush_states()
         if self._build_task is not None:
             # The debounced build wakes at once on stop and publishes what is pending.
             await asyncio.gather(self._build_task, return_exceptions=True)
@@ -329,7 +337,7 @@ class Daemon:
     def _schedule_all(self, sources: tuple[SourceConfig, ...]) -> None:
         self.metrics.sources.set(len(self.config.sources))
         for source in sources:
-            state = self.store.index.source_state(source.name)
+            state = self.states.source_state(source.name)
             self.metrics.source_state(state)
             if self.fleet is None:  # in a fleet the database's leases decide instead
                 self.scheduler.add(
@@ -403,6 +411,13 @@ class Daemon:
             return utcnow() + timedelta(seconds=self.config.interval_of(source))
         self._account(source, result)
         return self._next_run(self.config.source_named(name), result.state) if self.has_source(name) else None
+
+    def flush_states(self) -> None:
+        """Write the source states the polls saved (on stop; in a fleet, before a lease goes back)."""
+        try:
+            self.states.flush()
+        except AggregatorError as error:
+            log.error("%d source states not written: %s", self.states.held, error)
 
     def _account(self, source: SourceConfig, result: UpdateResult) -> None:
         self._tally = self._tally.add(result)
@@ -590,7 +605,7 @@ class Daemon:
                 changed += before is not None
                 if self.fleet is not None:
                     continue  # the leases decide; a changed source is polled at its due time
-                state = self.store.index.source_state(name)
+                state = self.states.source_state(name)
                 self.scheduler.add(name, timing_for(new, source), self._next_run(source, state))
         self.metrics.sources.set(len(new_sources))
         self._status_dirty = True  # the site's title or base URL may have changed
