@@ -154,12 +154,34 @@ class Metrics:
             registry=self.registry,
         )
         self.sources = Gauge("aggregator_sources", "Configured sources", registry=self.registry)
+        # The labelled children, looked up once rather than by ``labels()`` at every poll.
+        self._outcomes: dict[str, Any] = {}
+        self._new = self.entries.labels("new")
+        self._updated = self.entries.labels("updated")
+        self._last_success_of: dict[str, Any] = {}
+
+    def polled(self, result: UpdateResult) -> None:
+        """Count one poll: its outcome, duration, posts written and the source's last success."""
+        outcome = self._outcomes.get(result.outcome)
+        if outcome is None:
+            outcome = self._outcomes[result.outcome] = self.fetches.labels(result.outcome)
+        outcome.inc()
+        self.fetch_seconds.observe(result.duration)
+        if result.new:
+            self._new.inc(result.new)
+        if result.updated:
+            self._updated.inc(result.updated)
+        self.source_state(result.state)
 
     def source_state(self, state: SourceState) -> None:
         if state.last_success is not None:
-            self.last_success.labels(state.name).set(state.last_success.timestamp())
+            gauge = self._last_success_of.get(state.name)
+            if gauge is None:
+                gauge = self._last_success_of[state.name] = self.last_success.labels(state.name)
+            gauge.set(state.last_success.timestamp())
 
     def forget_source(self, name: str) -> None:
+        self._last_success_of.pop(name, None)
         with contextlib.suppress(KeyError):
             self.last_success.remove(name)
 
@@ -354,9 +376,9 @@ class Daemon:
             fingerprint=source_fingerprint(source),
             entries=self.store.index,
         )
-        log.debug(
-            "source=%s next poll %s: %s", source.name, plan.at.isoformat() if plan.at else "-", plan.reason
-        )
+        if log.isEnabledFor(logging.DEBUG):  # the time's text is dear enough to skip when unlogged
+            at = plan.at.isoformat() if plan.at else "-"
+            log.debug("source=%s next poll %s: %s", source.name, at, plan.reason)
         return plan.at
 
     async def _run_source(self, name: str) -> None:
@@ -421,11 +443,7 @@ class Daemon:
 
     def _account(self, source: SourceConfig, result: UpdateResult) -> None:
         self._tally = self._tally.add(result)
-        self.metrics.fetches.labels(result.outcome).inc()
-        self.metrics.fetch_seconds.observe(result.duration)
-        self.metrics.entries.labels("new").inc(result.new)
-        self.metrics.entries.labels("updated").inc(result.updated)
-        self.metrics.source_state(result.state)
+        self.metrics.polled(result)
         if result.skipped or result.previous is None:
             return
         events = events_between(result.previous, result.state, url=source.url)
