@@ -5,7 +5,9 @@ poll was a twelfth of the daemon's CPU per poll (issue 17). Here a saved state i
 held, and the held states go to the index in one transaction
 (``Index.save_source_states``) once the oldest has waited ``FLUSH_SECONDS`` or
 ``FLUSH_STATES`` are held, when the daemon stops, and before a fleet node hands a
-source back. Reads through :class:`StateWriteBehind` see the held states.
+source back. Reads through :class:`StateWriteBehind` see the held states, and the
+states it read or wrote are kept while no other process writes states
+(``Index.states_version``; a fleet's index has none and is read each time).
 
 A SIGKILL loses at most the states of the last bound: those sources are polled
 next with the validators they had before, which may cost a full response, never
@@ -45,6 +47,7 @@ class StateStorage(Protocol):
 
     def source_state(self, name: str) -> SourceState: ...
     def save_source_states(self, states: Sequence[SourceState]) -> None: ...
+    def states_version(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ class StateWriteBehind:
         self.bound = bound
         self.clock = clock
         self._held: dict[str, SourceState] = {}
+        # States as the index has them, while its version says no one else wrote any since.
+        self._known: dict[str, SourceState] = {}
+        self._known_version: int | None = None
         self._oldest: float | None = None  # clock() when the oldest held state was saved
         self._timer: asyncio.TimerHandle | None = None
 
@@ -85,7 +91,18 @@ class StateWriteBehind:
 
     def source_state(self, name: str) -> SourceState:
         held = self._held.get(name)
-        return held if held is not None else self.index.source_state(name)
+        if held is not None:
+            return held
+        version = self.index.states_version()
+        if version is None:
+            return self.index.source_state(name)
+        if version != self._known_version:
+            # Another process wrote states (a one-shot fetch, a restored tombstone): read afresh.
+            self._known, self._known_version = {}, version
+        known = self._known.get(name)
+        if known is None:
+            known = self._known[name] = self.index.source_state(name)
+        return known
 
     def save_source_state(self, state: SourceState) -> None:
         now = self.clock()
@@ -104,6 +121,7 @@ class StateWriteBehind:
         self._held, self._oldest = {}, None
         try:
             self.index.save_source_states(list(states.values()))
+            self._known.update(states)  # kept only while states_version stays as it was
         except AggregatorError:
             # Kept for the next flush; a state saved meanwhile is newer and wins.
             self._held = states | self._held

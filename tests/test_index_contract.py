@@ -8,6 +8,7 @@ no server can be started (tests/support/postgres.py).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -373,6 +374,23 @@ def test_a_group_of_source_states_is_written_in_one_transaction(index: Index) ->
         index.save_source_state(SourceState(name="g1", etag='"old"'))
         index.save_source_states([SourceState(name="g1", etag='"new"')])
     assert index.source_state("g1").etag == '"new"'
+
+
+def test_the_states_version_changes_when_another_connection_writes_states(index: Index) -> None:
+    first = index.states_version()
+    if isinstance(index, PgIndex):
+        assert first is None  # a fleet's nodes write states all the time: nothing may be kept
+        return
+    assert isinstance(index, SqliteIndex)
+    index.save_source_states([SourceState(name="own", etag='"1"')])
+    assert index.states_version() == first  # its own writes leave it as it was
+    other = sqlite3.connect(index.state_path)
+    try:
+        with other:
+            other.execute("INSERT OR REPLACE INTO sources VALUES ('elsewhere', '{\"name\": \"elsewhere\"}')")
+    finally:
+        other.close()
+    assert index.states_version() != first
 
 
 def test_status_events_keep_the_newest_and_read_newest_first(index: Index) -> None:

@@ -7,6 +7,7 @@ index in one transaction once the time or count bound is reached, or on a flush.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,3 +92,31 @@ def test_outside_an_event_loop_a_save_is_written_at_once(index: SqliteIndex) -> 
     buffer = StateWriteBehind(index)
     buffer.save_source_state(SourceState(name="cli", etag='"x"'))
     assert buffer.held == 0 and index.source_state("cli").etag == '"x"'
+
+
+def test_states_are_read_once_until_another_process_writes_one(index: SqliteIndex) -> None:
+    async def scenario() -> None:
+        buffer = StateWriteBehind(index, FlushBound(seconds=60, states=100))
+        index.save_source_state(SourceState(name="a", etag='"1"'))
+        statements = commits(index)
+
+        def reads() -> int:
+            return sum("FROM state.sources WHERE name" in q for q in statements)
+
+        assert buffer.source_state("a").etag == '"1"' and reads() == 1
+        assert buffer.source_state("a").etag == '"1"' and reads() == 1  # kept
+        buffer.save_source_state(SourceState(name="a", etag='"2"'))
+        buffer.flush()
+        assert buffer.source_state("a").etag == '"2"' and reads() == 1  # what it wrote itself
+        # A one-shot fetch (another connection) writes a state: the buffer reads again.
+        other = sqlite3.connect(index.state_path)
+        try:
+            with other:
+                other.execute(
+                    """UPDATE sources SET state='{"name": "a", "etag": "\\"3\\""}' WHERE name='a'"""
+                )
+        finally:
+            other.close()
+        assert buffer.source_state("a").etag == '"3"' and reads() == 2
+
+    asyncio.run(scenario())
