@@ -51,6 +51,7 @@ from aggregator.serve import create_app, listen, make_server
 from aggregator.state import SourceState, utcnow
 from aggregator.status_feed import events_between
 from aggregator.store import open_store
+from aggregator.writebehind import StateWriteBehind
 
 log = logging.getLogger("aggregator.daemon")
 
@@ -153,12 +154,34 @@ class Metrics:
             registry=self.registry,
         )
         self.sources = Gauge("aggregator_sources", "Configured sources", registry=self.registry)
+        # The labelled children, looked up once rather than by ``labels()`` at every poll.
+        self._outcomes: dict[str, Any] = {}
+        self._new = self.entries.labels("new")
+        self._updated = self.entries.labels("updated")
+        self._last_success_of: dict[str, Any] = {}
+
+    def polled(self, result: UpdateResult) -> None:
+        """Count one poll: its outcome, duration, posts written and the source's last success."""
+        outcome = self._outcomes.get(result.outcome)
+        if outcome is None:
+            outcome = self._outcomes[result.outcome] = self.fetches.labels(result.outcome)
+        outcome.inc()
+        self.fetch_seconds.observe(result.duration)
+        if result.new:
+            self._new.inc(result.new)
+        if result.updated:
+            self._updated.inc(result.updated)
+        self.source_state(result.state)
 
     def source_state(self, state: SourceState) -> None:
         if state.last_success is not None:
-            self.last_success.labels(state.name).set(state.last_success.timestamp())
+            gauge = self._last_success_of.get(state.name)
+            if gauge is None:
+                gauge = self._last_success_of[state.name] = self.last_success.labels(state.name)
+            gauge.set(state.last_success.timestamp())
 
     def forget_source(self, name: str) -> None:
+        self._last_success_of.pop(name, None)
         with contextlib.suppress(KeyError):
             self.last_success.remove(name)
 
@@ -204,11 +227,16 @@ class Daemon:
         self.store = open_store(config)
         # Builds run in a thread, on a connection of their own.
         self.build_store = open_store(config)
-        self.updater = Updater(config, self.store, host_gate=self.fleet.gate if self.fleet else None)
+        # Polls save their states here; they reach the index a group at a time (writebehind).
+        self.states = StateWriteBehind(self.store.index)
+        self.updater = Updater(
+            config, self.store, host_gate=self.fleet.gate if self.fleet else None, states=self.states
+        )
         self.builder = FeedBuilder(config, self.build_store)
 
     async def close(self) -> None:
         await self.updater.aclose()
+        self.flush_states()
         self.store.close()
         self.build_store.close()
         if self.fleet is None:  # a fleet's leftovers are swept by the next node that starts alone
@@ -316,6 +344,8 @@ class Daemon:
                     "cancelled %d runs still in flight after %.0fs", len(pending), STOP_DEADLINE_SECONDS
                 )
                 await asyncio.gather(*pending, return_exceptions=True)
+        # Every run has ended: the states they saved are written before anything else can stop us.
+        self.flush_states()
         if self._build_task is not None:
             # The debounced build wakes at once on stop and publishes what is pending.
             await asyncio.gather(self._build_task, return_exceptions=True)
@@ -339,7 +369,7 @@ class Daemon:
     def _schedule_all(self, sources: tuple[SourceConfig, ...]) -> None:
         self.metrics.sources.set(len(self.config.sources))
         for source in sources:
-            state = self.store.index.source_state(source.name)
+            state = self.states.source_state(source.name)
             self.metrics.source_state(state)
             if self.fleet is None:  # in a fleet the database's leases decide instead
                 self.scheduler.add(
@@ -356,9 +386,9 @@ class Daemon:
             fingerprint=source_fingerprint(source),
             entries=self.store.index,
         )
-        log.debug(
-            "source=%s next poll %s: %s", source.name, plan.at.isoformat() if plan.at else "-", plan.reason
-        )
+        if log.isEnabledFor(logging.DEBUG):  # the time's text is dear enough to skip when unlogged
+            at = plan.at.isoformat() if plan.at else "-"
+            log.debug("source=%s next poll %s: %s", source.name, at, plan.reason)
         return plan.at
 
     async def _run_source(self, name: str) -> None:
@@ -414,13 +444,16 @@ class Daemon:
         self._account(source, result)
         return self._next_run(self.config.source_named(name), result.state) if self.has_source(name) else None
 
+    def flush_states(self) -> None:
+        """Write the source states the polls saved (on stop; in a fleet, before a lease goes back)."""
+        try:
+            self.states.flush()
+        except AggregatorError as error:
+            log.error("%d source states not written: %s", self.states.held, error)
+
     def _account(self, source: SourceConfig, result: UpdateResult) -> None:
         self._tally = self._tally.add(result)
-        self.metrics.fetches.labels(result.outcome).inc()
-        self.metrics.fetch_seconds.observe(result.duration)
-        self.metrics.entries.labels("new").inc(result.new)
-        self.metrics.entries.labels("updated").inc(result.updated)
-        self.metrics.source_state(result.state)
+        self.metrics.polled(result)
         if result.skipped or result.previous is None:
             return
         events = events_between(result.previous, result.state, url=source.url)
@@ -600,7 +633,7 @@ class Daemon:
                 changed += before is not None
                 if self.fleet is not None:
                     continue  # the leases decide; a changed source is polled at its due time
-                state = self.store.index.source_state(name)
+                state = self.states.source_state(name)
                 self.scheduler.add(name, timing_for(new, source), self._next_run(source, state))
         self.metrics.sources.set(len(new_sources))
         self._status_dirty = True  # the site's title or base URL may have changed

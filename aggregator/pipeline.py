@@ -62,6 +62,7 @@ from aggregator.state import (
 from aggregator.store import PostStore, SaveBatch, SaveResult
 from aggregator.transforms import Transformer, transforms_for
 from aggregator.workers import ParserPool, PostRecipe
+from aggregator.writebehind import StateKeeper
 
 log = logging.getLogger("aggregator.update")
 
@@ -113,9 +114,12 @@ class Updater:
         *,
         parser: ParserPool | None = None,
         host_gate: HostGate | None = None,
+        states: StateKeeper | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        # Where states are read and saved: the index, or the daemon's write-behind buffer.
+        self.states: StateKeeper = states if states is not None else store.index
         self.host_gate = host_gate  # the fleet's per-host places (None: this process alone)
         self.fetcher = Fetcher(config.defaults.user_agent, fetch_limits(config), host_gate=host_gate)
         self.parser = parser or ParserPool()
@@ -211,12 +215,12 @@ class Updater:
         from the command line). The daemon leaves it off: its scheduler decides when.
         """
         if source.name in self._running:
-            state = self.store.index.source_state(source.name)
+            state = self.states.source_state(source.name)
             return UpdateResult(source.name, state, skipped="already running")
         self._running.add(source.name)
         started = time.monotonic()
         try:
-            stored = self.store.index.source_state(source.name)
+            stored = self.states.source_state(source.name)
             result = await self._update(source, stored, force=force, honour_waits=honour_waits)
         finally:
             self._running.discard(source.name)
@@ -249,7 +253,7 @@ class Updater:
                     permanent_url=fetched.permanent_url, fresh_for=fetched.fresh_for,
                     ttl=state.ttl, respect_cache=respect_cache,
                 )  # fmt: skip
-                self.store.index.save_source_state(state)
+                self.states.save_source_state(state)
                 retried = await self._retry_media(source, now)
                 return UpdateResult(source.name, state, not_modified=True, touched_keys=retried)
             assert fetched.body is not None
@@ -287,7 +291,7 @@ class Updater:
                 permanent_url=fetched.permanent_url, fresh_for=fetched.fresh_for,
                 ttl=normalized.ttl, respect_cache=respect_cache,
             )  # fmt: skip
-            self.store.index.save_source_state(state)
+            self.states.save_source_state(state)
             return UpdateResult(source.name, state, new=new, updated=updated, touched_keys=touched)
         except (StoreError, MissingDependency):
             raise  # not the source's fault: every source would fail the same way
@@ -299,7 +303,7 @@ class Updater:
                 interval=interval,
                 backoff_cap=self.config.defaults.backoff_cap,
             )
-            self.store.index.save_source_state(state)
+            self.states.save_source_state(state)
             return UpdateResult(source.name, state, error=error)
 
     async def _fetch(self, source: SourceConfig, state: SourceState) -> FetchResult:

@@ -24,10 +24,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -47,6 +48,10 @@ HOLD_SECONDS = 3600.0
 # Two polls of a source on the same interval are at least this share of it apart:
 # a first poll just before its slot does not poll again at the slot.
 MIN_GAP_SHARE = 0.5
+# The scheduler wakes on a grid of this step (``wake_at``): the polls due within one step start
+# together and share the event loop's turns, as a batch fetch's do, rather than one wake-up each.
+# A poll starts at most this late; its due time stays exactly on its phase.
+WAKE_GRID_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,11 @@ def next_slot(after: datetime, period: float, phase: float) -> datetime:
     offset = phase * period
     count = math.floor((after.timestamp() - offset) / period) + 1
     return datetime.fromtimestamp(count * period + offset, UTC)
+
+
+def wake_at(deadline: float, grid: float = WAKE_GRID_SECONDS) -> float:
+    """The first instant on the grid at or after ``deadline`` (both on the event loop's clock)."""
+    return math.ceil(deadline / grid) * grid if grid > 0 else deadline
 
 
 def adaptive_interval(recent_entries: int, timing: Timing, window: float = ADAPTIVE_WINDOW_SECONDS) -> float:
@@ -255,11 +265,56 @@ class HeldTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler ships no ty
         return f"<HeldTrigger ({self.fallback!r})>"
 
 
+class GridScheduler(AsyncIOScheduler):  # type: ignore[misc]  # APScheduler ships no types
+    """APScheduler's asyncio scheduler, woken on a grid and only when a wake-up changes anything.
+
+    APScheduler wakes itself each time a job is added or moved, through the loop's self-pipe,
+    and looks over the job store: after every poll, as the job moves to its next poll, though
+    that is a minute off and the timer already fires sooner. Here a wake-up is skipped when
+    the timer fires no later than the earliest due job would have it fire, and the timer calls
+    the job processing itself. The timer's instants are rounded up to ``WAKE_GRID_SECONDS``.
+    """
+
+    def __init__(self, *args: Any, grid: float = WAKE_GRID_SECONDS, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.grid = grid
+
+    def wakeup(self) -> None:
+        if not self._timer_is_soon_enough():
+            super().wakeup()
+
+    def _start_timer(self, wait_seconds: float | None) -> None:
+        self._stop_timer()
+        if wait_seconds is not None:
+            loop = self._eventloop
+            self._timeout = loop.call_at(wake_at(loop.time() + wait_seconds, self.grid), self._wake)
+
+    def _wake(self) -> None:
+        """``wakeup``'s work, on the loop already (no hop through ``call_soon_threadsafe``)."""
+        self._stop_timer()
+        self._start_timer(self._process_jobs())
+
+    def _timer_is_soon_enough(self) -> bool:
+        timer = self._timeout
+        if timer is None or timer.cancelled() or self._eventloop is None:
+            return False
+        loop_now = self._eventloop.time()
+        if timer.when() <= loop_now:
+            return False  # firing now: the wake-up may come after it
+        with self._jobstores_lock:
+            dues = [store.get_next_run_time() for store in self._jobstores.values()]
+        earliest = min((due for due in dues if due is not None), default=None)
+        if earliest is None:
+            return True  # nothing is due: the timer finds nothing either
+        wanted = wake_at(loop_now + (earliest.timestamp() - time.time()), self.grid)
+        return bool(timer.when() <= wanted)
+
+
 class SourceScheduler:
     """One APScheduler job per source; jobs are moved, never run twice at once."""
 
     def __init__(self, run_source: Callable[[str], Awaitable[None]]) -> None:
-        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.scheduler = GridScheduler(timezone="UTC")
         self.run_source = run_source
 
     def start(self) -> None:

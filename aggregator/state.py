@@ -41,7 +41,8 @@ class SourceState:
     ttl: float | None = None  # the feed's own <ttl>, in seconds, kept for 304 responses
 
     def to_json(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}  # asdict deep-copies: slow
+        # asdict deep-copies, and fields() is rebuilt at every call: both slow at a save per poll.
+        data = {name: getattr(self, name) for name in _STATE_FIELDS}
         for key, value in data.items():
             if isinstance(value, datetime):
                 data[key] = value.isoformat()
@@ -49,7 +50,7 @@ class SourceState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SourceState:
-        known = {f.name for f in fields(cls)}
+        known = _STATE_FIELDS
         values = {k: v for k, v in data.items() if k in known}
         for key in ("last_attempt", "last_success", "next_due"):
             if isinstance(values.get(key), str):
@@ -82,6 +83,10 @@ class SourceState:
         if self.last_error:
             return "waiting"  # rate limited: asked to come back later, not a failure
         return "ok" if self.last_success else "new"
+
+
+# SourceState's field names, in order (its JSON's keys).
+_STATE_FIELDS: dict[str, None] = dict.fromkeys(f.name for f in fields(SourceState))
 
 
 def config_fingerprint(*parts: object) -> str:

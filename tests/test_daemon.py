@@ -35,6 +35,7 @@ from support.servers import AppServer
 
 from aggregator.config import load_config
 from aggregator.daemon import Daemon
+from aggregator.index.sqlite import SqliteIndex
 from aggregator.pipeline import Updater
 from aggregator.publish.status import publish_status
 from aggregator.schedule import phase_of
@@ -285,6 +286,28 @@ def test_restart_keeps_due_times_and_picks_up_new_sources(
     # ... while a and b keep the due times persisted by the first daemon: no burst.
     assert (app.count("/a.xml"), app.count("/b.xml")) == (1, 1)
     assert second.stop() == 0
+
+
+def test_sigterm_right_after_a_poll_writes_the_state_it_held(
+    tmp_path: Path, feed_dir: Path, host: tuple[FeedHost, AppServer], daemons: list[DaemonProcess]
+) -> None:
+    """A poll's state is held up to a second (``aggregator.writebehind``); a clean stop writes it."""
+    app, server = host
+    (feed_dir / "a.xml").write_bytes(rss("a", 2))
+    config = site_config(tmp_path / "site", [{"name": "a", "url": server.url("a.xml"), "interval": "30m"}])
+    daemon = start(daemons, config)
+    wait_for(lambda: daemon.fetch_lines("a"), timeout=30, what="a polled")
+    daemon.send(signal.SIGTERM)  # well within the buffer's bound of the poll
+    assert daemon.stop(timeout=20) == 0, daemon.log()
+    index = SqliteIndex(
+        tmp_path / "site" / "data" / "index.sqlite3", tmp_path / "site" / "data" / "state.sqlite3"
+    )
+    try:
+        state = index.source_state("a")
+    finally:
+        index.close()
+    assert state.etag is not None and state.last_success is not None and state.http_status == 200
+    assert app.count("/a.xml") == 1
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from aggregator.daemon import Daemon
 from aggregator.pipeline import Updater
 from aggregator.schedule import timing_for
 from aggregator.workers import ParserPool
+from aggregator.writebehind import FlushBound
 
 POLLED = 20
 ROUNDS = 10
@@ -83,3 +84,46 @@ def test_a_polls_cpu_does_not_grow_with_the_sources_scheduled(tmp_path: Path) ->
     # Before: 10,000 sources added about 2 ms to every poll (two scans of the config, a list
     # of every job), several times a not-modified poll of a local file.
     assert many < 1.5 * few + 0.0002, f"{many * 1000:.3f} ms a poll among 10,000, {few * 1000:.3f} among 50"
+
+
+def test_not_modified_polls_write_their_states_in_one_transaction(tmp_path: Path) -> None:
+    """A poll's state is held (``aggregator.writebehind``): one commit for many polls, not one each."""
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    names = [f"s{i}" for i in range(POLLED)]
+    for name in names:
+        (feeds / f"{name}.xml").write_bytes(_rss(name))
+    config_path = write_config(
+        tmp_path / "site", [{"name": n, "url": str(feeds / f"{n}.xml")} for n in names]
+    )
+    config = load_config(config_path)
+
+    async def scenario() -> tuple[int, int]:
+        daemon = Daemon(config_path, config)
+        daemon.open()
+        daemon.states.bound = FlushBound(seconds=3600, states=10_000)  # only a flush writes them
+        daemon.updater = Updater(config, daemon.store, parser=ParserPool(processes=0), states=daemon.states)
+        statements: list[str] = []
+        try:
+            daemon.scheduler.start()
+            for source in config.sources:
+                daemon.scheduler.add(source.name, timing_for(config, source), None)
+            for name in names:  # the first polls fetch the feeds
+                await daemon._run_source(name)
+            daemon.flush_states()
+            daemon.store.index.db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+            for name in names:
+                await daemon._run_source(name)
+            assert daemon._tally.not_modified == POLLED
+            during = statements.count("COMMIT")
+            # Read back through the buffer: each poll found the validators the last one left.
+            assert all(daemon.states.source_state(n).http_status == 304 for n in names)
+            daemon.flush_states()
+            return during, statements.count("COMMIT") - during
+        finally:
+            daemon.scheduler.shutdown()
+            await daemon.close()
+
+    during, at_flush = asyncio.run(scenario())
+    # Before: one commit of the state per poll (20 here), a twelfth of the daemon's CPU per poll.
+    assert (during, at_flush) == (0, 1)

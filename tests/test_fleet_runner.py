@@ -71,8 +71,10 @@ def test_the_fleet_example_config_is_valid_and_its_nodes_share_posts_and_feeds()
 class FailingPoller:
     """A daemon whose store fails on every poll (the runner's side is what is tested)."""
 
-    def __init__(self) -> None:
+    def __init__(self, postgres_url: str) -> None:
+        self.postgres_url = postgres_url
         self.polled: list[str] = []
+        self.leased_at_flush: list[str | None] = []  # who held the lease as the states were written
 
     def has_source(self, name: str) -> bool:
         return name != "not-mine"
@@ -81,13 +83,18 @@ class FailingPoller:
         self.polled.append(name)
         raise StoreError("disk full")
 
+    def flush_states(self) -> None:
+        with psycopg.connect(self.postgres_url, autocommit=True) as conn:
+            row = conn.execute("SELECT lease_node FROM fleet_sources WHERE source='failing'").fetchone()
+        self.leased_at_flush.append(row[0] if row else None)
+
 
 @pytest.mark.postgres
 def test_a_failed_run_and_a_source_not_in_the_config_are_handed_back(postgres_url: str) -> None:
-    async def scenario() -> list[tuple[str, str | None, datetime]]:
+    async def scenario() -> tuple[list[tuple[str, str | None, datetime]], list[str | None]]:
         member = FleetMember(postgres_url, FleetTiming(lease=30, heartbeat=5), node="node-a")
         await member.start(["failing", "not-mine"])
-        poller = FailingPoller()
+        poller = FailingPoller(postgres_url)
         runner = FleetRunner(member, poller, capacity=4, tick=0.05)
         runner.start()
         deadline = asyncio.get_running_loop().time() + 10
@@ -103,10 +110,10 @@ def test_a_failed_run_and_a_source_not_in_the_config_are_handed_back(postgres_ur
             ).fetchall()
         await runner.stop(1)
         await runner.leave()
-        return [(row[0], row[1], row[2]) for row in rows]
+        return [(row[0], row[1], row[2]) for row in rows], poller.leased_at_flush
 
     started = datetime.now(UTC)
-    rows = asyncio.run(scenario())
+    rows, leased_at_flush = asyncio.run(scenario())
     failing = next(row for row in rows if row[0] == "failing")
     declined = next(row for row in rows if row[0] == "not-mine")
     # Not left leased (the heartbeat would renew the lease for ever), and due again in a minute.
@@ -117,3 +124,6 @@ def test_a_failed_run_and_a_source_not_in_the_config_are_handed_back(postgres_ur
         < started + FAILED_RUN_RETRY + timedelta(seconds=15)
     )
     assert declined[1] is None
+    # The states the poll saved were written while this node still held the lease: the next
+    # node to claim the source reads them.
+    assert leased_at_flush == ["node-a"]

@@ -8,6 +8,7 @@ no server can be started (tests/support/postgres.py).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -337,6 +338,59 @@ def test_source_states_written_at_once_or_in_groups(index: Index) -> None:
         assert index.source_state("a").etag == '"2"' and index.source_state("s3").etag == '"3"'
     assert {s.name for s in index.all_source_states()} == {"a", *(f"s{n}" for n in range(STATE_BATCH + 5))}
     assert index.source_state("a").etag == '"2"'
+
+
+def _transactions_that_wrote(index: Index, names: list[str], run: object) -> int:
+    """How many transactions wrote the states of ``names`` while ``run()`` ran.
+
+    SQLite: the COMMITs on the index's connection; PostgreSQL: the distinct ``xmin`` (the id of
+    the transaction that wrote each row) of their rows.
+    """
+    if isinstance(index, SqliteIndex):
+        statements: list[str] = []
+        index.db.set_trace_callback(statements.append)
+        try:
+            run()  # type: ignore[operator]
+        finally:
+            index.db.set_trace_callback(None)
+        return statements.count("COMMIT")
+    assert isinstance(index, PgIndex)
+    run()  # type: ignore[operator]
+    with psycopg.connect(index.url) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT xmin::text FROM source_states WHERE name = ANY(%s)", (names,)
+        ).fetchall()
+    return len(rows)
+
+
+def test_a_group_of_source_states_is_written_in_one_transaction(index: Index) -> None:
+    names = [f"g{n}" for n in range(50)]
+    group = [SourceState(name=name, etag=f'"{name}"', last_success=NOW) for name in names]
+    assert _transactions_that_wrote(index, names, lambda: index.save_source_states(group)) == 1
+    assert index.source_state("g7").etag == '"g7"' and index.source_state("g7").last_success == NOW
+    index.save_source_states([])  # nothing to write: no transaction, no error
+    # A state still deferred is older than the group's: the group's is the one kept.
+    with index.deferred_states():
+        index.save_source_state(SourceState(name="g1", etag='"old"'))
+        index.save_source_states([SourceState(name="g1", etag='"new"')])
+    assert index.source_state("g1").etag == '"new"'
+
+
+def test_the_states_version_changes_when_another_connection_writes_states(index: Index) -> None:
+    first = index.states_version()
+    if isinstance(index, PgIndex):
+        assert first is None  # a fleet's nodes write states all the time: nothing may be kept
+        return
+    assert isinstance(index, SqliteIndex)
+    index.save_source_states([SourceState(name="own", etag='"1"')])
+    assert index.states_version() == first  # its own writes leave it as it was
+    other = sqlite3.connect(index.state_path)
+    try:
+        with other:
+            other.execute("INSERT OR REPLACE INTO sources VALUES ('elsewhere', '{\"name\": \"elsewhere\"}')")
+    finally:
+        other.close()
+    assert index.states_version() != first
 
 
 def test_status_events_keep_the_newest_and_read_newest_first(index: Index) -> None:

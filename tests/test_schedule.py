@@ -17,6 +17,7 @@ from aggregator.errors import FetchError, RateLimited, SourceGone
 from aggregator.schedule import (
     HOLD_SECONDS,
     START_SPREAD_SECONDS,
+    WAKE_GRID_SECONDS,
     HeldTrigger,
     SourceScheduler,
     Timing,
@@ -26,6 +27,7 @@ from aggregator.schedule import (
     next_slot,
     phase_of,
     timing_for,
+    wake_at,
 )
 from aggregator.state import SourceState, after_failure, after_success
 
@@ -383,3 +385,95 @@ def test_scheduler_moves_pauses_and_removes_jobs() -> None:
             scheduler.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_wake_ups_land_on_the_grid_never_before_the_deadline() -> None:
+    assert wake_at(10.01, 0.25) == 10.25
+    assert wake_at(10.25, 0.25) == 10.25
+    assert wake_at(9.999, 0.25) == 10.0
+    assert wake_at(3.3, 0.0) == 3.3  # no grid: the deadline itself
+
+
+def test_polls_due_within_one_grid_step_start_together_and_none_early() -> None:
+    """Three jobs 40 ms apart start in one wake-up, on the grid; each at or after its due time."""
+
+    async def scenario() -> tuple[dict[str, float], dict[str, float]]:
+        loop = asyncio.get_running_loop()
+        started: dict[str, float] = {}
+
+        async def run_source(name: str) -> None:
+            started[name] = loop.time()
+
+        scheduler = SourceScheduler(run_source)
+        scheduler.start()
+        try:
+            # The next grid instant at least half a second away, and three jobs just after it.
+            step = WAKE_GRID_SECONDS
+            grid = wake_at(loop.time() + 0.5, step)
+            dues = {name: grid + 0.01 + 0.04 * i for i, name in enumerate(("a", "b", "c"))}
+            for name, due in dues.items():
+                scheduler.add(name, HOUR, datetime.now(UTC) + timedelta(seconds=due - loop.time()))
+            deadline = loop.time() + 10
+            while len(started) < 3:
+                assert loop.time() < deadline, f"only {started} ran"
+                await asyncio.sleep(0.01)
+            return dues, started
+        finally:
+            scheduler.shutdown()
+
+    dues, started = asyncio.run(scenario())
+    assert all(started[name] >= dues[name] - 0.002 for name in dues), (dues, started)
+    # One wake-up started all three (one apart by 40 ms each would be 80 ms apart).
+    assert max(started.values()) - min(started.values()) < 0.03, started
+    assert all(started[name] - dues[name] < WAKE_GRID_SECONDS + 0.2 for name in dues)
+
+
+def test_moving_a_job_later_than_the_next_wake_up_does_not_wake_the_scheduler() -> None:
+    """A run's end moves its job a whole interval on: APScheduler woke and looked over every job for it."""
+
+    async def scenario() -> tuple[int, int, float, float]:
+        loop = asyncio.get_running_loop()
+        ran: dict[str, float] = {}
+
+        async def run_source(name: str) -> None:
+            ran[name] = loop.time()
+
+        scheduler = SourceScheduler(run_source)
+        looked = 0
+        process_jobs = scheduler.scheduler._process_jobs
+
+        def counted() -> float | None:
+            nonlocal looked
+            looked += 1
+            return process_jobs()  # type: ignore[no-any-return]
+
+        scheduler.scheduler._process_jobs = counted
+        scheduler.start()
+        try:
+            soon = datetime.now(UTC) + timedelta(seconds=1)
+            scheduler.add("soon", HOUR, soon)
+            scheduler.add("later", HOUR, soon + timedelta(minutes=5))
+            deadline = loop.time() + 10
+            while not looked:  # the start's own look
+                assert loop.time() < deadline
+                await asyncio.sleep(0.01)
+            before = looked
+            for minutes in range(10, 60):  # as 50 runs ending would move their jobs
+                scheduler.reschedule("later", soon + timedelta(minutes=minutes))
+            await asyncio.sleep(0)  # a wake-up asked for would run in this turn
+            await asyncio.sleep(0)
+            moved = looked - before
+            # A move earlier than the next wake-up does wake it: "later" runs first, now.
+            asked = loop.time()
+            scheduler.reschedule("later", datetime.now(UTC))
+            while len(ran) < 2:
+                assert loop.time() < deadline, f"only {ran} ran"
+                await asyncio.sleep(0.01)
+            return moved, looked, ran["later"] - asked, ran["soon"] - ran["later"]
+        finally:
+            scheduler.shutdown()
+
+    moved, _looked, later_after, soon_after = asyncio.run(scenario())
+    assert moved == 0  # before: one look over the jobs per move (50)
+    assert later_after < WAKE_GRID_SECONDS + 0.2
+    assert soon_after > 0  # and "soon" still ran, at its own time, after it

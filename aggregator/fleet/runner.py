@@ -46,6 +46,10 @@ class Poller(Protocol):
         """Poll ``name`` now; when it is due next (None: not on its own)."""
         ...
 
+    def flush_states(self) -> None:
+        """Write the source states the polls saved: the next node to claim a source reads its state."""
+        ...
+
 
 @dataclass(frozen=True)
 class RunnerState:
@@ -133,6 +137,7 @@ class FleetRunner:
             # Handed back all the same: the heartbeat would keep renewing a lease never completed.
             log.error("fleet: source=%s run failed: %s", name, error)
             planned = utcnow() + FAILED_RUN_RETRY
+        self.poller.flush_states()  # before the lease goes back
         try:
             if await self.member.complete(name, next_due(planned, utcnow())):
                 self.completed += 1

@@ -44,6 +44,18 @@ class DeferredStates:
         if len(self._deferred) >= STATE_BATCH:
             self._flush_deferred()
 
+    def save_source_states(self, states: Sequence[SourceState]) -> None:
+        """Write ``states`` now, all in one transaction (the daemon's write-behind group).
+
+        A state of the same source still deferred is older: it is dropped, not written after.
+        """
+        if not states:
+            return
+        if self._deferred:
+            for state in states:
+                self._deferred.pop(state.name, None)
+        self._write_states(states)
+
     @contextlib.contextmanager
     def deferred_states(self) -> Iterator[None]:
         """Within it, source states are written a group at a time rather than one commit each."""

@@ -196,6 +196,15 @@ class SourceStates(DeferredStates):
 
     # Source state (the batching is ``DeferredStates``'; this is the SQL under it) ------
 
+    def states_version(self) -> int | None:
+        """A number that changes whenever another connection commits to the state database.
+
+        SQLite's ``data_version``: this connection's own commits leave it as it is, so a
+        reader that keeps the states it wrote knows when to read them again.
+        """
+        row = self.db.execute(f"PRAGMA {SCHEMA}.data_version").fetchone()
+        return int(row[0])
+
     def _stored_state(self, name: str) -> SourceState | None:
         row = self.db.execute("SELECT state FROM state.sources WHERE name=?", (name,)).fetchone()
         return SourceState.from_json(json.loads(row[0])) if row else None

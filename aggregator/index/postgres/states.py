@@ -74,6 +74,10 @@ class PgSourceStates(DeferredStates, PgConnections):
 
     # Source state (the batching is ``DeferredStates``'; this is the SQL under it) ------
 
+    def states_version(self) -> None:
+        """None: the nodes of a fleet write states all the time, so none may be kept (read each time)."""
+        return None
+
     def _stored_state(self, name: str) -> SourceState | None:
         row = self._one("SELECT state FROM source_states WHERE name=%s", (name,))
         return SourceState.from_json(json.loads(row[0])) if row else None
