@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+from datetime import UTC, datetime
 from pathlib import Path
 
 import frontmatter
@@ -125,3 +127,8 @@ def test_front_matter_is_written_as_the_stock_safe_dumper_writes_it(matter: dict
     ours = postfile.dump_front_matter(matter)
     stock = yaml.dump(matter, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), **options)  # type: ignore[call-overload]
     assert ours == stock
+
+
+@given(st.datetimes(timezones=st.timezones()))
+def test_rfc822_is_what_the_email_library_writes_in_gmt(moment: datetime) -> None:
+    assert postfile.rfc822(moment) == email.utils.format_datetime(moment.astimezone(UTC), usegmt=True)
