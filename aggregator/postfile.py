@@ -23,6 +23,7 @@ import functools
 import hashlib
 import io
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,9 @@ MAX_FILENAME_BYTES = 255
 _EMITTER: Any = yaml.cyaml.CEmitter if yaml.__with_libyaml__ else yaml.emitter.Emitter  # type: ignore[attr-defined]
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# The safe resolver's implicit types by the first character they can start with, and those
-# that can start with any (none in PyYAML's safe resolver, kept for exactness).
+# The safe resolver's implicit types (bool, int, float, null, timestamp...) by the first
+# character they can start with, and those that can start with any (none in PyYAML's safe
+# resolver, kept for exactness).
 _IMPLICIT = yaml.SafeDumper.yaml_implicit_resolvers
 _ANY_FIRST = tuple(pattern for _tag, pattern in _IMPLICIT.get(None, ()))
 _IMPLICIT_BY_FIRST: dict[str, tuple[re.Pattern[str], ...]] = {
@@ -61,24 +63,24 @@ _IMPLICIT_BY_FIRST: dict[str, tuple[re.Pattern[str], ...]] = {
     for first, pairs in _IMPLICIT.items()
     if first is not None
 }
-# A value is text, a list, a mapping, or one of these plain scalars ("true", "null", "12").
-_PLAIN_SCALAR = (True, False)
-
-
-def _reads_as_text(value: str) -> bool:
-    """Plain ``value`` reads back as a string (not ``no``, ``0123``, ``~``, a date...)."""
-    return not any(pattern.match(value) for pattern in _IMPLICIT_BY_FIRST.get(value[:1], _ANY_FIRST))
+# (plain allowed, quoted allowed): a string that would read back as another type is quoted;
+# true, false, null and integers are written plain.
+_AS_TEXT, _QUOTED_TEXT, _PLAIN_SCALAR = (True, True), (False, True), (True, False)
 
 
 def _text_event(value: str) -> ScalarEvent:
-    # (plain allowed, quoted allowed): a string that would read back as another type is quoted.
-    return ScalarEvent(None, None, (_reads_as_text(value), True), value)
+    """A string's event: quoted if plain it would read back as another type (``no``, ``0123``, ``~``)."""
+    for pattern in _IMPLICIT_BY_FIRST.get(value[:1], _ANY_FIRST):
+        if pattern.match(value):
+            return ScalarEvent(None, None, _QUOTED_TEXT, value)
+    return ScalarEvent(None, None, _AS_TEXT, value)
 
 
 _STREAM_START = (StreamStartEvent(), DocumentStartEvent(explicit=False))
 _STREAM_END = (DocumentEndEvent(explicit=False), StreamEndEvent())
 _MAPPING_START, _MAPPING_END = MappingStartEvent(None, None, True, flow_style=False), MappingEndEvent()
 _SEQUENCE_START, _SEQUENCE_END = SequenceStartEvent(None, None, True, flow_style=False), SequenceEndEvent()
+_TRUE, _FALSE, _NULL = (ScalarEvent(None, None, _PLAIN_SCALAR, text) for text in ("true", "false", "null"))
 # The keys ``front_matter`` writes, their events made once.
 _KEY_EVENTS = {
     key: _text_event(key)
@@ -90,50 +92,56 @@ _KEY_EVENTS = {
 }
 
 
-def _events(value: Any, out: list[Event]) -> None:
-    """The YAML events of front matter, as PyYAML's safe dumper would emit them.
+def _emit(value: Any, emit: Callable[[Event], None]) -> None:
+    """Emit the YAML events of front matter, as PyYAML's safe dumper would.
 
     Front matter is plain data (text, lists, mappings, booleans, None, ints), so the
     events are made directly, without PyYAML's representer, nodes and serializer,
     which called back into Python twice a scalar to resolve its tag: the same bytes
-    (a property test holds it against ``yaml.dump``) for 40% of the CPU
-    (``python -m bench.render_cpu``: 90 -> 36 us a post's front matter).
+    (a property test holds it against ``yaml.dump``) for a third of the CPU
+    (``python -m bench.render_cpu``).
     """
     kind = type(value)
     if kind is str:
-        out.append(_text_event(value))
+        emit(_text_event(value))
     elif kind is dict:
-        out.append(_MAPPING_START)
+        emit(_MAPPING_START)
         for key, item in value.items():
             if type(key) is not str:
                 raise TypeError(f"front matter keys are text, not {type(key).__name__}")
-            out.append(_KEY_EVENTS.get(key) or _text_event(key))
-            _events(item, out)
-        out.append(_MAPPING_END)
+            emit(_KEY_EVENTS.get(key) or _text_event(key))
+            if type(item) is str:
+                emit(_text_event(item))
+            else:
+                _emit(item, emit)
+        emit(_MAPPING_END)
     elif kind is list:
-        out.append(_SEQUENCE_START)
+        emit(_SEQUENCE_START)
         for item in value:
-            _events(item, out)
-        out.append(_SEQUENCE_END)
+            if type(item) is str:
+                emit(_text_event(item))
+            else:
+                _emit(item, emit)
+        emit(_SEQUENCE_END)
     elif kind is bool:
-        out.append(ScalarEvent(None, None, _PLAIN_SCALAR, "true" if value else "false"))
+        emit(_TRUE if value else _FALSE)
     elif value is None:
-        out.append(ScalarEvent(None, None, _PLAIN_SCALAR, "null"))
+        emit(_NULL)
     elif kind is int:
-        out.append(ScalarEvent(None, None, _PLAIN_SCALAR, str(value)))
+        emit(ScalarEvent(None, None, _PLAIN_SCALAR, str(value)))
     else:
         raise TypeError(f"front matter holds no {kind.__name__}")
 
 
 def dump_front_matter(metadata: dict[str, Any]) -> str:
     """``metadata`` as block YAML: key order kept, no line folded, Unicode as is."""
-    events: list[Event] = list(_STREAM_START)
-    _events(metadata, events)
-    events += _STREAM_END
     stream = io.StringIO()
-    emitter = _EMITTER(stream, width=2**31 - 1, allow_unicode=True)
-    for event in events:
-        emitter.emit(event)
+    emit = _EMITTER(stream, width=2**31 - 1, allow_unicode=True).emit
+    for start in _STREAM_START:
+        emit(start)
+    _emit(metadata, emit)
+    for end in _STREAM_END:
+        emit(end)
     return stream.getvalue()
 
 
