@@ -356,6 +356,7 @@ class Updater:
             batch = self.store.plan_posts(posts, now, merge_by_link=merge_by_link)
             try:
                 await self._archive_media(batch, now)
+                self.store.render_files(batch)
                 await asyncio.get_running_loop().run_in_executor(self._writers, self._write_and_flush, batch)
             except BaseException:
                 self.store.abandon(batch)

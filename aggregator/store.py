@@ -26,9 +26,9 @@ process alone never loses a renamed file):
 - ``off``: no fsync; the OS writes back when it likes (fastest; a power loss
   may lose the last seconds of posts, which the next fetch writes again).
 
-Saving runs in steps (``plan_posts``, ``write_files``, ``make_durable``,
-``commit``) so that a caller on an event loop can write and flush the files
-in a thread; ``save`` runs them all.
+Saving runs in steps (``plan_posts``, ``render_files``, ``write_files``,
+``make_durable``, ``commit``) so that a caller on an event loop can write and
+flush the files in a thread; ``save`` runs them all.
 
 The index also holds what each published feed was built from, so feeds are
 built without reading post files. It records its schema version, migrates
@@ -98,6 +98,7 @@ class SaveBatch:
     deleted: list[tuple[str, str]] = field(default_factory=list)  # indexed, but the file is gone
     written: list[Path] = field(default_factory=list)  # filled by write_files, one a row
     stats: list[os.stat_result] = field(default_factory=list)
+    files: list[bytes] = field(default_factory=list)  # filled by render_files, one a row
 
 
 class PostStore(Retention, FileSync):
@@ -212,6 +213,7 @@ class PostStore(Retention, FileSync):
         """
         batch = self.plan_posts(posts, now, merge_by_link=merge_by_link)
         try:
+            self.render_files(batch)
             self.write_files(batch)
             self.make_durable(batch)
         except BaseException:
@@ -234,17 +236,20 @@ class PostStore(Retention, FileSync):
         rows: list[tuple[EntryUpdateIntent, str]] = []
         deleted: list[tuple[str, str]] = []
         taken = self._unindexed
-        # Who holds each new post's own path: one question for the batch, not one a post
-        # (a round trip each on PostgreSQL); a path taken sends ``_free_path`` to ask on.
-        owners = self.index.path_owners(
-            str(postfile.relpath(i.post)) for i in intents if i.to_write is not None and i.path is None
-        )
+        # Each new post's own path, and who holds it: one question for the batch, not one a
+        # post (a round trip each on PostgreSQL); a path taken sends ``_free_path`` to ask on.
+        own_paths = {
+            id(intent): postfile.relpath(intent.post)
+            for intent in intents
+            if intent.to_write is not None and intent.path is None
+        }
+        owners = self.index.path_owners(own_paths.values())
         for intent in intents:
             post = intent.post
             relpath = intent.path
             if intent.to_write is not None:
                 if relpath is None:
-                    relpath = self._free_path(postfile.relpath(post), post, taken, owners)
+                    relpath = self._free_path(own_paths[id(intent)], post, taken, owners)
                 taken.add(relpath)
                 rows.append((intent, relpath))
             elif intent.forget:
@@ -253,20 +258,26 @@ class PostStore(Retention, FileSync):
             results.append(SaveResult(intent.result_post, intent.outcome, path))
         return SaveBatch(results, rows, now, deleted)
 
+    def render_files(self, batch: SaveBatch) -> None:
+        """Step 2: render each post to write, once, after everything that changes it."""
+        posts = [intent.to_write for intent, _relpath in batch.rows if intent.to_write is not None]
+        batch.files = [postfile.render(post) for post in posts]
+
     def write_files(self, batch: SaveBatch) -> None:
-        """Step 2 (may run in another thread: it touches only the batch and its files)."""
-        for intent, relpath in batch.rows:
+        """Step 3 (may run in another thread: it touches only the batch and its files)."""
+        if len(batch.files) != len(batch.rows):
+            raise StoreError("a batch must be rendered (render_files) before its files are written")
+        for (_intent, relpath), data in zip(batch.rows, batch.files, strict=True):
             path = self.posts_dir / relpath
-            assert intent.to_write is not None
             try:
-                stat = write_atomic_stat(path, postfile.render(intent.to_write), fsync=self.fsync == "file")
+                stat = write_atomic_stat(path, data, fsync=self.fsync == "file")
             except OSError as error:
                 raise StoreError(f"cannot write {path}: {error}") from error
             batch.written.append(path)
             batch.stats.append(stat)
 
     def make_durable(self, batch: SaveBatch) -> None:
-        """Step 3 (may run in another thread): flush the batch's files to disk, per the fsync policy."""
+        """Step 4 (may run in another thread): flush the batch's files to disk, per the fsync policy."""
         written = batch.written
         if self.fsync == "batch" and written:
             try:
@@ -279,7 +290,7 @@ class PostStore(Retention, FileSync):
         self._unindexed.difference_update(relpath for _intent, relpath in batch.rows)
 
     def commit(self, batch: SaveBatch) -> list[SaveResult]:
-        """Step 4: record the batch in the index (after its files are on disk)."""
+        """Step 5: record the batch in the index (after its files are on disk)."""
         rows, now, results = batch.rows, batch.now, batch.results
         if len(batch.stats) != len(rows):
             raise StoreError("a batch whose files were not all written cannot be committed")
@@ -332,19 +343,18 @@ class PostStore(Retention, FileSync):
         return MergeTarget(target, current)
 
     def _free_path(
-        self, relpath: Path, post: Post, taken: set[str], owners: Mapping[str, tuple[str, str]]
+        self, relpath: str, post: Post, taken: set[str], owners: Mapping[str, tuple[str, str]]
     ) -> str:
         """The deterministic path, unless another entry already holds it (``owners``: the
         owners of the deterministic paths, asked of the index for the whole batch)."""
+        stem = relpath.removesuffix(".md")
         candidate = relpath
         for attempt in range(2, 100):
-            owner = (
-                owners.get(str(candidate)) if candidate == relpath else self.index.path_owner(str(candidate))
-            )
+            owner = owners.get(candidate) if candidate == relpath else self.index.path_owner(candidate)
             free = owner is None or owner == (post.source, post.id)
-            if free and str(candidate) not in taken:
-                return str(candidate)
-            candidate = relpath.with_name(f"{relpath.stem}-{attempt}{relpath.suffix}")
+            if free and candidate not in taken:
+                return candidate
+            candidate = f"{stem}-{attempt}.md"
         raise StoreError(f"no free file name for {post.source}/{post.id}")
 
 

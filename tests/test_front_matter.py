@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+from datetime import UTC, datetime
 from pathlib import Path
 
 import frontmatter
@@ -120,8 +122,13 @@ _front_matter = st.dictionaries(
 
 @settings(max_examples=400, deadline=None)
 @given(_front_matter)
-def test_the_front_matter_dumper_writes_what_the_stock_safe_dumper_writes(matter: dict[str, object]) -> None:
+def test_front_matter_is_written_as_the_stock_safe_dumper_writes_it(matter: dict[str, object]) -> None:
     options = dict(sort_keys=False, width=2**31 - 1, allow_unicode=True, default_flow_style=False)
-    ours = yaml.dump(matter, Dumper=postfile.FrontMatterDumper, **options)  # type: ignore[call-overload]
+    ours = postfile.dump_front_matter(matter)
     stock = yaml.dump(matter, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), **options)  # type: ignore[call-overload]
     assert ours == stock
+
+
+@given(st.datetimes(timezones=st.timezones()))
+def test_rfc822_is_what_the_email_library_writes_in_gmt(moment: datetime) -> None:
+    assert postfile.rfc822(moment) == email.utils.format_datetime(moment.astimezone(UTC), usegmt=True)

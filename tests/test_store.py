@@ -133,9 +133,11 @@ def test_any_post_round_trips_and_its_file_stays_inside_the_root(
     root = (tmp_path / "root").resolve()
     target = (root / relpath).resolve()
     assert target.is_relative_to(root)
-    assert all(0 < len(part.encode()) <= 255 for part in relpath.parts)
-    assert not any(ch < " " for ch in str(relpath))
-    assert str(relpath) == str(post_relpath(post)), "deterministic"
+    assert Path(relpath).as_posix() == relpath, "four plain parts"
+    assert len(relpath.split("/")) == 4
+    assert all(0 < len(part.encode()) <= 255 for part in relpath.split("/"))
+    assert not any(ch < " " for ch in relpath)
+    assert relpath == post_relpath(post), "deterministic"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(render_post(post))
     assert read_post(target) == post
