@@ -31,6 +31,23 @@ def store_error(url: str, error: Exception) -> StoreError:
     return StoreError(f"PostgreSQL index at {redact(url)}: {str(error).strip() or type(error).__name__}")
 
 
+READ_ONLY_CONNECT_SECONDS = 10
+
+
+def read_only_connection(url: str) -> Connection:
+    """A connection of its own whose every transaction is read-only (a reader cannot write);
+    a StoreError, password hidden, when it cannot be opened."""
+    try:
+        return psycopg.connect(
+            url,
+            autocommit=True,
+            connect_timeout=READ_ONLY_CONNECT_SECONDS,
+            options="-c default_transaction_read_only=on",
+        )
+    except psycopg.Error as error:
+        raise store_error(url, error) from error
+
+
 class PgConnections:
     """The pool, the thread's transaction, and the feed keys pending in it."""
 

@@ -23,7 +23,7 @@ from aggregator.index import pg_schema
 from aggregator.index.dashboard import SUMMARY_COLUMNS, DashboardIndex, PostSummary, summary_of_row
 from aggregator.index.fleet.leases import Lease, held_by
 from aggregator.index.fleet.nodes import fleet_exists, list_nodes
-from aggregator.index.postgres.connection import Connection, store_error
+from aggregator.index.postgres.connection import Connection, read_only_connection, store_error
 from aggregator.index.postgres.feeds import PgPublishedFeeds
 from aggregator.index.postgres.posts import recent_entry_count
 from aggregator.index.postgres.states import stored_states
@@ -31,7 +31,6 @@ from aggregator.keys import source_key
 from aggregator.state import SourceState
 
 T = TypeVar("T")
-CONNECT_SECONDS = 10
 
 
 class PgDashboardReader(PgPublishedFeeds):
@@ -39,15 +38,7 @@ class PgDashboardReader(PgPublishedFeeds):
 
     def __init__(self, url: str) -> None:
         self.url = url
-        try:
-            self.conn: Connection = psycopg.connect(
-                url,
-                autocommit=True,
-                connect_timeout=CONNECT_SECONDS,
-                options="-c default_transaction_read_only=on",
-            )
-        except psycopg.Error as error:
-            raise store_error(url, error) from error
+        self.conn: Connection = read_only_connection(url)
         try:
             version = pg_schema.schema_version(self.conn)
             pg_schema.pending_steps(version, pg_schema.STEPS)  # refuses a database newer than us

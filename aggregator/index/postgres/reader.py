@@ -7,10 +7,8 @@ from collections.abc import Iterable
 import psycopg
 
 from aggregator.index.feeds import IndexedPost
-from aggregator.index.postgres.connection import store_error
+from aggregator.index.postgres.connection import read_only_connection, store_error
 from aggregator.index.postgres.feeds import indexed_posts
-
-CONNECT_SECONDS = 10
 
 
 class PgIndexReader:
@@ -18,15 +16,7 @@ class PgIndexReader:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        try:
-            self.conn = psycopg.connect(
-                url,
-                autocommit=True,
-                connect_timeout=CONNECT_SECONDS,
-                options="-c default_transaction_read_only=on",
-            )
-        except psycopg.Error as error:
-            raise store_error(url, error) from error
+        self.conn = read_only_connection(url)
 
     def indexed_posts(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], IndexedPost]:
         try:
