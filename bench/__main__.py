@@ -31,7 +31,6 @@ import os
 import platform
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -305,13 +304,7 @@ def daemon_idle(config: Path, port: int, keep: list[int]) -> tuple[float, float,
             time.sleep(0.5)
         return ready, measure.rss_mb(proc.pid), samples[-1]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        measure._reap_orphans(set(keep))
+        measure.stop_daemon(proc, keep)
 
 
 def free_port() -> int:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -247,13 +246,7 @@ def daemon_window(
             paths=served.get("paths", {}),
         )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        measure._reap_orphans(set(keep))
+        measure.stop_daemon(proc, keep)
 
 
 def record(pid: int, seconds: float, out: Path) -> None:

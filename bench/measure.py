@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import os
 import resource
+import signal
 import subprocess
 import threading
 import time
@@ -147,6 +148,17 @@ def run(
         stdout=b"".join(out_chunks).decode("utf-8", "replace"),
         stderr=b"".join(err_chunks).decode("utf-8", "replace"),
     )
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], keep: Sequence[int]) -> None:
+    """SIGTERM a daemon the step started (killed after 60 s), then reap what it left behind."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    _reap_orphans(set(keep))
 
 
 def _reap_orphans(keep: set[int], deadline: float = 15.0) -> float:
