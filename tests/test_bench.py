@@ -148,3 +148,19 @@ def test_one_fleet_node_at_scale_row_reports_sustained_polls_and_no_double_poll(
     assert max(count for count, _gap in window.paths.values()) <= window.seconds / interval + 2
     assert run.asked_per_second == 10.0 and run.polls_per_second > 0
     assert run.ms_cpu_per_poll > 0 and window.other_cpu > 0 and window.rss_mb > 0
+
+
+def test_the_postgresql_write_probe_measures_each_way_on_the_servers_cpu(
+    postgres_server: PostgresServer,
+) -> None:
+    """``bench.pg_writes``, tiny: three ways, the same 120 corpus posts, the server's CPU and ours."""
+    from bench.pg_writes import WAYS, corpus_records, run
+
+    records = corpus_records(120)
+    assert len({(r.post.source, r.post.id) for r in records}) == 120
+    assert (
+        len({r.post.source for r in records}) == 3 and min(len(r.post.body.encode()) for r in records) >= 1000
+    )
+    costs = run(120, 1, postgres_server)
+    assert [cost.way for cost in costs] == [way for way, _steps, _write in WAYS]
+    assert all(cost.posts == 120 and cost.server_us > 0 and cost.client_us > 0 for cost in costs)

@@ -174,6 +174,28 @@ def test_replacing_a_post_moves_it_between_feeds(index: Index) -> None:
     assert index.post_count() == 1
 
 
+def test_a_post_recorded_as_new_again_replaces_its_row_and_keeps_the_batch(index: Index) -> None:
+    """A row thought new may already be indexed (a rerun after a crash): the batch still goes in whole.
+
+    On PostgreSQL, new rows go by COPY, which fails on the key; they are then upserted.
+    """
+    save(index, make_post(id="a", title="First"))
+    tricky = "tab\there\nnew line \\ backslash \\N not null"
+    save(index, make_post(id="a", title="Again", body=tricky), make_post(id="b", title="Other"))
+    assert index.post_count() == 2
+    found = index.indexed_posts([("src", "a"), ("src", "b")])
+    assert (found[("src", "a")].title, found[("src", "a")].body) == ("Again", tricky)
+    assert found[("src", "b")].title == "Other"
+    assert sorted(p.id for p in index.feed_items(ALL_KEY, 10)) == ["a", "b"]
+
+
+def test_text_with_tabs_newlines_and_backslashes_reads_back_as_written(index: Index) -> None:
+    tricky = "tab\there\r\nnew line \\ backslash \\N end"
+    save(index, make_post(id="t", title=tricky, body=tricky, author=tricky, tags=(tricky,)))
+    got = index.indexed_posts([("src", "t")])[("src", "t")]
+    assert (got.title, got.body, got.tags) == (tricky, tricky, (tricky,))
+
+
 def test_forget_returns_the_feeds_left_and_makes_them_pending(index: Index) -> None:
     save(index, make_post(id="a", categories=("News",)), make_post(id="b", categories=()))
     index.clear_pending_feed_keys()
@@ -432,6 +454,41 @@ def test_a_database_the_fleet_made_gets_the_index_tables_and_says_it_had_none(po
     again = PgIndex(postgres_url)
     assert again.found_version == pg_schema.latest_version()
     again.close()
+
+
+@pytest.mark.postgres
+def test_an_index_at_version_3_keeps_its_posts_through_the_leaner_writes_step(postgres_url: str) -> None:
+    """Step 4: new bodies compressed with lz4 (the old stay pglz, readable), post feeds keyed by the post."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        pg_schema.migrate(conn, pg_schema.STEPS[:3])
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("SET default_toast_compression = pglz")
+        conn.execute(
+            "INSERT INTO posts (source, entry_id, path, title, link, author, date_ts, first_seen_ts, "
+            "categories, tags, enclosures, body, summary, content_hash) VALUES ('src', 'old', "
+            "'src/old.md', 'Old', '', '', 1, 1, '[]', '[]', '[]', repeat('old body ', 500), '', 'h')"
+        )
+        conn.execute("INSERT INTO post_feeds VALUES (%s, 'src', 'old', 1)", (ALL_KEY,))
+    index = PgIndex(postgres_url)
+    try:
+        assert index.schema_version() == 4
+        save(index, make_post(id="new", body="new body " * 500))
+        assert sorted(p.id for p in index.feed_items(ALL_KEY, 10)) == ["new", "old"]
+        assert index.posts_without_feed() == 0
+        assert index.indexed_posts([("src", "old")])[("src", "old")].body == "old body " * 500
+        with index.transaction():
+            assert index.forget("src", "old") == {ALL_KEY}
+    finally:
+        index.close()
+    with psycopg.connect(postgres_url) as conn:
+        compressed = conn.execute("SELECT entry_id, pg_column_compression(body) FROM posts").fetchall()
+        assert compressed == [("new", "lz4")]
+        key = conn.execute(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'post_feeds'::regclass "
+            "AND indisprimary"
+        ).fetchone()
+        assert key is not None and "(source, entry_id, feed_key)" in key[0]
+        assert conn.execute("SELECT to_regclass('post_feeds_by_post')").fetchone() == (None,)
 
 
 @pytest.mark.postgres
