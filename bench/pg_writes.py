@@ -10,7 +10,7 @@ source's new posts. Three ways, each on a fresh database of a throw-away server
 - ``upserts, schema 3``: what the index did before schema 4 (``executemany`` upserts in one
   pipeline, bodies compressed with pglz, three B-trees on the feed rows);
 - ``upserts, schema 4``: the same statements on today's schema (lz4, two B-trees);
-- ``the index (COPY), schema 4``: ``PgIndex.record_posts`` as the program runs it.
+- ``the index (binary COPY), schema 4``: ``PgIndex.record_posts`` as the program runs it.
 
 The server's CPU is that of every backend (live ones from /proc, ended ones in the
 postmaster's child times); ours is this process's.
@@ -157,7 +157,7 @@ def measure_way(
 WAYS: tuple[tuple[str, int, Callable[[str, list[PostRecord]], None]], ...] = (
     ("upserts, schema 3", 3, by_upserts),
     ("upserts, schema 4", 4, by_upserts),
-    ("the index (COPY), schema 4", 4, by_the_index),
+    ("the index (binary COPY), schema 4", 4, by_the_index),
 )
 
 

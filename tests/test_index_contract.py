@@ -26,7 +26,7 @@ from aggregator.index import pg_schema
 from aggregator.index.deferral import STATE_BATCH
 from aggregator.index.interface import Index
 from aggregator.index.postgres.pgindex import PgIndex
-from aggregator.index.posts import PostRecord
+from aggregator.index.posts import _ROW_COLUMNS, PostRecord
 from aggregator.index.readers import open_reader
 from aggregator.index.sqlite import SqliteIndex
 from aggregator.index.status import KEEP_EVENTS
@@ -489,6 +489,37 @@ def test_an_index_at_version_3_keeps_its_posts_through_the_leaner_writes_step(po
         ).fetchone()
         assert key is not None and "(source, entry_id, feed_key)" in key[0]
         assert conn.execute("SELECT to_regclass('post_feeds_by_post')").fetchone() == (None,)
+
+
+@pytest.mark.postgres
+def test_the_binary_copys_types_are_the_columns_types(postgres_url: str) -> None:
+    """Binary COPY takes each value as exactly its column's type; a wrong one breaks only some rows."""
+    from aggregator.index.postgres.posts import _FEED_COLUMNS, _FEED_TYPES, _ROW_TYPES
+
+    PgIndex(postgres_url).close()
+    with psycopg.connect(postgres_url) as conn:
+
+        def type_name(name: str) -> str:
+            row = conn.execute("SELECT %s::regtype::text", (name,)).fetchone()
+            assert row is not None
+            return str(row[0])
+
+        for table, columns, types in (
+            ("posts", _ROW_COLUMNS, _ROW_TYPES),
+            ("post_feeds", _FEED_COLUMNS, _FEED_TYPES),
+        ):
+            declared = dict(
+                conn.execute(
+                    "SELECT attname, atttypid::regtype::text FROM pg_attribute "
+                    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                    (table,),
+                ).fetchall()
+            )
+            names = [column.strip() for column in columns.split(",")]
+            assert set(names) == set(declared), "every column is sent"
+            assert {n: declared[n] for n in names} == {
+                n: type_name(t) for n, t in zip(names, types, strict=True)
+            }
 
 
 @pytest.mark.postgres

@@ -19,6 +19,15 @@ from aggregator.keys import ALL_KEY, feed_keys_for
 
 _ROW_MARKS = ",".join(["%s"] * len(_ROW_COLUMNS.split(",")))
 _KEY_COLUMNS = ("source", "entry_id")
+# Binary COPY sends each value as its column's type exactly (checked against the schema in
+# tests/test_index_contract.py): the columns that are not text.
+_NOT_TEXT = {
+    "date_ts": "float8", "updated_ts": "float8", "first_seen_ts": "float8", "last_rewrite_ts": "float8",
+    "upstream_updated_ts": "float8", "rewrites": "int4", "file_mtime_ns": "int8", "file_size": "int8",
+}  # fmt: skip
+_ROW_TYPES = [_NOT_TEXT.get(column.strip(), "text") for column in _ROW_COLUMNS.split(",")]
+_FEED_COLUMNS = "feed_key, source, entry_id, date_ts"
+_FEED_TYPES = ["text", "text", "text", "float8"]
 _UPSERT_POST = (
     f"INSERT INTO posts ({_ROW_COLUMNS}) VALUES ({_ROW_MARKS}) ON CONFLICT (source, entry_id) DO UPDATE SET "
     + ", ".join(
@@ -26,7 +35,7 @@ _UPSERT_POST = (
     )
 )
 _UPSERT_POST_FEED = (
-    "INSERT INTO post_feeds (feed_key, source, entry_id, date_ts) VALUES (%s,%s,%s,%s) "
+    f"INSERT INTO post_feeds ({_FEED_COLUMNS}) VALUES (%s,%s,%s,%s) "
     "ON CONFLICT (feed_key, source, entry_id) DO UPDATE SET date_ts = EXCLUDED.date_ts"
 )
 _UPSERT_ALIAS = (
@@ -236,20 +245,22 @@ def recent_entry_count(conn: Connection, source: str, since: datetime, until: da
 def _insert_new(
     conn: Connection, rows: list[tuple[Any, ...]], feed_rows: list[tuple[str, str, str, float]]
 ) -> None:
-    """New posts' rows and their feeds by COPY, which costs less than upserts on both sides.
+    """New posts' rows and their feeds by binary COPY, which costs less than upserts on both sides.
 
-    ``python -m bench.pg_writes``: about 20 us less of the server's CPU a post and 30 us less of
-    ours than ``executemany`` upserts in one pipeline (bench/results.md, issue 17).
+    ``python -m bench.pg_writes``, a post: the server's CPU 45-48 us against 69-73 for
+    ``executemany`` upserts in one pipeline, ours 26-28 us against 60-65 (bench/results.md).
     A row thought new may still be indexed (a rerun after a crash): the COPY then fails on
     the key, its savepoint is rolled back, and the rows go in as upserts.
     """
     cursor = conn.cursor()
     try:
         with conn.transaction():  # a savepoint
-            with cursor.copy(f"COPY posts ({_ROW_COLUMNS}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY posts ({_ROW_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_ROW_TYPES)
                 for row in rows:
                     copy.write_row(row)
-            with cursor.copy("COPY post_feeds (feed_key, source, entry_id, date_ts) FROM STDIN") as copy:
+            with cursor.copy(f"COPY post_feeds ({_FEED_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_FEED_TYPES)
                 for feed_row in feed_rows:
                     copy.write_row(feed_row)
     except psycopg.errors.UniqueViolation:
