@@ -175,7 +175,7 @@ def test_replacing_a_post_moves_it_between_feeds(index: Index) -> None:
 
 
 def test_a_post_recorded_as_new_again_replaces_its_row_and_keeps_the_batch(index: Index) -> None:
-    """A row thought new may already be indexed (a rerun after a crash): the batch still goes in whole.
+    """A row thought new may be indexed by then (a fleet node that stalled): the batch goes in whole.
 
     On PostgreSQL, new rows go by COPY, which fails on the key; they are then upserted.
     """

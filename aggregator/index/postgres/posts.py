@@ -249,8 +249,9 @@ def _insert_new(
 
     ``python -m bench.pg_writes``, a post: the server's CPU 45-48 us against 69-73 for
     ``executemany`` upserts in one pipeline, ours 26-28 us against 60-65 (bench/results.md).
-    A row thought new may still be indexed (a rerun after a crash): the COPY then fails on
-    the key, its savepoint is rolled back, and the rows go in as upserts.
+    A row thought new may be indexed by the time it is written (by a node that took the source
+    over while this one stalled past its lease): the COPY then fails on the key, its savepoint
+    is rolled back, and the rows go in as upserts, as before.
     """
     cursor = conn.cursor()
     try:
