@@ -445,6 +445,26 @@ def test_the_dashboard_opens_its_postgresql_reader_again_once_the_index_is_there
     dashboard.close()
 
 
+def test_a_reload_that_names_another_index_is_read_at_the_next_request(tmp_path: Path) -> None:
+    """SIGHUP swaps the daemon's config; the dashboard's open reader follows its ``paths.data``."""
+    first, second = dashboard_config(tmp_path / "one"), dashboard_config(tmp_path / "two")
+    stores = [
+        filled_store(first),
+        filled_store(second, extra=[make_post(source="busy", id="new", title="Only two")]),
+    ]
+    running = [first]
+    dashboard = Dashboard(lambda: running[0])
+    try:
+        with AppServer(Starlette(routes=dashboard.routes())) as server:
+            assert "Only two" not in httpx.get(server.url("/")).text
+            running[0] = second
+            assert "Only two" in httpx.get(server.url("/")).text
+    finally:
+        dashboard.close()
+        for store in stores:
+            store.close()
+
+
 def test_a_source_is_polled_by_the_node_whose_lease_runs_now() -> None:
     def lease(source: str, minutes: int) -> Lease:
         return Lease(source=source, due=NOW - timedelta(hours=1), until=NOW + timedelta(minutes=minutes))

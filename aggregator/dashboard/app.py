@@ -111,6 +111,7 @@ class Dashboard:
         self.config = config
         self.credentials = credentials
         self._reader: DashboardIndex | None = None
+        self._reader_of: tuple[object, ...] = ()  # where the open reader reads (see _index_location)
         self._lock = threading.Lock()
 
     def routes(self) -> list[BaseRoute]:
@@ -133,8 +134,12 @@ class Dashboard:
     def _read_now(self, query: Callable[[DashboardIndex], T]) -> T:
         config = self.config()
         with self._lock:
+            if self._reader is not None and self._reader_of != _index_location(config):
+                self._reader.close()  # a reload named another index: read that one
+                self._reader = None
             if self._reader is None:
                 self._reader = open_dashboard_reader(config)  # the SQLite files or the PostgreSQL index
+                self._reader_of = _index_location(config)
             try:
                 return self._reader.run(query)
             except StoreError:
@@ -235,6 +240,10 @@ class Dashboard:
             message = render.render_message(config, "No such post", "The index has no post at this address.")
             return self._page(message, 404)
         return self._page(html)
+
+
+def _index_location(config: Config) -> tuple[object, ...]:
+    return (config.index, config.index_path, config.state_path)
 
 
 def _post_and_feeds(
