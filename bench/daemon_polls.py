@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from bench import measure
+from bench.driver import free_port
 from bench.server import read_stats
 
 ROOT = Path(__file__).resolve().parent
@@ -285,8 +286,6 @@ def compare(
         shutil.rmtree(run_dir, ignore_errors=True)
     server = FeedServer(corpus, override)
     keep = [server.proc.pid]
-    from bench.__main__ import free_port
-
     port = free_port()
     results = []
     try:

@@ -28,6 +28,7 @@ from typing import Any
 from aggregator.config import parse_duration
 from bench import measure
 from bench.daemon_polls import DaemonWindow, FeedServer, daemon_window, fetch, write_config, write_feeds
+from bench.driver import free_port
 from bench.postgres_cold import postgres_database, postmaster_pid
 
 ROOT = Path(__file__).resolve().parent
@@ -109,8 +110,6 @@ def _node_window(
     url: str,
     postmaster: int,
 ) -> DaemonWindow:
-    from bench.__main__ import free_port
-
     port = free_port()
     config = write_config(
         run_dir / "aggregator.yaml", server, sources, port, interval=f"{interval:g}s", index=url

@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.__main__ import AGGREGATOR, REPO, ROOT, Server, empty_trash, fresh_store, set_aside, write_config
 from bench.corpus import CorpusSpec, ensure_corpus
+from bench.driver import AGGREGATOR, REPO, ROOT, Server, empty_trash, fresh_store, set_aside, write_config
 
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
 

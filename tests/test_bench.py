@@ -17,6 +17,7 @@ from support.servers import AppServer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.corpus import FORMATS, CorpusSpec, ensure_corpus, feed_info, render_feed
+from bench.driver import Server, free_port, write_config
 from bench.fleet_cold import cold_done, fleet_cold
 from bench.fleet_scale import double_polls, scale_run
 from bench.postgres_cold import postmaster_pid
@@ -107,8 +108,6 @@ def test_two_fleet_nodes_cold_cycle_saves_every_source_once(
     tmp_path: Path, postgres_server: PostgresServer, postgres_url: str
 ) -> None:
     """The two-node row, tiny: every feed requested once, every entry a post, both nodes at work."""
-    from bench.__main__ import Server, free_port, write_config
-
     corpus = ensure_corpus(SPEC, tmp_path / "corpus")
     server = Server(corpus, tmp_path / "override")
     try:
