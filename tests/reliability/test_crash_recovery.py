@@ -38,19 +38,28 @@ KNOWN_PROBLEMS = re.compile(
     r"|index\.(html|opml) is missing)$"
 )
 SOURCES = {"big": 1200, "small": 300}
+# Topic sources for the build test: more feeds make the build's writes last long enough
+# (about 40 ms here, against 15 with the two sources) for a kill to land among them.
+TOPICS = {f"topic{i}": 100 for i in range(6)}
 
 
-def _site(tmp_path: Path, **build: object) -> Path:
+def _site(tmp_path: Path, topics: bool = False, **build: object) -> Path:
     feeds = tmp_path / "upstream"
     feeds.mkdir()
-    for name, count in SOURCES.items():
-        (feeds / f"{name}.xml").write_bytes(healthy_feed(count, prefix=name))
+    sources = [
+        {"name": "big", "categories": ["News", "World", "Europe"]},
+        {"name": "small", "categories": ["News", "Local"]},
+    ]
+    if topics:
+        sources += [{"name": name, "categories": ["Topics", name.title()]} for name in TOPICS]
+    counts = {**SOURCES, **TOPICS}
+    for source in sources:
+        name = str(source["name"])
+        (feeds / f"{name}.xml").write_bytes(healthy_feed(counts[name], prefix=name))
+        source["url"] = str(feeds / f"{name}.xml")
     return write_config(
         tmp_path / "site",
-        [
-            {"name": "big", "url": str(feeds / "big.xml"), "categories": ["News", "World", "Europe"]},
-            {"name": "small", "url": str(feeds / "small.xml"), "categories": ["News", "Local"]},
-        ],
+        sources,
         defaults={"interval": "30m", "fsync": "off", "max_entries": 5000},
         build={"max_items": 100, **build},
     )
@@ -144,9 +153,16 @@ def test_sigkill_during_fetch_post_writes_and_index_updates(tmp_path: Path, ledg
     assert reported >= 1, "at least one crash left something verify had to report"
 
 
+def _published_feeds(site: Path) -> dict[str, int]:
+    """Each finished feed file's mtime (temporary files and index pages left out)."""
+    names = ("/rss.xml", "/atom.xml", "/feed.json")
+    found = _feed_mtimes(site).items()
+    return {path: mtime for path, mtime in found if path.endswith(names) and "/_status/" not in path}
+
+
 @pytest.mark.slow
 def test_sigkill_during_builds_then_the_next_build_repairs(tmp_path: Path, ledger: Ledger) -> None:
-    config = _site(tmp_path)
+    config = _site(tmp_path, topics=True)
     site = config.parent
     assert run_cli("fetch", config=config, timeout=120).returncode == 0
     assert _check_after_crash(config) == []
@@ -154,32 +170,43 @@ def test_sigkill_during_builds_then_the_next_build_repairs(tmp_path: Path, ledge
     assert run_cli("build", config=config).returncode == 0
     rng = random.Random(4)
     kills = 0
-    reported = 0
+    mixed = 0
     for round_ in range(4):
-        # A changed setting makes every feed stale, so the build rewrites all of them.
+        # A changed item limit makes every feed stale, so the build rewrites all of them; each
+        # round's limit is new and every feed holds more posts, so a feed left old has the
+        # wrong number of items.
         data = yaml.safe_load(config.read_text(encoding="utf-8"))
-        data["build"]["max_items"] = 60 + 10 * (round_ % 3)
+        data["build"]["max_items"] = 60 + 10 * round_
         data["build"]["full_content"] = round_ % 2 == 0
         config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-        before = _feed_mtimes(site)
+        before = _published_feeds(site)
         process = _start(config, "build")
-        wait_for(lambda b=before, p=process: _feed_mtimes(site) != b or p.poll() is not None, timeout=60,
-                 interval=0.005, what="the build writing feeds")  # fmt: skip
-        time.sleep(rng.uniform(0.0, 0.05))  # a random kill moment while it writes, not a synchronization
+        wait_for(lambda b=before, p=process: _published_feeds(site) != b or p.poll() is not None, timeout=60,
+                 interval=0.002, what="the build writing feeds")  # fmt: skip
+        time.sleep(rng.uniform(0.0, 0.01))  # a random kill moment while it writes, not a synchronization
+        # Frozen first, so the files looked at below are exactly what the kill leaves.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGSTOP)
+        after = _published_feeds(site)
+        rewritten = sum(after[path] != before.get(path) for path in after)
+        left_old = rewritten < len(after) and process.poll() is None
         kills += _kill(process)
-        reported += bool(_check_after_crash(config))
+        problems = _check_after_crash(config)
+        if left_old:
+            mixed += 1
+            assert problems, f"round {round_}: {len(after) - rewritten} feed files left old, verify was clean"
     repaired = run_cli("build", config=config)
     assert repaired.returncode == 0, repaired.stderr
     problems = _check_after_crash(config)
     feeds, feed_problems = scan_feeds(site / "feeds")
-    expected_posts = sum(SOURCES.values())
+    expected_posts = sum(SOURCES.values()) + sum(TOPICS.values())
     lost = expected_posts - len(post_ids(site / "posts"))
     ledger.record(inputs=feeds, faults=kills, lost=lost)
     assert problems == [] and not feed_problems
     assert lost == 0
     assert not temp_files(site / "feeds")
     assert kills >= 2 and time.monotonic() - started < 120
-    assert reported >= 1, "at least one killed build left feeds verify reported"
+    assert mixed >= 1, "at least one kill landed among the feed writes"
 
 
 def test_verify_names_each_kind_of_damage_and_the_next_run_repairs_it(tmp_path: Path, ledger: Ledger) -> None:
