@@ -5,7 +5,8 @@
 Writes a store of ``sources x per-source`` posts (build_probe's posts, so 1,000 sources give
 1,571 feeds), a state for every source (one in ten failing), builds the feeds, then serves the
 dashboard alone on 127.0.0.1 (uvicorn, as the daemon does, but without polling anything) and
-measures, for / and /status: the server's answer (httpx, the whole body; and the CPU the process
+measures, for /, /status (its first page), /status?health=failing, /status.json (every row) and
+/status.json?html=1 (what the open status page asks every 15 s): the server's answer (httpx, the whole body; and the CPU the process
 spent, the server being in it) and the page in headless Chromium (navigation start to the last byte
 and to the load event, from the Navigation Timing entry), median of ``--repeat``. The store lives
 in bench/work/dashboard (ignored by git).
@@ -97,7 +98,7 @@ def main() -> None:
         setup(cfg, args.per_source)
     dashboard = Dashboard(lambda: cfg)
     with AppServer(Starlette(routes=dashboard.routes())) as server, chromium() as browser:
-        for path in ("/", "/status", "/status.json"):
+        for path in ("/", "/status", "/status?health=failing", "/status.json", "/status.json?html=1"):
             served, cpu, received, loaded, size = [], [], [], [], 0
             for _ in range(args.repeat):
                 started, cpu_started = time.perf_counter(), time.process_time()
@@ -105,7 +106,7 @@ def main() -> None:
                 served.append(time.perf_counter() - started)
                 cpu.append(time.process_time() - cpu_started)  # the server runs in this process
                 size = len(answer.content)
-                if path.endswith(".json"):
+                if ".json" in path:
                     continue
                 page = browser.new_page()
                 page.goto(server.url(path), wait_until="load")
@@ -115,7 +116,7 @@ def main() -> None:
                 loaded.append(timing[1] / 1000)
                 page.close()
             line = (
-                f"{path:12} {size / 1024:5.0f} KiB  served in {statistics.median(served) * 1000:5.0f} ms "
+                f"{path:24} {size / 1024:5.0f} KiB  served in {statistics.median(served) * 1000:5.0f} ms "
                 f"(CPU {statistics.median(cpu) * 1000:4.0f} ms)"
             )
             if loaded:

@@ -290,7 +290,8 @@ def test_status_report_orders_the_sources_and_counts_entries_per_day(
 ) -> None:
     config, _store = store_config
     reader = open_dashboard_reader(config)
-    rows, summary = status_report(reader, config, NOW)
+    shown, summary = status_report(reader, config, NOW)
+    rows = shown.rows
     assert [r.name for r in rows] == ["broken", "never", "busy"]
     assert [r.health for r in rows] == ["failing", "new", "ok"]
     assert (
@@ -318,7 +319,8 @@ def test_routes_answer_with_their_own_security_headers(store_config: tuple[Confi
     assert report["sources"][0]["next_poll_reason"] == "backoff after 2 failures" and "html" not in report
     parts = client.get("/status.json?html=1", auth=("me", "pw")).json()
     assert 'class="badge failing"' in parts["html"]["rows"] and "sources" not in parts
-    assert parts["html"]["summary"].startswith("<strong>3 sources: 1 ok, 1 failing, 1 new</strong>")
+    assert parts["html"]["summary"].startswith('<strong>3 sources: <a href="/status?health=ok">1 ok</a>, ')
+    assert "Sources 1–3 of 3" in parts["html"]["pager"]
     reader = open_dashboard_reader(config)
     path = reader.newest_posts(2)[1].path
     reader.close()
@@ -392,7 +394,8 @@ def test_on_postgresql_the_pages_show_what_they_show_on_sqlite(tmp_path: Path, p
     assert counts[("source", ("busy",))] == 62 and counts[("category", ("科学",))] == 1
     newest = [(p.source, p.id) for p in postgres_seen["newest"][:5]]
     assert newest == [("other", "o1"), ("busy", "Z"), ("busy", "a"), ("busy", "b0"), ("other", "b")]
-    rows, summary = postgres_seen["status"]
+    shown, summary = postgres_seen["status"]
+    rows = shown.rows
     assert [r.name for r in rows] == ["broken", "never", "busy"] and sum(rows[2].per_day) == 62
     assert summary.line() == "3 sources: 1 ok, 1 failing, 1 new"
     for reader in readers:

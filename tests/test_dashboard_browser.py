@@ -165,6 +165,36 @@ def test_status_shows_the_unreachable_source_failing_with_its_reason_first(
         screenshot(page, shots, "status", "status.png")
 
 
+def test_status_filters_by_health_and_name_and_the_refresh_keeps_the_filter(
+    browser: Any, site: DashboardSite
+) -> None:
+    with visit(browser, site.url("status?refresh=1"), until="load", **WIDE, **LOGIN) as seen:
+        page = seen.page
+        assert page.inner_text(".pager >> nth=0") == "Sources 1–4 of 4"
+        page.click("#summary a:has-text('1 failing')")  # the summary's count links to those sources
+        page.wait_for_url("**/status?health=failing")
+        names = page.locator("#sources .source-name")
+        assert names.all_inner_texts() == [site.unreachable]
+        assert page.inner_text(".pager >> nth=0") == "Sources 1–1 of 1 matching (of 4)"
+        assert page.input_value("#status-health") == "failing"
+        page.select_option("#status-health", "")
+        page.fill("#status-q", "新浪财经")
+        page.click("form.filter button")  # a plain GET form: the page's CSP allows its own forms
+        page.wait_for_url("**/status?q=*")
+        assert names.all_inner_texts() == ["新浪财经-国内"]
+        page.fill("#status-q", "no such source")
+        page.press("#status-q", "Enter")
+        page.wait_for_url("**/status?q=no+such+source&health=")  # the form sends its empty health
+        assert page.inner_text("#sources") == "No source matches the filter."
+        assert seen.errors == [] and seen.failed == []
+    with visit(browser, site.url("status?health=ok&refresh=1"), until="load", **WIDE, **LOGIN) as seen:
+        with seen.page.expect_response(lambda r: "/status.json?" in r.url, timeout=10_000) as refreshed:
+            pass  # the page refreshes every second
+        assert refreshed.value.url.endswith("/status.json?health=ok&refresh=1&html=1")
+        rows = refreshed.value.json()["html"]["rows"]
+        assert rows.count("<tr") == 3 and rows.count("health-ok") == 3  # the refresh kept the filter
+
+
 def test_the_status_page_and_the_cli_give_the_same_next_polls(site: DashboardSite) -> None:
     page = httpx.get(site.url("status.json"), auth=(USERNAME, PASSWORD)).json()
     cli = json.loads(run_cli("status", "--json", config=site.config, check=True).stdout)
@@ -280,7 +310,8 @@ def test_status_refreshes_itself_without_a_reload(browser: Any, site: DashboardS
         )
         assert page.evaluate("window.notReloaded") is True
         assert seen.errors == []
-        assert any(url.endswith("/status.json?html=1") for _kind, url in seen.requests)
+        asked = "/status.json?refresh=1&html=1"  # the view it shows
+        assert any(url.endswith(asked) for _kind, url in seen.requests)
 
 
 def test_docs_screenshots_are_small() -> None:

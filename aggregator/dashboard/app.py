@@ -9,6 +9,7 @@ which come from where the posts point.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -27,12 +28,17 @@ from aggregator.config import Config
 from aggregator.dashboard import data, render
 from aggregator.dashboard.auth import CHALLENGE, Credentials, authorized
 from aggregator.dashboard.health import (
+    EVERY_SOURCE,
+    RowPage,
     SourceRow,
+    StatusView,
     Summary,
     daily_counts,
     day_number,
     ordered,
+    page_of,
     source_row,
+    status_view,
     summarize,
     window_start,
 )
@@ -52,7 +58,7 @@ HEADERS = {
     # the posts point.
     "content-security-policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' http: https: data:; "
-        "media-src http: https:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+        "media-src http: https:; connect-src 'self'; base-uri 'none'; form-action 'self'; "
         "frame-ancestors 'none'"
     ),
     "x-content-type-options": "nosniff",
@@ -61,26 +67,34 @@ HEADERS = {
 }
 
 
-def status_report(reader: DashboardIndex, config: Config, now: datetime) -> tuple[list[SourceRow], Summary]:
-    """Every configured source's row, failing first, and the summary line.
+def status_report(
+    reader: DashboardIndex, config: Config, now: datetime, view: StatusView = EVERY_SOURCE
+) -> tuple[RowPage, Summary]:
+    """The rows of ``view`` (every source unless it filters or pages), failing first, and the
+    summary line of every source.
 
     The next poll is ``schedule.planned_poll``, the decision the daemon and ``aggregator status`` make.
-    On a fleet's shared index every node shows every source, and which node polls it now.
+    On a fleet's shared index every node shows every source, and which node polls it now. The
+    30 days' entry counts are read for the page's rows only: one query a source.
     """
     states = reader.source_states()
     holders = reader.lease_holders(now)
-    per_day = reader.entries_per_day([s.name for s in config.sources], window_start(now), now)
     rows = []
     for source in config.sources:
         state = states.get(source.name) or SourceState(name=source.name)
         plan = planned_poll(
             config, source, state, now, fingerprint=source_fingerprint(source), entries=reader
         )
-        counts = daily_counts(per_day.get(source.name, {}), day_number(now))
         url = redact_url(config.source_location(source))
-        rows.append(source_row(state, plan, counts, url=url, polled_by=holders.get(source.name)))
+        rows.append(source_row(state, plan, (), url=url, polled_by=holders.get(source.name)))
     rows = ordered(rows)
-    return rows, summarize(rows)
+    page = page_of(rows, view)
+    per_day = reader.entries_per_day([row.name for row in page.rows], window_start(now), now)
+    today = day_number(now)
+    counted = [
+        dataclasses.replace(row, per_day=daily_counts(per_day.get(row.name, {}), today)) for row in page.rows
+    ]
+    return dataclasses.replace(page, rows=counted), summarize(rows)
 
 
 def row_json(row: SourceRow) -> dict[str, Any]:
@@ -183,10 +197,11 @@ class Dashboard:
             return refused
         config, now = self.config(), utcnow()
         refresh = _refresh_seconds(request.query_params.get("refresh"))
+        view = status_view(request.query_params, paged=True)
 
         def page() -> str:
-            rows, summary = self._read_now(lambda reader: status_report(reader, config, now))
-            return render.render_status(config, rows, summary, now, refresh_seconds=refresh)
+            shown, summary = self._read_now(lambda reader: status_report(reader, config, now, view))
+            return render.render_status(config, shown, summary, now, refresh_seconds=refresh)
 
         try:
             return self._page(await run_in_threadpool(page))
@@ -194,22 +209,27 @@ class Dashboard:
             return self._unavailable(error)
 
     async def status_json(self, request: Request) -> Response:
+        """Every source (or those ``?health=`` and ``?q=`` keep; ``?page=N`` for one page of them).
+
+        ``?html=1`` (what /status asks for when it refreshes): the page's parts, rendered.
+        """
         if (refused := self._refused(request)) is not None:
             return refused
         config, now = self.config(), utcnow()
-        # ?html=1 (what /status asks for when it refreshes): the page's rows and summary, rendered.
         as_html = request.query_params.get("html") == "1"
+        view = status_view(request.query_params, paged=as_html)
 
         def report() -> dict[str, Any]:
-            rows, summary = self._read_now(lambda reader: status_report(reader, config, now))
+            shown, summary = self._read_now(lambda reader: status_report(reader, config, now, view))
             answer: dict[str, Any] = {
                 "generated": now.isoformat(timespec="seconds"),
                 "summary": {"total": summary.total, **dict(summary.by_health), "line": summary.line()},
+                "page": {"number": shown.number, "pages": shown.pages, "matched": shown.matched},
             }
             if as_html:
-                answer["html"] = render.render_status_parts(config, rows, summary, now)
+                answer["html"] = render.render_status_parts(config, shown, summary, now)
             else:
-                answer["sources"] = [row_json(row) for row in rows]
+                answer["sources"] = [row_json(row) for row in shown.rows]
             return answer
 
         try:

@@ -1,4 +1,5 @@
-"""What /status shows of each source: its health, its order, the summary line, its sparkline.
+"""What /status shows of each source: its health, its order, the summary line, its sparkline,
+and which rows a page holds (a filter and pages: a fleet has tens of thousands of sources).
 
 Pure functions of a source's state, its planned poll, its daily entry counts and
 ``now``; the page and ``/status.json`` are made from these values only.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aggregator.schedule import NextPoll
@@ -17,6 +18,11 @@ from aggregator.state import SourceState
 SPARK_DAYS = 30
 # The health words, in the order the summary line names them.
 HEALTHS = ("ok", "failing", "backing off", "gone", "new")
+# ?health=attention: the failing and the gone, what the summary's "need attention" counts.
+ATTENTION = "attention"
+# Rows on one page of /status: at 20,000 sources the whole table was 17 MB and took 7.5 s to
+# load in Chromium (bench/dashboard_probe.py); a page of 200 is about 170 KB.
+PAGE_ROWS = 200
 
 
 def health_of(state: SourceState) -> str:
@@ -172,3 +178,79 @@ def _span(seconds: float) -> str:
 def window_start(now: datetime, days: int = SPARK_DAYS) -> datetime:
     """The first instant the sparkline counts: the start (UTC) of its oldest day."""
     return datetime.fromtimestamp((day_number(now) - days + 1) * 86400, UTC)
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """Which rows /status shows: one health (or ``attention``), words its name or address holds, a page.
+
+    ``page`` None: every matching row, what ``/status.json`` gives when no page is asked for.
+    """
+
+    health: str | None = None
+    words: tuple[str, ...] = ()
+    page: int | None = None
+
+    def query(self, page: int | None = None) -> dict[str, str]:
+        """The view as query parameters (``page`` for another page of the same rows)."""
+        asked = {"health": self.health or "", "q": " ".join(self.words)}
+        number = page if page is not None else self.page
+        if number is not None and number > 1:
+            asked["page"] = str(number)
+        return {key: value for key, value in asked.items() if value}
+
+
+EVERY_SOURCE = StatusView()  # no filter, no pages
+
+
+def status_view(params: Mapping[str, str], *, paged: bool) -> StatusView:
+    """The view a request asks for; what it cannot mean (an unknown health, page "x") is left out."""
+    health = params.get("health", "").strip().lower() or None
+    if health not in (*HEALTHS, ATTENTION):
+        health = None
+    words = tuple(params.get("q", "").lower().split())
+    page: int | None = None
+    if paged or "page" in params:
+        try:
+            page = max(int(params.get("page", "1")), 1)
+        except ValueError:
+            page = 1
+    return StatusView(health, words, page)
+
+
+def matches(row: SourceRow, view: StatusView) -> bool:
+    if view.health == ATTENTION:
+        if row.health not in ("failing", "gone"):
+            return False
+    elif view.health is not None and row.health != view.health:
+        return False
+    text = f"{row.name} {row.url}".lower()
+    return all(word in text for word in view.words)
+
+
+@dataclass(frozen=True)
+class RowPage:
+    """The rows one page shows, and where they sit among the rows the view matches."""
+
+    rows: list[SourceRow]
+    number: int  # 1-based, at most ``pages``
+    pages: int
+    matched: int
+    first: int  # the first row's place among the matched (1-based; 0 when none)
+    view: StatusView = field(default_factory=StatusView)
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.rows) - 1 if self.rows else 0
+
+
+def page_of(rows: Sequence[SourceRow], view: StatusView, size: int = PAGE_ROWS) -> RowPage:
+    """The rows of ``view``'s page, in the order given; a page past the last shows the last."""
+    matched = [row for row in rows if matches(row, view)]
+    if view.page is None:
+        return RowPage(matched, 1, 1, len(matched), 1 if matched else 0, view)
+    pages = max(-(-len(matched) // size), 1)
+    number = min(view.page, pages)
+    start = (number - 1) * size
+    shown = matched[start : start + size]
+    return RowPage(shown, number, pages, len(matched), start + 1 if shown else 0, view)

@@ -12,14 +12,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import jinja2
 from markupsafe import Markup
 
 from aggregator.config import Config
 from aggregator.dashboard.data import FeedListing, PostSummary, sort_listings
-from aggregator.dashboard.health import SourceRow, Summary, relative, sparkline
+from aggregator.dashboard.health import ATTENTION, HEALTHS, RowPage, StatusView, Summary, relative, sparkline
 from aggregator.publish.specs import FORMAT_FILES, MEDIA_TYPES, FeedSpec, feed_url
 
 FORMAT_LABELS = {"rss": "RSS", "atom": "Atom", "json": "JSON"}
@@ -68,7 +68,10 @@ def _environment() -> jinja2.Environment:
         post_url=post_url,
         web_url=_web_url,
     )
-    env.globals.update(format_files=FORMAT_FILES, format_labels=FORMAT_LABELS, media_types=MEDIA_TYPES)
+    env.globals.update(
+        format_files=FORMAT_FILES, format_labels=FORMAT_LABELS, media_types=MEDIA_TYPES,
+        healths=HEALTHS, attention=ATTENTION, status_link=status_link, health_link=health_link,
+    )  # fmt: skip
     return env
 
 
@@ -102,28 +105,38 @@ def render_static_index(config: Config, feeds: Sequence[tuple[FeedSpec, int, dat
     return (_index(config, listings, live=False, posts=(), css=css, now=None) + "\n").encode()
 
 
+def status_link(view: StatusView, page: int = 1) -> str:
+    """/status showing ``page`` of ``view``'s rows."""
+    asked = StatusView(view.health, view.words, page).query()
+    return "/status" + ("?" + urlencode(asked) if asked else "")
+
+
+def health_link(health: str) -> str:
+    """/status showing the sources of one health (the summary line's links)."""
+    return status_link(StatusView(health=health))
+
+
 def render_status(
     config: Config,
-    rows: Sequence[SourceRow],
+    shown: RowPage,
     summary: Summary,
     now: datetime,
     *,
     refresh_seconds: int = REFRESH_SECONDS,
 ) -> str:
     return _render(
-        "status.html", config, page="status", rows=rows, summary=summary, now=now,
+        "status.html", config, page="status", shown=shown, summary=summary, now=now,
         refresh_seconds=refresh_seconds,
     )  # fmt: skip
 
 
-def render_status_parts(
-    config: Config, rows: Sequence[SourceRow], summary: Summary, now: datetime
-) -> dict[str, str]:
-    """The parts /status replaces when it refreshes: the rows and the summary line."""
+def render_status_parts(config: Config, shown: RowPage, summary: Summary, now: datetime) -> dict[str, str]:
+    """The parts /status replaces when it refreshes: the rows, the summary line and the pager."""
     env = _environment()
     return {
-        "rows": env.get_template("_status_rows.html").render(rows=rows, now=now),
-        "summary": env.get_template("_summary.html").render(summary=summary),
+        "rows": env.get_template("_status_rows.html").render(shown=shown, now=now),
+        "summary": env.get_template("_summary.html").render(summary=summary, view=shown.view),
+        "pager": env.get_template("_pager.html").render(shown=shown, summary=summary),
     }
 
 
