@@ -6,9 +6,10 @@ Writes a store of ``sources x per-source`` posts (build_probe's posts, so 1,000 
 1,571 feeds), a state for every source (one in ten failing), builds the feeds, then serves the
 dashboard alone on 127.0.0.1 (uvicorn, as the daemon does, but without polling anything) and
 measures, for /, /status (its first page), /status?health=failing, /status.json (every row) and
-/status.json?html=1 (what the open status page asks every 15 s): the server's answer (httpx, the whole body; and the CPU the process
-spent, the server being in it) and the page in headless Chromium (navigation start to the last byte
-and to the load event, from the Navigation Timing entry), median of ``--repeat``. The store lives
+/status.json?html=1 (what the open status page asks every 15 s): the server's answer (httpx, the
+whole body; and the CPU the process spent, the server being in it) and the page in headless
+Chromium (navigation start to the last byte and to the load event, from the Navigation Timing
+entry), median of ``--repeat``. The store lives
 in bench/work/dashboard (ignored by git).
 """
 

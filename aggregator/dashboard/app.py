@@ -48,7 +48,7 @@ from aggregator.index.dashboard import DashboardIndex
 from aggregator.index.opening import open_dashboard_reader
 from aggregator.normalize import sanitize_html
 from aggregator.pipeline import source_fingerprint
-from aggregator.schedule import planned_poll
+from aggregator.schedule import NextPoll, planned_poll
 from aggregator.state import SourceState, utcnow
 
 T = TypeVar("T")
@@ -79,22 +79,39 @@ def status_report(
     """
     states = reader.source_states()
     holders = reader.lease_holders(now)
-    rows = []
-    for source in config.sources:
-        state = states.get(source.name) or SourceState(name=source.name)
-        plan = planned_poll(
-            config, source, state, now, fingerprint=source_fingerprint(source), entries=reader
+    sources = {source.name: source for source in config.sources}
+
+    def state_of(name: str) -> SourceState:
+        return states.get(name) or SourceState(name=name)
+
+    # Every row's health, for the summary, the order and the filter; the next poll and the
+    # 30 days' counts for the page's rows only (at 20,000 sources: 0.89 s -> 0.59 s a page,
+    # bench/dashboard_probe.py).
+    unplanned = NextPoll(None, "")
+    rows = [
+        source_row(
+            state_of(name),
+            unplanned,
+            (),
+            url=redact_url(config.source_location(source)),
+            polled_by=holders.get(name),
         )
-        url = redact_url(config.source_location(source))
-        rows.append(source_row(state, plan, (), url=url, polled_by=holders.get(source.name)))
+        for name, source in sources.items()
+    ]
     rows = ordered(rows)
     page = page_of(rows, view)
     per_day = reader.entries_per_day([row.name for row in page.rows], window_start(now), now)
     today = day_number(now)
-    counted = [
-        dataclasses.replace(row, per_day=daily_counts(per_day.get(row.name, {}), today)) for row in page.rows
-    ]
-    return dataclasses.replace(page, rows=counted), summarize(rows)
+
+    def completed(row: SourceRow) -> SourceRow:
+        source = sources[row.name]
+        plan = planned_poll(
+            config, source, state_of(row.name), now, fingerprint=source_fingerprint(source), entries=reader
+        )
+        counts = daily_counts(per_day.get(row.name, {}), today)
+        return dataclasses.replace(row, next_poll=plan.at, next_reason=plan.reason, per_day=counts)
+
+    return dataclasses.replace(page, rows=[completed(row) for row in page.rows]), summarize(rows)
 
 
 def row_json(row: SourceRow) -> dict[str, Any]:
