@@ -1,5 +1,6 @@
-"""/status at a fleet's size: the view a request asks for, its pages (pure), and the routes over a
-real SQLite index of 450 sources, which answer one page and count entries for its rows only."""
+"""The dashboard at a fleet's size: /status's view and pages (pure), and the routes over a real
+SQLite index of 450 sources, which answer one page of /status (counting entries for its rows only)
+and one page of /'s source feeds."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from support.servers import AppServer
 
 from aggregator.config import Config
 from aggregator.dashboard.app import Dashboard, status_report
+from aggregator.dashboard.data import SOURCE_FEEDS_PAGE, FeedListing, source_feeds_page
 from aggregator.dashboard.health import (
     EVERY_SOURCE,
     PAGE_ROWS,
@@ -28,6 +30,9 @@ from aggregator.dashboard.health import (
 from aggregator.dashboard.render import status_link
 from aggregator.index.dashboard import DashboardIndex
 from aggregator.index.opening import open_dashboard_reader
+from aggregator.keys import ALL_KEY, category_key, source_key
+from aggregator.publish.builder import FeedBuilder
+from aggregator.publish.specs import spec_for
 from aggregator.state import SourceState
 from aggregator.store import open_store
 
@@ -78,6 +83,22 @@ def test_pages_hold_page_rows_each_and_a_page_past_the_end_shows_the_last() -> N
     assert (none.rows, none.pages, none.first, none.last) == ([], 1, 0, 0)
 
 
+def test_the_home_page_shows_every_category_and_one_page_of_the_source_feeds() -> None:
+    def listing(key: str) -> FeedListing:
+        return FeedListing(spec_for(key, Config()), 1, None)
+
+    sources = [listing(source_key(f"s{n:03}")) for n in range(SOURCES)]
+    listings = [listing(ALL_KEY), listing(category_key(["News"])), *sources]
+    second = source_feeds_page(listings, 2)
+    assert [f.spec.kind for f in second.listings[:3]] == ["all", "category", "source"]
+    assert len(second.listings) == 2 + SOURCE_FEEDS_PAGE and second.listings[2].spec.parts == ("s200",)
+    assert (second.sources, second.number, second.pages, second.first, second.last) == (450, 2, 3, 201, 400)
+    last = source_feeds_page(listings, 7)
+    assert (last.number, last.first, last.last, len(last.listings)) == (3, 401, 450, 52)
+    alone = source_feeds_page(listings[:2], 1)
+    assert (alone.pages, alone.first, alone.last, len(alone.listings)) == (1, 0, 0, 2)
+
+
 def many_sources_config(base_dir: Path) -> Config:
     sources = [{"name": f"s{n:03}", "url": f"https://s{n:03}.example.org/feed"} for n in range(SOURCES)]
     return Config.model_validate(
@@ -93,7 +114,8 @@ def many_sources_config(base_dir: Path) -> Config:
 
 @pytest.fixture
 def big_config(tmp_path: Path) -> Config:
-    """450 sources; s000 to s009 have a post a day for 5 days and a success, the rest are new."""
+    """450 sources and their feeds built; s000 to s009 have a post a day for 5 days and a success,
+    the rest one post 40 days old and no state (new)."""
     config = many_sources_config(tmp_path)
     store = open_store(config)
     posts = [
@@ -101,7 +123,11 @@ def big_config(tmp_path: Path) -> Config:
         for n in range(10)
         for day in range(5)
     ]
+    posts += [
+        make_post(source=f"s{n:03}", id="old", date=NOW - timedelta(days=40)) for n in range(10, SOURCES)
+    ]
     store.save(posts, NOW)
+    FeedBuilder(config, store, processes=0).build()
     for n in range(10):
         store.index.save_source_state(replace(SourceState(name=f"s{n:03}"), last_success=NOW))
     store.close()
@@ -160,3 +186,14 @@ def test_the_routes_answer_one_page_and_json_every_row_unless_a_page_is_asked(bi
     assert parts["rows"].count("<tr") == PAGE_ROWS and "Sources 201–400 of 450" in parts["pager"]
     assert client.get("/status.json?health=gone").json()["sources"] == []
     assert "No source matches the filter." in client.get("/status?health=gone").text
+    home = client.get("/").text
+    assert (
+        home.count('<tr class="kind-source"') == SOURCE_FEEDS_PAGE and "s000" in home and "s200" not in home
+    )
+    assert "Source feeds 1–200 of 450 · page 1 of 3" in home and 'rel="next" href="/?sources=2"' in home
+    last = client.get("/?sources=3").text
+    assert last.count('<tr class="kind-source"') == 50 and "s449</td>" in last and "s000</td>" not in last
+    assert (
+        last.count('<tr class="kind-category') == home.count('<tr class="kind-category')
+        and "Everything" in last
+    )

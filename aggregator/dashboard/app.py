@@ -195,14 +195,16 @@ class Dashboard:
         page = render.render_message(self.config(), "Not ready", f"{error}.{later}")
         return self._page(page, 503)
 
-    async def home(self, _request: Request) -> Response:
+    async def home(self, request: Request) -> Response:
+        """The feeds (``?sources=N``: the Nth page of the source feeds) and the newest posts."""
         config = self.config()
+        asked = _page_number(request.query_params.get("sources"))
 
         def page() -> str:
             listings, posts = self._read_now(
                 lambda reader: (data.published_listings(reader, config), reader.newest_posts(NEWEST_POSTS))
             )
-            return render.render_home(config, listings, posts, utcnow())
+            return render.render_home(config, data.source_feeds_page(listings, asked), posts, utcnow())
 
         try:
             return self._page(await run_in_threadpool(page))
@@ -302,6 +304,13 @@ def _read_post_file(posts_dir: Path, path: str) -> tuple[dict[str, Any] | None, 
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError):
         return None, ""
     return meta, body
+
+
+def _page_number(asked: str | None) -> int:
+    try:
+        return max(int(asked or "1"), 1)
+    except ValueError:
+        return 1
 
 
 def _refresh_seconds(asked: str | None) -> int:

@@ -8,7 +8,7 @@ pages.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,12 +25,17 @@ __all__ = [
     "DashboardReader",
     "FeedListing",
     "PostSummary",
+    "SourceFeedsPage",
     "feeds_of",
     "published_listings",
+    "source_feeds_page",
 ]
 
 # The index page's order: everything, the categories as a tree, then the sources.
 LISTING_ORDER = ("all", "category", "source")
+# Source feeds on one page of the live /: at 20,000 sources the whole list made an 8 MB page
+# (bench/dashboard_probe.py). The category tree is always shown whole.
+SOURCE_FEEDS_PAGE = 200
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,33 @@ def published_listings(reader: DashboardIndex, config: Config) -> list[FeedListi
         for key, _title, _items, newest in reader.published_feeds()
     ]
     return sort_listings(listings)
+
+
+@dataclass(frozen=True)
+class SourceFeedsPage:
+    """The listings the live / shows: everything, every category, and one page of the source feeds."""
+
+    listings: list[FeedListing]
+    sources: int  # source feeds in all
+    number: int  # 1-based, at most ``pages``
+    pages: int
+    first: int  # the first shown source feed's place (1-based; 0 when there are none)
+    last: int
+
+
+def source_feeds_page(
+    listings: Sequence[FeedListing], asked: int, size: int = SOURCE_FEEDS_PAGE
+) -> SourceFeedsPage:
+    """``listings`` (index.html's order) with page ``asked`` of the source feeds, the last past the end"""
+    others = [listing for listing in listings if listing.spec.kind != "source"]
+    sources = [listing for listing in listings if listing.spec.kind == "source"]
+    pages = max(-(-len(sources) // size), 1)
+    number = min(max(asked, 1), pages)
+    shown = sources[(number - 1) * size : number * size]
+    first = (number - 1) * size + 1 if shown else 0
+    return SourceFeedsPage(
+        [*others, *shown], len(sources), number, pages, first, first + len(shown) - 1 if shown else 0
+    )
 
 
 def sort_listings(listings: Iterable[FeedListing]) -> list[FeedListing]:

@@ -18,7 +18,7 @@ import jinja2
 from markupsafe import Markup
 
 from aggregator.config import Config
-from aggregator.dashboard.data import FeedListing, PostSummary, sort_listings
+from aggregator.dashboard.data import FeedListing, PostSummary, SourceFeedsPage, sort_listings
 from aggregator.dashboard.health import ATTENTION, HEALTHS, RowPage, StatusView, Summary, relative, sparkline
 from aggregator.publish.specs import FORMAT_FILES, MEDIA_TYPES, FeedSpec, feed_url
 
@@ -92,17 +92,16 @@ def _index(config: Config, listings: Sequence[FeedListing], **values: Any) -> st
     )
 
 
-def render_home(
-    config: Config, listings: Sequence[FeedListing], posts: Sequence[PostSummary], now: datetime
-) -> str:
-    return _index(config, listings, posts=posts, now=now)
+def render_home(config: Config, shown: SourceFeedsPage, posts: Sequence[PostSummary], now: datetime) -> str:
+    return _index(config, shown.listings, posts=posts, now=now, source_feeds=shown)
 
 
 def render_static_index(config: Config, feeds: Sequence[tuple[FeedSpec, int, datetime | None]]) -> bytes:
     """The feeds folder's index.html: each feed with its item count, newest item and formats."""
     listings = sort_listings(FeedListing(spec, count, newest) for spec, count, newest in feeds)
     css = static_file("style.css").decode()
-    return (_index(config, listings, live=False, posts=(), css=css, now=None) + "\n").encode()
+    page = _index(config, listings, live=False, posts=(), css=css, now=None, source_feeds=None)
+    return (page + "\n").encode()
 
 
 def status_link(view: StatusView, page: int = 1) -> str:
