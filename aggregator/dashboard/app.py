@@ -36,6 +36,7 @@ from aggregator.dashboard.health import (
     daily_counts,
     day_number,
     ordered,
+    page_number,
     page_of,
     source_row,
     status_view,
@@ -198,7 +199,7 @@ class Dashboard:
     async def home(self, request: Request) -> Response:
         """The feeds (``?sources=N``: the Nth page of the source feeds) and the newest posts."""
         config = self.config()
-        asked = _page_number(request.query_params.get("sources"))
+        asked = page_number(request.query_params.get("sources"))
 
         def page() -> str:
             listings, posts = self._read_now(
@@ -304,13 +305,6 @@ def _read_post_file(posts_dir: Path, path: str) -> tuple[dict[str, Any] | None, 
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError):
         return None, ""
     return meta, body
-
-
-def _page_number(asked: str | None) -> int:
-    try:
-        return max(int(asked or "1"), 1)
-    except ValueError:
-        return 1
 
 
 def _refresh_seconds(asked: str | None) -> int:

@@ -191,12 +191,11 @@ class StatusView:
     words: tuple[str, ...] = ()
     page: int | None = None
 
-    def query(self, page: int | None = None) -> dict[str, str]:
-        """The view as query parameters (``page`` for another page of the same rows)."""
+    def query(self) -> dict[str, str]:
+        """The view as query parameters (page 1 and an empty filter are left out)."""
         asked = {"health": self.health or "", "q": " ".join(self.words)}
-        number = page if page is not None else self.page
-        if number is not None and number > 1:
-            asked["page"] = str(number)
+        if self.page is not None and self.page > 1:
+            asked["page"] = str(self.page)
         return {key: value for key, value in asked.items() if value}
 
 
@@ -209,13 +208,16 @@ def status_view(params: Mapping[str, str], *, paged: bool) -> StatusView:
     if health not in (*HEALTHS, ATTENTION):
         health = None
     words = tuple(params.get("q", "").lower().split())
-    page: int | None = None
-    if paged or "page" in params:
-        try:
-            page = max(int(params.get("page", "1")), 1)
-        except ValueError:
-            page = 1
+    page = page_number(params.get("page")) if paged or "page" in params else None
     return StatusView(health, words, page)
+
+
+def page_number(asked: str | None) -> int:
+    """A ``?page=``-like parameter: a whole number from 1, else 1."""
+    try:
+        return max(int(asked or "1"), 1)
+    except ValueError:
+        return 1
 
 
 def matches(row: SourceRow, view: StatusView) -> bool:
