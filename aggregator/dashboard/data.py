@@ -15,6 +15,7 @@ from datetime import datetime
 from aggregator.categories import display_path, first_spellings, spelling_in
 from aggregator.config import Config
 from aggregator.config_categories import category_paths
+from aggregator.dashboard.paging import paging
 from aggregator.index.dashboard import DashboardIndex, DashboardReader, PostSummary
 from aggregator.keys import CATEGORY_PREFIX, feed_keys_for, split_key
 from aggregator.publish.specs import FeedSpec, spec_for
@@ -76,13 +77,9 @@ def source_feeds_page(
     """``listings`` (index.html's order) with page ``asked`` of the source feeds, the last past the end"""
     others = [listing for listing in listings if listing.spec.kind != "source"]
     sources = [listing for listing in listings if listing.spec.kind == "source"]
-    pages = max(-(-len(sources) // size), 1)
-    number = min(max(asked, 1), pages)
-    shown = sources[(number - 1) * size : number * size]
-    first = (number - 1) * size + 1 if shown else 0
-    return SourceFeedsPage(
-        [*others, *shown], len(sources), number, pages, first, first + len(shown) - 1 if shown else 0
-    )
+    page = paging(len(sources), asked, size)
+    shown = sources[page.start : page.stop]
+    return SourceFeedsPage([*others, *shown], len(sources), page.number, page.pages, page.first, page.last)
 
 
 def sort_listings(listings: Iterable[FeedListing]) -> list[FeedListing]:

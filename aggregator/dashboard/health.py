@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from aggregator.dashboard.paging import paging
 from aggregator.schedule import NextPoll
 from aggregator.state import SourceState
 
@@ -251,8 +252,5 @@ def page_of(rows: Sequence[SourceRow], view: StatusView, size: int = PAGE_ROWS) 
     matched = [row for row in rows if matches(row, view)]
     if view.page is None:
         return RowPage(matched, 1, 1, len(matched), 1 if matched else 0, view)
-    pages = max(-(-len(matched) // size), 1)
-    number = min(view.page, pages)
-    start = (number - 1) * size
-    shown = matched[start : start + size]
-    return RowPage(shown, number, pages, len(matched), start + 1 if shown else 0, view)
+    page = paging(len(matched), view.page, size)
+    return RowPage(matched[page.start : page.stop], page.number, page.pages, len(matched), page.first, view)
